@@ -1,0 +1,153 @@
+"""Typed config schemas, registered in Hydra's ConfigStore, and their range checks.
+
+Each group (corpus, data, model, optimizer, trainer, eval) has one dataclass. The YAML files under
+`configs/` fill these in; because the schema is a structured config, a misspelled key or a value of the
+wrong type fails when the config is composed, before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from sgns.errors import SGNSError
+
+
+@dataclass
+class SyntheticConfig:
+    relations: int = 4  # how many planted relations (analogy sections)
+    pairs: int = 24  # entity pairs per relation
+    filler_words: int = 2000  # size of the Zipf-distributed filler vocabulary
+    sentences: int = 60000  # sentences to generate
+    seed: int = 0  # generator seed (independent of the training seed)
+    evaluate: bool = True  # also score the generated analogy file (metrics key eval.planted_analogies)
+
+
+@dataclass
+class CorpusConfig:
+    kind: str = "synthetic"  # where text comes from: synthetic | text | hf
+    path: Optional[str] = None  # text: file to read (.gz/.bz2/.xz decompressed on the fly)
+    name: Optional[str] = None  # hf: dataset name on the hub, or a loader (json, csv, parquet, text)
+    config_name: Optional[str] = None  # hf: dataset configuration (second argument of load_dataset)
+    data_files: Optional[List[str]] = None  # hf: local files for the json/csv/parquet/text loaders
+    split: str = "train"  # hf: split to read
+    column: str = "text"  # hf: column holding the text
+    revision: Optional[str] = None  # hf: dataset revision (part of the cache key)
+    lowercase: bool = False  # lowercase tokens while reading
+    max_sentence_len: int = 10000  # cut longer lines into pieces of this many tokens (gensim: 10000)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # synthetic: generator settings
+
+
+@dataclass
+class DataConfig:
+    min_count: int = 5  # drop words seen fewer times than this
+    max_vocab_size: Optional[int] = None  # keep at most this many most frequent words (None: no cap)
+    window: int = 5  # maximum distance between center and context; radius drawn uniformly in [1, window]
+    negatives: int = 5  # negative samples per positive pair
+    ns_exponent: float = 0.75  # negatives are drawn from unigram counts raised to this power
+    subsample: float = 1e-3  # frequent-word subsampling threshold t (0 disables)
+    batch_size: int = 4096  # positive pairs per step
+    chunk_tokens: int = 1_000_000  # tokens turned into pairs at once (shuffled within a chunk)
+    shared_negatives: int = 1  # positives that share one draw of negatives (1 = exact word2vec sampling)
+    cache_dir: str = "${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}"  # token-id cache
+    prefetch: bool = True  # build the next batches in a background thread while the model trains
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 100  # embedding dimension
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"  # sgd (word2vec's linear decay) | sparse_adam
+    lr: float = 0.025  # starting learning rate
+    min_lr_ratio: float = 1e-4  # decay floor as a fraction of lr (word2vec: 1e-4)
+    decay: bool = True  # linear decay to the floor over the whole run
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 5  # passes over the corpus (gensim and word2vec default to 5)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 1  # seeds every random choice (subsampling, windows, negatives, init)
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+    run_dir: str = "${hydra:runtime.output_dir}"  # where checkpoints, logs and vectors go
+    log_every: int = 50  # steps between TensorBoard scalar points
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
+    keep_checkpoints: int = 2  # how many recent checkpoints to keep
+    resume: str = "auto"  # auto | never | PATH of a checkpoint
+    progress: bool = True  # show a progress bar
+    export_binary: bool = True  # write vectors.bin (word2vec binary); false writes vectors.txt
+
+
+@dataclass
+class EvalConfig:
+    analogies: List[str] = field(default_factory=list)  # questions-words style files
+    similarities: List[str] = field(default_factory=list)  # word1 TAB word2 TAB score files
+    restrict_vocab: int = 30000  # analogy answers searched among this many most frequent words
+    every_words: int = 0  # evaluate every N corpus words during training (0: only at the end)
+    method: str = "3cosadd"  # 3cosadd | 3cosmul
+
+
+@dataclass
+class Config:
+    corpus: CorpusConfig = MISSING
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    eval: EvalConfig = MISSING
+    objective: str = "auto"  # what the entry point returns to sweepers: auto | loss | a metrics.json path
+    experiment: Optional[str] = None  # name of the experiment delta applied, if any
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=Config)
+
+
+def _check(ok: bool, key: str, allowed: str, value: Any, fix: str = "") -> None:
+    if not ok:
+        hint = f"; {fix}" if fix else ""
+        raise SGNSError(f"{key}={value!r} is out of range: must be {allowed}{hint}")
+
+
+def validate(cfg: Any) -> None:
+    """Range-check every numeric key; raise SGNSError naming the key and the allowed range."""
+    c, d, m, o, t, e = cfg.corpus, cfg.data, cfg.model, cfg.optimizer, cfg.trainer, cfg.eval
+    _check(c.kind in ("synthetic", "text", "hf"), "corpus.kind", "one of synthetic, text, hf", c.kind)
+    _check(c.max_sentence_len >= 1, "corpus.max_sentence_len", ">= 1", c.max_sentence_len)
+    s = c.synthetic
+    _check(s.relations >= 1, "corpus.synthetic.relations", ">= 1", s.relations)
+    _check(s.pairs >= 2, "corpus.synthetic.pairs", ">= 2", s.pairs)
+    _check(s.filler_words >= 10, "corpus.synthetic.filler_words", ">= 10", s.filler_words)
+    _check(s.sentences >= 1, "corpus.synthetic.sentences", ">= 1", s.sentences)
+    _check(d.min_count >= 1, "data.min_count", ">= 1", d.min_count)
+    _check(d.max_vocab_size is None or d.max_vocab_size >= 1, "data.max_vocab_size", ">= 1 or null",
+           d.max_vocab_size)
+    _check(d.window >= 1, "data.window", ">= 1", d.window, "e.g. data.window=5")
+    _check(d.negatives >= 1, "data.negatives", ">= 1", d.negatives, "e.g. data.negatives=5")
+    _check(0 <= d.ns_exponent <= 2, "data.ns_exponent", "in [0, 2]", d.ns_exponent)
+    _check(0 <= d.subsample < 1, "data.subsample", "in [0, 1) (0 disables)", d.subsample)
+    _check(d.batch_size >= 1, "data.batch_size", ">= 1", d.batch_size)
+    _check(d.chunk_tokens >= 1000, "data.chunk_tokens", ">= 1000", d.chunk_tokens)
+    _check(d.shared_negatives >= 1, "data.shared_negatives", ">= 1", d.shared_negatives)
+    _check(m.dim >= 1, "model.dim", ">= 1", m.dim, "e.g. model.dim=100")
+    _check(o.name in ("sgd", "sparse_adam"), "optimizer.name", "sgd or sparse_adam", o.name)
+    _check(o.lr > 0, "optimizer.lr", "> 0", o.lr, "e.g. optimizer.lr=0.025")
+    _check(0 <= o.min_lr_ratio <= 1, "optimizer.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)
+    _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
+    _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
+    _check(t.log_every >= 1, "trainer.log_every", ">= 1", t.log_every)
+    _check(t.checkpoint_every >= 0, "trainer.checkpoint_every", ">= 0", t.checkpoint_every)
+    _check(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", ">= 1", t.keep_checkpoints)
+    _check(e.restrict_vocab >= 1, "eval.restrict_vocab", ">= 1", e.restrict_vocab)
+    _check(e.every_words >= 0, "eval.every_words", ">= 0", e.every_words)
+    _check(e.method in ("3cosadd", "3cosmul"), "eval.method", "3cosadd or 3cosmul", e.method)
+    dev = str(t.device)
+    _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "trainer.device",
+           "auto, cpu, cuda or cuda:N", dev)

@@ -1,0 +1,158 @@
+"""Data stage: token ids -> shuffled (center, context) positive pairs, in batches.
+
+Word2vec semantics, vectorised per chunk of the corpus with numpy (no per-token Python):
+out-of-vocabulary tokens dropped, frequent words subsampled with keep probability (sqrt(f/t) + 1) * t / f,
+then for every kept position a radius drawn uniformly in [1, window] and every word within that radius in
+the same sentence paired with it. Each chunk's randomness comes from its own generator seeded by
+(seed, epoch, chunk), so any position can be regenerated exactly: that is what makes resume exact.
+Negatives are not drawn here but per batch in the hot path (sgns.hotpath).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from sgns.corpus import EncodedCorpus
+from sgns.vocab import Vocabulary
+
+
+def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
+    """Word2vec's subsampling keep probability per word, (sqrt(f/t) + 1) * t / f, capped at 1."""
+    if subsample <= 0:
+        return np.ones(len(counts), dtype=np.float64)
+    f = counts / counts.sum()
+    return np.minimum((np.sqrt(f / subsample) + 1) * subsample / f, 1.0)
+
+
+def window_pairs(ids: np.ndarray, sentence: np.ndarray, window: int,
+                 rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """All (center, context) pairs within a per-position radius drawn uniformly from [1, window]."""
+    radius = rng.integers(1, window + 1, size=len(ids))
+    centers, contexts = [], []
+    for offset in range(1, min(window, len(ids) - 1) + 1):
+        same = sentence[:-offset] == sentence[offset:]
+        right = same & (radius[:-offset] >= offset)  # center at i, context at i + offset
+        left = same & (radius[offset:] >= offset)  # center at i + offset, context at i
+        centers += [ids[:-offset][right], ids[offset:][left]]
+        contexts += [ids[offset:][right], ids[:-offset][left]]
+    if not centers:
+        empty = np.zeros(0, dtype=ids.dtype)
+        return empty, empty
+    return np.concatenate(centers), np.concatenate(contexts)
+
+
+@dataclass
+class Batch:
+    centers: torch.Tensor  # (B,) int64
+    contexts: torch.Tensor  # (B,) int64
+    epoch: int
+    chunk: int
+    index: int  # batch index within the chunk
+    words_done: float  # corpus words covered once this batch is trained (for lr decay and words/s)
+
+
+class PairBatches(IterableDataset):
+    """Iterable over batches of positive pairs for every epoch, resumable at any batch."""
+
+    def __init__(self, corpus: EncodedCorpus, vocab: Vocabulary, window: int, subsample: float,
+                 batch_size: int, chunk_tokens: int, epochs: int, seed: int,
+                 device: torch.device = torch.device("cpu"), prefetch: bool = True):
+        self.corpus, self.window, self.batch_size = corpus, window, batch_size
+        self.chunk_tokens, self.epochs, self.seed = chunk_tokens, epochs, seed
+        self.device, self.prefetch = device, prefetch
+        self.remap = vocab.remap(len(corpus.words))
+        self.keep = keep_probabilities(vocab.counts, subsample)
+        self.total_tokens = corpus.total_tokens
+        self.n_chunks = max(1, -(-self.total_tokens // chunk_tokens))
+        self.start = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
+
+    def chunk_pairs(self, epoch: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Shuffled (centers, contexts) for one chunk: a pure function of (seed, epoch, chunk)."""
+        rng = np.random.default_rng([self.seed, epoch, chunk])
+        lo, hi = chunk * self.chunk_tokens, min((chunk + 1) * self.chunk_tokens, self.total_tokens)
+        ids = self.remap[self.corpus.ids[lo:hi]]
+        starts = self.corpus.offsets[np.searchsorted(self.corpus.offsets, lo):]
+        starts = starts[starts < hi] - lo
+        boundary = np.zeros(hi - lo, dtype=np.int32)
+        boundary[starts] = 1
+        sentence = np.cumsum(boundary)
+        kept = ids >= 0
+        kept &= rng.random(hi - lo) < self.keep[np.maximum(ids, 0)]
+        centers, contexts = window_pairs(ids[kept], sentence[kept], self.window, rng)
+        order = rng.permutation(len(centers))
+        return centers[order].astype(np.int64), contexts[order].astype(np.int64)
+
+    def _chunks(self) -> Iterator[Tuple[int, int, np.ndarray, np.ndarray]]:
+        e0, c0, _ = self.start
+        for epoch in range(e0, self.epochs):
+            for chunk in range(c0 if epoch == e0 else 0, self.n_chunks):
+                yield (epoch, chunk, *self.chunk_pairs(epoch, chunk))
+
+    def _prefetched(self) -> Iterator[Tuple[int, int, np.ndarray, np.ndarray]]:
+        """Build the next chunk in a background thread (numpy releases the GIL) while this one trains."""
+        q: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                for item in self._chunks():
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(None)
+            except BaseException as e:  # hand errors to the consumer
+                q.put(e)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    def __iter__(self) -> Iterator[Batch]:
+        e0, c0, b0 = self.start
+        chunks = self._prefetched() if self.prefetch else self._chunks()
+        for epoch, chunk, centers, contexts in chunks:
+            n = len(centers)
+            n_batches = max(1, -(-n // self.batch_size))
+            lo = chunk * self.chunk_tokens
+            span = min(self.chunk_tokens, self.total_tokens - lo)
+            centers_t = torch.from_numpy(centers).to(self.device)
+            contexts_t = torch.from_numpy(contexts).to(self.device)
+            first = b0 if (epoch, chunk) == (e0, c0) else 0
+            for b in range(first, n_batches):
+                s = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                done = epoch * self.total_tokens + lo + span * (b + 1) / n_batches
+                yield Batch(centers_t[s], contexts_t[s], epoch, chunk, b, done)
+
+    def total_words(self) -> int:
+        return self.epochs * self.total_tokens
+
+
+def unigram_table(counts: np.ndarray, exponent: float) -> np.ndarray:
+    """Negative-sampling probabilities: unigram counts raised to `exponent`, normalised."""
+    p = np.asarray(counts, dtype=np.float64) ** exponent
+    return p / p.sum()
+
+
+def positions(batch: Optional[Batch]) -> Tuple[int, int, int]:
+    """The (epoch, chunk, batch) a run resumes at after `batch` has been trained."""
+    if batch is None:
+        return (0, 0, 0)
+    return (batch.epoch, batch.chunk, batch.index + 1)

@@ -1,0 +1,50 @@
+"""Model stage: two embedding tables and the SGNS objective.
+
+P(pair is real) = sigmoid(w . v), w the center word's input vector, v the other word's output vector.
+A positive (center, context) pair has label 1; each of its K negatives label 0. The loss is binary
+cross-entropy with logits, summed over the K + 1 terms of every pair (word2vec applies each pair's full
+gradient, so the sum, not the mean, matches its learning rate).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SGNS(nn.Module):
+    def __init__(self, vocab_size: int, dim: int, sparse: bool = True):
+        super().__init__()
+        self.input = nn.Embedding(vocab_size, dim, sparse=sparse)  # center-word vectors (the embeddings)
+        self.output = nn.Embedding(vocab_size, dim, sparse=sparse)  # context-word vectors
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        dim = self.input.embedding_dim
+        with torch.no_grad():  # word2vec's initialisation
+            self.input.weight.uniform_(-0.5 / dim, 0.5 / dim)
+            self.output.weight.zero_()
+
+    def forward(self, centers: torch.Tensor, contexts: torch.Tensor,
+                negatives: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits of the positives (B,) and of the negatives (B, K).
+
+        `negatives` is (B, K), or (ceil(B / G), K) when G consecutive positives share one draw of
+        negatives: their logits are then one (G, D) x (D, K) product per group.
+        """
+        w = self.input(centers)
+        positive = (w * self.output(contexts)).sum(-1)
+        groups, k = negatives.shape
+        size = -(-len(centers) // groups)  # positives per group
+        w = F.pad(w, (0, 0, 0, groups * size - len(centers))).view(groups, size, -1)
+        negative = torch.bmm(w, self.output(negatives).transpose(1, 2)).reshape(-1, k)[: len(centers)]
+        return positive, negative
+
+
+def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits summed over all pairs: label 1 for positives, 0 for negatives."""
+    return (F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive), reduction="sum")
+            + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative), reduction="sum"))
