@@ -1,0 +1,131 @@
+"""Every config group option, experiment, hparams_search and launcher config composes with Hydra's compose API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from sgns.config import validate
+from sgns.train import CONFIG_DIR
+
+CONFIGS = Path(CONFIG_DIR)
+# Plugin a config needs, by group: those configs are skipped (not failed) where the plugin is not installed.
+PLUGIN_OF = {"hparams_search": "hydra_plugins.hydra_optuna_sweeper",
+             "hydra/launcher/local_parallel": "hydra_plugins.hydra_joblib_launcher",
+             "hydra/launcher/slurm": "hydra_plugins.hydra_submitit_launcher"}
+
+
+def options(group: str) -> List[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def all_group_options() -> List[Tuple[str, str]]:
+    groups = [p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra"]
+    return [(g, o) for g in sorted(groups) for o in options(g)]
+
+
+def compose_train(overrides: List[str], hydra_config: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=hydra_config)
+
+
+def need_plugin(key: str) -> None:
+    for prefix, module in PLUGIN_OF.items():
+        if key.startswith(prefix):
+            pytest.importorskip(module)
+
+
+def test_the_groups_have_the_expected_options() -> None:
+    found = dict.fromkeys([g for g, _ in all_group_options()])
+    assert {"corpus", "data", "model", "optimizer", "trainer", "eval", "experiment", "hparams_search"} <= set(found)
+    assert {"gutenberg_baseline", "text8"} <= set(options("experiment"))
+    assert options("hparams_search") == ["optuna_sgns"]
+    assert {"local_parallel", "slurm"} <= set(options("hydra/launcher"))
+
+
+@pytest.mark.parametrize(("group", "option"), all_group_options())
+def test_every_group_option_composes_and_validates(group: str, option: str) -> None:
+    need_plugin(f"{group}/{option}")
+    cfg = compose_train([f"{group}={option}", "trainer.run_dir=run"])  # outside a Hydra job: no hydra:runtime
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    compose_train([f"{group}={option}"], hydra_config=True)  # and so does the hydra node it may change
+    if group == "experiment":
+        assert cfg.experiment == option  # the run records which delta it got
+
+
+def _leaves(node: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(node, dict):
+        out: Dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiments_hold_only_deltas(name: str) -> None:
+    path = CONFIGS / "experiment" / f"{name}.yaml"
+    assert path.read_text().startswith("# @package _global_\n")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    group_choices = [d for d in raw.pop("defaults", []) if isinstance(d, dict)]
+    assert all(next(iter(d)).startswith("override /") for d in group_choices)
+    base = compose_train([f"{next(iter(d)).removeprefix('override /')}={next(iter(d.values()))}"
+                          for d in group_choices])
+    base = OmegaConf.to_container(base, resolve=False)
+    for key, value in _leaves(raw).items():
+        if key == "experiment":
+            continue
+        default = OmegaConf.select(OmegaConf.create(base), key, throw_on_missing=False)
+        assert value != default, f"{name}: {key}={value!r} restates the default; keep experiments to deltas"
+
+
+def test_experiment_overrides_win_and_can_be_overridden() -> None:
+    cfg = compose_train(["experiment=text8", "model.dim=64"])
+    assert (cfg.corpus.kind, cfg.data.negatives, cfg.model.dim) == ("text", 25, 64)
+
+
+def test_gutenberg_baseline_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SGNS_DATA_DIR", "/data/sgns")
+    cfg = compose_train(["experiment=gutenberg_baseline"])
+    assert cfg.corpus.path == "/data/sgns/corpora/gutenberg_dev.txt.gz"
+    assert list(cfg.eval.analogies) == ["/data/sgns/eval/questions-words.txt"]
+    assert [Path(p).name for p in cfg.eval.similarities] == ["wordsim353.tsv", "simlex999.txt"]
+
+
+def test_optuna_search_space_names_real_keys_and_maximises_accuracy() -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = compose_train(["hparams_search=optuna_sgns"], hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert get_class(sweeper._target_).__name__ == "OptunaSweeper"
+    assert sweeper.direction == "maximize" and cfg.objective == "auto"  # auto: the first analogy accuracy
+    params = dict(sweeper.params)
+    assert set(params) == {"optimizer.lr", "data.negatives", "data.window", "data.subsample", "model.dim"}
+    parser = OverridesParser.create()
+    for key, space in params.items():
+        assert OmegaConf.select(cfg, key) is not None, key
+        assert parser.parse_override(f"{key}={space}").is_sweep_override(), key
+
+
+@pytest.mark.parametrize(("option", "launcher"), [("local_parallel", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
+def test_launcher_configs_compose(option: str, launcher: str) -> None:
+    need_plugin(f"hydra/launcher/{option}")
+    cfg = compose_train([f"hydra/launcher={option}"], hydra_config=True)
+    assert get_class(cfg.hydra.launcher._target_).__name__ == launcher
+    if option == "local_parallel":
+        assert cfg.hydra.launcher.n_jobs == 2
+    else:
+        assert cfg.hydra.launcher.timeout_min == 240
+        assert cfg.hydra.launcher.submitit_folder.endswith("/.submitit/%j")
+
+
+def test_a_misspelled_launcher_key_fails_at_compose() -> None:
+    need_plugin("hydra/launcher/slurm")
+    with pytest.raises(Exception, match="partitoin"):
+        compose_train(["hydra/launcher=slurm", "hydra.launcher.partitoin=gpu"], hydra_config=True)
