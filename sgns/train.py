@@ -28,7 +28,9 @@ from sgns.data import PairBatches, unigram_table
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_all
 from sgns.hotpath import NegativeSampler, draw_negatives, optimizer_step, sgd_step
+from sgns.hparams import log_hparams
 from sgns.model import SGNS
+from sgns.summarize import mark_failed
 from sgns.vectors import save_word2vec
 from sgns.vocab import Vocabulary
 
@@ -279,6 +281,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     checkpoint(position, finished=True)
     write_metrics(run_dir, metrics)
     writer.add_scalar("train/loss", last_loss, step)
+    log_hparams(writer, cfg, metrics, step)
     writer.close()
     log.info(f"done: {metrics['train_words']:,} words in {metrics['wall_seconds']:.1f}s "
              f"({metrics['words_per_sec']:,.0f} words/s training), loss {last_loss:.4f}; outputs in {run_dir}")
@@ -309,6 +312,7 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         return objective(cfg, train(cfg))
     except SGNSError as e:
+        mark_failed(cfg.trainer.run_dir, e)  # metrics.json says failed and why; sgns-summarize shows it
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
