@@ -1,0 +1,43 @@
+"""Shared fixtures: small generated corpora and a compose helper (no shared data in unit tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from sgns.train import CONFIG_DIR
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own token/synthetic cache, never the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("SGNS_CACHE_DIR", str(cache))
+    return cache
+
+
+def zipf_text(path: Path, words: int = 20000, vocab: int = 300, seed: int = 0, line_len: int = 12) -> Path:
+    """A small Zipf-distributed corpus: `vocab` words w0..wN, `line_len` tokens per line."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / (np.arange(vocab) + 1.0)
+    ids = rng.choice(vocab, size=words, p=p / p.sum())
+    lines = [" ".join(f"w{i}" for i in ids[s : s + line_len]) for s in range(0, words, line_len)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def compose_cfg(run_dir: Path, overrides: List[str] = ()) -> DictConfig:
+    """The train config as the CLI would compose it, writing into run_dir, without a progress bar."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"trainer.run_dir={run_dir}", "trainer.progress=false", *overrides])
+    return cfg
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    return zipf_text(tmp_path / "tiny.txt")

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from sgns.errors import SGNSError
+from sgns.vocab import Vocabulary
+
+WORDS = ["c", "a", "b", "d", "e"]
+COUNTS = np.array([5, 7, 5, 1, 9])
+
+
+def test_sorted_by_count_ties_alphabetical_and_min_count():
+    vocab = Vocabulary.build(WORDS, COUNTS, min_count=5)
+    assert vocab.words == ["e", "a", "b", "c"]  # d (1) dropped; b and c tie at 5 -> alphabetical
+    assert vocab.counts.tolist() == [9, 7, 5, 5]
+    assert vocab.index["b"] == 2 and "d" not in vocab
+
+
+def test_max_vocab_size_keeps_most_frequent():
+    vocab = Vocabulary.build(WORDS, COUNTS, min_count=1, max_vocab_size=2)
+    assert vocab.words == ["e", "a"]
+
+
+def test_remap_sends_dropped_words_to_minus_one():
+    vocab = Vocabulary.build(WORDS, COUNTS, min_count=5)
+    table = vocab.remap(len(WORDS))
+    assert table.tolist() == [3, 1, 2, -1, 0]
+
+
+def test_no_word_reaches_min_count_is_a_clear_error():
+    with pytest.raises(SGNSError, match="min_count=100"):
+        Vocabulary.build(WORDS, COUNTS, min_count=100)
+
+
+def test_save_load_and_state_dict_round_trip(tmp_path):
+    vocab = Vocabulary.build(["né", "x"], np.array([3, 2]), min_count=1)
+    vocab.save(tmp_path / "vocab.txt")
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == "né 3\nx 2\n"
+    loaded = Vocabulary.load(tmp_path / "vocab.txt")
+    assert loaded.words == vocab.words and loaded.counts.tolist() == [3, 2]
+    again = Vocabulary.from_state_dict(vocab.state_dict())
+    assert again.words == vocab.words and again.counts.tolist() == [3, 2]
