@@ -117,7 +117,7 @@ def test_resume_position_yields_the_same_remaining_batches(tiny_corpus, tmp_path
     ds.start = (full[cut].epoch, full[cut].chunk, full[cut].index)
     rest = list(ds)
     assert len(rest) == len(full) - cut
-    for x, y in zip(rest, full[cut:]):
+    for x, y in zip(rest, full[cut:], strict=True):
         assert torch.equal(x.centers, y.centers) and torch.equal(x.contexts, y.contexts)
         assert x.words_done == y.words_done
     assert full[-1].words_done == pytest.approx(2 * ds.total_tokens)
@@ -128,4 +128,4 @@ def test_prefetch_thread_gives_the_same_batches(tiny_corpus, tmp_path):
     plain = [b.centers for b in ds]
     ds.prefetch = True
     fetched = [b.centers for b in ds]
-    assert len(plain) == len(fetched) and all(torch.equal(x, y) for x, y in zip(plain, fetched))
+    assert len(plain) == len(fetched) and all(torch.equal(x, y) for x, y in zip(plain, fetched, strict=True))
