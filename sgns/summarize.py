@@ -207,6 +207,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _short(value: str) -> str:
+    """An override value for the table: long floats (Optuna's samples) cut to 4 significant digits."""
+    if len(value) > 8:
+        try:
+            return f"{float(value):.4g}"
+        except ValueError:
+            pass
+    return value
+
+
 def table_rows(summary: Summary) -> Tuple[List[str], List[List[str]]]:
     """The printed / Markdown table: rank, run, status, swept values, objective, metrics, note."""
     arrow = "max" if summary.maximise else "min"
@@ -217,7 +227,7 @@ def table_rows(summary: Summary) -> Tuple[List[str], List[List[str]]]:
         note = r.error if r.status != FINISHED else ""
         if len(note) > 90:
             note = note[:87] + "..."
-        rows.append([str(i), r.name, r.status, *[r.overrides.get(k, "") for k in summary.swept],
+        rows.append([str(i), r.name, r.status, *[_short(r.overrides.get(k, "")) for k in summary.swept],
                      _cell(summary.objective_of(r)), _cell(r.metric("loss")),
                      *[_cell(r.metric(c)) for c in summary.eval_columns],
                      _cell(r.metric("train_words")), _cell(r.metric("words_per_sec")),
