@@ -248,7 +248,8 @@ def describe(summary: Summary) -> str:
     others = len(summary.runs) - sum(counts.values())
     parts = [f"{n} {s}" for s, n in counts.items() if n] + ([f"{others} other"] if others else [])
     better = "higher" if summary.maximise else "lower"
-    lines = [f"{len(summary.runs)} runs ({', '.join(parts)}); sorted by objective {summary.objective} "
+    runs = f"{len(summary.runs)} run" + ("s" if len(summary.runs) != 1 else "")
+    lines = [f"{runs} ({', '.join(parts)}); sorted by objective {summary.objective} "
              f"({better} is better)"]
     if summary.constant:
         lines.append("same in every run: " + " ".join(f"{k}={v}" for k, v in summary.constant.items()))
@@ -287,7 +288,7 @@ def _flat_numbers(metrics: Mapping[str, Any], prefix: str = "") -> Dict[str, flo
 
 
 def _label(run: Run, swept: List[str]) -> str:
-    label = ", ".join(f"{k.rsplit('.', 1)[-1]}={run.overrides.get(k, '')}" for k in swept) or run.name
+    label = ", ".join(f"{k.rsplit('.', 1)[-1]}={run.overrides.get(k, '')}" for k in swept) or run.path.name
     return label if run.status == FINISHED else f"{label} ({run.status})"
 
 
