@@ -16,8 +16,10 @@ import itertools
 import json
 import lzma
 import os
+import re
 import shutil
 import tempfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,9 @@ from sgns.errors import SGNSError
 
 CACHE_FORMAT = 1  # bump when the reader or the cache layout changes: old caches are then ignored
 BLOCK_BYTES = 1 << 20
+MAX_TOKEN_CHARS = 1 << 20  # a "word" longer than this (binary junk) is cut, so memory stays bounded
+_LAST_SPACE = re.compile(r"\s(?=\S*\Z)")  # the last whitespace character (same set as str.split)
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)  # truncated or corrupt files, I/O errors
 
 # Undecodable bytes become U+FFFD; this handler counts them for the run's report.
 _replaced = [0]
@@ -56,15 +61,18 @@ def open_binary(path: str | Path) -> BinaryIO:
         raise SGNSError(f"corpus file not found: {p} (set corpus.path=FILE)")
     if p.is_dir():
         raise SGNSError(f"corpus path is a directory, not a file: {p}")
-    with open(p, "rb") as f:
-        magic = f.read(6)
-    if magic.startswith(b"\x1f\x8b"):
-        return gzip.open(p, "rb")  # type: ignore[return-value]
-    if magic.startswith(b"BZh"):
-        return bz2.open(p, "rb")  # type: ignore[return-value]
-    if magic.startswith(b"\xfd7zXZ\x00"):
-        return lzma.open(p, "rb")  # type: ignore[return-value]
-    return open(p, "rb")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+        if magic.startswith(b"\x1f\x8b"):
+            return gzip.open(p, "rb")  # type: ignore[return-value]
+        if magic.startswith(b"BZh"):
+            return bz2.open(p, "rb")  # type: ignore[return-value]
+        if magic.startswith(b"\xfd7zXZ\x00"):
+            return lzma.open(p, "rb")  # type: ignore[return-value]
+        return open(p, "rb")
+    except OSError as e:  # unreadable, or vanished since the check above
+        raise SGNSError(f"corpus file {p} cannot be read: {e.strerror or e}") from None
 
 
 def _pieces(tokens: List[str], max_len: int) -> Iterator[List[str]]:
@@ -73,44 +81,55 @@ def _pieces(tokens: List[str], max_len: int) -> Iterator[List[str]]:
 
 
 def iter_sentences(stream: BinaryIO, max_len: int = 10000, lowercase: bool = False,
-                   stats: Optional[ReadStats] = None) -> Iterator[List[str]]:
+                   stats: Optional[ReadStats] = None, block_bytes: int = BLOCK_BYTES,
+                   max_token_chars: int = MAX_TOKEN_CHARS) -> Iterator[List[str]]:
     """Yield whitespace-token lists, one per line, lines longer than `max_len` tokens cut into pieces.
 
-    Reads fixed-size blocks, so a 100 MB single-line file never sits in memory as one string.
+    Reads `block_bytes` at a time, so a 100 MB single-line file never sits in memory as one string: the
+    whole tokens of an unfinished line are kept as a list (and emitted every `max_len`), only its last,
+    maybe partial, token as text. Invalid UTF-8 becomes U+FFFD (counted in `stats.replaced_bytes`), NUL
+    bytes are whitespace, a token longer than `max_token_chars` is cut. A read error (truncated or corrupt
+    compressed file, I/O error) raises SGNSError.
     """
     stats = stats if stats is not None else ReadStats()
     decoder = codecs.getincrementaldecoder("utf-8")(errors="sgns-count")
     start_replaced = _replaced[0]
-    pending: List[str] = []  # tokens of the current (unfinished) line
+    pending: List[str] = []  # whole tokens of the current (unfinished) line
     tail = ""  # text after the last newline seen
+
+    def split(text: str) -> List[str]:
+        # Lowercasing per line piece, not per block: str.lower is context-sensitive (Greek final sigma).
+        return text.lower().split() if lowercase else text.split()
+
     try:
         while True:
             try:
-                raw = stream.read(BLOCK_BYTES)
-            except (OSError, EOFError, lzma.LZMAError) as e:
-                raise SGNSError(f"corpus could not be read: {e}") from None
+                raw = stream.read(block_bytes)
+            except _READ_ERRORS as e:
+                raise SGNSError(f"corpus could not be read (truncated or corrupt file?): {e}") from None
             final = not raw
             text = tail + decoder.decode(raw, final=final)
             if "\x00" in text:
                 text = text.replace("\x00", " ")
-            if lowercase:
-                text = text.lower()
             lines = text.split("\n")
             tail = "" if final else lines.pop()
             for line in lines:
-                tokens = line.split()
+                tokens = split(line)
                 if pending:
                     tokens, pending = pending + tokens, []
                 for piece in _pieces(tokens, max_len):
                     stats.lines += 1
                     stats.tokens += len(piece)
                     yield piece
-            if len(tail) > BLOCK_BYTES:
-                # A very long line: emit its whole tokens now, keep only the last (maybe partial) one.
-                cut = max(tail.rfind(" "), tail.rfind("\t"))
-                cut = cut if cut > 0 else len(tail)  # no whitespace at all: cut anyway
-                pending.extend(tail[:cut].split())
-                tail = tail[cut:]
+            if len(tail) > block_bytes:
+                # A very long line: keep its whole tokens as a list, only the last (maybe partial) one as text.
+                m = _LAST_SPACE.search(tail)
+                if m is not None and m.start() > 0:
+                    pending.extend(split(tail[: m.start()]))
+                    tail = tail[m.start() :]
+                elif len(tail) > max_token_chars:
+                    pending.extend(split(tail))  # one giant "word": cut it here
+                    tail = ""
                 while len(pending) >= max_len:
                     piece, pending = pending[:max_len], pending[max_len:]
                     stats.lines += 1
@@ -146,12 +165,22 @@ class CorpusSource:
 def text_source(path: str | Path, max_len: int, lowercase: bool) -> CorpusSource:
     path = Path(path).expanduser()
     open_binary(path).close()  # fail early with a clear error if missing or unreadable
+    try:
+        before = os.stat(path)
+        fingerprint = file_fingerprint(path)
+    except OSError as e:
+        raise SGNSError(f"corpus file {path} cannot be read: {e.strerror or e}") from None
 
     def sentences(stats: ReadStats) -> Iterator[List[str]]:
         with open_binary(path) as stream:
             yield from iter_sentences(stream, max_len, lowercase, stats)
+            # The cache is keyed by the content hashed above: make sure that is the content we just read.
+            after = os.fstat(stream.fileno())
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise SGNSError(f"corpus file {path} changed while being read (size {before.st_size:,} -> "
+                                f"{after.st_size:,} bytes): run again once it is complete")
 
-    key = f"text:{file_fingerprint(path)}:{max_len}:{lowercase}"
+    key = f"text:{fingerprint}:{max_len}:{lowercase}"
     return CorpusSource(str(path), key, sentences)
 
 
