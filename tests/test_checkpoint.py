@@ -1,0 +1,201 @@
+"""Checkpoint files: atomic writes, retention, damage detection, safe loading, failed writes, run-dir checks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import sgns.checkpoint as ck
+from sgns.checkpoint import (
+    RunLock,
+    check_run_dir,
+    latest_loadable,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
+from sgns.errors import SGNSError
+
+CONFIG = {"corpus": {"kind": "text", "path": "c.txt"}, "data": {"window": 5, "cache_dir": "/x"},
+          "model": {"dim": 8}, "optimizer": {"lr": 0.025}, "trainer": {"epochs": 2, "seed": 1, "resume": "auto"}}
+
+
+def state(step: int, config: dict = CONFIG) -> dict:
+    g = torch.Generator().manual_seed(step)
+    return {"model": {"input.weight": torch.randn(50, 8, generator=g), "output.weight": torch.zeros(50, 8)},
+            "optimizer": None, "progress": {"step": step, "finished": False, "words_done": 1.5 * step},
+            "vocab": {"words": ["a", "b"], "counts": [3, 2]}, "config": config}
+
+
+def test_roundtrip_keeps_every_value(tmp_path: Path):
+    s = state(7)
+    path = save_checkpoint(s, tmp_path, 7, keep=2)
+    assert path == tmp_path / "checkpoints" / "step-00000007.pt"
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["input.weight"], s["model"]["input.weight"])
+    assert loaded["progress"] == s["progress"] and loaded["config"] == s["config"]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_only_the_last_n_are_kept(tmp_path: Path):
+    for step in (10, 20, 30, 40):
+        save_checkpoint(state(step), tmp_path, step, keep=3)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000020.pt", "step-00000030.pt",
+                                                            "step-00000040.pt"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped_tensor_byte", "flipped_last_byte", "garbage"])
+def test_damaged_newest_is_reported_and_previous_used(tmp_path: Path, damage: str):
+    save_checkpoint(state(1), tmp_path, 1, keep=5)
+    newest = save_checkpoint(state(2), tmp_path, 2, keep=5)
+    data = bytearray(newest.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "empty":
+        data = bytearray()
+    elif damage == "flipped_tensor_byte":  # torch's own reader does not notice this one: our checksum does
+        data[len(data) // 2] ^= 0x01
+    elif damage == "flipped_last_byte":
+        data[-30] ^= 0xFF
+    else:
+        data = bytearray(os.urandom(2000))
+    newest.write_bytes(bytes(data))
+    warnings = []
+    path, loaded = latest_loadable(tmp_path, warn=warnings.append)
+    assert path.name == "step-00000001.pt" and loaded["progress"]["step"] == 1
+    assert len(warnings) == 1 and "step-00000002.pt" in warnings[0] and "previous" in warnings[0]
+
+
+def test_all_damaged_gives_none_and_check_run_dir_refuses(tmp_path: Path):
+    newest = save_checkpoint(state(1), tmp_path, 1, keep=5)
+    newest.write_bytes(newest.read_bytes()[:100])
+    assert latest_loadable(tmp_path, warn=lambda _: None) is None
+    with pytest.raises(SGNSError, match="no checkpoint .* can be loaded"):
+        check_run_dir(tmp_path, CONFIG, warn=lambda _: None)
+
+
+class RunsCode:
+    """Unpickling this object writes a marker file: proof that arbitrary code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+@pytest.mark.parametrize("fmt", ["torch_zip", "raw_pickle"])
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path, fmt: str):
+    marker = tmp_path / "code_ran"
+    payload = {"model": {"w": torch.zeros(2)}, "progress": {}, "evil": RunsCode(marker)}
+    path = tmp_path / "checkpoints" / "step-00000005.pt"
+    path.parent.mkdir()
+    if fmt == "torch_zip":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    # The file really is dangerous: a plain unpickling runs the code.
+    torch.load(path, weights_only=False) if fmt == "torch_zip" else pickle.loads(path.read_bytes())
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    with pytest.raises(SGNSError, match="refused for safety"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    assert latest_loadable(tmp_path, warn=lambda _: None) is None
+    assert not marker.exists()
+
+
+def test_plain_data_without_checksum_or_model_is_refused(tmp_path: Path):
+    path = tmp_path / "x.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(SGNSError, match="not an sgns checkpoint"):
+        load_checkpoint(path)
+    torch.save(state(1), path)  # right shape, but not written by save_checkpoint
+    with pytest.raises(SGNSError, match="no checksum"):
+        load_checkpoint(path)
+    with pytest.raises(SGNSError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def _assert_previous_intact(tmp_path: Path, previous: Path, before: bytes) -> None:
+    assert [p.name for p in list_checkpoints(tmp_path)] == [previous.name]
+    assert previous.read_bytes() == before
+    assert load_checkpoint(previous)["progress"]["step"] == 1
+    assert not [p for p in previous.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_disk_full_leaves_previous_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    previous = save_checkpoint(state(1), tmp_path, 1, keep=1)
+    before = previous.read_bytes()
+    folder = previous.parent
+
+    def mkstemp_on_full_disk(dir: str, prefix: str, suffix: str):
+        # a real ENOSPC from the kernel: the "temporary file" is /dev/full; the name is where it would be
+        name = Path(dir) / f"{prefix}full{suffix}"
+        name.write_bytes(b"")
+        return os.open("/dev/full", os.O_WRONLY), str(name)
+
+    monkeypatch.setattr(ck.tempfile, "mkstemp", mkstemp_on_full_disk)
+    expected = r"could not write checkpoint .*step-00000002.pt: No space left on device; .*step-00000001.pt is intact"
+    with pytest.raises(SGNSError, match=expected):
+        save_checkpoint(state(2), tmp_path, 2, keep=1)
+    assert folder.is_dir()
+    _assert_previous_intact(tmp_path, previous, before)
+
+
+def test_read_only_directory_leaves_previous_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    previous = save_checkpoint(state(1), tmp_path, 1, keep=1)
+    before = previous.read_bytes()
+    if os.geteuid() == 0:  # root ignores permission bits: raise what a read-only directory raises
+        def read_only(*args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        monkeypatch.setattr(ck.tempfile, "mkstemp", read_only)
+    else:
+        previous.parent.chmod(0o555)
+    try:
+        with pytest.raises(SGNSError, match="could not write checkpoint .*Permission denied.*is intact"):
+            save_checkpoint(state(2), tmp_path, 2, keep=1)
+    finally:
+        previous.parent.chmod(0o755)
+    _assert_previous_intact(tmp_path, previous, before)
+
+
+def test_stale_temp_files_are_removed(tmp_path: Path):
+    save_checkpoint(state(1), tmp_path, 1, keep=1)
+    (tmp_path / "checkpoints" / ".tmp-abc.pt").write_bytes(b"half")
+    assert remove_stale_temp_files(tmp_path) == 1
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001.pt"]
+
+
+def test_check_run_dir_refusals(tmp_path: Path):
+    assert check_run_dir(tmp_path / "new", CONFIG) is None
+    save_checkpoint(state(3), tmp_path, 3, keep=1)
+    path, found = check_run_dir(tmp_path, CONFIG)
+    assert found["progress"]["step"] == 3
+    other = {**CONFIG, "data": {"window": 9, "cache_dir": "/elsewhere"}}
+    with pytest.raises(SGNSError, match=r"other settings: data.window=5 \(this command: 9\)"):
+        check_run_dir(tmp_path, other)
+    ignored = {**CONFIG, "data": {"window": 5, "cache_dir": "/elsewhere"}, "eval": {"every_words": 7}}
+    assert check_run_dir(tmp_path, ignored) is not None  # cache dir and eval do not change what is trained
+    never = {**CONFIG, "trainer": {**CONFIG["trainer"], "resume": "never"}}
+    with pytest.raises(SGNSError, match="trainer.resume=never would overwrite"):
+        check_run_dir(tmp_path, never)
+    elsewhere = tmp_path / "fork"
+    fork = {**CONFIG, "trainer": {**CONFIG["trainer"], "resume": str(path)}}
+    assert check_run_dir(elsewhere, fork)[0] == path  # continuing a checkpoint into a new dir is fine
+    lock = RunLock(tmp_path).acquire()
+    try:
+        with pytest.raises(SGNSError, match="in use by another sgns-train process"):
+            check_run_dir(tmp_path, CONFIG)
+        with pytest.raises(SGNSError, match="in use"):
+            RunLock(tmp_path).acquire()
+    finally:
+        lock.release()
+    assert check_run_dir(tmp_path, CONFIG) is not None
