@@ -92,6 +92,7 @@ class EvalConfig:
     every_words: int = 0  # evaluate every N corpus words during training (0: only at the end)
     method: str = "3cosadd"  # 3cosadd | 3cosmul
 
+    projector_words: int = 1000  # top-N words written to TensorBoard's embedding projector at the end (0: none)
 
 @dataclass
 class Config:
@@ -151,3 +152,4 @@ def validate(cfg: Any) -> None:
     dev = str(t.device)
     _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "trainer.device",
            "auto, cpu, cuda or cuda:N", dev)
+    _check(e.projector_words >= 0, "eval.projector_words", ">= 0 (0: no projector)", e.projector_words)

@@ -27,6 +27,7 @@ from sgns.corpus import encode, make_source
 from sgns.data import PairBatches, unigram_table
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_all
+from sgns.export import write_projector
 from sgns.hotpath import NegativeSampler, draw_negatives, optimizer_step, sgd_step
 from sgns.hparams import log_hparams
 from sgns.model import SGNS
@@ -255,6 +256,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         raise SGNSError(f"the vectors hold NaN or inf after step {step}: lower optimizer.lr")
     out_name = "vectors.bin" if t.export_binary else "vectors.txt"
     save_word2vec(run_dir / out_name, vocab.words, vectors, binary=t.export_binary)
+    write_projector(writer, vocab.words, vectors, vocab.counts, cfg.eval.projector_words, step)
     results = evaluate_now(words_before)
     for name, m in results.items():
         if "accuracy" in m:

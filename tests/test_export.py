@@ -1,0 +1,157 @@
+"""Checkpoint -> model / vectors in one call, sgns-export files gensim loads unchanged, the TensorBoard projector."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_cfg
+
+from sgns.checkpoint import list_checkpoints, load_checkpoint
+from sgns.errors import SGNSError
+from sgns.export import export_main, load_model, load_vectors, write_projector
+from sgns.model import SGNS
+from sgns.train import train
+from sgns.vectors import load_word2vec, save_word2vec
+
+KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
+SPECIAL = ["café", "naïve", "日本語", "слово"]  # non-ASCII words that must survive every format
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny training run (Zipf corpus with some non-ASCII words), projector of the top 50 words."""
+    root = tmp_path_factory.mktemp("export")
+    rng = np.random.default_rng(0)
+    names = [f"w{i}" for i in range(200)]
+    names[3:3 + len(SPECIAL)] = SPECIAL
+    p = 1.0 / (np.arange(len(names)) + 1.0)
+    ids = rng.choice(len(names), size=15000, p=p / p.sum())
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(names[i] for i in ids[s : s + 12]) for s in range(0, len(ids), 12)) + "\n",
+                      encoding="utf-8")
+    cfg = compose_cfg(root / "run", ["corpus=text", f"corpus.path={corpus}", "model.dim=12", "trainer.epochs=1",
+                                     "data.min_count=2", "trainer.device=cpu", f"data.cache_dir={root / 'cache'}",
+                                     "eval.projector_words=50"])
+    train(cfg)
+    return root / "run"
+
+
+def test_load_model_in_one_call(run_dir: Path) -> None:
+    checkpoint = list_checkpoints(run_dir)[-1]
+    model = load_model(checkpoint)
+    assert isinstance(model, SGNS)
+    state = load_checkpoint(checkpoint)
+    torch.testing.assert_close(model.input.weight.detach(), state["model"]["input.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model.output.weight.detach(), state["model"]["output.weight"], rtol=0, atol=0)
+    assert model.vocab.words == list(state["vocab"]["words"])
+    assert all(w in model.vocab for w in SPECIAL)
+    # the documented downstream use
+    emb = torch.nn.Embedding.from_pretrained(model.input.weight.detach())
+    king = model.vocab.index["café"]
+    torch.testing.assert_close(emb(torch.tensor([king]))[0], model.input.weight[king].detach())
+    # the run dir gives the same (newest) checkpoint; the end-of-training vectors file holds these vectors
+    torch.testing.assert_close(load_model(run_dir).input.weight, model.input.weight, rtol=0, atol=0)
+    words, vectors = load_word2vec(run_dir / "vectors.bin")
+    assert words == model.vocab.words
+    np.testing.assert_array_equal(vectors, model.input.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("text", [False, True])
+@pytest.mark.parametrize("which", ["input", "average"])
+def test_export_loads_unchanged_in_gensim(run_dir: Path, tmp_path: Path, text: bool, which: str) -> None:
+    out = tmp_path / ("v.txt" if text else "v.bin")
+    export_main([str(list_checkpoints(run_dir)[-1]), str(out), "--vectors", which, *(["--text"] if text else [])])
+    state = load_checkpoint(list_checkpoints(run_dir)[-1])
+    expected = state["model"]["input.weight"].numpy()
+    if which == "average":
+        expected = (expected + state["model"]["output.weight"].numpy()) / 2
+        assert not np.allclose(expected, state["model"]["input.weight"].numpy())
+    kv = KeyedVectors.load_word2vec_format(str(out), binary=not text)
+    assert kv.index_to_key == list(state["vocab"]["words"])
+    np.testing.assert_array_equal(kv.vectors, expected.astype(np.float32))
+    # and back through sgns' own loaders
+    wv = load_vectors(out)
+    np.testing.assert_array_equal(wv.vectors, kv.vectors)
+    np.testing.assert_array_equal(load_vectors(run_dir, which).vectors, kv.vectors)
+
+
+def test_sgns_export_command(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "vectors.bin"
+    done = subprocess.run(["sgns-export", str(run_dir), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and out.is_file()
+    kv = KeyedVectors.load_word2vec_format(str(out), binary=True)
+    assert all(w in kv.key_to_index for w in SPECIAL)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["{tmp}/missing.pt", "{tmp}/o.bin"], "not found"),
+    (["{tmp}/junk.pt", "{tmp}/o.bin"], "cannot be loaded"),
+    (["{run}", "{tmp}/no/such/dir/o.bin"], "does not exist"),
+    (["{run}", "{tmp}", "--text"], "is a directory"),
+    (["{run}", "{tmp}/o.bin", "--vectors", "output"], "invalid choice"),
+    (["{run}"], "required"),
+])
+def test_sgns_export_errors_are_one_line(run_dir: Path, tmp_path: Path, args: list, message: str,
+                                         capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([a.format(tmp=tmp_path, run=run_dir) for a in args])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sgns-export: error: ") and message in lines[0], lines
+    assert not (tmp_path / "o.bin").exists()
+
+
+def test_sgns_export_error_from_the_command_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "sgns.export", str(tmp_path / "missing.pt"), str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"sgns-export: error: checkpoint not found: {tmp_path / 'missing.pt'}"]
+
+
+def test_load_vectors_sources_agree_and_fail_clearly(run_dir: Path, tmp_path: Path) -> None:
+    from_dir = load_vectors(run_dir)
+    from_file = load_vectors(run_dir / "vectors.bin")
+    assert from_dir.words == from_file.words
+    np.testing.assert_array_equal(from_dir.vectors, from_file.vectors)
+    with pytest.raises(SGNSError, match="only `input` applies"):
+        load_vectors(run_dir / "vectors.bin", "average")
+    with pytest.raises(SGNSError, match="not a run directory"):
+        load_vectors(tmp_path)
+    with pytest.raises(SGNSError, match="not found"):
+        load_vectors(tmp_path / "nothing")
+    only_vectors = tmp_path / "only"
+    only_vectors.mkdir()
+    save_word2vec(only_vectors / "vectors.txt", ["a", "b"], np.eye(2, dtype=np.float32), binary=False)
+    assert load_vectors(only_vectors).words == ["a", "b"]
+
+
+def test_training_writes_the_projector(run_dir: Path) -> None:
+    tb = run_dir / "tb"
+    config = (tb / "projector_config.pbtxt").read_text()
+    assert "metadata.tsv" in config and "tensors.tsv" in config
+    tensors = list(tb.glob("*/words/tensors.tsv"))
+    metadata = list(tb.glob("*/words/metadata.tsv"))
+    assert len(tensors) == 1 and len(metadata) == 1
+    rows = tensors[0].read_text().strip().split("\n")
+    assert len(rows) == 50 and len(rows[0].split("\t")) == 12
+    meta = metadata[0].read_text(encoding="utf-8").strip().split("\n")
+    vocab = (run_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")[:50]
+    assert meta[0] == "word\tcount"
+    assert meta[1:] == [line.replace(" ", "\t") for line in vocab]
+
+
+def test_write_projector_into_a_log_dir(tmp_path: Path) -> None:
+    words = ["a", "b", "c", "ü"]
+    n = write_projector(tmp_path / "tb", words, np.arange(12, dtype=np.float32).reshape(4, 3), top_n=3)
+    assert n == 3
+    meta = next((tmp_path / "tb").glob("*/words/metadata.tsv")).read_text(encoding="utf-8").split("\n")
+    assert meta[:3] == ["a", "b", "c"]
+    assert write_projector(tmp_path / "none", words, np.zeros((4, 3), np.float32), top_n=0) == 0
+    assert not (tmp_path / "none").exists()
