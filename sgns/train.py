@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sgns.checkpoint import latest_loadable, load_checkpoint, save_checkpoint
+from sgns.checkpoint import RunLock, check_run_dir, remove_stale_temp_files, save_checkpoint
 from sgns.config import register_configs, validate
 from sgns.corpus import encode, make_source
 from sgns.data import PairBatches, unigram_table
@@ -72,23 +73,61 @@ class StopRequest:
 
     def _handle(self, sig: int, frame: Any) -> None:
         if self.signal is not None and sig == signal.SIGINT:
-            sys.stderr.write("\nsgns: second interrupt, exiting now (the last checkpoint is intact)\n")
+            # os._exit: no cleanup runs, and none is needed: every file is replaced atomically
+            os.write(2, b"\nsgns: second interrupt, exiting now (the last checkpoint is intact)\n")
             os._exit(130)
+        if self.signal is None:
+            # os.write, not sys.stderr: a buffered write from a handler can interrupt another one (tqdm's)
+            os.write(2, f"\nsgns: {signal.Signals(sig).name} received, stopping after this step and writing a "
+                        f"checkpoint (Ctrl-C again exits at once)\n".encode())
         self.signal = sig
 
     def __exit__(self, *exc: Any) -> None:
+        if self.signal is not None:
+            return  # stopping: keep "a second SIGINT exits at once" until the process is gone
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
 
+def result_config(cfg: Any) -> Dict[str, Any]:
+    """The resolved parts of the config that decide what a run computes (and trainer.resume), as plain data."""
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("corpus", "data", "model", "optimizer")}
+    return {**parts, "trainer": {"epochs": cfg.trainer.epochs, "seed": cfg.trainer.seed,
+                                 "resume": cfg.trainer.resume}}
+
+
 def find_resume(cfg: Any, run_dir: Path) -> Optional[dict]:
-    mode = cfg.trainer.resume
-    if mode == "never":
-        return None
-    if mode != "auto":
-        return load_checkpoint(mode)
-    found = latest_loadable(run_dir, warn=log.warning)
+    """The checkpoint to continue from (None: start fresh); SGNSError if run_dir holds a different run."""
+    if remove_stale_temp_files(run_dir):
+        log.info(f"removed a half-written checkpoint left in {run_dir / 'checkpoints'} by an interrupted write")
+    found = check_run_dir(run_dir, result_config(cfg), warn=log.warning, mmap=False, locked_by_us=True)
+    if found is not None:
+        log.info(f"continuing from checkpoint {found[0]}")
     return found[1] if found else None
+
+
+def diverged(step: int, what: str, cfg: Any, run_dir: Path) -> SGNSError:
+    """The error for NaN/inf loss or parameters: names the step and the likely cause."""
+    o = cfg.optimizer
+    return SGNSError(f"{what} became NaN/inf by step {step}: training diverged, most likely because "
+                     f"optimizer.lr={o.lr} is too high for optimizer.name={o.name} (try 0.025 for sgd, 0.001 for "
+                     f"sparse_adam); no checkpoint was written after it, the last good one in "
+                     f"{run_dir / 'checkpoints'} is kept")
+
+
+def random_states() -> Dict[str, Any]:
+    """Python's and numpy's global RNG states as checkpoint-safe plain data (nothing here draws from them
+    today; kept so that code which does stays exact on resume)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                     cached]}
+
+
+def set_random_states(state: Dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
@@ -98,7 +137,30 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
 
 
 def train(cfg: DictConfig) -> Dict[str, Any]:
-    """Train word vectors as `cfg` says; write everything into cfg.trainer.run_dir; return the metrics."""
+    """Train word vectors as `cfg` says; write everything into cfg.trainer.run_dir; return the metrics.
+
+    Holds a lock on the run dir while it trains; SIGINT/SIGTERM outside the training loop (reading the corpus,
+    writing outputs) become an SGNSError, inside it they stop after the current step with a checkpoint.
+    """
+    validate(cfg)
+    lock = RunLock(cfg.trainer.run_dir).acquire()
+    previous_term = None
+    try:
+        previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        return _train(cfg)
+    except KeyboardInterrupt:
+        raise SGNSError(f"interrupted outside the training loop; nothing is lost: run the same command again to "
+                        f"continue (hydra.run.dir={cfg.trainer.run_dir})") from None
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+        lock.release()
+
+
+def _train(cfg: DictConfig) -> Dict[str, Any]:
     validate(cfg)
     started = time.perf_counter()
     t, d = cfg.trainer, cfg.data
@@ -108,11 +170,15 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
+    np.random.seed(t.seed)
+    random.seed(t.seed)
 
     resume = find_resume(cfg, run_dir)
     if resume is not None and resume["progress"].get("finished"):
-        log.info(f"run in {run_dir} already finished; nothing to do (trainer.resume=never retrains elsewhere)")
-        return json.loads((run_dir / "metrics.json").read_text())
+        log.info(f"the run in {run_dir} already finished; nothing to do (a new hydra.run.dir trains again)")
+        if not (run_dir / "metrics.json").is_file() and resume.get("metrics"):
+            write_metrics(run_dir, resume["metrics"])  # deleted since: the final checkpoint holds a copy
+        return resume.get("metrics") or json.loads((run_dir / "metrics.json").read_text())
 
     # corpus -> vocabulary
     source = make_source(cfg.corpus, d.cache_dir)
@@ -143,6 +209,8 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
             optimizer.load_state_dict(resume["optimizer"])
         sampler.load_state_dict(resume["sampler"])
         torch.set_rng_state(resume["torch_rng"])
+        if "random_states" in resume:
+            set_random_states(resume["random_states"])
         p = resume["progress"]
         dataset.start = (p["epoch"], p["chunk"], p["batch"])
         step, pairs, words_before, train_seconds = p["step"], p["pairs"], p["words_done"], p["train_seconds"]
@@ -151,7 +219,10 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     # logs
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1 if step else None)
+    # purge_step: TensorBoard drops points a killed run logged after the checkpoint we continue from (all
+    # tags, every x-axis is the step), so curves continue with no duplicated or missing steps.
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1)
+    eval_logged_at = [-1]
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     if cfg.corpus.kind == "synthetic" and cfg.corpus.synthetic.evaluate:
         from sgns.synthetic import ensure_synthetic
@@ -161,23 +232,35 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
 
     def evaluate_now(words_done: float) -> Dict[str, dict]:
         results = evaluate_all(eval_cfg, vocab.words, model.input.weight.detach(), device)
+        if eval_logged_at[0] == step:
+            return results  # the final evaluation right after a periodic one: log each step once
+        eval_logged_at[0] = step
         for name, metrics in results.items():
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and value is not None:
-                    writer.add_scalar(f"eval/{name}/{key}", value, int(words_done))
+                    writer.add_scalar(f"eval/{name}/{key}", value, step)  # step, like train/*: see purge_step
         return results
 
-    def checkpoint(batch_position: tuple, finished: bool = False) -> None:
+    def checkpoint(batch_position: tuple, finished: bool = False, metrics: Optional[dict] = None) -> None:
+        # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise diverged(step, "the parameters", cfg, run_dir)
+        if not math.isfinite(float(loss_sum)):
+            raise diverged(step, "the loss", cfg, run_dir)
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "sampler": sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "random_states": random_states(),
             "vocab": vocab.state_dict(),
+            # loss_sum/loss_pairs: the unlogged part of the current log interval, so the curve resumes exactly
             "progress": {"epoch": batch_position[0], "chunk": batch_position[1], "batch": batch_position[2],
                          "step": step, "pairs": pairs, "words_done": words_before,
-                         "train_seconds": train_seconds, "finished": finished},
+                         "train_seconds": train_seconds, "finished": finished,
+                         "loss_sum": float(loss_sum), "loss_pairs": loss_pairs},
             "config": OmegaConf.to_container(cfg, resolve=True),
+            "metrics": metrics,
         }
         save_checkpoint(state, run_dir, step, t.keep_checkpoints)
 
@@ -189,6 +272,9 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
                disable=not t.progress, dynamic_ncols=True, file=sys.stderr)
     k, shared = d.negatives, d.shared_negatives
     loss_sum, loss_pairs = torch.zeros((), device=device), 0
+    if resume is not None:
+        loss_sum.fill_(resume["progress"].get("loss_sum", 0.0))
+        loss_pairs = resume["progress"].get("loss_pairs", 0)
     last_loss = float("nan")
     next_eval = (words_before // cfg.eval.every_words + 1) * cfg.eval.every_words if cfg.eval.every_words else None
     position = dataset.start
@@ -215,9 +301,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
                 now = time.perf_counter()
                 last_loss = float(loss_sum) / loss_pairs
                 if not math.isfinite(last_loss):
-                    raise SGNSError(f"loss became {last_loss} at step {step} (lr {lr:.3g}): training diverged, "
-                                    f"most likely optimizer.lr={cfg.optimizer.lr} is too high; the last good "
-                                    f"checkpoint in {run_dir / 'checkpoints'} is kept")
+                    raise diverged(step, "the loss", cfg, run_dir)
                 speed = (words_before - tick_words) / max(now - tick, 1e-9)
                 train_seconds += now - tick
                 tick, tick_words = now, words_before
@@ -240,20 +324,19 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         if loss_pairs:
             last_loss = float(loss_sum) / loss_pairs
             if not math.isfinite(last_loss):
-                raise SGNSError(f"loss became {last_loss} at step {step}: training diverged, most likely "
-                                f"optimizer.lr={cfg.optimizer.lr} is too high")
+                raise diverged(step, "the loss", cfg, run_dir)
         bar.close()
         if interrupted is not None:
             checkpoint(position)
             writer.close()
             name = signal.Signals(interrupted).name
-            raise SGNSError(f"stopped by {name} at step {step}; checkpoint saved. Run the same command again "
-                            f"to resume (trainer.resume=auto)")
+            raise SGNSError(f"stopped by {name} at step {step}, checkpoint saved in {run_dir / 'checkpoints'}; "
+                            f"to resume, run the same command again with hydra.run.dir={run_dir}")
 
     # outputs: vectors, evaluation, metrics, final checkpoint
     vectors = model.input.weight.detach().cpu().numpy()
     if not np.isfinite(vectors).all():
-        raise SGNSError(f"the vectors hold NaN or inf after step {step}: lower optimizer.lr")
+        raise diverged(step, "the vectors", cfg, run_dir)
     out_name = "vectors.bin" if t.export_binary else "vectors.txt"
     save_word2vec(run_dir / out_name, vocab.words, vectors, binary=t.export_binary)
     write_projector(writer, vocab.words, vectors, vocab.counts, cfg.eval.projector_words, step)
@@ -280,11 +363,12 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         "eval": results,
     }
     metrics["objective"] = objective(cfg, metrics)
-    checkpoint(position, finished=True)
     write_metrics(run_dir, metrics)
-    writer.add_scalar("train/loss", last_loss, step)
+    if step % t.log_every:  # the last, partial log interval (a full one was logged in the loop)
+        writer.add_scalar("train/loss", last_loss, step)
     log_hparams(writer, cfg, metrics, step)
     writer.close()
+    checkpoint(position, finished=True, metrics=metrics)  # last: a finished checkpoint means every output exists
     log.info(f"done: {metrics['train_words']:,} words in {metrics['wall_seconds']:.1f}s "
              f"({metrics['words_per_sec']:,.0f} words/s training), loss {last_loss:.4f}; outputs in {run_dir}")
     return metrics
@@ -371,10 +455,37 @@ def check_overrides(argv: List[str]) -> None:
         raise SGNSError(f"bad config: {msg}") from None
 
 
+def check_existing_run(argv: List[str]) -> None:
+    """Refuse, before Hydra rewrites `.hydra/*.yaml` there, a hydra.run.dir that holds a different run, one in
+    use, or checkpoints that trainer.resume=never would overwrite (single runs; sweeps get fresh dirs)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if any(a.startswith("-") for a in argv):
+        return  # multirun, --help, --cfg ...
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(argv))
+    except Exception:
+        return  # check_overrides reports it
+    run_dir, plain = None, []
+    for o in parsed:
+        key = o.get_key_element()
+        if key == "hydra.run.dir" and not o.is_sweep_override():
+            run_dir = str(o.value())
+        elif not (o.is_hydra_override() or key.startswith("hydra")):
+            plain.append(o.input_line)
+    if not run_dir or "${" in run_dir or not Path(run_dir).expanduser().is_dir():
+        return
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=plain)
+    check_run_dir(Path(run_dir).expanduser(), result_config(cfg), warn=lambda _: None, mmap=True)
+
+
 def main() -> None:
     """Console entry point: `sgns-train [overrides]`."""
     try:
         check_overrides(sys.argv[1:])
+        check_existing_run(sys.argv[1:])
     except SGNSError as e:
         sys.stderr.write(f"sgns-train: error: {e}\n")
         sys.exit(2)

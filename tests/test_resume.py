@@ -1,0 +1,240 @@
+"""Exact resume, checked on real `sgns-train` subprocesses killed with real signals.
+
+One reference run trains uninterrupted; every other run is interrupted (SIGKILL at arbitrary moments and
+halfway through a checkpoint write, SIGINT, SIGTERM, a double SIGINT), re-run with the same command, and
+must end with a byte-identical vectors.bin, the same metrics and the same TensorBoard curves (no
+duplicated or missing steps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+from conftest import zipf_text
+
+from sgns.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint
+
+EPOCHS_STEPS = 935  # steps of the run below (30k words, 4 epochs, 256-pair batches)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    """The corpus, an analogy file (for eval curves) and one uninterrupted reference run."""
+    folder = tmp_path_factory.mktemp("resume")
+    corpus = zipf_text(folder / "corpus.txt", words=30000, vocab=400)
+    analogies = folder / "analogies.txt"
+    analogies.write_text(": section\n" + "".join(f"w{i} w{i + 1} w{i + 2} w{i + 3}\n" for i in range(0, 60, 2)))
+    paths = {"corpus": corpus, "analogies": analogies, "cache": folder / "cache", "reference": folder / "reference"}
+    proc = start(paths, paths["reference"])
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    return paths
+
+
+def command(paths: Dict[str, Path], run: Path, *extra: str) -> List[str]:
+    return [sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={paths['corpus']}", "data.min_count=1",
+            "data.batch_size=256", "data.chunk_tokens=5000", "model.dim=32", "trainer.epochs=4",
+            "trainer.checkpoint_every=20", "trainer.log_every=10", "trainer.keep_checkpoints=2", "trainer.device=cpu",
+            "trainer.threads=1", "trainer.progress=false", f"eval.analogies=[{paths['analogies']}]",
+            "eval.every_words=25000", f"data.cache_dir={paths['cache']}", f"hydra.run.dir={run}", *extra]
+
+
+class Proc:
+    """A running sgns-train whose combined output is collected line by line as it comes."""
+
+    def __init__(self, args: List[str], env: Dict[str, str]) -> None:
+        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines: List[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.popen.poll()
+
+    def wait_for(self, predicate, timeout: float = 120) -> None:
+        end = time.monotonic() + timeout
+        while not predicate():
+            assert self.popen.poll() is None, "\n".join(self.lines)
+            assert time.monotonic() < end, "timed out: " + "\n".join(self.lines)
+            time.sleep(0.003)
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def start(paths: Dict[str, Path], run: Path, *extra: str, env: Optional[Dict[str, str]] = None) -> Proc:
+    return Proc(command(paths, run, *extra), {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+def finish(proc: Proc, timeout: float = 300) -> str:
+    proc.popen.wait(timeout=timeout)
+    proc.reader.join(timeout=10)
+    return proc.output()
+
+
+def newest_step(run: Path) -> int:
+    found = list_checkpoints(run)
+    return int(found[-1].stem.split("-")[1]) if found else -1
+
+
+def curves(run: Path) -> Dict[str, List[Tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={SCALARS: 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+            if tag.startswith(("train/", "eval/")) and tag != "train/words_per_sec"}
+
+
+def assert_same_as_reference(paths: Dict[str, Path], run: Path) -> None:
+    reference = paths["reference"]
+    assert (run / "vectors.bin").read_bytes() == (reference / "vectors.bin").read_bytes()
+    got, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, reference))
+    for key in ("status", "steps", "pairs", "train_words", "loss", "eval"):
+        assert got[key] == expected[key], key
+    got_curves, expected_curves = curves(run), curves(reference)
+    assert set(got_curves) == set(expected_curves) and any(t.startswith("eval/") for t in got_curves)
+    for tag, points in expected_curves.items():
+        steps = [s for s, _ in got_curves[tag]]
+        assert steps == sorted(set(steps)), f"{tag}: duplicated or unordered steps {steps}"
+        assert got_curves[tag] == points, tag  # same steps, same values: nothing missing or doubled
+    assert len(expected_curves["train/loss"]) == -(-EPOCHS_STEPS // 10)
+
+
+def test_sigkill_anywhere_then_same_command_gives_identical_vectors(setup, tmp_path):
+    run = tmp_path / "run"
+    # 1. killed halfway through writing the checkpoint of step 60
+    proc = start(setup, run, env={FAULT_ENV: "60"})
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000020.pt", "step-00000040.pt"]
+    assert [p.name for p in (run / "checkpoints").glob(".tmp-*")]  # the half-written file, under a temp name
+    # 2. killed at an arbitrary moment between two checkpoints
+    proc = start(setup, run)
+    proc.wait_for(lambda: newest_step(run) >= 300)
+    time.sleep(random.uniform(0, 0.02))
+    proc.popen.send_signal(signal.SIGKILL)
+    out = finish(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert "half-written checkpoint" in out and "continuing from checkpoint" in out and "step-00000040.pt" in out
+    # 3. the same command finishes the run
+    proc = start(setup, run)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert "continuing from checkpoint" in out
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    assert_same_as_reference(setup, run)
+    # 4. and once more: nothing to do, exit 0, outputs untouched
+    stamp = (run / "vectors.bin").stat().st_mtime_ns
+    proc = start(setup, run)
+    out = finish(proc)
+    assert proc.returncode == 0 and "already finished" in out, out
+    assert (run / "vectors.bin").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_many_random_sigkills_give_identical_vectors(setup, tmp_path):
+    """Kills at random moments from process start on: setup, corpus encoding, training, writing outputs."""
+    run, rng = tmp_path / "run", random.Random(5)
+    kills = 0
+    for attempt in range(30):
+        proc = start(setup, run)
+        if attempt < 8:
+            time.sleep(rng.uniform(0.5, 5.0))
+            proc.popen.send_signal(signal.SIGKILL)
+        out = finish(proc)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, out
+        kills += 1
+    assert kills >= 3
+    assert_same_as_reference(setup, run)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_sigterm_stop_with_a_checkpoint_and_a_resume_hint(setup, tmp_path, sig):
+    run = tmp_path / "run"
+    proc = start(setup, run)
+    proc.wait_for(lambda: newest_step(run) >= 100)
+    proc.popen.send_signal(sig)
+    out = finish(proc)
+    assert proc.returncode == 2, out
+    name = signal.Signals(sig).name
+    assert f"{name} received, stopping after this step" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"sgns-train: error: stopped by {name} at step ")
+    assert f"run the same command again with hydra.run.dir={run}" in last
+    stopped_at = int(last.split(" at step ")[1].split(",")[0])
+    assert newest_step(run) == stopped_at and "Traceback" not in out
+    if sig == signal.SIGTERM:
+        return  # resuming is the same for both (and costs a run): checked once, after SIGINT
+    proc = start(setup, run)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert_same_as_reference(setup, run)
+
+
+def test_second_sigint_exits_at_once_without_damage(setup, tmp_path):
+    run = tmp_path / "run"
+    proc = start(setup, run)
+    proc.wait_for(lambda: newest_step(run) >= 100)
+    proc.popen.send_signal(signal.SIGINT)
+    proc.wait_for(lambda: "SIGINT received" in proc.output())
+    proc.popen.send_signal(signal.SIGINT)
+    out = finish(proc)
+    assert proc.returncode == 130, out
+    assert "second interrupt, exiting now" in out
+    assert list_checkpoints(run)
+    for path in list_checkpoints(run):
+        load_checkpoint(path)  # every checkpoint left is whole (and resuming from one: see the SIGKILL test)
+
+
+def tree_digest(folder: Path) -> Dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+REFUSALS = [
+    (["data.window=3"], "other settings: data.window=5 (this command: 3)"),
+    (["trainer.epochs=2", "optimizer.lr=0.05"], "optimizer.lr=0.025 (this command: 0.05); trainer.epochs=4 (this"),
+    (["trainer.resume=never"], "trainer.resume=never would overwrite"),
+]
+
+
+def test_a_different_run_into_a_finished_run_dir_is_refused_and_touches_nothing(setup, tmp_path):
+    """The real command line once (Hydra would rewrite .hydra/*.yaml if the check came later), then every
+    refusal through the same pre-check function in-process."""
+    from sgns.errors import SGNSError
+    from sgns.train import check_existing_run
+
+    run = tmp_path / "finished"
+    shutil.copytree(setup["reference"], run)
+    before = tree_digest(run)
+    proc = start(setup, run, *REFUSALS[0][0])
+    out = finish(proc)
+    assert proc.returncode == 2
+    assert out.strip().count("\n") == 0 and REFUSALS[0][1] in out, out  # one line
+    assert tree_digest(run) == before  # .hydra/*.yaml, train.log, vectors, checkpoints: all untouched
+    for extra, needle in REFUSALS:
+        with pytest.raises(SGNSError) as error:
+            check_existing_run(command(setup, run, *extra)[3:])
+        assert needle in str(error.value)
+    check_existing_run(command(setup, run, "trainer.threads=2", "eval.every_words=0")[3:])  # same run: allowed
+    assert tree_digest(run) == before
