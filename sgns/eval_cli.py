@@ -89,13 +89,18 @@ def _print_analogies(name: str, r: Dict[str, Any], restrict_vocab: int) -> None:
     print(f"\n{name} ({r['method']}, restrict_vocab {restrict_vocab:,}): {r['seen']:,} of {r['total']:,} questions "
           f"in vocabulary (coverage {_pct(r['coverage']).strip()}), {r['oov']:,} skipped as OOV, "
           f"{r['malformed_lines']} malformed lines skipped")
-    width = max([len(s) for s in r["sections"]] + [22])
-    print(f"  {'section':<{width}}  {'accuracy':>8}  {'correct/seen':>13}  {'total':>6}")
+    width = max([len(s) for s in r["sections"]] + [24])
+
+    def row(label: str, correct: int, seen: int, total: Any = "") -> None:
+        accuracy = _pct(correct / seen) if seen else "    n/a"
+        print(f"  {label:<{width}}  {accuracy:>8}  {correct:>6}/{seen:<6}  {total:>6}")
+
+    print(f"  {'section':<{width}}  {'accuracy':>8}  {'correct/seen':^13}  {'total':>6}")
     for section, s in r["sections"].items():
-        print(f"  {section:<{width}}  {_pct(s['accuracy']):>8}  {s['correct']:>6}/{s['seen']:<6}  {s['total']:>6}")
-    print(f"  {'semantic':<{width}}  {_pct(r['semantic_accuracy']):>8}  {'':>6} {r['semantic_seen']:<6}")
-    print(f"  {'syntactic':<{width}}  {_pct(r['syntactic_accuracy']):>8}  {'':>6} {r['syntactic_seen']:<6}")
-    print(f"  {'overall':<{width}}  {_pct(r['accuracy']):>8}  {r['correct']:>6}/{r['seen']:<6}  {r['total']:>6}")
+        row(section, s["correct"], s["seen"], s["total"])
+    row("semantic (not gram*)", r["semantic_correct"], r["semantic_seen"])
+    row("syntactic (gram*)", r["syntactic_correct"], r["syntactic_seen"])
+    row("overall", r["correct"], r["seen"], r["total"])
 
 
 def _print_similarity(name: str, r: Dict[str, Any]) -> None:
@@ -136,6 +141,12 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     report: Dict[str, Any] = {"path": str(args.path), "source": wv.source, "vectors": args.vectors,
                               "vocab_size": len(wv), "dim": wv.dim}
 
+    queries = [(expr, *parse_query(expr)) for expr in args.query]
+    for expr, positive, negative in queries:
+        missing = [w for w in [*positive, *negative] if w not in wv]
+        if missing:
+            raise SGNSError(f"query {expr!r}: not in vocabulary: {', '.join(missing)}")
+
     import torch
 
     table = torch.as_tensor(wv.vectors, device=device)
@@ -165,11 +176,10 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             found = nearest(wv.words, table, w, topn=args.topn)
             report["neighbours"][w] = [[x, round(s, 4)] for x, s in found]
             print(f"  {w}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
-    if args.query:
+    if queries:
         report["queries"] = {}
         print(f"\nqueries (top {args.topn}):")
-        for expr in args.query:
-            positive, negative = parse_query(expr)
+        for expr, positive, negative in queries:
             found = nearest(wv.words, table, positive, negative, topn=args.topn)
             report["queries"][expr] = [[x, round(s, 4)] for x, s in found]
             print(f"  {expr}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))

@@ -180,17 +180,18 @@ def evaluate_analogies(words: Sequence[str], vectors: np.ndarray | torch.Tensor,
     for s in per_section.values():
         s["accuracy"] = s["correct"] / s["seen"] if s["seen"] else 0.0
 
-    def pooled(names: List[str]) -> Tuple[float, int]:
+    def pooled(names: List[str]) -> Tuple[float, int, int]:
         seen = sum(per_section[x]["seen"] for x in names)
-        return (sum(per_section[x]["correct"] for x in names) / seen if seen else 0.0), seen
+        correct = sum(per_section[x]["correct"] for x in names)
+        return (correct / seen if seen else 0.0), correct, seen
 
     syntactic = [x for x in per_section if x.startswith("gram")]  # the Google set's naming: gramN-... sections
     semantic = [x for x in per_section if not x.startswith("gram")]
     total = sum(s["total"] for s in per_section.values())
     seen = sum(s["seen"] for s in per_section.values())
     correct = sum(s["correct"] for s in per_section.values())
-    semantic_accuracy, semantic_seen = pooled(semantic)
-    syntactic_accuracy, syntactic_seen = pooled(syntactic)
+    semantic_accuracy, semantic_correct, semantic_seen = pooled(semantic)
+    syntactic_accuracy, syntactic_correct, syntactic_seen = pooled(syntactic)
     return {
         "accuracy": correct / seen if seen else 0.0,
         "correct": correct,
@@ -199,8 +200,10 @@ def evaluate_analogies(words: Sequence[str], vectors: np.ndarray | torch.Tensor,
         "oov": total - seen,
         "coverage": seen / total if total else 0.0,
         "semantic_accuracy": semantic_accuracy,
+        "semantic_correct": semantic_correct,
         "semantic_seen": semantic_seen,
         "syntactic_accuracy": syntactic_accuracy,
+        "syntactic_correct": syntactic_correct,
         "syntactic_seen": syntactic_seen,
         "malformed_lines": malformed,
         "method": method,

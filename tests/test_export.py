@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from conftest import compose_cfg
 
 from sgns.checkpoint import list_checkpoints, load_checkpoint
 from sgns.errors import SGNSError
+from sgns.evaluate import evaluate_analogies
 from sgns.export import export_main, load_model, load_vectors, write_projector
 from sgns.model import SGNS
 from sgns.train import train
@@ -155,3 +157,89 @@ def test_write_projector_into_a_log_dir(tmp_path: Path) -> None:
     assert meta[:3] == ["a", "b", "c"]
     assert write_projector(tmp_path / "none", words, np.zeros((4, 3), np.float32), top_n=0) == 0
     assert not (tmp_path / "none").exists()
+
+
+# sgns-eval: the same numbers from a run dir, a checkpoint and exported files; a sanity report without benchmarks
+
+def benchmark_files(folder: Path, words: list) -> tuple:
+    """An analogy file over the run's words (with a malformed line) and a similarity file (with a bad row)."""
+    rng = np.random.default_rng(5)
+    picks = [list(rng.choice(words[:80], 4, replace=False)) for _ in range(60)]
+    analogies = folder / "toy-analogies.txt"
+    analogies.write_text(": first\n" + "\n".join(" ".join(q) for q in picks[:30]) + "\nnot enough\n: gram-second\n"
+                         + "\n".join(" ".join(q) for q in picks[30:]) + "\nzzz yyy xxx www\n", encoding="utf-8")
+    pairs = folder / "toy-sim.tsv"
+    pairs.write_text("# w1\tw2\tscore\n" + "\n".join(f"{a}\t{b}\t{rng.uniform(0, 10):.2f}" for a, b, _, _ in picks)
+                     + "\nbad row\n", encoding="utf-8")
+    return analogies, pairs
+
+
+def eval_json(argv: list, capsys: pytest.CaptureFixture) -> tuple:
+    from sgns.eval_cli import main as eval_main
+
+    eval_main(argv)
+    out = capsys.readouterr().out.strip().split("\n")
+    return json.loads(out[-1]), out[:-1]
+
+
+def test_sgns_eval_same_numbers_from_every_source(run_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    words = load_vectors(run_dir).words
+    analogies, pairs = benchmark_files(tmp_path, words)
+    export_main([str(run_dir), str(tmp_path / "v.txt"), "--text"])
+    capsys.readouterr()
+    reports = []
+    for source in (run_dir, list_checkpoints(run_dir)[-1], run_dir / "vectors.bin", tmp_path / "v.txt"):
+        report, table = eval_json([str(source), "--analogies", str(analogies), "--similarities", str(pairs),
+                                   "--restrict-vocab", "60"], capsys)
+        reports.append(report)
+    assert all(r["eval"] == reports[0]["eval"] for r in reports[1:])
+    toy = reports[0]["eval"]["toy-analogies"]
+    direct = evaluate_analogies(words, load_vectors(run_dir).vectors, analogies, restrict_vocab=60)
+    assert toy == json.loads(json.dumps(direct))
+    assert toy["malformed_lines"] == 1 and toy["total"] == 61 and 0 < toy["coverage"] < 1
+    assert reports[0]["eval"]["toy-sim"]["malformed_lines"] == 1
+    assert set(toy["sections"]) == {"first", "gram-second"}
+    text = "\n".join(table)
+    assert "overall" in text and "semantic" in text and "syntactic" in text and "spearman" in text
+
+
+def test_sgns_eval_without_benchmarks_shows_neighbours(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    report, table = eval_json([str(run_dir / "vectors.bin"), "--topn", "3"], capsys)
+    assert report["vocab_size"] == len(load_vectors(run_dir).words) and report["dim"] == 12
+    assert len(report["neighbours"]) >= 3
+    for word, found in report["neighbours"].items():
+        assert len(found) == 3 and word not in [w for w, _ in found]
+    assert any("nearest neighbours" in line for line in table)
+    report, _ = eval_json([str(run_dir), "--words", "café", "nosuchword", "--query", "w10 - w11 + café"], capsys)
+    assert report["neighbours"]["nosuchword"] is None and len(report["neighbours"]["café"]) == 8
+    assert len(report["queries"]["w10 - w11 + café"]) == 8
+
+
+@pytest.mark.parametrize("args,message", [
+    (["{tmp}/nothing"], "not found"),
+    (["{tmp}/plain.txt"], "not a word2vec file"),
+    (["{run}", "--method", "3cosfoo"], "invalid choice"),
+    (["{run}", "--analogies", "{tmp}/missing.txt"], "benchmark file not found"),
+    (["{run}", "--restrict-vocab", "0"], "out of range"),
+    (["{run}", "--query", "- w10"], "no positive word"),
+    (["{run}", "--words", "w1", "--device", "tpu"], "--device"),
+])
+def test_sgns_eval_errors_are_one_line(run_dir: Path, tmp_path: Path, args: list, message: str,
+                                       capsys: pytest.CaptureFixture) -> None:
+    from sgns.eval_cli import main as eval_main
+
+    (tmp_path / "plain.txt").write_text("just some text\n")
+    with pytest.raises(SystemExit) as exit_info:
+        eval_main([a.format(tmp=tmp_path, run=run_dir) for a in args])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sgns-eval: error: ") and message in lines[0], lines
+
+
+def test_sgns_eval_command_line(run_dir: Path) -> None:
+    done = subprocess.run(["sgns-eval", str(run_dir / "vectors.bin"), "--words", "café"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().split("\n")[-1])
+    assert report["dim"] == 12 and len(report["neighbours"]["café"]) == 8
