@@ -7,7 +7,9 @@ wrong type fails when the config is composed, before any work starts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -127,6 +129,7 @@ def validate(cfg: Any) -> None:
     _check(s.pairs >= 2, "corpus.synthetic.pairs", ">= 2", s.pairs)
     _check(s.filler_words >= 10, "corpus.synthetic.filler_words", ">= 10", s.filler_words)
     _check(s.sentences >= 1, "corpus.synthetic.sentences", ">= 1", s.sentences)
+    _check(0 <= s.seed < 2**63, "corpus.synthetic.seed", "in [0, 2**63)", s.seed)
     _check(d.min_count >= 1, "data.min_count", ">= 1", d.min_count)
     _check(d.max_vocab_size is None or d.max_vocab_size >= 1, "data.max_vocab_size", ">= 1 or null",
            d.max_vocab_size)
@@ -139,9 +142,10 @@ def validate(cfg: Any) -> None:
     _check(d.shared_negatives >= 1, "data.shared_negatives", ">= 1", d.shared_negatives)
     _check(m.dim >= 1, "model.dim", ">= 1", m.dim, "e.g. model.dim=100")
     _check(o.name in ("sgd", "sparse_adam"), "optimizer.name", "sgd or sparse_adam", o.name)
-    _check(o.lr > 0, "optimizer.lr", "> 0", o.lr, "e.g. optimizer.lr=0.025")
+    _check(0 < o.lr < math.inf, "optimizer.lr", "> 0 and finite", o.lr, "e.g. optimizer.lr=0.025")
     _check(0 <= o.min_lr_ratio <= 1, "optimizer.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)
     _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
+    _check(0 <= t.seed < 2**63, "trainer.seed", "in [0, 2**63)", t.seed)  # numpy refuses negative seeds
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
     _check(t.log_every >= 1, "trainer.log_every", ">= 1", t.log_every)
     _check(t.checkpoint_every >= 0, "trainer.checkpoint_every", ">= 0", t.checkpoint_every)
@@ -152,4 +156,6 @@ def validate(cfg: Any) -> None:
     dev = str(t.device)
     _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "trainer.device",
            "auto, cpu, cuda or cuda:N", dev)
+    _check(t.resume in ("auto", "never") or Path(t.resume).expanduser().is_file(), "trainer.resume",
+           "auto, never or the path of an existing checkpoint file", t.resume)
     _check(e.projector_words >= 0, "eval.projector_words", ">= 0 (0: no projector)", e.projector_words)
