@@ -1,18 +1,31 @@
 """The per-batch work, in one place to profile and replace: negative sampling, gathers, dot products, update.
 
-`sgd_step` is the default: the exact gradient of `sgns_loss` (checked against autograd in the tests),
-derived by hand and applied in place with `index_add_`, so no sparse-gradient tensors are built and no
-dense V x D tensor is touched. `optimizer_step` is the generic autograd path used for SparseAdam.
+Plain SGD has three kernels, picked by `trainer.kernel` (`make_sgd_step`):
+
+- `torch` (`sgd_step`, the CUDA path): the exact gradient of `sgns_loss` over the batch, derived by hand
+  and applied in place with `index_add_`, so no sparse-gradient tensors are built and no dense V x D
+  tensor is touched.
+- `numba` (the CPU default): the same exact batch update as `torch`, fused into one compiled pass over the
+  batch. Dot products run in parallel over pairs; updates are applied by row owner (row % threads), each
+  owner walking the batch in order, so every row sees its additions in the same order whatever the thread
+  count or scheduling: bit-for-bit reproducible, no races.
+- `sequential` (an approximation, opt-in): word2vec's own update, pair after pair on one thread, each pair
+  seeing the previous pairs' updates (what gensim and the C tool do, minus their Hogwild races).
+
+All three only read and write the rows a batch touches. `optimizer_step` is the generic autograd path used
+for SparseAdam. Tests check `torch` and `numba` against autograd + torch.optim.SGD.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sgns.errors import SGNSError
 from sgns.model import SGNS, sgns_loss
 
 
@@ -91,3 +104,155 @@ def optimizer_step(model: SGNS, optimizer: torch.optim.Optimizer, centers: torch
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+# ------------------------------------------------------------------------------------- compiled kernels
+
+try:  # numba is a dependency, but the torch path must keep working where it cannot be imported
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover
+    numba = None
+
+KERNELS = ("auto", "torch", "numba", "sequential")
+
+# Reassociation lets LLVM vectorise the dot products (a strict left-to-right float sum cannot be);
+# the compiled code is fixed, so results stay bit-for-bit reproducible on one machine.
+_FAST = {"reassoc", "contract"}
+
+if numba is not None:
+
+    @njit(nogil=True, cache=True, inline="always")
+    def _logit_step(x: float, label: float) -> tuple[float, float]:
+        """(label - sigmoid(x), BCE-with-logits loss of x) in float64, overflow-safe."""
+        if x >= 0:
+            e = math.exp(-x)
+            p = 1.0 / (1.0 + e)
+            return label - p, math.log1p(e) + (1.0 - label) * x
+        e = math.exp(x)
+        p = e / (1.0 + e)
+        return label - p, math.log1p(e) - label * x
+
+    # No loop fusion: numba would otherwise merge the owner loops of steps 2 and 3 into one, letting an
+    # owner write input vectors that another owner is still reading in step 2.
+    @njit(nogil=True, parallel={"fusion": False}, cache=True, fastmath=_FAST)
+    def _exact_batch(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
+                     negatives: np.ndarray, lr: float, owners: int) -> float:
+        b, d = len(centers), W.shape[1]
+        groups, k = negatives.shape
+        size = (b + groups - 1) // groups
+        step = np.empty((b, k + 1), dtype=np.float32)  # -lr * d loss / d logit, per logit
+        grad_w = np.empty((b, d), dtype=np.float32)  # -lr * d loss / d w, per pair
+        loss = np.empty(b, dtype=np.float64)
+        # 1. every logit and the input-vector steps, from the old weights (read only, parallel over pairs)
+        for i in prange(b):
+            w = W[centers[i]]
+            gw = grad_w[i]
+            for t in range(d):
+                gw[t] = 0.0
+            total = 0.0
+            for j in range(k + 1):
+                row = contexts[i] if j == 0 else negatives[i // size, j - 1]
+                c = C[row]
+                x = np.float32(0.0)
+                for t in range(d):
+                    x += w[t] * c[t]
+                g, l_ = _logit_step(x, 1.0 if j == 0 else 0.0)
+                total += l_
+                s = np.float32(lr * g)
+                step[i, j] = s
+                for t in range(d):
+                    gw[t] += s * c[t]
+            loss[i] = total
+        # 2. output vectors, from the old input vectors: each owner applies its rows' updates in batch order
+        for owner in prange(owners):
+            for i in range(b):
+                w = W[centers[i]]
+                for j in range(k + 1):
+                    row = contexts[i] if j == 0 else negatives[i // size, j - 1]
+                    if row % owners == owner:
+                        c = C[row]
+                        s = step[i, j]
+                        for t in range(d):
+                            c[t] += s * w[t]
+        # 3. input vectors, the same way
+        for owner in prange(owners):
+            for i in range(b):
+                if centers[i] % owners == owner:
+                    w = W[centers[i]]
+                    gw = grad_w[i]
+                    for t in range(d):
+                        w[t] += gw[t]
+        return loss.sum()
+
+    @njit(nogil=True, cache=True, fastmath=_FAST)
+    def _sequential(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
+                    negatives: np.ndarray, lr: float) -> float:
+        b, d = len(centers), W.shape[1]
+        groups, k = negatives.shape
+        size = (b + groups - 1) // groups
+        grad_w = np.empty(d, dtype=np.float32)
+        loss = 0.0
+        for i in range(b):
+            w = W[centers[i]]
+            grad_w[:] = 0.0
+            for j in range(k + 1):
+                row = contexts[i] if j == 0 else negatives[i // size, j - 1]
+                c = C[row]
+                x = np.float32(0.0)
+                for t in range(d):
+                    x += w[t] * c[t]
+                g, l_ = _logit_step(x, 1.0 if j == 0 else 0.0)
+                loss += l_
+                s = np.float32(lr * g)
+                for t in range(d):
+                    grad_w[t] += s * c[t]
+                    c[t] += s * w[t]
+            for t in range(d):
+                w[t] += grad_w[t]
+        return loss
+
+
+def _weights(model: SGNS) -> tuple[np.ndarray, np.ndarray]:
+    W, C = model.input.weight, model.output.weight
+    if W.device.type != "cpu" or not (W.is_contiguous() and C.is_contiguous()):
+        raise SGNSError("the numba kernels need contiguous CPU weights: use trainer.kernel=torch")
+    return W.detach().numpy(), C.detach().numpy()
+
+
+def numba_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
+               lr: float, threads: int = 0) -> torch.Tensor:
+    """The exact batch SGD step of `sgd_step`, compiled; deterministic for any thread count."""
+    W, C = _weights(model)
+    owners = threads or numba.get_num_threads()
+    return torch.tensor(_exact_batch(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr, owners))
+
+
+def sequential_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
+                    lr: float) -> torch.Tensor:
+    """Word2vec's pair-by-pair SGD over the batch (an approximation of the batch step), one thread."""
+    W, C = _weights(model)
+    return torch.tensor(_sequential(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr))
+
+
+StepFn = Callable[[SGNS, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def make_sgd_step(kernel: str, device: torch.device, threads: int = 0) -> StepFn:
+    """The SGD step for `trainer.kernel`: auto is numba on CPU (torch where numba is missing), torch on CUDA."""
+    if kernel == "auto":
+        kernel = "numba" if device.type == "cpu" and numba is not None else "torch"
+    if kernel == "torch":
+        return sgd_step
+    if device.type != "cpu":
+        raise SGNSError(f"trainer.kernel={kernel} runs on the CPU only: use trainer.kernel=torch (or auto) "
+                        f"with trainer.device={device}")
+    if numba is None:
+        raise SGNSError(f"trainer.kernel={kernel} needs numba, which is not installed: pip install numba")
+    if threads:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    if kernel == "numba":
+        owners = numba.get_num_threads()
+        return lambda model, centers, contexts, negatives, lr: numba_step(model, centers, contexts, negatives,
+                                                                         lr, owners)
+    return sequential_step

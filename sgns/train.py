@@ -29,7 +29,7 @@ from sgns.data import PairBatches, unigram_table
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_all
 from sgns.export import write_projector
-from sgns.hotpath import NegativeSampler, draw_negatives, optimizer_step, sgd_step
+from sgns.hotpath import NegativeSampler, draw_negatives, make_sgd_step, optimizer_step
 from sgns.hparams import log_hparams
 from sgns.model import SGNS
 from sgns.summarize import mark_failed
@@ -193,6 +193,7 @@ def _train(cfg: DictConfig) -> Dict[str, Any]:
     dataset = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size, d.chunk_tokens, t.epochs,
                           t.seed, device, d.prefetch)
     sampler = NegativeSampler(unigram_table(vocab.counts, d.ns_exponent), device, t.seed)
+    sgd_step = make_sgd_step(t.kernel, device, t.threads)
 
     # model + optimizer
     model = SGNS(len(vocab), cfg.model.dim).to(device)

@@ -1,0 +1,211 @@
+"""sgns against gensim on one corpus, same hyperparameters, whole-process wall time, alternating runs.
+
+Every run is its own process (sgns through its real command line, `python -m sgns.train`; gensim through
+this script's `--gensim-worker` mode), started one after the other so they never overlap, repeated
+`--repeats` times in turn. Wall time covers the whole process (start-up, vocabulary, data, training, saving
+vectors); peak RSS is the process tree's maximum resident set (os.wait4's ru_maxrss). Both vector files are
+then scored by the same evaluator (sgns.evaluate: analogies over the top-30k words as gensim's
+evaluate_word_analogies, WordSim353 and SimLex-999 Spearman). Prints a markdown table of medians and ratios.
+
+    python scripts/benchmark.py --repeats 3
+    python scripts/benchmark.py --max-words 2000000 --variant seq=trainer.kernel=sequential
+    python scripts/benchmark.py --epochs 3 --no-gensim
+
+Each sgns run gets a fresh token cache (cold: tokenising is timed, as gensim's build_vocab is) unless
+`--warm-cache`. A short sgns warm-up run first compiles the numba kernels into numba's on-disk cache, as any
+installation does on its first run; pass `--no-warmup` to time that too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "corpora" / "gutenberg_dev.txt.gz"
+EVAL_DIR = ROOT.parent / "shared" / "data" / "eval"
+
+
+def contract_command(corpus: Path, run_dir: Path, epochs: int, extra: List[str]) -> List[str]:
+    """The benchmark's sgns command line: word2vec's hyperparameters, as gensim gets them below."""
+    return [sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={corpus}", "model.dim=100",
+            "data.window=5", "data.negatives=5", "data.min_count=5", "data.subsample=1e-3",
+            f"trainer.epochs={epochs}", "optimizer.lr=0.025", "trainer.device=cpu", "trainer.seed=1",
+            f"hydra.run.dir={run_dir}", "trainer.progress=false", *extra]
+
+
+def timed(cmd: List[str], env: Dict[str, str], log_path: Path) -> Dict[str, float]:
+    """Run `cmd` to completion; its wall seconds and peak RSS in MiB (raises if it fails)."""
+    with open(log_path, "w") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise SystemExit(f"benchmark: {' '.join(cmd[:4])} ... failed ({proc.returncode}); log tail:\n{tail}")
+    return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024}  # Linux reports KiB
+
+
+def gensim_worker(corpus: str, out: str, epochs: int, workers: int) -> None:
+    """Train gensim's skip-gram with the same hyperparameters and save word2vec binary vectors."""
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import LineSentence
+
+    model = Word2Vec(LineSentence(corpus), vector_size=100, window=5, negative=5, sample=1e-3, min_count=5,
+                     alpha=0.025, min_alpha=0.0001, epochs=epochs, workers=workers, sg=1, hs=0, seed=1)
+    model.wv.save_word2vec_format(out, binary=True)
+
+
+def count_words(corpus: Path) -> int:
+    opener = gzip.open if corpus.read_bytes()[:2] == b"\x1f\x8b" else open
+    with opener(corpus, "rb") as f:
+        return sum(len(line.split()) for line in f)
+
+
+def prefix_corpus(corpus: Path, max_words: int, folder: Path) -> Path:
+    """The first `max_words` words of `corpus` (whole lines), as a plain text file both tools read."""
+    out = folder / f"prefix-{max_words}.txt"
+    opener = gzip.open if corpus.read_bytes()[:2] == b"\x1f\x8b" else open
+    words = 0
+    with opener(corpus, "rb") as f, open(out, "wb") as g:
+        for line in f:
+            if words >= max_words:
+                break
+            words += len(line.split())
+            g.write(line)
+    return out
+
+
+def score(vectors: Path, restrict: int) -> Dict[str, Optional[float]]:
+    from sgns.evaluate import evaluate_analogies, evaluate_similarity
+    from sgns.vectors import load_word2vec
+
+    words, matrix = load_word2vec(vectors)
+    result: Dict[str, Optional[float]] = {
+        "analogy": evaluate_analogies(words, matrix, EVAL_DIR / "questions-words.txt", restrict)["accuracy"]}
+    for name, file in (("ws353", "wordsim353.tsv"), ("simlex", "simlex999.txt")):
+        result[name] = evaluate_similarity(words, matrix, EVAL_DIR / file)["spearman"]
+    return result
+
+
+def median(values: List[Optional[float]]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value: Optional[float], spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--max-words", type=int, default=0, help="benchmark on this many leading words only")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                    help="an extra sgns configuration to time, e.g. seq=trainer.kernel=sequential")
+    ap.add_argument("--sgns-extra", default="", help="comma-separated overrides for every sgns run")
+    ap.add_argument("--no-gensim", action="store_true")
+    ap.add_argument("--warm-cache", action="store_true", help="reuse one token cache across sgns runs")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the numba-compiling warm-up run")
+    ap.add_argument("--restrict-vocab", type=int, default=30000)
+    ap.add_argument("--workdir", type=Path, default=None, help="keep runs here (default: a temp dir)")
+    ap.add_argument("--json", type=Path, default=None, help="also write every measurement here")
+    ap.add_argument("--gensim-worker", nargs=4, metavar=("CORPUS", "OUT", "EPOCHS", "WORKERS"),
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.gensim_worker:
+        corpus, out, epochs, workers = args.gensim_worker
+        gensim_worker(corpus, out, int(epochs), int(workers))
+        return
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sgns-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus = args.corpus.resolve()
+    if not corpus.exists():
+        raise SystemExit(f"benchmark: corpus not found: {corpus}")
+    if args.max_words:
+        corpus = prefix_corpus(corpus, args.max_words, workdir)
+    words = count_words(corpus)
+    common = [o for o in args.sgns_extra.split(",") if o]
+    systems: Dict[str, Optional[List[str]]] = {"sgns": common}
+    for spec in args.variant:
+        name, _, overrides = spec.partition("=")
+        systems[name] = common + [o for o in overrides.split(",") if o]
+    if not args.no_gensim:
+        systems["gensim"] = None
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("SGNS_CACHE_DIR", None)
+    warm_cache = workdir / "cache-warm"
+
+    if not args.no_warmup:  # compile numba's kernels once (cached on disk), on a tiny corpus
+        tiny = workdir / "warmup.txt"
+        tiny.write_text(("the quick brown fox jumps over the lazy dog " * 20 + "\n") * 50)
+        for name, extra in systems.items():
+            if extra is not None:
+                timed(contract_command(tiny, workdir / f"warmup-{name}", 1, extra + ["data.min_count=1"]),
+                      dict(env, SGNS_CACHE_DIR=str(workdir / "cache-warmup")), workdir / f"warmup-{name}.log")
+
+    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in systems}
+    for rep in range(args.repeats):
+        for name, extra in systems.items():  # alternate: one run of each system per repetition
+            run_dir = workdir / f"{name}-{rep}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if extra is None:
+                run_dir.mkdir(parents=True)
+                vectors = run_dir / "vectors.bin"
+                cmd = [sys.executable, __file__, "--gensim-worker", str(corpus), str(vectors), str(args.epochs),
+                       str(args.workers)]
+                run_env = env
+            else:
+                vectors = run_dir / "vectors.bin"
+                cmd = contract_command(corpus, run_dir, args.epochs, extra)
+                cache = warm_cache if args.warm_cache else workdir / f"cache-{name}-{rep}"
+                run_env = dict(env, SGNS_CACHE_DIR=str(cache))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            result = timed(cmd, run_env, workdir / f"{name}-{rep}.log")
+            if extra is not None and not args.warm_cache:
+                shutil.rmtree(workdir / f"cache-{name}-{rep}", ignore_errors=True)
+            result.update(score(vectors, args.restrict_vocab))
+            result["words_per_sec"] = words * args.epochs / result["wall"]
+            runs[name].append(result)
+            print(f"[{rep + 1}/{args.repeats}] {name}: {result['wall']:.1f} s, {result['words_per_sec']:,.0f} w/s, "
+                  f"{result['rss_mib']:.0f} MiB, analogy {result['analogy']:.4f}, ws353 {fmt(result['ws353'], '.4f')}",
+                  file=sys.stderr, flush=True)
+
+    table = {name: {k: median([r[k] for r in rs]) for k in rs[0]} for name, rs in runs.items()}
+    print(f"\ncorpus: {args.corpus}{f' (first {args.max_words:,} words)' if args.max_words else ''}, "
+          f"{words:,} words, {args.epochs} epoch(s); medians of {args.repeats} alternating runs; "
+          f"{os.cpu_count()} CPUs; gensim workers={args.workers}; sgns extra: {common or 'none'}\n")
+    print("| run | wall s | words/s | peak RSS MiB | analogy top-30k | WS353 | SimLex | speed vs gensim "
+          "| RSS vs gensim |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ref = table.get("gensim")
+    for name, m in table.items():
+        speed = f"{m['words_per_sec'] / ref['words_per_sec']:.2f}x" if ref else "-"
+        rss = f"{m['rss_mib'] / ref['rss_mib']:.2f}x" if ref else "-"
+        label = name if systems[name] is None else f"{name} ({' '.join(systems[name][len(common):]) or 'default'})"
+        print(f"| {label} | {m['wall']:.1f} | {m['words_per_sec']:,.0f} | {m['rss_mib']:.0f} | "
+              f"{fmt(m['analogy'], '.4f')} | {fmt(m['ws353'], '.4f')} | {fmt(m['simlex'], '.4f')} | {speed} | {rss} |")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "medians": table, "words": words}, indent=2))
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
