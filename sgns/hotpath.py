@@ -249,8 +249,9 @@ def make_sgd_step(kernel: str, device: torch.device, threads: int = 0) -> StepFn
                         f"with trainer.device={device}")
     if numba is None:
         raise SGNSError(f"trainer.kernel={kernel} needs numba, which is not installed: pip install numba")
-    if threads:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # One compute thread unless asked: the data thread has the other core, and on a shared 2-core machine
+    # the owner split's barriers (three per batch) measured 10x slower than one thread (see the README).
+    numba.set_num_threads(min(threads or 1, numba.config.NUMBA_NUM_THREADS))
     if kernel == "numba":
         owners = numba.get_num_threads()
         return lambda model, centers, contexts, negatives, lr: numba_step(model, centers, contexts, negatives,
