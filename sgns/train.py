@@ -263,6 +263,7 @@ def _train(cfg: DictConfig) -> Dict[str, Any]:
             "config": OmegaConf.to_container(cfg, resolve=True),
             "metrics": metrics,
         }
+        writer.flush()  # every point up to this step is on disk before a checkpoint says the step is done
         save_checkpoint(state, run_dir, step, t.keep_checkpoints)
 
     # the loop
