@@ -99,7 +99,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path, fmt: str):
     if fmt == "torch_zip":
         torch.save(payload, path)
     else:
-        path.write_bytes(pickle.dumps(payload))
+        path.write_bytes(pickle.dumps(payload, protocol=2))
     # The file really is dangerous: a plain unpickling runs the code.
     torch.load(path, weights_only=False) if fmt == "torch_zip" else pickle.loads(path.read_bytes())
     assert marker.read_text() == "ran"
