@@ -125,13 +125,12 @@ def upper_index(words: Sequence[str], limit: int) -> Dict[str, int]:
 
 def _solve(unit: torch.Tensor, canonical: torch.Tensor, ids: torch.Tensor, method: str) -> torch.Tensor:
     """Which of the questions `ids` (Q, 4 canonical indices) are answered right, as a (Q,) bool tensor."""
-    a, b, c = unit[ids[:, 0]], unit[ids[:, 1]], unit[ids[:, 2]]
     if method == "3cosmul":  # Levy & Goldberg's eq. 4 with cosines shifted to [0, 1], epsilon 1e-6 (gensim's)
-        shifted_a = (1 + a @ unit.T) / 2
-        scores = (1 + b @ unit.T) / 2
-        scores.mul_((1 + c @ unit.T) / 2).div_(shifted_a.add_(1e-6))
+        q = len(ids)
+        shifted = (unit[ids[:, :3].T.reshape(-1)] @ unit.T).add_(1).mul_(0.5)  # rows: all a, then b, then c
+        scores = shifted[q : 2 * q].mul_(shifted[2 * q :]).div_(shifted[:q].add_(1e-6))
     else:  # 3CosAdd: cosine with b - a + c (its norm does not change the ranking)
-        scores = (b + c - a) @ unit.T
+        scores = (unit[ids[:, 1]] + unit[ids[:, 2]] - unit[ids[:, 0]]) @ unit.T
     scores.scatter_(1, ids[:, :3], float("-inf"))  # a, b, c themselves are never returned
     top_scores, top = scores.topk(min(ANALOGY_CANDIDATES, scores.shape[1]), dim=1)
     valid = top_scores > float("-inf")  # fewer real candidates than 5 only in a tiny vocabulary

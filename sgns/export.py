@@ -114,7 +114,17 @@ def load_vectors(path: str | Path, which: str = "input") -> WordVectors:
                         raise SGNSError(f"{p} has no checkpoint, only {name}: --vectors {which} needs a checkpoint")
                     return load_word_vectors(p / name)
             raise SGNSError(f"{p} is not a run directory: it holds no checkpoints/ and no vectors.bin or vectors.txt")
-    if p.is_dir() or is_checkpoint_file(p):
+    if p.is_dir():
+        try:
+            source, state = read_checkpoint(p)
+        except SGNSError as e:
+            fallback = next((p / n for n in ("vectors.bin", "vectors.txt") if (p / n).is_file()), None)
+            if fallback is None or which != "input":
+                raise
+            sys.stderr.write(f"warning: {e}; using {fallback}\n")
+            return load_word_vectors(fallback)
+        return WordVectors(_vocab_words(state, source), state_vectors(state, which, source), str(source))
+    if is_checkpoint_file(p):
         source, state = read_checkpoint(p)
         return WordVectors(_vocab_words(state, source), state_vectors(state, which, source), str(source))
     if which != "input":

@@ -132,6 +132,12 @@ def test_load_vectors_sources_agree_and_fail_clearly(run_dir: Path, tmp_path: Pa
     only_vectors.mkdir()
     save_word2vec(only_vectors / "vectors.txt", ["a", "b"], np.eye(2, dtype=np.float32), binary=False)
     assert load_vectors(only_vectors).words == ["a", "b"]
+    # checkpoints that no longer load (damaged, older format): the run's vectors file still serves `input`
+    (only_vectors / "checkpoints").mkdir()
+    (only_vectors / "checkpoints" / "step-00000001.pt").write_bytes(b"damaged")
+    assert load_vectors(only_vectors).words == ["a", "b"]
+    with pytest.raises(SGNSError, match="no loadable checkpoint"):
+        load_vectors(only_vectors, "average")
 
 
 def test_training_writes_the_projector(run_dir: Path) -> None:
