@@ -36,11 +36,29 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(" ".join(names[i] for i in ids[s : s + 12]) for s in range(0, len(ids), 12)) + "\n",
                       encoding="utf-8")
+    analogies, pairs = benchmark_files(root, names)
     cfg = compose_cfg(root / "run", ["corpus=text", f"corpus.path={corpus}", "model.dim=12", "trainer.epochs=1",
                                      "data.min_count=2", "trainer.device=cpu", f"data.cache_dir={root / 'cache'}",
-                                     "eval.projector_words=50"])
+                                     "eval.projector_words=50", f"eval.analogies=[{analogies}]",
+                                     f"eval.similarities=[{pairs}]", "eval.every_words=4000"])
     train(cfg)
     return root / "run"
+
+
+def test_training_evaluates_periodically_into_tensorboard_and_metrics(run_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["eval"]["toy-analogies"]["accuracy"] <= 1 and metrics["eval"]["toy-analogies"]["seen"] > 0
+    assert metrics["eval"]["toy-sim"]["spearman"] is not None
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    for tag in ("eval/toy-analogies/accuracy", "eval/toy-analogies/coverage", "eval/toy-sim/spearman"):
+        points = events.Scalars(tag)
+        assert len(points) >= 3  # every 4000 of the 15000 words, and at the end
+        assert [p.step for p in points] == sorted({p.step for p in points})
+    assert events.Scalars("eval/toy-analogies/accuracy")[-1].value == pytest.approx(
+        metrics["eval"]["toy-analogies"]["accuracy"])
 
 
 def test_load_model_in_one_call(run_dir: Path) -> None:
