@@ -93,7 +93,7 @@ def _print_analogies(name: str, r: Dict[str, Any], restrict_vocab: int) -> None:
 
     def row(label: str, correct: int, seen: int, total: Any = "") -> None:
         accuracy = _pct(correct / seen) if seen else "    n/a"
-        print(f"  {label:<{width}}  {accuracy:>8}  {correct:>6}/{seen:<6}  {total:>6}")
+        print(f"  {label:<{width}}  {accuracy:>8}  {correct:>6}/{seen:<6}  {total:>6}".rstrip())
 
     print(f"  {'section':<{width}}  {'accuracy':>8}  {'correct/seen':^13}  {'total':>6}")
     for section, s in r["sections"].items():
@@ -203,7 +203,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     except OSError as e:
         sys.stderr.write(f"sgns-eval: error: {e.strerror or e}: {getattr(e, 'filename', '')}\n")
         sys.exit(2)
-    print(json.dumps(_clean(report), default=float))
+    try:
+        print(json.dumps(_clean(report), default=float), flush=True)
+    except BrokenPipeError:  # `sgns-eval ... | head`: the reader left, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":
