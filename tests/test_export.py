@@ -180,6 +180,8 @@ def test_write_projector_into_a_log_dir(tmp_path: Path) -> None:
     meta = next((tmp_path / "tb").glob("*/words/metadata.tsv")).read_text(encoding="utf-8").split("\n")
     assert meta[:3] == ["a", "b", "c"]
     assert write_projector(tmp_path / "none", words, np.zeros((4, 3), np.float32), top_n=0) == 0
+    assert write_projector(tmp_path / "tensor", words, torch.ones(4, 3, requires_grad=True), [9, 8, 7, 6]) == 4
+    assert next((tmp_path / "tensor").glob("*/words/metadata.tsv")).read_text(encoding="utf-8").split("\n")[1] == "a\t9"
     assert not (tmp_path / "none").exists()
 
 
