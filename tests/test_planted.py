@@ -39,21 +39,26 @@ def test_accuracy_collapses_without_negatives(tmp_path, monkeypatch, intact_accu
                 p.add_(p.grad, alpha=-lr)
         return loss.detach()
 
-    monkeypatch.setattr(sgns.train, "sgd_step", positives_only_step)
+    monkeypatch.setattr(sgns.train, "make_sgd_step", lambda *args: positives_only_step)
     broken = planted_accuracy(tmp_path)
     assert broken < 0.3 and broken < intact_accuracy - 0.5
 
 
 def test_accuracy_collapses_with_a_frozen_output_table(tmp_path, monkeypatch, intact_accuracy):
-    step = sgns.train.sgd_step
+    make_step = sgns.train.make_sgd_step
 
-    def frozen_output_step(model, *args, **kwargs):
-        saved = model.output.weight.detach().clone()
-        loss = step(model, *args, **kwargs)
-        with torch.no_grad():
-            model.output.weight.copy_(saved)
-        return loss
+    def make_frozen_output_step(*args):
+        step = make_step(*args)  # the real step (whatever kernel the config picks), then undo its output update
 
-    monkeypatch.setattr(sgns.train, "sgd_step", frozen_output_step)
+        def frozen_output_step(model, *step_args):
+            saved = model.output.weight.detach().clone()
+            loss = step(model, *step_args)
+            with torch.no_grad():
+                model.output.weight.copy_(saved)
+            return loss
+
+        return frozen_output_step
+
+    monkeypatch.setattr(sgns.train, "make_sgd_step", make_frozen_output_step)
     broken = planted_accuracy(tmp_path)
     assert broken < 0.1 and broken < intact_accuracy - 0.5
