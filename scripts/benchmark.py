@@ -46,16 +46,22 @@ def contract_command(corpus: Path, run_dir: Path, epochs: int, extra: List[str])
 
 def timed(cmd: List[str], env: Dict[str, str], log_path: Path) -> Dict[str, float]:
     """Run `cmd` to completion; its wall seconds and peak RSS in MiB (raises if it fails)."""
+    # Linux carries a process's peak RSS across fork + exec, so a child forked straight from this (large,
+    # torch-importing) process would report at least our size: start it through /usr/bin/time, whose own
+    # child is forked from a small process, and read that child's peak from time's report.
+    rss_file = log_path.with_suffix(".rss")
+    launcher = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() else []
     with open(log_path, "w") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(launcher + cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise SystemExit(f"benchmark: {' '.join(cmd[:4])} ... failed ({proc.returncode}); log tail:\n{tail}")
-    return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024}  # Linux reports KiB
+    peak_kib = int(rss_file.read_text().split()[-1]) if launcher else usage.ru_maxrss  # KiB on Linux
+    return {"wall": wall, "rss_mib": peak_kib / 1024}
 
 
 def gensim_worker(corpus: str, out: str, epochs: int, workers: int) -> None:
