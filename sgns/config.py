@@ -94,8 +94,8 @@ class EvalConfig:
     restrict_vocab: int = 30000  # analogy answers searched among this many most frequent words
     every_words: int = 0  # evaluate every N corpus words during training (0: only at the end)
     method: str = "3cosadd"  # 3cosadd | 3cosmul
-
     projector_words: int = 1000  # top-N words written to TensorBoard's embedding projector at the end (0: none)
+
 
 @dataclass
 class Config:
@@ -156,9 +156,9 @@ def validate(cfg: Any) -> None:
     _check(e.restrict_vocab >= 1, "eval.restrict_vocab", ">= 1", e.restrict_vocab)
     _check(e.every_words >= 0, "eval.every_words", ">= 0", e.every_words)
     _check(e.method in ("3cosadd", "3cosmul"), "eval.method", "3cosadd or 3cosmul", e.method)
+    _check(e.projector_words >= 0, "eval.projector_words", ">= 0 (0: no projector)", e.projector_words)
     dev = str(t.device)
     _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "trainer.device",
            "auto, cpu, cuda or cuda:N", dev)
     _check(t.resume in ("auto", "never") or Path(t.resume).expanduser().is_file(), "trainer.resume",
            "auto, never or the path of an existing checkpoint file", t.resume)
-    _check(e.projector_words >= 0, "eval.projector_words", ">= 0 (0: no projector)", e.projector_words)
