@@ -77,7 +77,7 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 1  # seeds every random choice (subsampling, windows, negatives, init)
     threads: int = 0  # torch intra-op threads, and numba's (0: their defaults, one per core)
-    kernel: str = "auto"  # plain-SGD hot path: auto (numba on CPU, torch on CUDA) | torch | numba | sequential
+    kernel: str = "auto"  # SGD hot path: auto (numba on CPU, torch on CUDA) | torch | numba | sequential | hogwild
     run_dir: str = "${hydra:runtime.output_dir}"  # where checkpoints, logs and vectors go
     log_every: int = 50  # steps between TensorBoard scalar points
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
@@ -148,8 +148,8 @@ def validate(cfg: Any) -> None:
     _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
     _check(0 <= t.seed < 2**63, "trainer.seed", "in [0, 2**63)", t.seed)  # numpy refuses negative seeds
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
-    _check(t.kernel in ("auto", "torch", "numba", "sequential"), "trainer.kernel",
-           "one of auto, torch, numba, sequential", t.kernel)
+    _check(t.kernel in ("auto", "torch", "numba", "sequential", "hogwild"), "trainer.kernel",
+           "one of auto, torch, numba, sequential, hogwild", t.kernel)
     _check(t.log_every >= 1, "trainer.log_every", ">= 1", t.log_every)
     _check(t.checkpoint_every >= 0, "trainer.checkpoint_every", ">= 0", t.checkpoint_every)
     _check(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", ">= 1", t.keep_checkpoints)

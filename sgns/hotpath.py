@@ -5,12 +5,14 @@ Plain SGD has three kernels, picked by `trainer.kernel` (`make_sgd_step`):
 - `torch` (`sgd_step`, the CUDA path): the exact gradient of `sgns_loss` over the batch, derived by hand
   and applied in place with `index_add_`, so no sparse-gradient tensors are built and no dense V x D
   tensor is touched.
-- `numba` (the CPU default): the same exact batch update as `torch`, fused into one compiled pass over the
-  batch. Dot products run in parallel over pairs; updates are applied by row owner (row % threads), each
-  owner walking the batch in order, so every row sees its additions in the same order whatever the thread
-  count or scheduling: bit-for-bit reproducible, no races.
+- `numba` (the CPU default): the same exact batch update as `torch`, compiled. Dot products may run in
+  parallel over pairs (`trainer.threads`); updates are applied in batch order on one thread, so results are
+  bit-for-bit reproducible whatever the thread count.
 - `sequential` (an approximation, opt-in): word2vec's own update, pair after pair on one thread, each pair
   seeing the previous pairs' updates (what gensim and the C tool do, minus their Hogwild races).
+- `hogwild` (an approximation, opt-in): `sequential` on several threads over slices of the batch, racing
+  on shared rows exactly as gensim and the C tool do. Fastest on CPU; results vary run to run, so exact
+  resume does not hold with it.
 
 All three only read and write the rows a batch touches. `optimizer_step` is the generic autograd path used
 for SparseAdam. Tests check `torch` and `numba` against autograd + torch.optim.SGD.
@@ -114,7 +116,7 @@ try:  # numba is a dependency, but the torch path must keep working where it can
 except ImportError:  # pragma: no cover
     numba = None
 
-KERNELS = ("auto", "torch", "numba", "sequential")
+KERNELS = ("auto", "torch", "numba", "sequential", "hogwild")
 
 # Reassociation lets LLVM vectorise the dot products (a strict left-to-right float sum cannot be);
 # the compiled code is fixed, so results stay bit-for-bit reproducible on one machine.
@@ -133,11 +135,11 @@ if numba is not None:
         p = e / (1.0 + e)
         return label - p, math.log1p(e) - label * x
 
-    # No loop fusion: numba would otherwise merge the owner loops of steps 2 and 3 into one, letting an
-    # owner write input vectors that another owner is still reading in step 2.
+    # Steps 2 and 3 run serially in batch order, so results never depend on the thread count. (Split over
+    # threads by row owner they gave wrong updates from the second call on with 2 numba threads.)
     @njit(nogil=True, parallel={"fusion": False}, cache=True, fastmath=_FAST)
     def _exact_batch(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
-                     negatives: np.ndarray, lr: float, owners: int) -> float:
+                     negatives: np.ndarray, lr: float) -> float:
         b, d = len(centers), W.shape[1]
         groups, k = negatives.shape
         size = (b + groups - 1) // groups
@@ -164,36 +166,32 @@ if numba is not None:
                 for t in range(d):
                     gw[t] += s * c[t]
             loss[i] = total
-        # 2. output vectors, from the old input vectors: each owner applies its rows' updates in batch order
-        for owner in prange(owners):
-            for i in range(b):
-                w = W[centers[i]]
-                for j in range(k + 1):
-                    row = contexts[i] if j == 0 else negatives[i // size, j - 1]
-                    if row % owners == owner:
-                        c = C[row]
-                        s = step[i, j]
-                        for t in range(d):
-                            c[t] += s * w[t]
-        # 3. input vectors, the same way
-        for owner in prange(owners):
-            for i in range(b):
-                if centers[i] % owners == owner:
-                    w = W[centers[i]]
-                    gw = grad_w[i]
-                    for t in range(d):
-                        w[t] += gw[t]
+        # 2. output vectors, from the old input vectors, in batch order
+        for i in range(b):
+            w = W[centers[i]]
+            for j in range(k + 1):
+                c = C[contexts[i] if j == 0 else negatives[i // size, j - 1]]
+                s = step[i, j]
+                for t in range(d):
+                    c[t] += s * w[t]
+        # 3. input vectors, in batch order
+        for i in range(b):
+            w = W[centers[i]]
+            gw = grad_w[i]
+            for t in range(d):
+                w[t] += gw[t]
         return loss.sum()
 
     @njit(nogil=True, cache=True, fastmath=_FAST)
-    def _sequential(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
-                    negatives: np.ndarray, lr: float) -> float:
-        b, d = len(centers), W.shape[1]
+    def _sequential_range(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
+                          negatives: np.ndarray, lr: float, lo: int, hi: int) -> float:
+        """Word2vec's update for pairs lo..hi-1, one after the other; returns their summed loss."""
+        d = W.shape[1]
         groups, k = negatives.shape
-        size = (b + groups - 1) // groups
+        size = (len(centers) + groups - 1) // groups
         grad_w = np.empty(d, dtype=np.float32)
         loss = 0.0
-        for i in range(b):
+        for i in range(lo, hi):
             w = W[centers[i]]
             grad_w[:] = 0.0
             for j in range(k + 1):
@@ -212,6 +210,22 @@ if numba is not None:
                 w[t] += grad_w[t]
         return loss
 
+    @njit(nogil=True, cache=True)
+    def _sequential(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
+                    negatives: np.ndarray, lr: float) -> float:
+        return _sequential_range(W, C, centers, contexts, negatives, lr, 0, len(centers))
+
+    @njit(nogil=True, parallel=True, cache=True)
+    def _hogwild(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
+                 negatives: np.ndarray, lr: float, threads: int) -> float:
+        """`_sequential` on `threads` slices of the batch at once, racing on shared rows (as gensim does)."""
+        b = len(centers)
+        losses = np.zeros(threads)
+        for part in prange(threads):
+            losses[part] = _sequential_range(W, C, centers, contexts, negatives, lr,
+                                             part * b // threads, (part + 1) * b // threads)
+        return losses.sum()
+
 
 def _weights(model: SGNS) -> tuple[np.ndarray, np.ndarray]:
     W, C = model.input.weight, model.output.weight
@@ -222,10 +236,11 @@ def _weights(model: SGNS) -> tuple[np.ndarray, np.ndarray]:
 
 def numba_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
                lr: float, threads: int = 0) -> torch.Tensor:
-    """The exact batch SGD step of `sgd_step`, compiled; deterministic for any thread count."""
+    """The exact batch SGD step of `sgd_step`, compiled; `threads` (0: as set) only parallelise the dot products."""
     W, C = _weights(model)
-    owners = threads or numba.get_num_threads()
-    return torch.tensor(_exact_batch(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr, owners))
+    if threads:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return torch.tensor(_exact_batch(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr))
 
 
 def sequential_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
@@ -233,6 +248,13 @@ def sequential_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, 
     """Word2vec's pair-by-pair SGD over the batch (an approximation of the batch step), one thread."""
     W, C = _weights(model)
     return torch.tensor(_sequential(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr))
+
+
+def hogwild_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
+                 lr: float, threads: int = 2) -> torch.Tensor:
+    """Word2vec's update on `threads` threads at once with racing writes: fastest, not reproducible."""
+    W, C = _weights(model)
+    return torch.tensor(_hogwild(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr, threads))
 
 
 StepFn = Callable[[SGNS, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -249,11 +271,11 @@ def make_sgd_step(kernel: str, device: torch.device, threads: int = 0) -> StepFn
                         f"with trainer.device={device}")
     if numba is None:
         raise SGNSError(f"trainer.kernel={kernel} needs numba, which is not installed: pip install numba")
+    if kernel == "hogwild":  # racing threads over the batch: two unless asked
+        numba.set_num_threads(min(threads or 2, numba.config.NUMBA_NUM_THREADS))
+        return lambda model, centers, contexts, negatives, lr: hogwild_step(model, centers, contexts, negatives,
+                                                                           lr, numba.get_num_threads())
     # One compute thread unless asked: the data thread has the other core, and on a shared 2-core machine
-    # the owner split's barriers (three per batch) measured 10x slower than one thread (see the README).
+    # parallel regions per batch measured slower than one thread.
     numba.set_num_threads(min(threads or 1, numba.config.NUMBA_NUM_THREADS))
-    if kernel == "numba":
-        owners = numba.get_num_threads()
-        return lambda model, centers, contexts, negatives, lr: numba_step(model, centers, contexts, negatives,
-                                                                         lr, owners)
-    return sequential_step
+    return numba_step if kernel == "numba" else sequential_step

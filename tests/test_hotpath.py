@@ -209,3 +209,20 @@ def test_million_word_vocabulary_at_dim_300_needs_no_dense_gradient_memory():
     grown = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
                 .stdout.split()[-1])
     assert grown < 300, f"peak memory grew by {grown} MiB during the steps"
+
+
+def test_hogwild_kernel_is_sequential_per_slice():
+    # Two slices that share no row cannot race: two threads must then give exactly the sequential result.
+    ref = _model(vocab=200)
+    gen = torch.Generator().manual_seed(5)
+    halves = [torch.randint(lo, lo + 100, (3, 30), generator=gen) for lo in (0, 100)]
+    centers = torch.cat([h[0] for h in halves])
+    contexts = torch.cat([h[1] for h in halves])
+    negatives = torch.cat([torch.randint(lo, lo + 100, (30, 5), generator=gen) for lo in (0, 100)])
+    seq, hog = _copy(ref), _copy(ref)
+    sequential_step(seq, centers, contexts, negatives, 0.05)
+    loss = make_sgd_step("hogwild", torch.device("cpu"), 2)(hog, centers, contexts, negatives, 0.05)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(hog.input.weight, seq.input.weight, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(hog.output.weight, seq.output.weight, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(hog.output.weight, ref.output.weight)
