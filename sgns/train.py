@@ -236,6 +236,7 @@ def _train(cfg: DictConfig) -> Dict[str, Any]:
         if eval_logged_at[0] == step:
             return results  # the final evaluation right after a periodic one: log each step once
         eval_logged_at[0] = step
+        writer.add_scalar("eval/words_seen", words_done, step)  # maps the step axis to corpus words seen
         for name, metrics in results.items():
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and value is not None:
