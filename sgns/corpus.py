@@ -8,6 +8,7 @@ settings, so a sweep re-reads nothing and a changed file never reuses stale ids.
 
 from __future__ import annotations
 
+import array
 import bz2
 import codecs
 import gzip
@@ -297,9 +298,20 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
     stats = ReadStats()
     index: defaultdict[str, int] = defaultdict(itertools.count().__next__)  # word -> id on first sight
     lookup = index.__getitem__
-    offsets = [0]
+    offsets = array.array("q", [0])  # 8 bytes a sentence, not a Python int
     total = 0
-    buffer: List[int] = []
+    buffer = array.array("i")  # ids waiting to be written, as C ints (4 bytes)
+    counts = np.zeros(0, dtype=np.int64)
+
+    def flush(out: BinaryIO) -> None:
+        # Count while writing, so nothing at the end reads the whole id file back: memory stays flat.
+        nonlocal counts
+        found = np.bincount(np.frombuffer(buffer, dtype=np.int32), minlength=len(counts))
+        found[: len(counts)] += counts
+        counts = found
+        buffer.tofile(out)
+        del buffer[:]
+
     try:
         with open(tmp / "ids.bin", "wb") as out:
             for sentence in source.sentences(stats):
@@ -309,13 +321,10 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
                 total += len(sentence)
                 offsets.append(total)
                 if len(buffer) >= 1 << 20:
-                    out.write(np.asarray(buffer, dtype=np.int32).tobytes())
-                    buffer.clear()
-            out.write(np.asarray(buffer, dtype=np.int32).tobytes())
-        ids = np.memmap(tmp / "ids.bin", dtype=np.int32, mode="r") if total else np.zeros(0, np.int32)
-        counts = np.bincount(ids, minlength=len(index)).astype(np.int64)
-        del ids
-        np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+                    flush(out)
+            flush(out)
+        counts = np.pad(counts, (0, len(index) - len(counts))).astype(np.int64)
+        np.save(tmp / "offsets.npy", np.frombuffer(offsets, dtype=np.int64))
         np.save(tmp / "counts.npy", counts)
         (tmp / "words.txt").write_text("".join(w + "\n" for w in index), encoding="utf-8")
         meta = {"tokens": total, "sentences": len(offsets) - 1, "distinct": len(index),
