@@ -14,7 +14,7 @@ import mmap
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import torch
@@ -207,9 +207,3 @@ def unigram_table(counts: np.ndarray, exponent: float) -> np.ndarray:
     p = np.asarray(counts, dtype=np.float64) ** exponent
     return p / p.sum()
 
-
-def positions(batch: Optional[Batch]) -> Tuple[int, int, int]:
-    """The (epoch, chunk, batch) a run resumes at after `batch` has been trained."""
-    if batch is None:
-        return (0, 0, 0)
-    return (batch.epoch, batch.chunk, batch.index + 1)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from sgns.errors import SGNSError
+from sgns.errors import SGNSError, exit_with_error
 from sgns.evaluate import METHODS, evaluate_analogies, evaluate_similarity, nearest
 from sgns.export import VECTOR_CHOICES, OneLineParser, load_vectors
 from sgns.vectors import WordVectors
@@ -197,12 +197,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: `sgns-eval PATH [--analogies F ...] [--similarities F ...] [...]`."""
     try:
         report = run(argv)
-    except SGNSError as e:
-        sys.stderr.write(f"sgns-eval: error: {e}\n")
-        sys.exit(2)
-    except OSError as e:
-        sys.stderr.write(f"sgns-eval: error: {e.strerror or e}: {getattr(e, 'filename', '')}\n")
-        sys.exit(2)
+    except (SGNSError, OSError) as e:
+        exit_with_error("sgns-eval", e)
     try:
         print(json.dumps(_clean(report), default=float), flush=True)
     except BrokenPipeError:  # `sgns-eval ... | head`: the reader left, nothing to report

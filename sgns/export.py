@@ -20,7 +20,7 @@ from typing import Any, List, NoReturn, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from sgns.errors import SGNSError
+from sgns.errors import SGNSError, exit_with_error
 from sgns.vectors import WordVectors, load_word_vectors, save_word2vec
 
 VECTOR_CHOICES = ("input", "average")
@@ -188,12 +188,8 @@ def export_main(argv: Optional[List[str]] = None) -> None:
         if out.is_dir():
             raise SGNSError(f"cannot write {out}: it is a directory; give a file name such as {out / 'vectors.bin'}")
         save_word2vec(out, words, vectors, binary=not args.text)
-    except SGNSError as e:
-        sys.stderr.write(f"sgns-export: error: {e}\n")
-        sys.exit(2)
-    except OSError as e:
-        sys.stderr.write(f"sgns-export: error: {e.strerror or e}: {getattr(e, 'filename', '')}\n")
-        sys.exit(2)
+    except (SGNSError, OSError) as e:
+        exit_with_error("sgns-export", e)
     kind = "text" if args.text else "binary"
     print(f"wrote {len(words):,} {args.vectors} vectors of dimension {vectors.shape[1]} from {source} to {out} "
           f"(word2vec {kind})")

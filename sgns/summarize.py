@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sgns.errors import SGNSError
+from sgns.errors import SGNSError, exit_with_error
 
 FINISHED, FAILED, INCOMPLETE = "finished", "failed", "incomplete"
 # Final metrics shown in the table besides the objective; evaluation results add `eval.<name>.<key>` columns.
@@ -433,8 +433,7 @@ def _summarize_command(args: argparse.Namespace) -> None:
         summary = summarize(find_runs(args.path), args.objective)
         written = write_outputs(summary, args.out or args.path, plots=not args.no_plots)
     except SGNSError as e:
-        sys.stderr.write(f"sgns-summarize: error: {e}\n")
-        sys.exit(2)
+        exit_with_error("sgns-summarize", e)
     print(describe(summary))
     print(markdown_table(*table_rows(summary)))
     print("wrote " + ", ".join(str(p) for p in written))

@@ -26,7 +26,7 @@ from sgns.checkpoint import RunLock, check_run_dir, remove_stale_temp_files, sav
 from sgns.config import register_configs, validate
 from sgns.corpus import encode, make_source
 from sgns.data import PairBatches, unigram_table
-from sgns.errors import SGNSError
+from sgns.errors import SGNSError, exit_with_error
 from sgns.evaluate import evaluate_all
 from sgns.export import write_projector
 from sgns.hotpath import NegativeSampler, draw_negatives, make_sgd_step, optimizer_step
@@ -408,8 +408,7 @@ def hydra_main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error(f"error: {e}")
             raise  # the sweep goes on with the other jobs and reports this one at the end
-        sys.stderr.write(f"sgns-train: error: {e}\n")
-        sys.exit(2)
+        exit_with_error("sgns-train", e)
 
 
 def check_overrides(argv: List[str]) -> None:
@@ -490,8 +489,7 @@ def main() -> None:
         check_overrides(sys.argv[1:])
         check_existing_run(sys.argv[1:])
     except SGNSError as e:
-        sys.stderr.write(f"sgns-train: error: {e}\n")
-        sys.exit(2)
+        exit_with_error("sgns-train", e)
     hydra_main()
 
 
