@@ -124,6 +124,14 @@ _FAST = {"reassoc", "contract"}
 
 if numba is not None:
 
+    @njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
+    def _dot(w: np.ndarray, c: np.ndarray) -> np.float32:
+        """w . c in float32 (reassociated, so LLVM vectorises it)."""
+        x = np.float32(0.0)
+        for t in range(len(w)):
+            x += w[t] * c[t]
+        return x
+
     @njit(nogil=True, cache=True, inline="always")
     def _logit_step(x: float, label: float) -> tuple[float, float]:
         """(label - sigmoid(x), BCE-with-logits loss of x) in float64, overflow-safe."""
@@ -156,10 +164,7 @@ if numba is not None:
             for j in range(k + 1):
                 row = contexts[i] if j == 0 else negatives[i // size, j - 1]
                 c = C[row]
-                x = np.float32(0.0)
-                for t in range(d):
-                    x += w[t] * c[t]
-                g, l_ = _logit_step(x, 1.0 if j == 0 else 0.0)
+                g, l_ = _logit_step(_dot(w, c), 1.0 if j == 0 else 0.0)
                 total += l_
                 s = np.float32(lr * g)
                 step[i, j] = s
@@ -197,10 +202,7 @@ if numba is not None:
             for j in range(k + 1):
                 row = contexts[i] if j == 0 else negatives[i // size, j - 1]
                 c = C[row]
-                x = np.float32(0.0)
-                for t in range(d):
-                    x += w[t] * c[t]
-                g, l_ = _logit_step(x, 1.0 if j == 0 else 0.0)
+                g, l_ = _logit_step(_dot(w, c), 1.0 if j == 0 else 0.0)
                 loss += l_
                 s = np.float32(lr * g)
                 for t in range(d):
