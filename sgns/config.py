@@ -1,21 +1,52 @@
 """Typed config schemas, registered in Hydra's ConfigStore, and their range checks.
 
-Each group (corpus, data, model, optimizer, trainer, eval) has one dataclass. The YAML files under
-`configs/` fill these in; because the schema is a structured config, a misspelled key or a value of the
-wrong type fails when the config is composed, before any work starts.
+Each group (corpus, data, model, optimizer, trainer, eval) has one dataclass, and every setting is defined
+once: its field, its default and its one-line comment are here. The YAML files under `sgns/conf/` (shipped
+in the package) hold only what differs from these defaults; because the schema is a structured config, a
+misspelled key or a value of the wrong type fails when the config is composed, before any work starts.
+
+Each field also says what kind of setting it is (`role` metadata; unmarked fields change the result):
+- result: changes what a run computes; a run is resumed only with the same values (`result_settings`).
+- choice: a hyperparameter that may change on resume (device, kernel, evaluation); shown in HParams.
+- bookkeeping: where and how often things are written, caches, threads; neither compared nor shown.
+To add a key: add the field with its comment (and `choice(...)` / `bookkeeping(...)` unless it changes the
+result), a range check in `validate` if it is numeric, and a line in the option YAML only if an option
+needs a value other than the default.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+import re
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from sgns.errors import SGNSError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # the YAML groups, package data
+RESULT, CHOICE, BOOKKEEPING = "result", "choice", "bookkeeping"  # a setting's role (see above)
+KERNELS = ("auto", "torch", "numba", "sequential", "hogwild")  # trainer.kernel values (sgns/kernels/)
+OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
+CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
+
+
+def choice(default: Any = MISSING, factory: Optional[Callable[[], Any]] = None) -> Any:
+    """A field that is a hyperparameter but may change when a run is resumed."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"role": CHOICE})
+    return field(default=default, metadata={"role": CHOICE})
+
+
+def bookkeeping(default: Any) -> Any:
+    """A field that changes no result (paths, caches, cadence of logs and checkpoints, threads)."""
+    return field(default=default, metadata={"role": BOOKKEEPING})
 
 
 @dataclass
@@ -25,12 +56,12 @@ class SyntheticConfig:
     filler_words: int = 2000  # size of the Zipf-distributed filler vocabulary
     sentences: int = 60000  # sentences to generate
     seed: int = 0  # generator seed (independent of the training seed)
-    evaluate: bool = True  # also score the generated analogy file (metrics key eval.planted_analogies)
+    evaluate: bool = choice(True)  # also score the generated analogy file (metrics key eval.planted_analogies)
 
 
 @dataclass
 class CorpusConfig:
-    kind: str = "synthetic"  # where text comes from: synthetic | text | hf
+    kind: str = "synthetic"  # where text comes from: synthetic | text | hf (CORPUS_KINDS)
     path: Optional[str] = None  # text: file to read (.gz/.bz2/.xz decompressed on the fly)
     name: Optional[str] = None  # hf: dataset name on the hub, or a loader (json, csv, parquet, text)
     config_name: Optional[str] = None  # hf: dataset configuration (second argument of load_dataset)
@@ -54,8 +85,8 @@ class DataConfig:
     batch_size: int = 4096  # positive pairs per step
     chunk_tokens: int = 1_000_000  # tokens turned into pairs at once (shuffled within a chunk)
     shared_negatives: int = 1  # positives that share one draw of negatives (1 = exact word2vec sampling)
-    cache_dir: str = "${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}"  # token-id cache
-    prefetch: bool = True  # build the next batches in a background thread while the model trains
+    cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
+    prefetch: bool = bookkeeping(True)  # build the next batches in a background thread while the model trains
 
 
 @dataclass
@@ -74,44 +105,80 @@ class OptimizerConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 5  # passes over the corpus (gensim and word2vec default to 5)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = choice("auto")  # auto | cpu | cuda | cuda:N
     seed: int = 1  # seeds every random choice (subsampling, windows, negatives, init)
-    threads: int = 0  # torch intra-op threads, and numba's (0: their defaults, one per core)
-    kernel: str = "auto"  # SGD hot path: auto (numba on CPU, torch on CUDA) | torch | numba | sequential | hogwild
-    run_dir: str = "${hydra:runtime.output_dir}"  # where checkpoints, logs and vectors go
-    log_every: int = 50  # steps between TensorBoard scalar points
-    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
-    keep_checkpoints: int = 2  # how many recent checkpoints to keep
-    resume: str = "auto"  # auto | never | PATH of a checkpoint
-    progress: bool = True  # show a progress bar
-    export_binary: bool = True  # write vectors.bin (word2vec binary); false writes vectors.txt
+    threads: int = bookkeeping(0)  # torch intra-op threads, and numba's (0: their defaults, one per core)
+    kernel: str = choice("auto")  # hot path (KERNELS): auto is numba on CPU, torch on CUDA; see sgns/kernels
+    run_dir: str = bookkeeping("${hydra:runtime.output_dir}")  # where checkpoints, logs and vectors go
+    log_every: int = bookkeeping(50)  # steps between TensorBoard scalar points
+    checkpoint_every: int = bookkeeping(0)  # steps between checkpoints (0: only at the end)
+    keep_checkpoints: int = bookkeeping(2)  # how many recent checkpoints to keep
+    resume: str = bookkeeping("auto")  # auto | never | PATH of a checkpoint
+    progress: bool = bookkeeping(True)  # show a progress bar
+    export_binary: bool = choice(True)  # write vectors.bin (word2vec binary); false writes vectors.txt
 
 
 @dataclass
 class EvalConfig:
-    analogies: List[str] = field(default_factory=list)  # questions-words style files
-    similarities: List[str] = field(default_factory=list)  # word1 TAB word2 TAB score files
-    restrict_vocab: int = 30000  # analogy answers searched among this many most frequent words
-    every_words: int = 0  # evaluate every N corpus words during training (0: only at the end)
-    method: str = "3cosadd"  # 3cosadd | 3cosmul
-    projector_words: int = 1000  # top-N words written to TensorBoard's embedding projector at the end (0: none)
+    analogies: List[str] = choice(factory=list)  # questions-words style files
+    similarities: List[str] = choice(factory=list)  # word1 TAB word2 TAB score files
+    restrict_vocab: int = choice(30000)  # analogy answers searched among this many most frequent words
+    every_words: int = bookkeeping(0)  # evaluate every N corpus words during training (0: only at the end)
+    method: str = choice("3cosadd")  # 3cosadd | 3cosmul
+    projector_words: int = choice(1000)  # top-N words written to TensorBoard's embedding projector at the end (0: none)
 
 
 @dataclass
 class Config:
-    corpus: CorpusConfig = MISSING
-    data: DataConfig = MISSING
-    model: ModelConfig = MISSING
-    optimizer: OptimizerConfig = MISSING
-    trainer: TrainerConfig = MISSING
-    eval: EvalConfig = MISSING
-    objective: str = "auto"  # what the entry point returns to sweepers: auto | loss | a metrics.json path
-    experiment: Optional[str] = None  # name of the experiment delta applied, if any
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)  # where the text comes from
+    data: DataConfig = field(default_factory=DataConfig)  # vocabulary, pairs, negatives, batches
+    model: ModelConfig = field(default_factory=ModelConfig)  # the embedding tables
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # update rule and learning rate
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # loop, device, checkpoints, logs
+    eval: EvalConfig = field(default_factory=EvalConfig)  # benchmarks scored during and after training
+    objective: str = choice("auto")  # what the entry point returns to sweepers: auto | loss | a metrics.json path
+    experiment: Optional[str] = choice(None)  # name of the experiment delta applied, if any
 
 
 def register_configs() -> None:
+    """Put the schema into Hydra's ConfigStore as `train_schema` (train.yaml's first default)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=Config)
+
+
+register_configs()  # on import: every compose of sgns/conf needs it
+
+
+def config_error(error: Exception, key: Optional[str] = None) -> SGNSError:
+    """A config that fails to compose or resolve, as one line (an unset environment variable is named)."""
+    text = str(error).strip()
+    unset = re.search(r"Environment variable '([^']+)' not found", text)
+    if unset:
+        needs = f", and {key} needs it" if key else ""
+        return SGNSError(f"the environment variable {unset[1]} is not set{needs}: set it (export {unset[1]}=...)"
+                         f"{f' or override {key}' if key else ''}")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return SGNSError(f"bad config: {'; '.join(lines[:3]) if lines else type(error).__name__}")
+
+
+def check_resolvable(cfg: DictConfig, skip: tuple = ()) -> None:
+    """Resolve every value once (but the keys in `skip`), so one that cannot be resolved fails in one line
+    naming it, before any work."""
+
+    def walk(node: DictConfig | ListConfig, prefix: str) -> None:
+        keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+        for key in keys:
+            name = f"{prefix}{key}"
+            if name in skip:
+                continue
+            try:
+                value = node[key]
+            except InterpolationResolutionError as e:
+                raise config_error(e, name) from None
+            if isinstance(value, (DictConfig, ListConfig)):
+                walk(value, name + ".")
+
+    walk(cfg, "")
 
 
 def _check(ok: bool, key: str, allowed: str, value: Any, fix: str = "") -> None:
@@ -123,7 +190,7 @@ def _check(ok: bool, key: str, allowed: str, value: Any, fix: str = "") -> None:
 def validate(cfg: Any) -> None:
     """Range-check every numeric key; raise SGNSError naming the key and the allowed range."""
     c, d, m, o, t, e = cfg.corpus, cfg.data, cfg.model, cfg.optimizer, cfg.trainer, cfg.eval
-    _check(c.kind in ("synthetic", "text", "hf"), "corpus.kind", "one of synthetic, text, hf", c.kind)
+    _check(c.kind in CORPUS_KINDS, "corpus.kind", "one of " + ", ".join(CORPUS_KINDS), c.kind)
     _check(c.max_sentence_len >= 1, "corpus.max_sentence_len", ">= 1", c.max_sentence_len)
     s = c.synthetic
     _check(s.relations >= 1, "corpus.synthetic.relations", ">= 1", s.relations)
@@ -142,14 +209,13 @@ def validate(cfg: Any) -> None:
     _check(d.chunk_tokens >= 1000, "data.chunk_tokens", ">= 1000", d.chunk_tokens)
     _check(d.shared_negatives >= 1, "data.shared_negatives", ">= 1", d.shared_negatives)
     _check(m.dim >= 1, "model.dim", ">= 1", m.dim, "e.g. model.dim=100")
-    _check(o.name in ("sgd", "sparse_adam"), "optimizer.name", "sgd or sparse_adam", o.name)
+    _check(o.name in OPTIMIZERS, "optimizer.name", " or ".join(OPTIMIZERS), o.name)
     _check(0 < o.lr < math.inf, "optimizer.lr", "> 0 and finite", o.lr, "e.g. optimizer.lr=0.025")
     _check(0 <= o.min_lr_ratio <= 1, "optimizer.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)
     _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
     _check(0 <= t.seed < 2**63, "trainer.seed", "in [0, 2**63)", t.seed)  # numpy refuses negative seeds
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
-    _check(t.kernel in ("auto", "torch", "numba", "sequential", "hogwild"), "trainer.kernel",
-           "one of auto, torch, numba, sequential, hogwild", t.kernel)
+    _check(t.kernel in KERNELS, "trainer.kernel", "one of " + ", ".join(KERNELS), t.kernel)
     _check(t.log_every >= 1, "trainer.log_every", ">= 1", t.log_every)
     _check(t.checkpoint_every >= 0, "trainer.checkpoint_every", ">= 0", t.checkpoint_every)
     _check(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", ">= 1", t.keep_checkpoints)
@@ -162,3 +228,50 @@ def validate(cfg: Any) -> None:
            "auto, cpu, cuda or cuda:N", dev)
     _check(t.resume in ("auto", "never") or Path(t.resume).expanduser().is_file(), "trainer.resume",
            "auto, never or the path of an existing checkpoint file", t.resume)
+
+
+@functools.cache
+def setting_role(key: str) -> Optional[str]:
+    """The role of a dotted config key (`data.window` -> result); None for a group or a key not in the schema."""
+    node: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        found = next((f for f in fields(node) if f.name == part), None)
+        if found is None:
+            return None
+        kind = typing.get_type_hints(node)[part]
+        if i == len(parts) - 1:
+            return None if is_dataclass(kind) else found.metadata.get("role", RESULT)
+        if not is_dataclass(kind):
+            return None
+        node = kind
+    return None
+
+
+def settings(config: Mapping[str, Any] | DictConfig, role: str) -> Dict[str, Any]:
+    """`key -> value` of every setting with `role` in a config (composed, or a resolved dict from a checkpoint).
+
+    Only those values are resolved, so this works before Hydra has set up its runtime (trainer.run_dir).
+    """
+    flat: Dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key in node.keys():
+            name = f"{prefix}{key}"
+            if isinstance(node, DictConfig) and OmegaConf.is_missing(node, key):
+                continue
+            if setting_role(name) == role:
+                value = node[key]
+                if isinstance(value, (ListConfig, DictConfig)):
+                    value = OmegaConf.to_container(value, resolve=True)
+                flat[name] = list(value) if isinstance(value, tuple) else value
+            elif setting_role(name) is None and isinstance(node[key], (Mapping, DictConfig)):
+                walk(node[key], name + ".")
+
+    walk(config, "")
+    return flat
+
+
+def result_settings(config: Mapping[str, Any] | DictConfig) -> Dict[str, Any]:
+    """The settings that decide what a run computes (a resumed run must match them)."""
+    return settings(config, RESULT)

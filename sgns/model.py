@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgns.negatives import group_size
+
 
 class SGNS(nn.Module):
     def __init__(self, vocab_size: int, dim: int, sparse: bool = True):
@@ -38,7 +40,7 @@ class SGNS(nn.Module):
         w = self.input(centers)
         positive = (w * self.output(contexts)).sum(-1)
         groups, k = negatives.shape
-        size = -(-len(centers) // groups)  # positives per group
+        size = group_size(len(centers), groups)
         w = F.pad(w, (0, 0, 0, groups * size - len(centers))).view(groups, size, -1)
         negative = torch.bmm(w, self.output(negatives).transpose(1, 2)).reshape(-1, k)[: len(centers)]
         return positive, negative

@@ -101,3 +101,14 @@ def ensure_synthetic(cfg: Any, cache_dir: str | Path) -> Tuple[Path, Path]:
         _write_atomic(corpus, lines)
         _write_atomic(analogies, questions)
     return corpus, analogies
+
+
+def evaluation_config(cfg: Any) -> Any:
+    """The run's `eval` group, with the synthetic corpus's planted analogy file first when it is scored."""
+    from omegaconf import OmegaConf
+
+    files = OmegaConf.to_container(cfg.eval, resolve=True)
+    if cfg.corpus.kind == "synthetic" and cfg.corpus.synthetic.evaluate:
+        planted = ensure_synthetic(cfg.corpus.synthetic, cfg.data.cache_dir)[1]
+        files["analogies"] = [str(planted), *files["analogies"]]
+    return OmegaConf.create(files)

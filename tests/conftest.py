@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from sgns.train import CONFIG_DIR
+from sgns.config import CONFIG_DIR
 
 
 @pytest.fixture(autouse=True)

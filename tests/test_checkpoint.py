@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import sgns.checkpoint as ck
-from sgns.checkpoint import (
-    RunLock,
-    check_run_dir,
+import sgns.train.checkpoint as ck
+from sgns.errors import SGNSError
+from sgns.train.checkpoint import (
     latest_loadable,
     list_checkpoints,
     load_checkpoint,
     remove_stale_temp_files,
     save_checkpoint,
 )
-from sgns.errors import SGNSError
+from sgns.train.rundir import RunLock, check_run_dir
 
 CONFIG = {"corpus": {"kind": "text", "path": "c.txt"}, "data": {"window": 5, "cache_dir": "/x"},
           "model": {"dim": 8}, "optimizer": {"lr": 0.025}, "trainer": {"epochs": 2, "seed": 1, "resume": "auto"}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -11,8 +13,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from sgns.config import validate
-from sgns.train import CONFIG_DIR
+import sgns.config as config_module
+from sgns.config import CONFIG_DIR, validate
 
 CONFIGS = Path(CONFIG_DIR)
 # Plugin a config needs, by group: those configs are skipped (not failed) where the plugin is not installed.
@@ -50,8 +52,9 @@ def test_the_groups_have_the_expected_options() -> None:
 
 
 @pytest.mark.parametrize(("group", "option"), all_group_options())
-def test_every_group_option_composes_and_validates(group: str, option: str) -> None:
+def test_every_group_option_composes_and_validates(group: str, option: str, monkeypatch: pytest.MonkeyPatch) -> None:
     need_plugin(f"{group}/{option}")
+    monkeypatch.setenv("SGNS_DATA_DIR", "data")  # gutenberg_baseline reads its files from there
     cfg = compose_train([f"{group}={option}", "trainer.run_dir=run"])  # outside a Hydra job: no hydra:runtime
     validate(cfg)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
@@ -84,6 +87,47 @@ def test_experiments_hold_only_deltas(name: str) -> None:
             continue
         default = OmegaConf.select(OmegaConf.create(base), key, throw_on_missing=False)
         assert value != default, f"{name}: {key}={value!r} restates the default; keep experiments to deltas"
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in all_group_options()
+                                               if g not in ("experiment", "hparams_search")])
+def test_group_options_hold_only_what_differs_from_the_schema(group: str, option: str) -> None:
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / group / f"{option}.yaml"), resolve=False)
+    schema = OmegaConf.structured(typing.get_type_hints(config_module.Config)[group])
+    for key, value in _leaves(raw or {}).items():
+        default = OmegaConf.select(schema, key, throw_on_missing=False)
+        assert value != default, f"{group}/{option}.yaml: {key}={value!r} restates the default in sgns/config.py"
+
+
+def test_every_setting_has_a_role_and_a_one_line_comment() -> None:
+    source = Path(config_module.__file__).read_text().splitlines()
+    schemas = [config_module.Config, config_module.SyntheticConfig,
+               *[t for t in typing.get_type_hints(config_module.Config).values() if dataclasses.is_dataclass(t)]]
+    for cls in schemas:
+        for f in dataclasses.fields(cls):
+            line = next(ln for ln in source if ln.strip().startswith(f"{f.name}: "))
+            assert "  # " in line, f"{cls.__name__}.{f.name} has no comment on its line"
+    roles = {key: config_module.setting_role(key) for key in ("data.window", "trainer.seed", "trainer.kernel",
+                                                              "eval.analogies", "trainer.run_dir", "data.cache_dir")}
+    assert roles == {"data.window": "result", "trainer.seed": "result", "trainer.kernel": "choice",
+                     "eval.analogies": "choice", "trainer.run_dir": "bookkeeping", "data.cache_dir": "bookkeeping"}
+    assert config_module.setting_role("data") is None and config_module.setting_role("data.nope") is None
+
+
+def test_gutenberg_baseline_without_its_data_dir_fails_in_one_line_naming_it(monkeypatch: pytest.MonkeyPatch,
+                                                                             tmp_path: Path) -> None:
+    from conftest import compose_cfg
+
+    from sgns.cli.train import check_overrides
+    from sgns.errors import SGNSError
+    from sgns.train import train
+
+    monkeypatch.delenv("SGNS_DATA_DIR", raising=False)
+    with pytest.raises(SGNSError, match="environment variable SGNS_DATA_DIR is not set, and corpus.path needs it"):
+        check_overrides(["experiment=gutenberg_baseline"])
+    with pytest.raises(SGNSError, match="SGNS_DATA_DIR is not set"):
+        train(compose_cfg(tmp_path / "run", ["experiment=gutenberg_baseline"]))
+    assert not (tmp_path / "run").exists()
 
 
 def test_experiment_overrides_win_and_can_be_overridden() -> None:

@@ -12,12 +12,14 @@ import pytest
 import torch
 from conftest import compose_cfg
 
-from sgns.checkpoint import list_checkpoints, load_checkpoint
+from sgns.cli.export import export_main
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_analogies
-from sgns.export import export_main, load_model, load_vectors, write_projector
+from sgns.load import load_model, load_vectors
 from sgns.model import SGNS
 from sgns.train import train
+from sgns.train.checkpoint import list_checkpoints, load_checkpoint
+from sgns.train.tblog import write_projector
 from sgns.vectors import load_word2vec, save_word2vec
 
 KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
@@ -129,7 +131,7 @@ def test_sgns_export_errors_are_one_line(run_dir: Path, tmp_path: Path, args: li
 
 
 def test_sgns_export_error_from_the_command_line(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "sgns.export", str(tmp_path / "missing.pt"), str(tmp_path / "o")],
+    done = subprocess.run([sys.executable, "-m", "sgns.cli.export", str(tmp_path / "missing.pt"), str(tmp_path / "o")],
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"sgns-export: error: checkpoint not found: {tmp_path / 'missing.pt'}"]
@@ -201,7 +203,7 @@ def benchmark_files(folder: Path, words: list) -> tuple:
 
 
 def eval_json(argv: list, capsys: pytest.CaptureFixture) -> tuple:
-    from sgns.eval_cli import main as eval_main
+    from sgns.cli.eval import main as eval_main
 
     eval_main(argv)
     out = capsys.readouterr().out.strip().split("\n")
@@ -253,7 +255,7 @@ def test_sgns_eval_without_benchmarks_shows_neighbours(run_dir: Path, capsys: py
 ])
 def test_sgns_eval_errors_are_one_line(run_dir: Path, tmp_path: Path, args: list, message: str,
                                        capsys: pytest.CaptureFixture) -> None:
-    from sgns.eval_cli import main as eval_main
+    from sgns.cli.eval import main as eval_main
 
     (tmp_path / "plain.txt").write_text("just some text\n")
     with pytest.raises(SystemExit) as exit_info:

@@ -18,11 +18,11 @@ import torch
 from conftest import compose_cfg, zipf_text
 
 import sgns.config as config_module
-from sgns.checkpoint import list_checkpoints, load_checkpoint
 from sgns.config import validate
 from sgns.corpus import ReadStats, encode, iter_sentences, open_binary, text_source
 from sgns.errors import SGNSError
 from sgns.train import train
+from sgns.train.checkpoint import list_checkpoints, load_checkpoint
 
 TINY = ["model.dim=8", "trainer.epochs=1", "data.min_count=1", "data.batch_size=256", "trainer.device=cpu"]
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import compose_cfg
 
+import sgns.kernels
 import sgns.train
 
 # A smaller synthetic corpus than the default so three trainings stay quick; same generator.
@@ -39,13 +40,13 @@ def test_accuracy_collapses_without_negatives(tmp_path, monkeypatch, intact_accu
                 p.add_(p.grad, alpha=-lr)
         return loss.detach()
 
-    monkeypatch.setattr(sgns.train, "make_sgd_step", lambda *args: positives_only_step)
+    monkeypatch.setattr(sgns.kernels, "make_sgd_step", lambda *args: positives_only_step)
     broken = planted_accuracy(tmp_path)
     assert broken < 0.3 and broken < intact_accuracy - 0.5
 
 
 def test_accuracy_collapses_with_a_frozen_output_table(tmp_path, monkeypatch, intact_accuracy):
-    make_step = sgns.train.make_sgd_step
+    make_step = sgns.kernels.make_sgd_step
 
     def make_frozen_output_step(*args):
         step = make_step(*args)  # the real step (whatever kernel the config picks), then undo its output update
@@ -59,6 +60,6 @@ def test_accuracy_collapses_with_a_frozen_output_table(tmp_path, monkeypatch, in
 
         return frozen_output_step
 
-    monkeypatch.setattr(sgns.train, "make_sgd_step", make_frozen_output_step)
+    monkeypatch.setattr(sgns.kernels, "make_sgd_step", make_frozen_output_step)
     broken = planted_accuracy(tmp_path)
     assert broken < 0.1 and broken < intact_accuracy - 0.5

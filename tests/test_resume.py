@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 from conftest import zipf_text
 
-from sgns.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint
+from sgns.train.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint
 
 EPOCHS_STEPS = 935  # steps of the run below (30k words, 4 epochs, 256-pair batches)
 
@@ -221,8 +221,8 @@ REFUSALS = [
 def test_a_different_run_into_a_finished_run_dir_is_refused_and_touches_nothing(setup, tmp_path):
     """The real command line once (Hydra would rewrite .hydra/*.yaml if the check came later), then every
     refusal through the same pre-check function in-process."""
+    from sgns.cli.train import check_existing_run
     from sgns.errors import SGNSError
-    from sgns.train import check_existing_run
 
     run = tmp_path / "finished"
     shutil.copytree(setup["reference"], run)

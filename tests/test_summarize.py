@@ -13,17 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from sgns.summarize import (
-    FAILED,
-    FINISHED,
-    INCOMPLETE,
-    find_runs,
-    higher_is_better,
-    main,
-    mark_failed,
-    parse_overrides,
-    summarize,
-)
+from sgns.cli.summarize import INCOMPLETE, find_runs, main, parse_overrides, summarize
+from sgns.train.metrics import FAILED, FINISHED, higher_is_better, mark_failed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -175,7 +166,7 @@ def test_a_path_without_runs_fails_in_one_line(tmp_path: Path, make: str) -> Non
     target = tmp_path / "nothing"
     if make == "empty":
         target.mkdir()
-    result = subprocess.run([sys.executable, "-m", "sgns.summarize", str(target)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "sgns.cli.summarize", str(target)], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("sgns-summarize: error: ")
     assert ("not a directory" if make == "missing" else "no runs under") in result.stderr

@@ -15,7 +15,7 @@ import pytest
 from conftest import compose_cfg, zipf_text
 from omegaconf import OmegaConf
 
-from sgns.hparams import flat_hyperparameters, log_hparams
+from sgns.train.tblog import flat_hyperparameters, log_hparams
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Tiny and quick: one epoch of 20k words, small batches so the loss curve has several points.
@@ -26,7 +26,7 @@ TINY = ["trainer.epochs=1", "trainer.progress=false", "trainer.threads=1", "data
 def cli(name: str, args: List[str], cwd: Path) -> subprocess.CompletedProcess:
     exe = shutil.which(name)
     command = [exe] if exe else [sys.executable, "-m", {"sgns-train": "sgns.train",
-                                                        "sgns-summarize": "sgns.summarize"}[name]]
+                                                        "sgns-summarize": "sgns.cli.summarize"}[name]]
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 

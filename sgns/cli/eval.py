@@ -1,0 +1,196 @@
+"""`sgns-eval PATH`: score vectors on analogy / similarity benchmarks, or sanity-check them by nearest neighbours.
+
+PATH is a run directory, a checkpoint or a word2vec file (text or binary). The report is a table for people
+followed by one JSON line (the last line of stdout) for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from sgns.cli.common import OneLineParser, quiet_broken_pipe
+from sgns.errors import SGNSError, exit_with_error
+from sgns.evaluate import METHODS, evaluate_analogies, evaluate_similarity, nearest
+from sgns.load import VECTOR_CHOICES, load_vectors
+from sgns.vectors import WordVectors
+
+SANITY_WORDS = 5  # frequent words whose neighbours are shown when no benchmark is given
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="sgns-eval", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("path", help="a run directory, a checkpoint (.pt) or a word2vec file (text or binary)")
+    p.add_argument("--analogies", nargs="+", default=[], metavar="FILE",
+                   help="questions-words style files (`: section` lines, then `a b c d`)")
+    p.add_argument("--similarities", nargs="+", default=[], metavar="FILE",
+                   help="word1 TAB word2 TAB score files (`#` comments)")
+    p.add_argument("--restrict-vocab", type=int, default=30000, metavar="N",
+                   help="analogy questions and answers use the N most frequent words (default 30000, gensim's)")
+    p.add_argument("--method", choices=METHODS, default="3cosadd", help="analogy scoring (default 3cosadd)")
+    p.add_argument("--vectors", choices=VECTOR_CHOICES, default="input",
+                   help="from a checkpoint: input vectors (default) or input+output averaged")
+    p.add_argument("--words", nargs="+", default=None, metavar="WORD",
+                   help="show these words' nearest neighbours (default: a few frequent words, without benchmarks)")
+    p.add_argument("--query", action="append", default=[], metavar="EXPR",
+                   help="an analogy query such as 'king - man + woman' (repeatable)")
+    p.add_argument("--topn", type=int, default=8, metavar="K", help="neighbours shown per word (default 8)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    return p
+
+
+def parse_query(expr: str) -> Tuple[List[str], List[str]]:
+    """'king - man + woman' -> (['king', 'woman'], ['man'])."""
+    tokens = expr.replace("+", " + ").replace(" -", " - ").split()
+    positive: List[str] = []
+    negative: List[str] = []
+    sign = "+"
+    for tok in tokens:
+        if tok in ("+", "-"):
+            sign = tok
+            continue
+        (positive if sign == "+" else negative).append(tok)
+        sign = "+"
+    if not positive:
+        raise SGNSError(f"query {expr!r} has no positive word; write it like 'king - man + woman'")
+    return positive, negative
+
+
+def sanity_words(wv: WordVectors, count: int = SANITY_WORDS) -> List[str]:
+    """A few frequent content-looking words spread over the top of the vocabulary (skipping function words)."""
+    pool = [w for w in wv.words[50:2000] if w.isalpha() and len(w) > 3]
+    if len(pool) < count:
+        pool = [w for w in wv.words[:2000] if w.isalpha()] or list(wv.words[:count])
+    stride = max(1, len(pool) // count)
+    return pool[::stride][:count]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:6.2f}%"
+
+
+def _print_analogies(name: str, r: Dict[str, Any], restrict_vocab: int) -> None:
+    print(f"\n{name} ({r['method']}, restrict_vocab {restrict_vocab:,}): {r['seen']:,} of {r['total']:,} questions "
+          f"in vocabulary (coverage {_pct(r['coverage']).strip()}), {r['oov']:,} skipped as OOV, "
+          f"{r['malformed_lines']} malformed lines skipped")
+    width = max([len(s) for s in r["sections"]] + [24])
+
+    def row(label: str, correct: int, seen: int, total: Any = "") -> None:
+        accuracy = _pct(correct / seen) if seen else "    n/a"
+        print(f"  {label:<{width}}  {accuracy:>8}  {correct:>6}/{seen:<6}  {total:>6}".rstrip())
+
+    print(f"  {'section':<{width}}  {'accuracy':>8}  {'correct/seen':^13}  {'total':>6}")
+    for section, s in r["sections"].items():
+        row(section, s["correct"], s["seen"], s["total"])
+    row("semantic (not gram*)", r["semantic_correct"], r["semantic_seen"])
+    row("syntactic (gram*)", r["syntactic_correct"], r["syntactic_seen"])
+    row("overall", r["correct"], r["seen"], r["total"])
+
+
+def _print_similarity(name: str, r: Dict[str, Any]) -> None:
+    def fmt(v: Optional[float]) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    print(f"\n{name}: spearman {fmt(r['spearman'])}, pearson {fmt(r['pearson'])} over {r['pairs']} of "
+          f"{r['total']} pairs (OOV {_pct(r['oov_ratio']).strip()}), {r['malformed_lines']} malformed lines skipped")
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = _parser().parse_args(argv)
+    if args.restrict_vocab < 1:
+        raise SGNSError(f"--restrict-vocab {args.restrict_vocab} is out of range: must be >= 1")
+    if args.topn < 1:
+        raise SGNSError(f"--topn {args.topn} is out of range: must be >= 1")
+    for f in [*args.analogies, *args.similarities]:
+        if not Path(f).is_file():
+            raise SGNSError(f"benchmark file not found: {f}")
+    from sgns.device import resolve_device
+
+    device = resolve_device(args.device, option="--device ")
+    started = time.perf_counter()
+    wv = load_vectors(args.path, args.vectors)
+    if len(wv) == 0:
+        raise SGNSError(f"{args.path} holds no vectors")
+    loaded = time.perf_counter() - started
+    print(f"vectors: {wv.source} ({args.vectors}): {len(wv):,} words x {wv.dim} dimensions, read in {loaded:.1f}s")
+    report: Dict[str, Any] = {"path": str(args.path), "source": wv.source, "vectors": args.vectors,
+                              "vocab_size": len(wv), "dim": wv.dim}
+
+    queries = [(expr, *parse_query(expr)) for expr in args.query]
+    for expr, positive, negative in queries:
+        missing = [w for w in [*positive, *negative] if w not in wv]
+        if missing:
+            raise SGNSError(f"query {expr!r}: not in vocabulary: {', '.join(missing)}")
+
+    import torch
+
+    table = torch.as_tensor(wv.vectors, device=device)
+    results: Dict[str, Any] = {}
+    started = time.perf_counter()
+    for f in args.analogies:
+        name = _unique(Path(f).stem, results)
+        results[name] = evaluate_analogies(wv.words, table, f, args.restrict_vocab, args.method, device)
+        _print_analogies(name, results[name], args.restrict_vocab)
+    for f in args.similarities:
+        name = _unique(Path(f).stem, results)
+        results[name] = evaluate_similarity(wv.words, table, f, device=device)
+        _print_similarity(name, results[name])
+    if results:
+        report["eval"] = results
+        report["eval_seconds"] = round(time.perf_counter() - started, 3)
+
+    words = args.words if args.words is not None else ([] if results or args.query else sanity_words(wv))
+    if words:
+        print(f"\nnearest neighbours (cosine, top {args.topn}):")
+        report["neighbours"] = {}
+        for w in words:
+            if w not in wv:
+                print(f"  {w}: not in vocabulary")
+                report["neighbours"][w] = None
+                continue
+            found = nearest(wv.words, table, w, topn=args.topn)
+            report["neighbours"][w] = [[x, round(s, 4)] for x, s in found]
+            print(f"  {w}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
+    if queries:
+        report["queries"] = {}
+        print(f"\nqueries (top {args.topn}):")
+        for expr, positive, negative in queries:
+            found = nearest(wv.words, table, positive, negative, topn=args.topn)
+            report["queries"][expr] = [[x, round(s, 4)] for x, s in found]
+            print(f"  {expr}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
+    return report
+
+
+def _unique(stem: str, taken: Dict[str, Any]) -> str:
+    name, k = stem, 2
+    while name in taken:
+        name, k = f"{stem}-{k}", k + 1
+    return name
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console entry point: `sgns-eval PATH [--analogies F ...] [--similarities F ...] [...]`."""
+    try:
+        report = run(argv)
+    except (SGNSError, OSError) as e:
+        exit_with_error("sgns-eval", e)
+    with quiet_broken_pipe():
+        print(json.dumps(_clean(report), default=float), flush=True)
+
+
+if __name__ == "__main__":
+    main()

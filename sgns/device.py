@@ -1,0 +1,20 @@
+"""Device names (`auto`, `cpu`, `cuda`, `cuda:N`) to torch devices, for training and evaluation alike."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from sgns.errors import SGNSError
+
+
+def resolve_device(name: str, option: str = "trainer.device=") -> torch.device:
+    """`auto` is CUDA where available, else the CPU; `option` names the setting in error messages."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SGNSError(f"{option}{name} but CUDA is not available here: use {option}cpu")
+    if name not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+        raise SGNSError(f"{option}{name!r}: use auto, cpu, cuda or cuda:N")
+    return torch.device(name)

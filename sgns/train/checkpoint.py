@@ -1,0 +1,186 @@
+"""Checkpoints: one dict (model, optimizer, vocabulary, progress, RNG states, config), written atomically.
+
+Files are `checkpoints/step-00001234.pt`. A write goes to a temporary file in the same directory, is
+flushed and fsynced, then renamed over the final name, so a crash mid-write never leaves a partial
+checkpoint under a real name. Every checkpoint carries a CRC32 of its whole content (tensors and plain
+values): torch's zip reader notices truncation but not a flipped byte inside a tensor, we do. Reading uses
+`torch.load(weights_only=True)` only: a file that needs arbitrary unpickling is refused.
+
+Whether a run directory may be (re)used is decided in sgns.train.rundir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Tuple
+
+import torch
+
+from sgns.errors import SGNSError
+
+PATTERN = re.compile(r"^step-(\d+)\.pt$")
+TEMP_PREFIX = ".tmp-"
+# Test hook: `SGNS_FAULT_KILL_IN_CHECKPOINT=STEP` makes the process SIGKILL itself halfway through writing the
+# checkpoint of that step, so the "killed during a checkpoint write" case can be tested deterministically.
+FAULT_ENV = "SGNS_FAULT_KILL_IN_CHECKPOINT"
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: str | Path) -> List[Path]:
+    """Checkpoints of a run, oldest first."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def remove_stale_temp_files(run_dir: str | Path) -> int:
+    """Delete half-written checkpoints left by a process killed mid-write; return how many."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def state_checksum(state: Any) -> int:
+    """CRC32 over every leaf of a checkpoint dict, in order: tensor bytes (with dtype and shape) and plain values."""
+    crc = 0
+
+    def walk(node: Any) -> None:
+        nonlocal crc
+        if isinstance(node, dict):
+            for key, value in node.items():
+                crc = zlib.crc32(repr(key).encode(), crc)
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            crc = zlib.crc32(f"{type(node).__name__}{len(node)}".encode(), crc)
+            for value in node:
+                walk(value)
+        elif isinstance(node, torch.Tensor):
+            t = node.detach().cpu().contiguous()
+            crc = zlib.crc32(f"{t.dtype}{tuple(t.shape)}".encode(), crc)
+            if t.numel():
+                crc = zlib.crc32(t.reshape(-1).view(torch.uint8).numpy(), crc)
+        else:
+            crc = zlib.crc32(repr(node).encode(), crc)
+
+    walk(state)
+    return crc
+
+
+class _HalfwayKiller:
+    """File wrapper for the fault hook: SIGKILLs this process once half of `expected` bytes are written."""
+
+    def __init__(self, f: Any, expected: int) -> None:
+        self.f, self.expected, self.written = f, expected, 0
+
+    def write(self, data: Any) -> int:
+        n = self.f.write(data)
+        self.written += n
+        if self.written >= self.expected // 2:
+            self.f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def _fault_step() -> Optional[int]:
+    value = os.environ.get(FAULT_ENV)
+    return int(value) if value and value.isdigit() else None
+
+
+def save_checkpoint(state: dict, run_dir: str | Path, step: int, keep: int) -> Path:
+    """Write `state` atomically as checkpoints/step-N.pt, then delete all but the newest `keep` checkpoints.
+
+    On any failure (disk full, read-only directory) the temporary file is removed, the older checkpoints
+    are untouched and an SGNSError says so.
+    """
+    folder = checkpoint_dir(run_dir)
+    path = folder / f"step-{step:08d}.pt"
+    state = {**state, "checksum": state_checksum(state)}
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".pt")
+        with os.fdopen(fd, "wb") as f:
+            if _fault_step() == step:
+                expected = sum(t.numel() * t.element_size() for t in state["model"].values())
+                torch.save(state, _HalfwayKiller(f, expected))
+            else:
+                torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+        previous = [p.name for p in list_checkpoints(run_dir) if p != path]
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+        raise SGNSError(f"could not write checkpoint {path}: {reason}; {kept}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """Load with weights_only=True; raise SGNSError for a missing, corrupt or unsafe file.
+
+    `mmap=True` maps the tensors instead of reading them (cheap, for looking at the config and progress).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SGNSError(f"checkpoint not found: {path}")
+    try:
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if not (mmap and "mmap" in str(e)):
+                raise
+            state = torch.load(path, map_location=map_location, weights_only=True)  # not a zip file: plain read
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        text = str(e).strip()
+        reason = text.splitlines()[0] if text else f"{type(e).__name__} (the file is empty or truncated)"
+        if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
+            reason = "it holds pickled objects other than tensors and plain data; refused for safety, nothing was run"
+        raise SGNSError(f"checkpoint {path} cannot be loaded: {reason}") from None
+    if not isinstance(state, dict) or "model" not in state or "progress" not in state:
+        raise SGNSError(f"checkpoint {path} is not an sgns checkpoint (no model state)")
+    stored = state.pop("checksum", None)
+    if stored is None:
+        raise SGNSError(f"checkpoint {path} has no checksum: not written by this version of sgns")
+    if not mmap and state_checksum(state) != stored:
+        raise SGNSError(f"checkpoint {path} is corrupted: its content does not match its checksum")
+    return state
+
+
+def latest_loadable(run_dir: str | Path, warn: Callable[[str], None] = print,
+                    map_location: str | torch.device = "cpu", mmap: bool = False) -> Optional[Tuple[Path, dict]]:
+    """The newest checkpoint that loads; a damaged newer one is reported and skipped."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path, map_location, mmap=mmap)
+        except SGNSError as e:
+            warn(f"warning: {e}; trying the previous checkpoint")
+    return None

@@ -1,0 +1,57 @@
+"""Signals: SIGINT/SIGTERM inside the loop stop it after the current step (with a checkpoint); outside it
+they interrupt at once (nothing to save yet, and every file is replaced atomically)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Any, Dict, Iterator, Optional
+
+
+class StopRequest:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT exits at once."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self.previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, sig: int, frame: Any) -> None:
+        if self.signal is not None and sig == signal.SIGINT:
+            # os._exit: no cleanup runs, and none is needed: every file is replaced atomically
+            os.write(2, b"\nsgns: second interrupt, exiting now (the last checkpoint is intact)\n")
+            os._exit(130)
+        if self.signal is None:
+            # os.write, not sys.stderr: a buffered write from a handler can interrupt another one (tqdm's)
+            os.write(2, f"\nsgns: {signal.Signals(sig).name} received, stopping after this step and writing a "
+                        f"checkpoint (Ctrl-C again exits at once)\n".encode())
+        self.signal = sig
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.signal is not None:
+            return  # stopping: keep "a second SIGINT exits at once" until the process is gone
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as SIGINT does, while the context is open (main thread only)."""
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

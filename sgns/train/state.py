@@ -1,0 +1,89 @@
+"""TrainState: where a run is (counters, the open loss window, the data position, the global RNG states).
+
+`state_dict()` is the part of a checkpoint that says how far the run got; with the model, the backend's
+state (negative-sampler RNG, optimizer), the vocabulary and the config it makes the whole checkpoint, and
+`load_state_dict` puts a resumed run exactly where the interrupted one was.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import torch
+
+
+def random_states() -> Dict[str, Any]:
+    """Python's and numpy's global RNG states as checkpoint-safe plain data (nothing here draws from them
+    today; kept so that code which does stays exact on resume)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                     cached]}
+
+
+def set_random_states(state: Dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global generators (model init draws from torch's)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # batches trained
+    pairs: int = 0  # positive pairs trained
+    words_done: float = 0.0  # corpus words covered (drives the lr schedule, progress and eval cadence)
+    train_seconds: float = 0.0  # time spent in the loop, up to the last log point
+    # The loss window: summed loss (a 0-d tensor on the device, so no sync per step) and pairs since the
+    # last log point. Checkpoints keep it, so a resumed run's next point averages the same steps.
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    loss_pairs: int = 0
+    position: Tuple[int, int, int] = (0, 0, 0)  # (epoch, chunk, batch) the data continues from
+    finished: bool = False  # every output is written
+
+    def advance(self, batch: Any, loss: torch.Tensor | float) -> None:
+        """Count a trained batch (one with `pairs`, `words_done` and `resume_position`) and its summed loss."""
+        self.step += 1
+        self.pairs += batch.pairs
+        self.loss_sum += loss
+        self.loss_pairs += batch.pairs
+        self.words_done = batch.words_done
+        self.position = batch.resume_position
+
+    def window_loss(self) -> float:
+        """The mean loss per pair over the open window (NaN if it is empty)."""
+        return float(self.loss_sum) / self.loss_pairs if self.loss_pairs else float("nan")
+
+    def reset_window(self) -> None:
+        self.loss_sum.zero_()
+        self.loss_pairs = 0
+
+    def state_dict(self) -> Dict[str, Any]:
+        epoch, chunk, batch = self.position
+        return {
+            "progress": {"epoch": epoch, "chunk": chunk, "batch": batch, "step": self.step, "pairs": self.pairs,
+                         "words_done": self.words_done, "train_seconds": self.train_seconds,
+                         "finished": self.finished, "loss_sum": float(self.loss_sum), "loss_pairs": self.loss_pairs},
+            "torch_rng": torch.get_rng_state(),
+            "random_states": random_states(),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        p = state["progress"]
+        self.position = (p["epoch"], p["chunk"], p["batch"])
+        self.step, self.pairs, self.words_done = p["step"], p["pairs"], p["words_done"]
+        self.train_seconds, self.finished = p["train_seconds"], p.get("finished", False)
+        self.loss_sum.fill_(p.get("loss_sum", 0.0))
+        self.loss_pairs = p.get("loss_pairs", 0)
+        torch.set_rng_state(state["torch_rng"])
+        if "random_states" in state:
+            set_random_states(state["random_states"])
