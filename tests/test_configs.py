@@ -118,13 +118,13 @@ def test_gutenberg_baseline_without_its_data_dir_fails_in_one_line_naming_it(mon
                                                                              tmp_path: Path) -> None:
     from conftest import compose_cfg
 
-    from sgns.cli.train import check_overrides
+    from sgns.cli.train import check_command_line
     from sgns.errors import SGNSError
     from sgns.train import train
 
     monkeypatch.delenv("SGNS_DATA_DIR", raising=False)
     with pytest.raises(SGNSError, match="environment variable SGNS_DATA_DIR is not set, and corpus.path needs it"):
-        check_overrides(["experiment=gutenberg_baseline"])
+        check_command_line(["experiment=gutenberg_baseline"])
     with pytest.raises(SGNSError, match="SGNS_DATA_DIR is not set"):
         train(compose_cfg(tmp_path / "run", ["experiment=gutenberg_baseline"]))
     assert not (tmp_path / "run").exists()

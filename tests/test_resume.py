@@ -221,7 +221,7 @@ REFUSALS = [
 def test_a_different_run_into_a_finished_run_dir_is_refused_and_touches_nothing(setup, tmp_path):
     """The real command line once (Hydra would rewrite .hydra/*.yaml if the check came later), then every
     refusal through the same pre-check function in-process."""
-    from sgns.cli.train import check_existing_run
+    from sgns.cli.train import check_command_line
     from sgns.errors import SGNSError
 
     run = tmp_path / "finished"
@@ -234,7 +234,7 @@ def test_a_different_run_into_a_finished_run_dir_is_refused_and_touches_nothing(
     assert tree_digest(run) == before  # .hydra/*.yaml, train.log, vectors, checkpoints: all untouched
     for extra, needle in REFUSALS:
         with pytest.raises(SGNSError) as error:
-            check_existing_run(command(setup, run, *extra)[3:])
+            check_command_line(command(setup, run, *extra)[3:])
         assert needle in str(error.value)
-    check_existing_run(command(setup, run, "trainer.threads=2", "eval.every_words=0")[3:])  # same run: allowed
+    check_command_line(command(setup, run, "trainer.threads=2", "eval.every_words=0")[3:])  # same run: allowed
     assert tree_digest(run) == before

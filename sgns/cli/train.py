@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import List, Tuple
 
 import hydra
 from omegaconf import DictConfig
@@ -39,46 +39,48 @@ def hydra_main(cfg: DictConfig) -> float:
         exit_with_error("sgns-train", e)
 
 
-def check_overrides(argv: List[str]) -> None:
-    """Compose the config before Hydra runs, so a bad key or value fails in one line and writes nothing."""
+def check_command_line(argv: List[str]) -> None:
+    """Before Hydra runs (and writes `.hydra/*.yaml` into the run dir), compose the config once (and once more
+    per further value of a sweep) and check it, then refuse a hydra.run.dir that holds a different run, one in
+    use, or checkpoints that trainer.resume=never would overwrite: each in one line, having written nothing."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
-        flags = [a for a in argv if a.startswith("-")]
-        if set(flags) - {"-m", "--multirun"}:
-            return  # --help, --cfg, -c ...: Hydra's own business
-    overrides = [a for a in argv if not a.startswith("-")]
+    flags = [a for a in argv if a.startswith("-")]
+    if set(flags) - {"-m", "--multirun"}:
+        return  # --help, --cfg, -c ...: Hydra's own business
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
     except Exception as e:
         raise SGNSError(str(e).strip().splitlines()[0]) from None
-    plain = []
+    first: List[str] = []  # the overrides of the first job (a sweep's first value)
+    others: List[Tuple[int, str]] = []  # (position in `first`, override) of every further sweep value
+    run_dir = None
     for o in parsed:
-        if o.is_hydra_override() or o.get_key_element().startswith("hydra"):
+        key = o.get_key_element()
+        if key == "hydra.run.dir" and not o.is_sweep_override():
+            run_dir = str(o.value())
+        if o.is_hydra_override() or key.startswith("hydra"):
             continue
-        if o.is_sweep_override():
-            if not o.is_discrete_sweep():
-                continue
-            plain.extend(f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator())
-        else:
-            plain.append(o.input_line)
+        if not o.is_sweep_override():
+            first.append(o.input_line)
+        elif o.is_discrete_sweep():
+            values = [f"{key}={v}" for v in o.sweep_string_iterator()]
+            others += [(len(first), v) for v in values[1:]]
+            first.append(values[0])
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            # Sweep values are checked one by one; other keys get their first value.
-            seen_keys: Dict[str, List[str]] = {}
-            for item in plain:
-                seen_keys.setdefault(item.split("=", 1)[0], []).append(item)
-            for key, items in seen_keys.items():
-                for item in items:
-                    others = [v[0] for k, v in seen_keys.items() if k != key]
-                    check_composed(compose("train", overrides=[*others, item]))
-            if not plain:
-                check_composed(compose("train"))
+            cfg = compose("train", overrides=first)
+            check_composed(cfg)
+            for at, value in others:
+                check_composed(compose("train", overrides=[*first[:at], value, *first[at + 1 :]]))
     except SGNSError:
         raise
     except Exception as e:
         raise config_error(e) from None
+    if flags or not run_dir or "${" in run_dir or not Path(run_dir).expanduser().is_dir():
+        return  # sweeps get fresh dirs; a new run dir holds nothing to compare with
+    check_run_dir(Path(run_dir).expanduser(), cfg, warn=lambda _: None, mmap=True)
 
 
 def check_composed(cfg: DictConfig) -> None:
@@ -87,37 +89,10 @@ def check_composed(cfg: DictConfig) -> None:
     validate(cfg)
 
 
-def check_existing_run(argv: List[str]) -> None:
-    """Refuse, before Hydra rewrites `.hydra/*.yaml` there, a hydra.run.dir that holds a different run, one in
-    use, or checkpoints that trainer.resume=never would overwrite (single runs; sweeps get fresh dirs)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if any(a.startswith("-") for a in argv):
-        return  # multirun, --help, --cfg ...
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(argv))
-    except Exception:
-        return  # check_overrides reports it
-    run_dir, plain = None, []
-    for o in parsed:
-        key = o.get_key_element()
-        if key == "hydra.run.dir" and not o.is_sweep_override():
-            run_dir = str(o.value())
-        elif not (o.is_hydra_override() or key.startswith("hydra")):
-            plain.append(o.input_line)
-    if not run_dir or "${" in run_dir or not Path(run_dir).expanduser().is_dir():
-        return
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=plain)
-    check_run_dir(Path(run_dir).expanduser(), cfg, warn=lambda _: None, mmap=True)
-
-
 def main() -> None:
     """Console entry point: `sgns-train [overrides]`."""
     try:
-        check_overrides(sys.argv[1:])
-        check_existing_run(sys.argv[1:])
+        check_command_line(sys.argv[1:])
     except SGNSError as e:
         exit_with_error("sgns-train", e)
     hydra_main()

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from sgns.config import check_resolvable, validate
 from sgns.corpus import EncodedCorpus, encode, make_source
@@ -82,8 +83,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     guard = DivergenceGuard(cfg, run_dir)
 
     # ------------------------------------------------------------------------------------------- the loop
-    from tqdm import tqdm
-
     total_words = backend.total_words
     bar = tqdm(total=total_words, initial=int(state.words_done), unit="w", unit_scale=True, delay=2.0,
                disable=not t.progress, dynamic_ncols=True, file=sys.stderr)
