@@ -123,7 +123,8 @@ class EvalConfig:
     analogies: List[str] = choice(factory=list)  # questions-words style files
     similarities: List[str] = choice(factory=list)  # word1 TAB word2 TAB score files
     restrict_vocab: int = choice(30000)  # analogy answers searched among this many most frequent words
-    every_words: int = bookkeeping(0)  # evaluate every N corpus words during training (0: only at the end)
+    every_words: Optional[int] = bookkeeping(None)  # evaluate every N words while training (null: auto; 0: at the end)
+    points: int = bookkeeping(15)  # auto cadence: evaluations per run (fewer if over 10% of train time)
     method: str = choice("3cosadd")  # 3cosadd | 3cosmul
     projector_words: int = choice(1000)  # top-N words written to TensorBoard's embedding projector at the end (0: none)
 
@@ -220,7 +221,8 @@ def validate(cfg: Any) -> None:
     _check(t.checkpoint_every >= 0, "trainer.checkpoint_every", ">= 0", t.checkpoint_every)
     _check(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", ">= 1", t.keep_checkpoints)
     _check(e.restrict_vocab >= 1, "eval.restrict_vocab", ">= 1", e.restrict_vocab)
-    _check(e.every_words >= 0, "eval.every_words", ">= 0", e.every_words)
+    _check(e.every_words is None or e.every_words >= 0, "eval.every_words", ">= 0 or null (auto)", e.every_words)
+    _check(e.points >= 1, "eval.points", ">= 1", e.points)
     _check(e.method in ("3cosadd", "3cosmul"), "eval.method", "3cosadd or 3cosmul", e.method)
     _check(e.projector_words >= 0, "eval.projector_words", ">= 0 (0: no projector)", e.projector_words)
     dev = str(t.device)

@@ -72,7 +72,7 @@ def test_finds_every_run_including_failed_and_incomplete(sweep: Path) -> None:
     assert [r.status for r in runs] == [FINISHED] * 4 + [FAILED, INCOMPLETE]
     assert runs[4].error.startswith("loss became nan")
     assert runs[5].metric("loss") == pytest.approx(2.2)  # the last logged loss of an unfinished run
-    assert runs[5].metrics["steps"] == 30
+    assert runs[5].metrics["train_words"] == 30  # the last x of its loss curve: corpus words trained
     assert runs[0].overrides == {"data.negatives": "2", "optimizer.lr": "0.01", "trainer.epochs": "1"}
 
 

@@ -28,7 +28,7 @@ INCOMPLETE = "incomplete"  # no metrics.json: still running, killed, or crashed
 # Final metrics shown in the table besides the objective; evaluation results add `eval.<name>.<key>` columns.
 TABLE_METRICS = ("loss", "train_words", "words_per_sec", "wall_seconds")
 EVAL_TABLE_KEYS = ("accuracy", "spearman")
-Curve = Tuple[List[float], List[float]]  # steps, values
+Curve = Tuple[List[float], List[float]]  # x (corpus words trained), values
 
 
 @dataclass
@@ -106,9 +106,9 @@ def load_run(path: Path, root: Path) -> Run:
         run.error = "no metrics.json: still running, killed, or crashed (see its train.log)"
     run.curves = read_curves(path / "tb")
     if run.status != FINISHED and "train/loss" in run.curves:
-        steps, values = run.curves["train/loss"]
+        words, values = run.curves["train/loss"]
         run.metrics.setdefault("loss", values[-1])  # the last logged loss shows how far it got
-        run.metrics.setdefault("steps", int(steps[-1]))
+        run.metrics.setdefault("train_words", int(words[-1]))  # the x-axis is corpus words trained
     return run
 
 
@@ -315,7 +315,7 @@ def plot_objective(summary: Summary, path: Path) -> bool:
 
 
 def plot_curves(summary: Summary, path: Path) -> bool:
-    """train/loss against step and each eval accuracy / spearman against words, all runs overlaid."""
+    """train/loss and each eval accuracy / spearman against corpus words trained, all runs overlaid."""
     import matplotlib.pyplot as plt
 
     tags = ["train/loss"] if any("train/loss" in r.curves for r in summary.runs) else []
@@ -339,7 +339,7 @@ def plot_curves(summary: Summary, path: Path) -> bool:
             ax.plot(steps, values, style, marker=marker, ms=3, lw=1.2, color=colours(i % colours.N),
                     label=_label(r, summary.swept))
         ax.set_title(tag, fontsize=10)
-        ax.set_xlabel("step" if tag.startswith("train/") else "corpus words")
+        ax.set_xlabel("corpus words")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(tags):]:
         ax.set_visible(False)

@@ -29,6 +29,7 @@ from sgns.kernels import Backend, make_backend
 from sgns.model import SGNS
 from sgns.synthetic import evaluation_config
 from sgns.train.checkpoint import remove_stale_temp_files, save_checkpoint
+from sgns.train.eval_schedule import EvalSchedule
 from sgns.train.metrics import objective, read_metrics, write_metrics
 from sgns.train.rundir import RunLock, check_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
@@ -78,16 +79,16 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     state = TrainState(loss_sum=torch.zeros((), device=device))
     if resume is not None:
         restore(resume, vocab, model, backend, state)
-    tb = TBLog(run_dir / "tb", purge_step=state.step + 1)
+    tb = TBLog(run_dir / "tb", words_done=state.words_done)
     eval_cfg = evaluation_config(cfg)
+    evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, backend.total_words, state.words_done,
+                         bool(eval_cfg.analogies or eval_cfg.similarities))
     guard = DivergenceGuard(cfg, run_dir)
 
     # ------------------------------------------------------------------------------------------- the loop
     total_words = backend.total_words
     bar = tqdm(total=total_words, initial=int(state.words_done), unit="w", unit_scale=True, delay=2.0,
                disable=not t.progress, dynamic_ncols=True, file=sys.stderr)
-    every = cfg.eval.every_words
-    next_eval = (state.words_done // every + 1) * every if every else None
     last_loss = float("nan")
     interrupted = None
     with StopRequest() as stop:
@@ -104,12 +105,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
                 speed = (state.words_done - tick_words) / max(now - tick, 1e-9)
                 state.train_seconds += now - tick
                 tick, tick_words = now, state.words_done
-                tb.train_point(state.step, last_loss, lr, speed)
+                tb.train_point(state.words_done, last_loss, lr, speed)
                 bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
                 state.reset_window()
-            if next_eval is not None and state.words_done >= next_eval:
-                tb.evaluation(evaluate(eval_cfg, vocab, model, device), state.step, state.words_done)
-                next_eval += every
+            if evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
+                tb.evaluation(evals.run(evaluate, eval_cfg, vocab, model, device), state.words_done)
+                tick += evals.last_seconds  # evaluating is not training: words/s and train_seconds leave it out
             if t.checkpoint_every and state.step % t.checkpoint_every == 0:
                 save(cfg, run_dir, state, model, backend, vocab, tb, guard)
             if stop.signal is not None:
@@ -130,10 +131,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     vectors = guard.check(state.step, "the vectors", model.input.weight.detach().cpu().numpy())
     save_word2vec(run_dir / ("vectors.bin" if t.export_binary else "vectors.txt"), vocab.words, vectors,
                   binary=t.export_binary)
-    tb.projector(vocab.words, vectors, vocab.counts, cfg.eval.projector_words, state.step)
-    results = evaluate(eval_cfg, vocab, model, device)
-    tb.evaluation(results, state.step, state.words_done)
-    log_evaluation(results)
+    tb.projector(vocab.words, vectors, vocab.counts, cfg.eval.projector_words, state.words_done)
+    results = evals.run(evaluate, eval_cfg, vocab, model, device)
+    tb.evaluation(results, state.words_done)
+    tb.evaluation_summary(results, state.words_done)
+    log_evaluation(results, evals, state.train_seconds)
     metrics: Dict[str, Any] = {
         "status": "finished",
         "loss": last_loss,
@@ -147,13 +149,14 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         "words_per_sec": state.words_done / state.train_seconds if state.train_seconds else 0.0,
         "wall_seconds": time.perf_counter() - started,
         "device": str(device),
+        "eval_seconds": evals.seconds,
         "eval": results,
     }
     metrics["objective"] = objective(cfg.objective, metrics)
     write_metrics(run_dir, metrics)
     if state.step % t.log_every:  # the last, partial log interval (a full one was logged in the loop)
-        tb.final_loss(state.step, last_loss)
-    tb.hparams(cfg, metrics, state.step)
+        tb.final_loss(state.words_done, last_loss)
+    tb.hparams(cfg, state.words_done)
     tb.close()
     state.finished = True  # last: a finished checkpoint means every output exists
     save(cfg, run_dir, state, model, backend, vocab, tb, guard, metrics)
@@ -262,7 +265,10 @@ def evaluate(eval_cfg: DictConfig, vocab: Vocabulary, model: SGNS, device: torch
     return evaluate_all(eval_cfg, vocab.words, model.input.weight.detach(), device)
 
 
-def log_evaluation(results: Dict[str, dict]) -> None:
+def log_evaluation(results: Dict[str, dict], evals: EvalSchedule, train_seconds: float) -> None:
+    if evals.count > 1:
+        log.info(f"evaluated {evals.count} times ({evals.count - 1} during training, see TensorBoard's eval/ "
+                 f"curves): {evals.seconds:.1f}s, {evals.seconds / max(train_seconds, 1e-9):.1%} of the training time")
     for name, m in results.items():
         if "accuracy" in m:
             log.info(f"eval {name}: analogy accuracy {m['accuracy']:.4f} ({m['seen']}/{m['total']} seen)")

@@ -1,13 +1,22 @@
 """The run's TensorBoard event files (`tb/`): training curves, evaluations, the projector and HParams.
 
-Every point's x-axis is the training step. `purge_step` makes TensorBoard drop points a killed run logged
-after the checkpoint a resumed run continues from (all tags), so curves continue with no duplicated or
-missing steps; the loop flushes before each checkpoint so that every point up to it is on disk.
+Scalars are what people plot, and nothing else: `train/loss`, `train/lr`, `train/words_per_sec`, and per
+benchmark file `eval/<name>/accuracy` (plus `semantic_accuracy` and `syntactic_accuracy` where both parts
+have questions in the vocabulary, as the Google set does) or `eval/<name>/spearman`. Counts (questions seen,
+coverage, OOV, malformed lines) do not change while a run trains: they go to metrics.json, the log and one
+`evaluation` text table (TensorBoard's Text tab).
+TensorBoard sorts sections by name, so `eval` (the curves that show learning) comes before `train`.
+
+The x-axis ("step" in TensorBoard) is corpus words trained, so runs of different batch sizes, corpora and
+epochs line up, and the axis reads 500k, 1M, ... `purge_step` (words at the checkpoint a resumed run continues
+from, plus one) makes TensorBoard drop the points a killed run logged after that checkpoint (all tags), so
+curves continue with no duplicated or missing points; the loop flushes before each checkpoint so that every
+point up to it is on disk. The optimizer step count stays in checkpoints and metrics.json.
 
 HParams: each run writes a session (its hyperparameters and a success status) into its own `tb/`, next to
 its scalars. No run writes an experiment summary: TensorBoard builds one from all the sessions it finds
 under `--logdir`, so pointing it at a sweep dir lists every job in one HParams table, with each scalar tag
-(`train/loss`, `eval/<name>/accuracy`, `hparams/objective`, ...) as a metric column holding its last value.
+as a metric column holding its last value: the final loss, accuracies and Spearman correlations.
 """
 
 from __future__ import annotations
@@ -21,42 +30,86 @@ from omegaconf import DictConfig, OmegaConf
 
 from sgns.config import BOOKKEEPING, setting_role
 
+ANALOGY_PARTS = ("semantic", "syntactic")  # evaluate_analogies' pooled parts (gram* sections are syntactic)
+HF_ONLY = ("name", "config_name", "data_files", "split", "column", "revision")  # corpus keys only corpus=hf reads
+
+
+def words_axis(words_done: float) -> int:
+    """The x value of a point: corpus words trained so far."""
+    return int(words_done)
+
+
+def eval_curves(results: Mapping[str, Mapping[str, Any]]) -> Dict[str, float]:
+    """The evaluation numbers that are curves, as `eval/<name>/<metric>` -> value: each analogy file's accuracy
+    (and its semantic and syntactic accuracy where both parts have questions in the vocabulary), each similarity
+    file's Spearman. A file with no question or pair in the vocabulary has no curve (its counts say why)."""
+    curves: Dict[str, float] = {}
+    for name, m in results.items():
+        if "accuracy" in m:
+            if not m.get("seen"):
+                continue
+            curves[f"eval/{name}/accuracy"] = float(m["accuracy"])
+            if all(m.get(f"{part}_seen") for part in ANALOGY_PARTS):  # with one part, it is the accuracy again
+                for part in ANALOGY_PARTS:
+                    curves[f"eval/{name}/{part}_accuracy"] = float(m[f"{part}_accuracy"])
+        elif m.get("spearman") is not None:
+            curves[f"eval/{name}/spearman"] = float(m["spearman"])
+    return curves
+
+
+def evaluation_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """The final evaluation as a markdown table with the counts behind each score (TensorBoard's Text tab)."""
+    rows = ["| benchmark | score | in vocabulary | coverage | malformed lines |", "|---|---|---|---|---|"]
+    for name, m in results.items():
+        if "accuracy" in m:
+            parts = [f"{part} {m[f'{part}_accuracy']:.4f}" for part in ANALOGY_PARTS if m.get(f"{part}_seen")]
+            score = f"accuracy {m['accuracy']:.4f}" + (f" ({', '.join(parts)})" if parts else "")
+            known = f"{m['seen']:,} of {m['total']:,} questions"
+        else:
+            score = f"Spearman {m['spearman']:.4f}" if m.get("spearman") is not None else "Spearman n/a"
+            known = f"{m['pairs']:,} of {m['total']:,} pairs"
+        rows.append(f"| {name} | {score} | {known} | {m['coverage']:.1%} | {m['malformed_lines']} |")
+    return "\n".join(rows)
+
 
 class TBLog:
-    """A SummaryWriter for one run, with the run's kinds of points."""
+    """A SummaryWriter for one run, with the run's kinds of points, all against corpus words trained."""
 
-    def __init__(self, log_dir: str | Path, purge_step: int) -> None:
+    def __init__(self, log_dir: str | Path, words_done: float) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
-        self.eval_step = -1  # the step whose evaluation was logged last
+        self.writer = SummaryWriter(str(log_dir), purge_step=words_axis(words_done) + 1)
+        self.eval_x = -1  # the x of the evaluation logged last
 
-    def train_point(self, step: int, loss: float, lr: float, words_per_sec: float) -> None:
-        self.writer.add_scalar("train/loss", loss, step)
-        self.writer.add_scalar("train/lr", lr, step)
-        self.writer.add_scalar("train/words_per_sec", words_per_sec, step)
+    def train_point(self, words_done: float, loss: float, lr: float, words_per_sec: float) -> None:
+        x = words_axis(words_done)
+        self.writer.add_scalar("train/loss", loss, x)
+        self.writer.add_scalar("train/lr", lr, x)
+        self.writer.add_scalar("train/words_per_sec", words_per_sec, x)
 
-    def final_loss(self, step: int, loss: float) -> None:
-        self.writer.add_scalar("train/loss", loss, step)
+    def final_loss(self, words_done: float, loss: float) -> None:
+        self.writer.add_scalar("train/loss", loss, words_axis(words_done))
 
-    def evaluation(self, results: Mapping[str, Mapping[str, Any]], step: int, words_done: float) -> None:
-        """`eval/<file>/<metric>` points, and eval/words_seen mapping the step axis to corpus words; once per step
-        (the final evaluation right after a periodic one at the same step is not logged twice)."""
-        if self.eval_step == step:
+    def evaluation(self, results: Mapping[str, Mapping[str, Any]], words_done: float) -> None:
+        """The curve points of one evaluation; once per x (the final evaluation right after a periodic one at the
+        same words is not logged twice)."""
+        x = words_axis(words_done)
+        if self.eval_x == x:
             return
-        self.eval_step = step
-        self.writer.add_scalar("eval/words_seen", words_done, step)
-        for name, metrics in results.items():
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and value is not None:
-                    self.writer.add_scalar(f"eval/{name}/{key}", value, step)
+        self.eval_x = x
+        for tag, value in eval_curves(results).items():
+            self.writer.add_scalar(tag, value, x)
+
+    def evaluation_summary(self, results: Mapping[str, Mapping[str, Any]], words_done: float) -> None:
+        if results:
+            self.writer.add_text("evaluation", evaluation_table(results), words_axis(words_done))
 
     def projector(self, words: Sequence[str], vectors: np.ndarray, counts: Optional[Sequence[int]], top_n: int,
-                  step: int) -> None:
-        write_projector(self.writer, words, vectors, counts, top_n, step)
+                  words_done: float) -> None:
+        write_projector(self.writer, words, vectors, counts, top_n, words_axis(words_done))
 
-    def hparams(self, cfg: DictConfig, metrics: Mapping[str, Any], step: int) -> None:
-        log_hparams(self.writer, cfg, metrics, step)
+    def hparams(self, cfg: DictConfig, words_done: float) -> None:
+        log_hparams(self.writer, cfg, words_axis(words_done))
 
     def flush(self) -> None:
         self.writer.flush()
@@ -111,6 +164,8 @@ def flat_hyperparameters(cfg: DictConfig) -> Dict[str, Any]:
                 if name == "corpus.synthetic" and node.get("kind") != "synthetic":
                     continue  # the generator's settings mean nothing for a real corpus
                 walk(value, name + ".")
+            elif prefix == "corpus." and key in HF_ONLY and node.get("kind") != "hf":
+                continue  # a dataset's split and column mean nothing for a file
             elif isinstance(value, (list, tuple)):
                 flat[name] = ",".join(str(v) for v in value)
             elif isinstance(value, bool):
@@ -121,16 +176,12 @@ def flat_hyperparameters(cfg: DictConfig) -> Dict[str, Any]:
     return flat
 
 
-def log_hparams(writer: Any, cfg: DictConfig, metrics: Mapping[str, Any], step: int) -> None:
-    """Write the run's session (hyperparameters, success) and its final objective into `writer`'s event dir."""
+def log_hparams(writer: Any, cfg: DictConfig, step: int) -> None:
+    """Write the run's session (hyperparameters, success) into `writer`'s event dir. Its metric columns in the
+    HParams tab are the last values of the run's scalars (written before): the final loss and evaluation."""
     from torch.utils.tensorboard.summary import hparams
 
-    objective = metrics.get("objective")
-    final = {"hparams/objective": objective, "hparams/words_per_sec": metrics.get("words_per_sec")}
-    final = {k: float(v) for k, v in final.items() if isinstance(v, (int, float))}
-    _experiment, session_start, session_end = hparams(flat_hyperparameters(cfg), final)
+    _experiment, session_start, session_end = hparams(flat_hyperparameters(cfg), {})
     writer.file_writer.add_summary(session_start, step)
     writer.file_writer.add_summary(session_end, step)
-    for tag, value in final.items():
-        writer.add_scalar(tag, value, step)
     writer.flush()
