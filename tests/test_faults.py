@@ -250,6 +250,7 @@ BAD_VALUES = [
     ("trainer.keep_checkpoints", "0", ">= 1"),
     ("eval.restrict_vocab", "0", ">= 1"),
     ("eval.every_words", "-1", ">= 0"),
+    ("eval.points", "0", ">= 1"),
     ("eval.projector_words", "-1", ">= 0"),
 ]
 

@@ -55,6 +55,38 @@ def session_hparams(tb_dir: Path) -> Dict[str, object]:
     return values
 
 
+def session_scalars(tb_dir: Path, tag: str) -> List[tuple]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(tb_dir))
+    accumulator.Reload()
+    return [(e.step, e.value) for e in accumulator.Scalars(tag)]
+
+
+def hparams_table(logdir: Path) -> Dict[str, Dict[str, float]]:
+    """The rows of TensorBoard's HParams table for `tensorboard --logdir logdir`: the HParams plugin's own
+    backend lists the session groups, each with its metric columns (tag -> value)."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    backend = backend_context.Context(base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer,
+                                                            data_provider=provider))
+    request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=1000, allowed_statuses=[
+        api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING])
+    response = list_session_groups.Handler(context.RequestContext(), backend, "", request).run()
+    rows = {}
+    for group in response.session_groups:
+        assert len(group.sessions) == 1, group.name  # one row per run
+        rows[group.sessions[0].name] = {m.name.tag: m.value for m in group.metric_values}
+    return rows
+
+
 def read_csv(path: Path) -> List[Dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -74,7 +106,7 @@ def test_two_by_two_multirun_then_summarize(tmp_path: Path) -> None:
     similarities = similarity_file(tmp_path / "pairs.tsv")
     sweep = tmp_path / "sweep"
     result = cli("sgns-train", ["-m", "data.negatives=2,5", "model.dim=8,16", "corpus=text", f"corpus.path={corpus}",
-                                f"eval.similarities=[{similarities}]", "eval.every_words=8000", *TINY,
+                                f"eval.similarities=[{similarities}]", *TINY,
                                 f"hydra.sweep.dir={sweep}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -99,6 +131,19 @@ def test_two_by_two_multirun_then_summarize(tmp_path: Path) -> None:
         assert hparams["corpus.path"] == str(corpus) and hparams["trainer.seed"] == 1
         assert "trainer.run_dir" not in hparams and "data.cache_dir" not in hparams
     assert combos == {(2, 8), (2, 16), (5, 8), (5, 16)}
+
+    # TensorBoard's HParams tab: one row per job, its final loss and Spearman as columns; the curves behind them
+    # hold more than one evaluation (the default cadence)
+    rows = hparams_table(sweep)
+    assert sorted(rows) == [f"{job}/tb" for job in range(4)]
+    for job in range(4):
+        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
+        row = rows[f"{job}/tb"]
+        assert set(row) == {"train/loss", "train/lr", "train/words_per_sec", "eval/pairs/spearman"}
+        assert row["train/loss"] == pytest.approx(metrics["loss"], rel=1e-6)
+        assert row["eval/pairs/spearman"] == pytest.approx(metrics["eval"]["pairs"]["spearman"], rel=1e-6)
+        curve = session_scalars(sweep / str(job) / "tb", "eval/pairs/spearman")
+        assert len(curve) > 1 and curve[-1][0] == metrics["train_words"]
 
     summary = cli("sgns-summarize", [str(sweep)], tmp_path)
     assert summary.returncode == 0, summary.stderr
