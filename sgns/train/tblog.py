@@ -62,7 +62,8 @@ def evaluation_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     rows = ["| benchmark | score | in vocabulary | coverage | malformed lines |", "|---|---|---|---|---|"]
     for name, m in results.items():
         if "accuracy" in m:
-            parts = [f"{part} {m[f'{part}_accuracy']:.4f}" for part in ANALOGY_PARTS if m.get(f"{part}_seen")]
+            parts = ([f"{part} {m[f'{part}_accuracy']:.4f}" for part in ANALOGY_PARTS]
+                     if all(m.get(f"{part}_seen") for part in ANALOGY_PARTS) else [])
             score = f"accuracy {m['accuracy']:.4f}" + (f" ({', '.join(parts)})" if parts else "")
             known = f"{m['seen']:,} of {m['total']:,} questions"
         else:
