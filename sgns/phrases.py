@@ -9,9 +9,10 @@ and, reading each sentence left to right, joins a pair whose score exceeds the t
 greedy rule). Words or pairs seen fewer than `min_count` times never join. Each further pass recounts the
 joined stream, so two passes can build `new_york_times`.
 
-Everything works on the int32 id stream of an `EncodedCorpus`: pairs are counted by sorting int64 pair
-keys, the greedy left-to-right rule is one compiled loop, and the new stream is cached next to the token
-ids, keyed by the source cache entry and the phrase settings.
+Everything works on the int32 id stream of an `EncodedCorpus` in two compiled loops: one counts the pairs
+of frequent words in a hash table (memory grows with distinct pairs, not with the corpus), one applies the
+greedy left-to-right rule; the new stream is assembled with numpy and cached next to the token ids, keyed
+by the source cache entry and the phrase settings.
 
 Differences from the C tool, on purpose: pairs never span a sentence (the C tool counts the pair across a
 line end, though it never joins it), pairs are counted by id rather than by their joined string, and
@@ -66,52 +67,95 @@ def check_settings(passes: int, threshold: float, min_count: int) -> None:
         raise SGNSError(f"corpus.phrase_min_count={min_count!r} is out of range: must be an integer >= 1")
 
 
+_EMPTY = -1  # an unused hash-table slot (pair keys are >= 0)
+
+
 @numba.njit(cache=True, nogil=True)
-def _greedy_joins(candidate: np.ndarray) -> np.ndarray:
-    """joined[p]: pair (p, p+1) becomes one token; a pair right after a joined pair is skipped."""
-    joined = np.zeros(candidate.shape[0], dtype=np.bool_)
-    previous = False
-    for p in range(candidate.shape[0]):
-        previous = candidate[p] and not previous
-        joined[p] = previous
-    return joined
+def _slot(key: int, bits: int) -> int:
+    # Fibonacci hashing: the top `bits` bits of key * 2**64/phi spread consecutive ids over the table.
+    return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+
+
+@numba.njit(cache=True, nogil=True)
+def _find(keys: np.ndarray, key: int, bits: int) -> int:
+    """The slot holding `key`, or the empty slot where it would go (linear probing)."""
+    mask = (1 << bits) - 1
+    h = _slot(key, bits)
+    while keys[h] != _EMPTY and keys[h] != key:
+        h = (h + 1) & mask
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_pairs(ids: np.ndarray, offsets: np.ndarray, frequent: np.ndarray,
+                 n_words: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Hash table (keys, counts, log2 size) of every in-sentence pair of frequent words, key a*n_words+b."""
+    bits = 16
+    keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
+    counts = np.zeros(1 << bits, dtype=np.int64)
+    used = 0
+    for s in range(offsets.shape[0] - 1):
+        for p in range(offsets[s], offsets[s + 1] - 1):
+            a, b = ids[p], ids[p + 1]
+            if not (frequent[a] and frequent[b]):
+                continue
+            key = np.int64(a) * n_words + b
+            h = _find(keys, key, bits)
+            if keys[h] == _EMPTY:
+                keys[h] = key
+                used += 1
+                if 2 * used > keys.shape[0]:  # keep the table at most half full: double it
+                    old_keys, old_counts = keys, counts
+                    bits += 1
+                    keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
+                    counts = np.zeros(1 << bits, dtype=np.int64)
+                    for i in range(old_keys.shape[0]):
+                        if old_keys[i] != _EMPTY:
+                            g = _find(keys, old_keys[i], bits)
+                            keys[g], counts[g] = old_keys[i], old_counts[i]
+                    h = _find(keys, key, bits)
+            counts[h] += 1
+    return keys, counts, bits
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_joins(ids: np.ndarray, offsets: np.ndarray, frequent: np.ndarray, n_words: int,
+                  keys: np.ndarray, chosen: np.ndarray, bits: int) -> np.ndarray:
+    """Positions p where (ids[p], ids[p+1]) becomes one token, left to right: a word just joined to its
+    left neighbour does not start another phrase."""
+    joined = np.empty(ids.shape[0] // 2 + 1, dtype=np.int64)
+    n_joined = 0
+    for s in range(offsets.shape[0] - 1):
+        p = offsets[s]
+        while p < offsets[s + 1] - 1:
+            a, b = ids[p], ids[p + 1]
+            if frequent[a] and frequent[b] and chosen[_find(keys, np.int64(a) * n_words + b, bits)]:
+                joined[n_joined] = p
+                n_joined += 1
+                p += 2
+            else:
+                p += 1
+    return joined[:n_joined].copy()
 
 
 def phrase_pass(stream: PhraseStream, threshold: float, min_count: int) -> tuple[PhraseStream, PassReport]:
     """One word2phrase pass over `stream` (see the module docstring for the rule)."""
-    ids, offsets, counts = stream.ids, np.asarray(stream.offsets, dtype=np.int64), stream.counts
+    ids, offsets, counts = np.asarray(stream.ids), np.asarray(stream.offsets, dtype=np.int64), stream.counts
     n, n_words = int(offsets[-1]), len(stream.words)
     if n < 2:
         return stream, PassReport(0, 0)
     frequent = counts >= min_count
-    frequent_at = frequent[ids]
-    pair_ok = frequent_at[:-1] & frequent_at[1:]  # pair p is (ids[p], ids[p+1])
-    del frequent_at
-    inner_starts = offsets[1:-1]
-    pair_ok[inner_starts[inner_starts > 0] - 1] = False  # no pair across a sentence end
-    positions = np.flatnonzero(pair_ok)
-    del pair_ok
-    keys = ids[positions].astype(np.int64) * n_words + ids[positions + 1]
-    keys.sort()
-    # Count each distinct pair from the sorted keys: run starts and lengths.
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else keys[:0]
-    pair_keys = keys[starts]
-    pair_counts = np.diff(np.append(starts, len(keys)))
-    del keys
-    a, b = pair_keys // n_words, pair_keys % n_words
-    score = (pair_counts - min_count) / (counts[a].astype(np.float64) * counts[b]) * n
-    chosen = np.sort(pair_keys[(pair_counts >= min_count) & (score > threshold)])
-    if len(chosen) == 0:
+    keys, pair_counts, bits = _count_pairs(ids, offsets, frequent, n_words)
+    occupied = keys != _EMPTY
+    a, b = keys // n_words, keys % n_words
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty slots: a, b = -1 (ignored below)
+        score = (pair_counts - min_count) / (counts[a].astype(np.float64) * counts[b]) * n
+    chosen = occupied & (pair_counts >= min_count) & (score > threshold)
+    del a, b, score, occupied
+    if not chosen.any():
         return stream, PassReport(0, 0)
-
-    # Which positions start a chosen pair, then the greedy left-to-right rule.
-    position_keys = ids[positions].astype(np.int64) * n_words + ids[positions + 1]
-    slot = np.minimum(np.searchsorted(chosen, position_keys), len(chosen) - 1)
-    candidate = np.zeros(n - 1, dtype=np.bool_)
-    candidate[positions[chosen[slot] == position_keys]] = True
-    del position_keys, slot, positions
-    joined_at = np.flatnonzero(_greedy_joins(candidate))
-    del candidate
+    joined_at = _greedy_joins(ids, offsets, frequent, n_words, keys, chosen, bits)
+    del keys, pair_counts, chosen
 
     # New ids: a phrase string already in the table (an earlier pass, or the text itself) keeps its id.
     joined_keys = ids[joined_at].astype(np.int64) * n_words + ids[joined_at + 1]
@@ -125,16 +169,15 @@ def phrase_pass(stream: PhraseStream, threshold: float, min_count: int) -> tuple
             index[phrase] = len(words)
             words.append(phrase)
         used_ids[k] = index[phrase]
-    new_ids = np.array(ids, dtype=np.int32)
-    new_ids[joined_at] = used_ids[which.ravel()]
     keep = np.ones(n, dtype=np.bool_)
     keep[joined_at + 1] = False
+    new_ids = np.array(ids, dtype=np.int32)
+    new_ids[joined_at] = used_ids[which.ravel()]
     new_ids = new_ids[keep]
     removed_before = np.concatenate(([0], np.cumsum(~keep, dtype=np.int64)))
     new_offsets = offsets - removed_before[offsets]
     new_counts = np.bincount(new_ids, minlength=len(words)).astype(np.int64)
-    report = PassReport(int(len(used)), int(len(joined_at)))
-    return PhraseStream(new_ids, new_offsets, words, new_counts), report
+    return PhraseStream(new_ids, new_offsets, words, new_counts), PassReport(int(len(used)), int(len(joined_at)))
 
 
 def phrase_stream(stream: PhraseStream, passes: int, threshold: float, min_count: int,
