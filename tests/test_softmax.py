@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import sgns.softmax as softmax
-from sgns.softmax import FullSoftmax, full_softmax_loss, full_softmax_sgd_step
+import sgns.kernels.softmax as softmax
+from sgns.kernels.softmax import full_softmax_sgd_step
+from sgns.softmax import FullSoftmax, full_softmax_loss
 
 
 def devices():

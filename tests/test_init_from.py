@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sgns.errors import SGNSError
-from sgns.init_vectors import FrozenRows, import_vectors, read_initial_vectors
+from sgns.train.init_from import FrozenRows, import_vectors, read_initial_vectors
 from sgns.vectors import save_word2vec
 
 
@@ -49,7 +49,7 @@ def test_gensim_written_file_is_read(tmp_path: Path):
 
 
 def test_checkpoint_and_run_dir_give_both_tables(tmp_path: Path):
-    from sgns.checkpoint import save_checkpoint
+    from sgns.train.checkpoint import save_checkpoint
 
     run = tmp_path / "run"
     vin, vout = torch.randn(3, 4), torch.randn(3, 4)

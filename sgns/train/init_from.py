@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from sgns.errors import SGNSError
+from sgns.vectors import load_word2vec
 
 
 @dataclass
@@ -36,8 +37,7 @@ class InitialVectors:
 
 def read_initial_vectors(path: str | Path) -> InitialVectors:
     """Read `path` (word2vec file, checkpoint or run dir); raise one-line SGNSErrors for unusable sources."""
-    from sgns.export import _vocab_words, is_checkpoint_file, read_checkpoint
-    from sgns.vectors import load_word2vec
+    from sgns.load import is_checkpoint_file, read_checkpoint, vocab_words
 
     p = Path(path).expanduser()
     key = f"model.init_from={path}"
@@ -45,7 +45,7 @@ def read_initial_vectors(path: str | Path) -> InitialVectors:
         raise SGNSError(f"{key}: no such file or directory")
     try:
         if p.is_dir():
-            from sgns.checkpoint import list_checkpoints
+            from sgns.train.checkpoint import list_checkpoints
 
             if not list_checkpoints(p):
                 found = next((p / n for n in ("vectors.bin", "vectors.txt") if (p / n).is_file()), None)
@@ -55,7 +55,7 @@ def read_initial_vectors(path: str | Path) -> InitialVectors:
                 return InitialVectors(words, vectors, None, str(found))
         if p.is_dir() or is_checkpoint_file(p):
             source, state = read_checkpoint(p)
-            words = _vocab_words(state, source)
+            words = vocab_words(state, source)
             weights = state.get("model", {})
             if "input.weight" not in weights or "output.weight" not in weights:
                 raise SGNSError(f"checkpoint {source} has no input/output embedding tables")
@@ -130,3 +130,59 @@ class FrozenRows:
             # own (already updated) values back.
             kept = torch.where((slots >= 0).unsqueeze(1), self.values[slots.clamp(min=0)], self.weight[touched])
             self.weight[touched] = kept
+
+
+def touched_input_rows(batch: Any) -> Optional[torch.Tensor]:
+    """Input rows a step on `batch` may change: its centers and contexts (a kernel that gives the context
+    the input role is covered too); None when the batch does not say (then every frozen row is restored)."""
+    centers, contexts = getattr(batch, "centers", None), getattr(batch, "contexts", None)
+    if not isinstance(centers, torch.Tensor) or not isinstance(contexts, torch.Tensor):
+        return None
+    return torch.cat((centers.reshape(-1), contexts.reshape(-1)))
+
+
+class FrozenInitBackend:
+    """A backend whose steps leave the imported input rows bit-identical (`model.freeze_init=true`).
+
+    Works with any kernel: the inner step runs as usual, then the frozen rows it may have touched are put
+    back. Their ids travel in checkpoints (`frozen_rows`), so a resumed run keeps them frozen.
+    """
+
+    def __init__(self, inner: Any, weight: torch.Tensor, rows: Optional[np.ndarray]):
+        self.inner, self.weight = inner, weight
+        self.total_words = inner.total_words
+        self.frozen = FrozenRows(weight, rows) if rows is not None else None
+
+    def batches(self, start: tuple) -> Iterator[Any]:
+        return self.inner.batches(start)
+
+    def step(self, batch: Any, lr: float) -> torch.Tensor | float:
+        loss = self.inner.step(batch, lr)
+        self.frozen.restore(touched_input_rows(batch))
+        return loss
+
+    def state_dict(self) -> dict:
+        return {**self.inner.state_dict(), "frozen_rows": self.frozen.rows.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+        if "frozen_rows" not in state:
+            raise SGNSError("the checkpoint has no frozen rows: it was not written with model.freeze_init=true")
+        self.frozen = FrozenRows(self.weight, state["frozen_rows"].numpy())  # the model is restored by now
+
+
+def start_from(cfg_model: Any, model: torch.nn.Module, words: Sequence[str], backend: Any, resumed: bool,
+               log: Callable[[str], None] = print) -> Any:
+    """Apply `model.init_from` (not on resume: the checkpoint holds the model) and `model.freeze_init`;
+    return the backend to train with (wrapped when rows are frozen)."""
+    if not cfg_model.init_from:
+        return backend
+    rows = None
+    if not resumed:
+        init = read_initial_vectors(cfg_model.init_from)
+        rows = import_vectors(model.input.weight, model.output.weight, words, init, log)
+    if not cfg_model.freeze_init:
+        return backend
+    if not resumed:
+        log(f"init_from: {len(rows):,} imported input vectors stay fixed (model.freeze_init=true)")
+    return FrozenInitBackend(backend, model.input.weight, rows)
