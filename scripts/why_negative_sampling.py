@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-import numpy as np
 import torch
 
 from sgns.config import CONFIG_DIR
@@ -63,12 +62,12 @@ def time_per_step(vocab_sizes: List[int], batch: int, dim: int, device: torch.de
         contexts = torch.randint(0, v, (batch,), generator=g).to(device)
         softmax = FullSoftmax(v, dim).to(device)
         results["full_softmax"].append(seconds_per_step(
-            lambda m=softmax: full_softmax_sgd_step(m, centers, contexts, 1e-4), device))
+            lambda m=softmax, c=centers, x=contexts: full_softmax_sgd_step(m, c, x, 1e-4), device))
         sgns = SGNS(v, dim).to(device)
         for k in (5, 20):
             negatives = torch.randint(0, v, (batch, k), generator=g).to(device)
             results[f"ns_k{k}"].append(seconds_per_step(
-                lambda m=sgns, n=negatives: kernel(m, centers, contexts, n, 1e-4), device))
+                lambda m=sgns, c=centers, x=contexts, n=negatives: kernel(m, c, x, n, 1e-4), device))
         print(f"|V|={v:>7,}: " + ", ".join(f"{name} {times[-1] * 1e3:8.2f} ms" for name, times in results.items()),
               flush=True)
     return results
