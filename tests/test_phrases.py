@@ -194,3 +194,27 @@ def test_apply_phrases_bad_settings_fail_before_any_work(tmp_path: Path):
     corpus = encode(text_source(text, 10000, False), tmp_path, log=lambda m: None)
     with pytest.raises(SGNSError, match="corpus.phrase_min_count"):
         apply_phrases(corpus, 1, 100.0, 0, tmp_path)
+
+
+def test_training_with_phrases_uses_the_joined_tokens_and_caches_them(tmp_path: Path, caplog):
+    import logging
+
+    from conftest import compose_cfg
+
+    from sgns.train import train
+
+    caplog.set_level(logging.INFO, logger="sgns")
+    text = tmp_path / "c.txt"
+    text.write_text("\n".join(" ".join(s) for s in planted_corpus(0, sentences=1500)) + "\n")
+    base = ["corpus=text", f"corpus.path={text}", "model.dim=8", "trainer.epochs=1", "data.min_count=2",
+            "trainer.device=cpu", "eval.projector_words=0", "corpus.phrases=2", "corpus.phrase_threshold=3",
+            "corpus.phrase_min_count=3"]
+    train(compose_cfg(tmp_path / "r1", base))
+    vocab = (tmp_path / "r1" / "vocab.txt").read_text().split("\n")
+    words = {line.split(" ")[0] for line in vocab if line}
+    assert {"new_york", "los_angeles"} <= words and any(w.count("_") >= 2 for w in words)
+    assert any("phrases: pass 2/2" in r.message for r in caplog.records)
+    caplog.clear()
+    train(compose_cfg(tmp_path / "r2", base))
+    assert any("phrases: reusing" in r.message for r in caplog.records)
+    assert (tmp_path / "r2" / "vocab.txt").read_text() == (tmp_path / "r1" / "vocab.txt").read_text()
