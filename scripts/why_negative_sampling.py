@@ -150,6 +150,16 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("why_negative_sampling"), help="writes OUT.json and OUT.png")
@@ -159,13 +169,17 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=100)
     ap.add_argument("--budget", type=float, default=60.0, help="training seconds per objective")
     ap.add_argument("--points", type=int, default=8, help="evaluations along the budget")
-    ap.add_argument("--machine", default=f"{platform.processor() or platform.machine()}, "
-                                         f"{torch.get_num_threads()} torch threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch (and numba) threads; 1 measures the cost per core on a shared machine")
+    ap.add_argument("--machine", default=None, help="how the plot names the machine (default: CPU model)")
     ap.add_argument("overrides", nargs="*", help="config overrides for the equal-time runs (e.g. data.batch_size=1024)")
     args = ap.parse_args()
     device = resolve_device(args.device)
-    if device.type == "cuda":
-        args.machine = torch.cuda.get_device_name(device)
+    torch.set_num_threads(args.threads)
+    args.overrides = [f"trainer.threads={args.threads}", *args.overrides]
+    if args.machine is None:
+        args.machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else f"{cpu_model()}, {args.threads} thread(s)")
     sizes = [int(v) for v in args.vocab_sizes.split(",")]
     result: dict = {"machine": args.machine, "device": str(device), "batch": args.batch, "dim": args.dim,
                     "vocab_sizes": sizes, "budget": args.budget, "overrides": args.overrides}
