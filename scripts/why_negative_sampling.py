@@ -38,7 +38,7 @@ from sgns.train.loop import evaluate, read_corpus
 
 def seconds_per_step(step: Callable[[], object], device: torch.device, min_seconds: float = 1.0,
                      max_steps: int = 30) -> float:
-    """Median seconds of one call, after two warm-up calls, over enough calls to fill `min_seconds`."""
+    """Median seconds of one call, after a warm-up call, over enough calls to fill `min_seconds` (3 at least)."""
     def timed() -> float:
         start = time.perf_counter()
         step()
@@ -46,9 +46,9 @@ def seconds_per_step(step: Callable[[], object], device: torch.device, min_secon
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    timed(), timed()
+    timed()
     times = [timed()]
-    while sum(times) < min_seconds and len(times) < max_steps:
+    while (sum(times) < min_seconds or len(times) < 3) and len(times) < max_steps:
         times.append(timed())
     return statistics.median(times)
 
