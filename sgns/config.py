@@ -35,6 +35,7 @@ RESULT, CHOICE, BOOKKEEPING = "result", "choice", "bookkeeping"  # a setting's r
 KERNELS = ("auto", "torch", "numba", "sequential", "hogwild")  # trainer.kernel values (sgns/kernels/)
 OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
 CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
+MODELS = ("sgns", "full_softmax")  # model.name values (the model group's options)
 
 
 def choice(default: Any = MISSING, factory: Optional[Callable[[], Any]] = None) -> Any:
@@ -71,6 +72,9 @@ class CorpusConfig:
     revision: Optional[str] = None  # hf: dataset revision (part of the cache key)
     lowercase: bool = False  # lowercase tokens while reading
     max_sentence_len: int = 10000  # cut longer lines into pieces of this many tokens (gensim: 10000)
+    phrases: int = 0  # word2phrase passes joining frequent pairs into one token (new_york); 0: off
+    phrase_threshold: float = 100.0  # join a pair whose word2phrase score exceeds this (higher: fewer phrases)
+    phrase_min_count: int = 5  # words and pairs seen fewer times never join (word2phrase's -min-count)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # synthetic: generator settings
 
 
@@ -91,7 +95,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    name: str = "sgns"  # objective (MODELS): sgns (negative sampling) | full_softmax (softmax over all |V| words)
     dim: int = 100  # embedding dimension
+    init_from: Optional[str] = None  # start from earlier vectors: word2vec file, sgns checkpoint or run dir
+    freeze_init: bool = False  # keep the imported input vectors bit-identical (gensim's lockf=0); needs init_from
 
 
 @dataclass
@@ -209,7 +216,15 @@ def validate(cfg: Any) -> None:
     _check(d.batch_size >= 1, "data.batch_size", ">= 1", d.batch_size)
     _check(d.chunk_tokens >= 1000, "data.chunk_tokens", ">= 1000", d.chunk_tokens)
     _check(d.shared_negatives >= 1, "data.shared_negatives", ">= 1", d.shared_negatives)
+    _check(c.phrases >= 0, "corpus.phrases", ">= 0 (0: off)", c.phrases)
+    _check(0 <= c.phrase_threshold < math.inf, "corpus.phrase_threshold", ">= 0 and finite", c.phrase_threshold)
+    _check(c.phrase_min_count >= 1, "corpus.phrase_min_count", ">= 1", c.phrase_min_count)
+    _check(m.name in MODELS, "model.name", "one of " + ", ".join(MODELS) + " (pick it with model=NAME)", m.name)
     _check(m.dim >= 1, "model.dim", ">= 1", m.dim, "e.g. model.dim=100")
+    _check(m.init_from is None or Path(m.init_from).expanduser().exists(), "model.init_from",
+           "null or an existing word2vec file, sgns checkpoint or run directory", m.init_from)
+    _check(not m.freeze_init or bool(m.init_from), "model.freeze_init", "false unless model.init_from is set",
+           m.freeze_init, "set model.init_from=PATH")
     _check(o.name in OPTIMIZERS, "optimizer.name", " or ".join(OPTIMIZERS), o.name)
     _check(0 < o.lr < math.inf, "optimizer.lr", "> 0 and finite", o.lr, "e.g. optimizer.lr=0.025")
     _check(0 <= o.min_lr_ratio <= 1, "optimizer.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)

@@ -8,7 +8,7 @@ gradient, so the sum, not the mean, matches its learning rate).
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -50,3 +50,12 @@ def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """BCE-with-logits summed over all pairs: label 1 for positives, 0 for negatives."""
     return (F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive), reduction="sum")
             + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative), reduction="sum"))
+
+
+def make_model(cfg_model: Any, vocab_size: int) -> nn.Module:
+    """The model group's module: SGNS, or the full softmax it replaces (`model=full_softmax`)."""
+    if cfg_model.name == "full_softmax":
+        from sgns.softmax import FullSoftmax
+
+        return FullSoftmax(vocab_size, cfg_model.dim)
+    return SGNS(vocab_size, cfg_model.dim)

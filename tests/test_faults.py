@@ -219,6 +219,11 @@ def test_missing_or_directory_corpus_is_a_clear_error(tmp_path: Path):
 # (key, a bad value, words the message must hold). Every numeric key of the schema must be here: see below.
 BAD_VALUES = [
     ("corpus.max_sentence_len", "0", ">= 1"),
+    ("corpus.phrases", "-1", ">= 0"),
+    ("corpus.phrase_threshold", "-1", ">= 0 and finite"),
+    ("corpus.phrase_threshold", "nan", ">= 0 and finite"),
+    ("corpus.phrase_threshold", "inf", ">= 0 and finite"),
+    ("corpus.phrase_min_count", "0", ">= 1"),
     ("corpus.synthetic.relations", "0", ">= 1"),
     ("corpus.synthetic.pairs", "1", ">= 2"),
     ("corpus.synthetic.filler_words", "9", ">= 10"),

@@ -147,6 +147,13 @@ def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS
     d, t = cfg.data, cfg.trainer
     pairs = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size, d.chunk_tokens, t.epochs, t.seed,
                         device, d.prefetch)
+    if cfg.model.name == "full_softmax":
+        from sgns.kernels.softmax import SoftmaxBackend
+
+        if t.kernel not in ("auto", "torch") or cfg.optimizer.name != "sgd":
+            raise SGNSError(f"model=full_softmax trains with its own torch SGD step: use trainer.kernel=auto and "
+                            f"optimizer=sgd (got trainer.kernel={t.kernel}, optimizer.name={cfg.optimizer.name})")
+        return SoftmaxBackend(pairs, model)
     sampler = NegativeSampler(unigram_table(vocab.counts, d.ns_exponent), device, t.seed)
     pair_step, optimizer = make_pair_step(cfg, model, device)
     return PairBackend(pairs, sampler, d.negatives, d.shared_negatives, pair_step, optimizer)

@@ -26,10 +26,12 @@ from sgns.device import resolve_device
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_all
 from sgns.kernels import Backend, make_backend
-from sgns.model import SGNS
+from sgns.model import SGNS, make_model
+from sgns.phrases import apply_phrases
 from sgns.synthetic import evaluation_config
 from sgns.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from sgns.train.eval_schedule import EvalSchedule
+from sgns.train.init_from import start_from
 from sgns.train.metrics import objective, read_metrics, write_metrics
 from sgns.train.rundir import RunLock, check_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
@@ -74,8 +76,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         return metrics_of_finished_run(run_dir, resume)
 
     corpus, vocab = read_corpus(cfg, run_dir)
-    model = SGNS(len(vocab), cfg.model.dim).to(device)
+    model = make_model(cfg.model, len(vocab)).to(device)
     backend = make_backend(cfg, corpus, vocab, model, device)
+    backend = start_from(cfg.model, model, vocab.words, backend, resumed=resume is not None, log=log.info)
     state = TrainState(loss_sum=torch.zeros((), device=device))
     if resume is not None:
         restore(resume, vocab, model, backend, state)
@@ -200,6 +203,8 @@ def read_corpus(cfg: DictConfig, run_dir: Path) -> tuple[EncodedCorpus, Vocabula
     corpus = encode(source, d.cache_dir, log=log.info)
     if corpus.total_tokens == 0:
         raise SGNSError(f"corpus {source.description} is empty: it holds no words")
+    c = cfg.corpus
+    corpus = apply_phrases(corpus, c.phrases, c.phrase_threshold, c.phrase_min_count, d.cache_dir, log=log.info)
     vocab = Vocabulary.build(corpus.words, corpus.counts, d.min_count, d.max_vocab_size)
     vocab.save(run_dir / "vocab.txt")
     log.info(f"corpus: {corpus.total_tokens:,} words, vocabulary {len(vocab):,} (min_count={d.min_count})")
