@@ -8,12 +8,12 @@ exactly once per epoch together. Every `sync_every_words` corpus words (counted 
 merge: each all-reduces its change to each table since the last merge, and every rank sets its tables to
 `last merged + combine(changes)`, so all ranks leave a merge with identical tables. `combine` is
 
-- `sum` (default): the changes add up, as the racing threads of word2vec and gensim add theirs. A row only
-  one rank touched gets that rank's full update (rare words are not diluted).
-- `average`: the mean change (BlazingText / pWord2Vec model averaging); every update counts 1/W, which
-  acts like the learning rate divided by W.
-- `rows`: each row's changes averaged over the ranks that changed it (rows one rank touched keep its full
-  update, rows all ranks touched are averaged).
+- `rows` (default): each row's changes averaged over the ranks that changed it. A row one rank touched
+  keeps that rank's full update (rare words are not diluted); a row every rank touched (frequent words)
+  gets the mean, which keeps frequent rows stable. (Plain summing, as racing threads do, diverged on a
+  dense 2,000-word test corpus: the ranks' stale updates of the same frequent rows add up and overshoot.)
+- `average`: the mean change of every row (BlazingText / pWord2Vec model averaging); every update then
+  counts 1/W, as if the learning rate were divided by W.
 
 Merges happen at the same points of every rank's own chunk (evenly spaced by the fraction of the chunk
 trained), so every rank runs the same number of collectives in the same order whatever its batch count.
@@ -43,7 +43,8 @@ import torch.distributed as dist
 
 from sgns.errors import SGNSError
 
-MERGES = ("sum", "average", "rows")
+MERGES = ("rows", "average", "sum")
+PATIENT_TIMEOUT_S = 24 * 3600  # how long ranks wait for rank 0 to read and cache the corpus
 T = TypeVar("T")
 
 
@@ -103,7 +104,7 @@ def _reason(error: BaseException) -> str:
     """The first line of a backend error, without gloo's source-file prefix."""
     text = str(error).strip().splitlines()
     first = _GLOO_PREFIX.sub("", text[0]) if text else type(error).__name__
-    return first[:200]
+    return first.split(". ")[0].rstrip(".")[:200]  # gloo appends generic advice after the first sentence
 
 
 class Cluster:
@@ -119,6 +120,7 @@ class Cluster:
         self.rank, self.world_size = topology.rank, topology.world_size
         self.backend = "nccl" if device.type == "cuda" else "gloo"
         self.control: Any = None  # Gloo group for barriers and objects (None: the default group is Gloo)
+        self.patient: Any = None  # Gloo group with a long timeout, for waiting while rank 0 builds caches
 
     def start(self) -> Cluster:
         """Join the process group torchrun describes (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE)."""
@@ -132,6 +134,7 @@ class Cluster:
                 dist.init_process_group(self.backend, timeout=timeout, **kwargs)
             if dist.get_backend() != "gloo":
                 self.control = dist.new_group(backend="gloo", timeout=timeout)
+            self.patient = dist.new_group(backend="gloo", timeout=timedelta(seconds=PATIENT_TIMEOUT_S))
         except (RuntimeError, ValueError) as e:  # DistError, DistNetworkError, DistStoreError are RuntimeErrors
             raise PeerLost(f"rank {self.rank} of {self.world_size}: could not join the process group at "
                            f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within "
@@ -161,6 +164,15 @@ class Cluster:
         box = [obj]
         self._run(what, lambda: dist.broadcast_object_list(box, src=0, group=self.control))
         return box[0]
+
+    def patient_broadcast(self, obj: Any, what: str) -> Any:
+        """`broadcast_object` without the short timeout (a dead rank 0 is still noticed: its sockets close)."""
+        box = [obj]
+        self._run(what, lambda: dist.broadcast_object_list(box, src=0, group=self.patient))
+        return box[0]
+
+    def patient_barrier(self, what: str) -> None:
+        self._run(what, lambda: dist.barrier(group=self.patient))
 
     def gather_objects(self, obj: Any, what: str) -> List[Any]:
         """Every rank's `obj`, in rank order, on every rank (small objects only: they travel pickled)."""
@@ -278,7 +290,7 @@ class TableSync:
     one copy of the tables as of the last merge (the base): 8 * V * D bytes more memory per rank.
     """
 
-    def __init__(self, cluster: Cluster, tables: Sequence[torch.Tensor], merge: str = "sum"):
+    def __init__(self, cluster: Cluster, tables: Sequence[torch.Tensor], merge: str = "rows"):
         if merge not in MERGES:
             raise SGNSError(f"merge={merge!r}: must be one of {', '.join(MERGES)}")
         self.cluster, self.merge_mode = cluster, merge
@@ -311,7 +323,7 @@ class TableSync:
         for table, base in zip(self.tables, self.bases, strict=True):
             table.sub_(base)  # the table now holds this rank's change since the last merge
             if self.merge_mode == "rows":
-                small.append(table.ne(0).any(1).to(torch.float64))
+                small.append((table.abs().amax(1) > 0).to(torch.float64))  # rows this rank changed
         summed = torch.cat(small)
         self.cluster.all_reduce_sum([*self.tables, summed], "merging the tables")
         at = len(values)
@@ -327,3 +339,90 @@ class TableSync:
         self.merges += 1
         self.seconds += time.perf_counter() - started
         return summed[: len(values)].cpu()
+
+
+# ------------------------------------------------------------------------------------- the train loop's view
+
+
+class FollowerExit(SGNSError):
+    """An error rank 0 reports in one line; the other ranks exit with the same status without repeating it."""
+
+
+class Team:
+    """What the train loop of one rank needs: its share of the data, when to merge, what all ranks agreed."""
+
+    def __init__(self, cluster: Cluster, shard: Shard, tables: Sequence[torch.Tensor], merge: str):
+        self.cluster, self.shard = cluster, shard
+        self.rank, self.world_size, self.is_main = cluster.rank, cluster.world_size, cluster.rank == 0
+        self.clock = MergeClock(shard.merges_per_chunk)
+        self.sync = TableSync(cluster, tables, merge)
+        self.words_trained = 0  # corpus words of the chunks this rank finished (counted, for the report)
+
+    def words_done(self, epoch: int, chunk: int, fraction: float) -> float:
+        """Words trained by all ranks together (for the learning rate and the progress)."""
+        return self.shard.global_words(epoch, chunk, fraction)
+
+    def merges_due(self, epoch: int, chunk: int, fraction: float) -> int:
+        if fraction >= 1.0:
+            lo, hi = self.shard.bounds(chunk)
+            self.words_trained += hi - lo
+        return self.clock.due(epoch, chunk, fraction)
+
+    def merge(self, stop: bool, checkpoint: bool) -> Tuple[bool, bool]:
+        """Merge the tables; return (some rank asked to stop, rank 0 asked for a checkpoint)."""
+        summed = self.sync.merge(torch.tensor([float(stop), float(checkpoint and self.is_main)]))
+        return bool(summed[0] > 0), bool(summed[1] > 0)
+
+    def rank_state(self, position: Tuple[int, int, int], sampler_state: dict) -> dict:
+        return {"position": list(position), "sampler": sampler_state, "clock": self.clock.state_dict(),
+                "words_trained": self.words_trained}
+
+    def load_rank_state(self, state: dict) -> None:
+        self.clock.load_state_dict(state["clock"])
+        self.words_trained = state["words_trained"]
+
+    def checkpoint_section(self, rank_state: dict) -> Optional[dict]:
+        """Every rank's state, gathered; on rank 0 the checkpoint's `distributed` section, elsewhere None."""
+        states = self.cluster.gather_objects(rank_state, "gathering every rank's position for a checkpoint")
+        if not self.is_main:
+            return None
+        return {"world_size": self.world_size, "merge": self.sync.merge_mode, "ranks": states}
+
+    def report(self) -> dict:
+        """The run's distributed figures (gathered from every rank): for metrics.json."""
+        words = self.cluster.gather_objects(self.words_trained, "gathering the words each rank trained")
+        return {"world_size": self.world_size, "backend": self.cluster.backend, "merge": self.sync.merge_mode,
+                "merges": self.sync.merges, "merge_seconds": self.sync.seconds,
+                "seconds_per_merge": self.sync.seconds / max(self.sync.merges, 1),
+                "bytes_per_merge": self.sync.bytes_per_merge,
+                "merges_per_chunk": self.shard.merges_per_chunk, "chunks_per_epoch": self.shard.n_chunks,
+                "words_per_rank": words}
+
+
+def first_then_others(cluster: Optional[Cluster], build: Callable[[], T], what: str) -> T:
+    """`build()` on rank 0 first, then on the others (which then reuse what it cached): no race on a cache.
+
+    Other machines' local rank 0 build next (their cache may be a local disk), then everyone else. The
+    wait has no short timeout: building may take hours on a big corpus; a rank that dies is still noticed.
+    """
+    if cluster is None:
+        return build()
+    topo = cluster.topology
+    error: Optional[str] = None
+    result: Any = None
+    if topo.is_main:
+        try:
+            result = build()
+        except SGNSError as e:
+            error = str(e)
+    error = cluster.patient_broadcast(error, f"waiting for rank 0 to finish {what}")
+    if error is not None:
+        if topo.is_main:
+            raise SGNSError(error)
+        raise FollowerExit(error)
+    if not topo.is_main and topo.local_rank == 0:
+        result = build()
+    cluster.patient_barrier(f"waiting for every machine to finish {what}")
+    if topo.local_rank != 0:
+        result = build()
+    return result
