@@ -41,9 +41,9 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 import torch
 import torch.distributed as dist
 
+from sgns.config import MERGES
 from sgns.errors import SGNSError
 
-MERGES = ("rows", "average", "sum")
 PATIENT_TIMEOUT_S = 24 * 3600  # how long ranks wait for rank 0 to read and cache the corpus
 T = TypeVar("T")
 
@@ -290,7 +290,7 @@ class TableSync:
     one copy of the tables as of the last merge (the base): 8 * V * D bytes more memory per rank.
     """
 
-    def __init__(self, cluster: Cluster, tables: Sequence[torch.Tensor], merge: str = "rows"):
+    def __init__(self, cluster: Cluster, tables: Sequence[torch.Tensor], merge: str = "sum"):
         if merge not in MERGES:
             raise SGNSError(f"merge={merge!r}: must be one of {', '.join(MERGES)}")
         self.cluster, self.merge_mode = cluster, merge
@@ -329,7 +329,7 @@ class TableSync:
         at = len(values)
         for table, base in zip(self.tables, self.bases, strict=True):
             if self.merge_mode == "average":
-                table.div_(self.cluster.world_size)
+                table.div_(self.cluster.world_size)  # "sum" keeps the summed changes as they are
             elif self.merge_mode == "rows":
                 touched = summed[at : at + len(table)].clamp_(min=1).to(table.dtype)
                 at += len(table)
@@ -358,24 +358,41 @@ class Team:
         self.sync = TableSync(cluster, tables, merge)
         self.words_trained = 0  # corpus words of the chunks this rank finished (counted, for the report)
 
-    def words_done(self, epoch: int, chunk: int, fraction: float) -> float:
-        """Words trained by all ranks together (for the learning rate and the progress)."""
-        return self.shard.global_words(epoch, chunk, fraction)
+    @classmethod
+    def form(cls, cfg: Any, cluster: Cluster, corpus: Any, vocab: Any, model: Any) -> Team:
+        """This rank's team for the run: checks every rank built the same vocabulary, plans its shard."""
+        if cfg.optimizer.name != "sgd":
+            raise SGNSError(f"torchrun runs train with optimizer.name=sgd only (optimizer.name="
+                            f"{cfg.optimizer.name} keeps per-row state that the merge would not combine)")
+        prints = cluster.gather_objects(fingerprint(vocab.words, vocab.counts), "comparing vocabularies")
+        if len(set(prints)) > 1:
+            raise SGNSError(f"the ranks built different vocabularies ({', '.join(prints)}): every machine must "
+                            f"read the same corpus with the same data settings")
+        shard = plan_shard(corpus.total_tokens, cfg.data.chunk_tokens, cfg.dist.sync_every_words, cluster.rank,
+                           cluster.world_size)
+        return cls(cluster, shard, [model.input.weight, model.output.weight], cfg.dist.merge)
 
-    def merges_due(self, epoch: int, chunk: int, fraction: float) -> int:
-        if fraction >= 1.0:
-            lo, hi = self.shard.bounds(chunk)
+    def start(self) -> None:
+        """Every rank continues from rank 0's tables (its fresh init or the checkpoint it loaded)."""
+        self.sync.start()
+
+    def after_batch(self, batch: Any, stop: bool, checkpoint: bool) -> Tuple[bool, bool]:
+        """Merge if due after this batch; return (stop, checkpoint) as agreed by all ranks at that merge.
+
+        Between merges nothing is agreed, so both are False: a local signal or checkpoint wish waits for
+        the next merge (at most `sync_every_words` words away)."""
+        if batch.chunk_fraction >= 1.0:
+            lo, hi = self.shard.bounds(batch.chunk)
             self.words_trained += hi - lo
-        return self.clock.due(epoch, chunk, fraction)
+        agreed_stop = agreed_checkpoint = False
+        for _ in range(self.clock.due(batch.epoch, batch.chunk, batch.chunk_fraction)):
+            summed = self.sync.merge(torch.tensor([float(stop), float(checkpoint and self.is_main)]))
+            agreed_stop |= bool(summed[0] > 0)
+            agreed_checkpoint |= bool(summed[1] > 0)
+        return agreed_stop, agreed_checkpoint
 
-    def merge(self, stop: bool, checkpoint: bool) -> Tuple[bool, bool]:
-        """Merge the tables; return (some rank asked to stop, rank 0 asked for a checkpoint)."""
-        summed = self.sync.merge(torch.tensor([float(stop), float(checkpoint and self.is_main)]))
-        return bool(summed[0] > 0), bool(summed[1] > 0)
-
-    def rank_state(self, position: Tuple[int, int, int], sampler_state: dict) -> dict:
-        return {"position": list(position), "sampler": sampler_state, "clock": self.clock.state_dict(),
-                "words_trained": self.words_trained}
+    def rank_state(self) -> dict:
+        return {"clock": self.clock.state_dict(), "words_trained": self.words_trained}
 
     def load_rank_state(self, state: dict) -> None:
         self.clock.load_state_dict(state["clock"])
@@ -397,6 +414,51 @@ class Team:
                 "bytes_per_merge": self.sync.bytes_per_merge,
                 "merges_per_chunk": self.shard.merges_per_chunk, "chunks_per_epoch": self.shard.n_chunks,
                 "words_per_rank": words}
+
+
+_cluster: Optional[Cluster] = None  # this process's, once joined
+
+
+def join_cluster(cfg: Any) -> Optional[Cluster]:
+    """The process group when torchrun started this process with others (joined once), else None."""
+    global _cluster
+    topology = topology_from_env()
+    if not topology.distributed:
+        return None
+    if _cluster is None:
+        from sgns.device import resolve_device
+
+        device = resolve_device(cfg.trainer.device)
+        if device.type == "cuda":
+            device = torch.device("cuda", topology.local_rank)  # one GPU per process
+        _cluster = Cluster(topology, device, cfg.dist.timeout_s).start()
+    return _cluster
+
+
+def share_resume(cluster: Optional[Cluster], checkpoint: Optional[dict]) -> Tuple[Optional[dict], Optional[dict]]:
+    """Rank 0's resume decision on every rank: (the checkpoint on rank 0, its progress part elsewhere; this
+    rank's own saved state, or None for a fresh run). A checkpoint of another world size is refused."""
+    if cluster is None:
+        written_by = (checkpoint or {}).get("distributed", {}).get("world_size", 1)
+        if written_by > 1 and not checkpoint["progress"].get("finished"):
+            raise SGNSError(f"the checkpoint was written by {written_by} processes: resume it with torchrun "
+                            f"and as many processes, or choose another hydra.run.dir")
+        return checkpoint, None
+    error, light = None, None
+    if cluster.rank == 0 and checkpoint is not None:
+        section = checkpoint.get("distributed") or {"world_size": 1, "ranks": None}
+        if not checkpoint["progress"].get("finished") and section["world_size"] != cluster.world_size:
+            error = (f"the checkpoint was written by {section['world_size']} process(es), this run has "
+                     f"{cluster.world_size}: resume it with as many (torchrun --nnodes, --nproc_per_node), or "
+                     f"choose another hydra.run.dir")
+        light = {"progress": checkpoint["progress"], "ranks": section["ranks"]}
+    error, light = cluster.broadcast_object((error, light), "sharing rank 0's resume decision")
+    if error is not None:
+        raise SGNSError(error) if cluster.rank == 0 else FollowerExit(error)
+    if light is None:
+        return None, None
+    rank_state = light["ranks"][cluster.rank] if light["ranks"] else None
+    return (checkpoint if cluster.rank == 0 else {"progress": light["progress"]}), rank_state
 
 
 def first_then_others(cluster: Optional[Cluster], build: Callable[[], T], what: str) -> T:
