@@ -435,6 +435,14 @@ def join_cluster(cfg: Any) -> Optional[Cluster]:
     return _cluster
 
 
+def leave_cluster() -> None:
+    """Leave the process group, if joined (a process that exits without it may abort in gloo's threads)."""
+    global _cluster
+    if _cluster is not None:
+        _cluster.close()
+        _cluster = None
+
+
 def share_resume(cluster: Optional[Cluster], checkpoint: Optional[dict]) -> Tuple[Optional[dict], Optional[dict]]:
     """Rank 0's resume decision on every rank: (the checkpoint on rank 0, its progress part elsewhere; this
     rank's own saved state, or None for a fresh run). A checkpoint of another world size is refused."""

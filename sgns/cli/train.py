@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sgns.config import CONFIG_DIR, check_resolvable, config_error, validate
-from sgns.distributed import FollowerExit, PeerLost, join_cluster, topology_from_env
+from sgns.distributed import FollowerExit, PeerLost, join_cluster, leave_cluster, topology_from_env
 from sgns.errors import SGNSError, exit_with_error
 from sgns.train import train
 from sgns.train.metrics import mark_failed, objective
@@ -149,15 +149,22 @@ def prepare_distributed(argv: List[str]) -> List[str]:
 
 def main() -> None:
     """Console entry point: `sgns-train [overrides]`, also `torchrun ... -m sgns.train [overrides]`."""
+    try:
+        run_command(sys.argv[1:])
+    finally:
+        leave_cluster()  # under torchrun; a process that exits still in the group may abort in gloo's threads
+
+
+def run_command(argv: List[str]) -> None:
     rank = 0
     try:
         topology = topology_from_env()
         rank = topology.rank
-        check_overrides(sys.argv[1:])
+        check_overrides(argv)
         if topology.distributed:
-            sys.argv[1:] = prepare_distributed(sys.argv[1:])
+            sys.argv[1:] = prepare_distributed(argv)
         else:
-            check_existing_run(sys.argv[1:])
+            check_existing_run(argv)
     except FollowerExit:
         sys.exit(2)
     except SGNSError as e:

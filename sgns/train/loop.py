@@ -248,6 +248,7 @@ def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, 
     if rank_state is not None and team is not None:
         backend.load_state_dict(rank_state["backend"])
         state.position = tuple(rank_state["position"])
+        state.words_done = rank_state["words_done"]  # this rank's own estimate (the lr it continues with)
         team.load_rank_state(rank_state)
     log.info(f"resuming at step {state.step} (epoch {state.position[0] + 1}, {state.words_done:,.0f} words done)")
 
@@ -286,8 +287,8 @@ def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend
     negative-sampler state and writes the one checkpoint (the tables are identical after a merge)."""
     section = None
     if team is not None and metrics is None:
-        section = team.checkpoint_section({"position": list(state.position), "backend": backend.state_dict(),
-                                           **team.rank_state()})
+        section = team.checkpoint_section({"position": list(state.position), "words_done": state.words_done,
+                                           "backend": backend.state_dict(), **team.rank_state()})
         if not team.is_main:
             return
     # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
