@@ -150,7 +150,7 @@ class Cluster:
             return fn()
         except RuntimeError as e:
             raise PeerLost(f"rank {self.rank} of {self.world_size}: lost the other ranks while {what} "
-                           f"({_reason(e)}); a rank died or stalled longer than trainer.dist_timeout="
+                           f"({_reason(e)}); a rank died or stalled longer than dist.timeout_s="
                            f"{self.timeout_s:g}s. The last checkpoint is intact: run the same command again "
                            f"to resume") from None
 
