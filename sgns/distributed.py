@@ -6,14 +6,17 @@ ordinary kernel, whichever it is, on its own share of every epoch: the epoch's c
 multiple of the world size and rank r trains chunks r, r + W, r + 2W, ... so the ranks cover the corpus
 exactly once per epoch together. Every `sync_every_words` corpus words (counted over all ranks) the ranks
 merge: each all-reduces its change to each table since the last merge, and every rank sets its tables to
-`last merged + combine(changes)`, so all ranks leave a merge with identical tables. `combine` is
+`last merged + combine(changes)`, so all ranks leave a merge with identical tables. `combine` (`dist.merge`):
 
-- `rows` (default): each row's changes averaged over the ranks that changed it. A row one rank touched
-  keeps that rank's full update (rare words are not diluted); a row every rank touched (frequent words)
-  gets the mean, which keeps frequent rows stable. (Plain summing, as racing threads do, diverged on a
-  dense 2,000-word test corpus: the ranks' stale updates of the same frequent rows add up and overshoot.)
-- `average`: the mean change of every row (BlazingText / pWord2Vec model averaging); every update then
-  counts 1/W, as if the learning rate were divided by W.
+- `sum` (default): the changes add up, as the racing threads of word2vec and gensim add theirs; every
+  update counts fully. Rows several ranks changed get all their (stale) updates at once, which acts like a
+  W times larger batch on those rows: where one process would diverge at W times the learning rate (a
+  dense 2,000-word toy corpus at lr 0.05 does), use `rows`.
+- `rows`: each row's changes averaged over the ranks that changed it:
+  rows one rank touched keep its full update, shared rows get the mean. Stable, but on real text most
+  rows are shared between merges, so it learns like `average`.
+- `average`: the mean change (BlazingText / pWord2Vec model averaging); every update counts 1/W, as if the
+  learning rate were divided by W.
 
 Merges happen at the same points of every rank's own chunk (evenly spaced by the fraction of the chunk
 trained), so every rank runs the same number of collectives in the same order whatever its batch count.

@@ -164,6 +164,7 @@ def test_two_processes_train_one_model_into_one_run_dir(corpus, tmp_path):
     assert len(words) == metrics["vocab_size"] and torch.isfinite(torch.as_tensor(vectors)).all()
 
 
+@pytest.mark.slow  # two trainings of the planted corpus, about a minute on 2 cores
 def test_two_processes_match_one_on_planted_relations(tmp_path):
     planted = ["corpus.synthetic.sentences=30000", "trainer.epochs=3", "dist.sync_every_words=50000"]
     done = run(torchrun_command(*planted, f"hydra.run.dir={tmp_path / 'two'}"))
