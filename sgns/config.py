@@ -132,7 +132,7 @@ class EvalConfig:
 @dataclass
 class DistConfig:
     merge: str = choice("sum")  # torchrun runs: how ranks combine table changes (MERGES): sum | rows | average
-    sync_every_words: int = choice(1_000_000)  # torchrun runs: corpus words (all ranks together) between merges
+    sync_every_words: int = choice(200_000)  # torchrun runs: corpus words (all ranks together) between merges
     timeout_s: float = bookkeeping(300.0)  # torchrun runs: seconds to wait for a silent peer before failing
 
 
