@@ -36,6 +36,7 @@ KERNELS = ("auto", "torch", "numba", "sequential", "hogwild")  # trainer.kernel 
 OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
 CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
 MODELS = ("sgns", "full_softmax")  # model.name values (the model group's options)
+MERGES = ("sum", "rows", "average")  # dist.merge values (sgns/distributed.py)
 
 
 def choice(default: Any = MISSING, factory: Optional[Callable[[], Any]] = None) -> Any:
@@ -137,6 +138,13 @@ class EvalConfig:
 
 
 @dataclass
+class DistConfig:
+    merge: str = choice("sum")  # torchrun runs: how ranks combine table changes (MERGES): sum | rows | average
+    sync_every_words: int = choice(200_000)  # torchrun runs: corpus words (all ranks together) between merges
+    timeout_s: float = bookkeeping(300.0)  # torchrun runs: seconds to wait for a silent peer before failing
+
+
+@dataclass
 class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)  # where the text comes from
     data: DataConfig = field(default_factory=DataConfig)  # vocabulary, pairs, negatives, batches
@@ -144,6 +152,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # update rule and learning rate
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # loop, device, checkpoints, logs
     eval: EvalConfig = field(default_factory=EvalConfig)  # benchmarks scored during and after training
+    dist: DistConfig = field(default_factory=DistConfig)  # one model over processes (torchrun); see sgns/distributed.py
     objective: str = choice("auto")  # what the entry point returns to sweepers: auto | loss | a metrics.json path
     experiment: Optional[str] = choice(None)  # name of the experiment delta applied, if any
 
@@ -240,6 +249,9 @@ def validate(cfg: Any) -> None:
     _check(e.points >= 1, "eval.points", ">= 1", e.points)
     _check(e.method in ("3cosadd", "3cosmul"), "eval.method", "3cosadd or 3cosmul", e.method)
     _check(e.projector_words >= 0, "eval.projector_words", ">= 0 (0: no projector)", e.projector_words)
+    _check(cfg.dist.merge in MERGES, "dist.merge", "one of " + ", ".join(MERGES), cfg.dist.merge)
+    _check(cfg.dist.sync_every_words >= 1, "dist.sync_every_words", ">= 1", cfg.dist.sync_every_words)
+    _check(0 < cfg.dist.timeout_s < math.inf, "dist.timeout_s", "> 0 and finite", cfg.dist.timeout_s)
     dev = str(t.device)
     _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "trainer.device",
            "auto, cpu, cuda or cuda:N", dev)

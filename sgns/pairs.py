@@ -14,7 +14,7 @@ import mmap
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch.utils.data import IterableDataset
 
 from sgns.corpus import EncodedCorpus
 from sgns.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from sgns.distributed import Shard
 
 
 def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
@@ -102,6 +105,7 @@ class Batch:
     chunk: int
     index: int  # batch index within the chunk
     words_done: float  # corpus words covered once this batch is trained (for lr decay and words/s)
+    chunk_fraction: float  # fraction of its chunk trained once this batch is (1.0 for the chunk's last batch)
     negatives: Optional[torch.Tensor] = None  # (ceil(B / shared), K), drawn by the backend's batch source
 
     @property
@@ -120,7 +124,8 @@ class PairBatches(IterableDataset):
 
     def __init__(self, corpus: EncodedCorpus, vocab: Vocabulary, window: int, subsample: float,
                  batch_size: int, chunk_tokens: int, epochs: int, seed: int,
-                 device: torch.device = torch.device("cpu"), prefetch: bool = True):
+                 device: torch.device = torch.device("cpu"), prefetch: bool = True,
+                 shard: Optional[Shard] = None):
         self.corpus, self.window, self.batch_size = corpus, window, batch_size
         self.chunk_tokens, self.epochs, self.seed = chunk_tokens, epochs, seed
         self.device, self.prefetch = device, prefetch
@@ -128,12 +133,13 @@ class PairBatches(IterableDataset):
         self.keep = keep_probabilities(vocab.counts, subsample)
         self.total_tokens = corpus.total_tokens
         self.n_chunks = max(1, -(-self.total_tokens // chunk_tokens))
+        self.shard = shard  # a torchrun rank's share of each epoch (its chunks, cut as the shard says), or all
         self.start = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
 
     def chunk_pairs(self, epoch: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
         """Shuffled (centers, contexts) for one chunk: a pure function of (seed, epoch, chunk)."""
         rng = np.random.default_rng([self.seed, epoch, chunk])
-        lo, hi = chunk * self.chunk_tokens, min((chunk + 1) * self.chunk_tokens, self.total_tokens)
+        lo, hi = self.bounds(chunk)
         ids = self.remap[read_ids(self.corpus.ids, lo, hi)]
         starts = self.corpus.offsets[np.searchsorted(self.corpus.offsets, lo):]
         starts = starts[starts < hi] - lo
@@ -148,10 +154,18 @@ class PairBatches(IterableDataset):
         # int32 column views of the shuffled pairs (no copy): the kernels index with them directly.
         return halves[:, 0], halves[:, 1]
 
+    def bounds(self, chunk: int) -> Tuple[int, int]:
+        """The token range [lo, hi) of a chunk."""
+        if self.shard is not None:
+            return self.shard.bounds(chunk)
+        return chunk * self.chunk_tokens, min((chunk + 1) * self.chunk_tokens, self.total_tokens)
+
     def _chunks(self) -> Iterator[Tuple[int, int, np.ndarray, np.ndarray]]:
         e0, c0, _ = self.start
         for epoch in range(e0, self.epochs):
-            for chunk in range(c0 if epoch == e0 else 0, self.n_chunks):
+            for chunk in self.shard.chunks() if self.shard is not None else range(self.n_chunks):
+                if epoch == e0 and chunk < c0:
+                    continue
                 yield (epoch, chunk, *self.chunk_pairs(epoch, chunk))
 
     def _prefetched(self) -> Iterator[Tuple[int, int, np.ndarray, np.ndarray]]:
@@ -198,8 +212,7 @@ class PairBatches(IterableDataset):
         for epoch, chunk, centers, contexts in chunks:
             n = len(centers)
             n_batches = max(1, -(-n // self.batch_size))
-            lo = chunk * self.chunk_tokens
-            span = min(self.chunk_tokens, self.total_tokens - lo)
+            lo, hi = self.bounds(chunk)
             if self.device.type == "cpu":  # strided int32 views; the CPU kernels take them as they are
                 centers_t, contexts_t = torch.from_numpy(centers), torch.from_numpy(contexts)
             else:  # one contiguous int64 copy per chunk on the device
@@ -208,8 +221,12 @@ class PairBatches(IterableDataset):
             first = b0 if (epoch, chunk) == (e0, c0) else 0
             for b in range(first, n_batches):
                 s = slice(b * self.batch_size, (b + 1) * self.batch_size)
-                done = epoch * self.total_tokens + lo + span * (b + 1) / n_batches
-                yield Batch(centers_t[s], contexts_t[s], epoch, chunk, b, done)
+                fraction = (b + 1) / n_batches
+                if self.shard is None:
+                    done = epoch * self.total_tokens + lo + (hi - lo) * (b + 1) / n_batches
+                else:  # words done by all ranks together
+                    done = self.shard.global_words(epoch, chunk, fraction)
+                yield Batch(centers_t[s], contexts_t[s], epoch, chunk, b, done, fraction)
 
     def total_words(self) -> int:
         return self.epochs * self.total_tokens

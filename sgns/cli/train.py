@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sgns.config import CONFIG_DIR, check_resolvable, config_error, validate
+from sgns.distributed import FollowerExit, PeerLost, join_cluster, leave_cluster, topology_from_env
 from sgns.errors import SGNSError, exit_with_error
 from sgns.train import train
 from sgns.train.metrics import mark_failed, objective
@@ -27,9 +28,13 @@ log = logging.getLogger("sgns")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float:
     try:
-        return objective(cfg.objective, train(cfg))
+        metrics = train(cfg)
+        return objective(cfg.objective, metrics) if metrics else 0.0  # torchrun ranks other than 0: no metrics
+    except FollowerExit:
+        sys.exit(2)  # rank 0 reports it, in one line
     except SGNSError as e:
-        mark_failed(cfg.trainer.run_dir, e)  # metrics.json says failed and why; sgns-summarize shows it
+        if topology_from_env().rank == 0:
+            mark_failed(cfg.trainer.run_dir, e)  # metrics.json says failed and why; sgns-summarize shows it
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
@@ -89,11 +94,49 @@ def check_composed(cfg: DictConfig) -> None:
     validate(cfg)
 
 
+def prepare_distributed(argv: List[str]) -> List[str]:
+    """Under torchrun: join the process group, agree on one run dir (rank 0's), and keep the other ranks from
+    writing Hydra's files into it. Returns the arguments Hydra gets on this rank."""
+    from hydra import compose, initialize_config_dir
+
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise SGNSError("a sweep (-m) cannot run under torchrun, which trains one model: sweep with a Hydra "
+                        "launcher (hydra/launcher=slurm) instead")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[a for a in argv if not a.startswith("-")], return_hydra_config=True)
+    cluster = join_cluster(cfg)
+    assert cluster is not None
+    # rank 0 resolves ${now:...} once (the command line was checked on every rank before)
+    run_dir = cluster.broadcast_object(str(cfg.hydra.run.dir) if cluster.rank == 0 else None,
+                                       "agreeing on the run directory")
+    argv = [a for a in argv if not a.startswith(("hydra.run.dir=", "+hydra.run.dir=", "++hydra.run.dir="))]
+    argv.append(f"hydra.run.dir={run_dir}")
+    if cluster.rank != 0:  # rank 0 alone writes .hydra/ and the log file
+        argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    return argv
+
+
 def main() -> None:
-    """Console entry point: `sgns-train [overrides]`."""
+    """Console entry point: `sgns-train [overrides]`, also `torchrun ... -m sgns.train [overrides]`."""
     try:
-        check_command_line(sys.argv[1:])
+        run_command(sys.argv[1:])
+    finally:
+        leave_cluster()  # under torchrun; a process that exits still in the group may abort in gloo's threads
+
+
+def run_command(argv: List[str]) -> None:
+    rank = 0
+    try:
+        topology = topology_from_env()
+        rank = topology.rank
+        check_command_line(argv)
+        if topology.distributed:
+            sys.argv[1:] = prepare_distributed(argv)
+    except FollowerExit:
+        sys.exit(2)
     except SGNSError as e:
+        if rank != 0 and not isinstance(e, PeerLost):
+            sys.exit(2)  # the same line as rank 0's (the same arguments): said once
         exit_with_error("sgns-train", e)
     hydra_main()
 

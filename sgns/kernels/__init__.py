@@ -21,8 +21,9 @@ named torch.py / numba.py: a submodule becomes an attribute of its package, so i
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Tuple
 
+import numpy as np
 import torch
 
 from sgns.corpus import EncodedCorpus
@@ -34,13 +35,17 @@ from sgns.negatives import NegativeSampler, unigram_table
 from sgns.pairs import Batch, PairBatches
 from sgns.vocab import Vocabulary
 
+if TYPE_CHECKING:
+    from sgns.distributed import Shard
+
 Position = Tuple[int, int, int]  # (epoch, chunk, batch) a run continues from
 # A pair kernel: one plain-SGD update of `model` on (centers, contexts, negatives) at `lr`; the summed loss.
 PairKernel = Callable[[SGNS, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 class TrainBatch(Protocol):
-    """What the loop reads of a batch (besides handing it to `step`)."""
+    """What the loop reads of a batch (besides handing it to `step`). Under torchrun the loop also reads
+    `epoch`, `chunk` and `chunk_fraction` (how far into its chunk the rank is), to merge at the same points."""
 
     words_done: float  # corpus words covered once this batch is trained (lr decay, progress, eval cadence)
 
@@ -142,11 +147,16 @@ class PairBackend:
             self.optimizer.load_state_dict(state["optimizer"])
 
 
-def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device) -> Backend:
-    """The backend for the config (batch source, step, their state), built once at setup."""
+def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,
+                 shard: Optional[Shard] = None) -> Backend:
+    """The backend for the config (batch source, step, their state), built once at setup.
+
+    `shard`: under torchrun, this rank's share of every epoch (sgns.distributed); its negatives then come from
+    a stream of its own, seeded by (seed, rank).
+    """
     d, t = cfg.data, cfg.trainer
     pairs = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size, d.chunk_tokens, t.epochs, t.seed,
-                        device, d.prefetch)
+                        device, d.prefetch, shard)
     if cfg.model.name == "full_softmax":
         from sgns.kernels.softmax import SoftmaxBackend
 
@@ -154,6 +164,7 @@ def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS
             raise SGNSError(f"model=full_softmax trains with its own torch SGD step: use trainer.kernel=auto and "
                             f"optimizer=sgd (got trainer.kernel={t.kernel}, optimizer.name={cfg.optimizer.name})")
         return SoftmaxBackend(pairs, model)
-    sampler = NegativeSampler(unigram_table(vocab.counts, d.ns_exponent), device, t.seed)
+    seed = t.seed if shard is None else int(np.random.SeedSequence([t.seed, shard.rank]).generate_state(1)[0])
+    sampler = NegativeSampler(unigram_table(vocab.counts, d.ns_exponent), device, seed)
     pair_step, optimizer = make_pair_step(cfg, model, device)
     return PairBackend(pairs, sampler, d.negatives, d.shared_negatives, pair_step, optimizer)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from sgns.config import check_resolvable, validate
 from sgns.corpus import EncodedCorpus, encode, make_source
 from sgns.device import resolve_device
+from sgns.distributed import Cluster, FollowerExit, Team, first_then_others, join_cluster, share_resume
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_all
 from sgns.kernels import Backend, make_backend
@@ -51,38 +52,49 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     """
     validate(cfg)
     check_resolvable(cfg)
-    lock = RunLock(cfg.trainer.run_dir).acquire()
+    cluster = join_cluster(cfg)  # None unless torchrun started this process with others
+    lock = RunLock(cfg.trainer.run_dir).acquire() if cluster is None or cluster.rank == 0 else None
     try:
         with sigterm_interrupts():
-            return _train(cfg, Path(cfg.trainer.run_dir))
+            return _train(cfg, Path(cfg.trainer.run_dir), cluster)
     except KeyboardInterrupt:
         raise SGNSError(f"interrupted outside the training loop; nothing is lost: run the same command again to "
                         f"continue (hydra.run.dir={cfg.trainer.run_dir})") from None
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[str, Any]:
     # ------------------------------------------------------------------------------------------- setup
     started = time.perf_counter()
     t = cfg.trainer
-    run_dir.mkdir(parents=True, exist_ok=True)
+    main = cluster is None or cluster.rank == 0  # the one process that writes outputs
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        log.setLevel(logging.WARNING)  # rank 0 tells the story
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
+    device = cluster.device if cluster is not None else resolve_device(t.device)
     seed_everything(t.seed)
-    resume = find_resume(cfg, run_dir)
+    resume = find_resume(cfg, run_dir) if main else None
+    resume, rank_state = share_resume(cluster, resume)
     if resume is not None and resume["progress"].get("finished"):
-        return metrics_of_finished_run(run_dir, resume)
+        return metrics_of_finished_run(run_dir, resume) if main else {}
 
-    corpus, vocab = read_corpus(cfg, run_dir)
+    corpus, vocab = first_then_others(cluster, lambda: read_corpus(cfg, run_dir, write_vocab=main),
+                                      "reading the corpus")
     model = make_model(cfg.model, len(vocab)).to(device)
-    backend = make_backend(cfg, corpus, vocab, model, device)
+    team = Team.form(cfg, cluster, corpus, vocab, model) if cluster is not None else None
+    backend = make_backend(cfg, corpus, vocab, model, device, team.shard if team is not None else None)
     backend = start_from(cfg.model, model, vocab.words, backend, resumed=resume is not None, log=log.info)
     state = TrainState(loss_sum=torch.zeros((), device=device))
     if resume is not None:
-        restore(resume, vocab, model, backend, state)
-    tb = TBLog(run_dir / "tb", words_done=state.words_done)
+        restore(resume, vocab, model, backend, state, rank_state, team)
+    if team is not None:
+        team.start()  # every rank from rank 0's tables (fresh or restored)
+    tb = TBLog(run_dir / "tb", words_done=state.words_done) if main else None
     eval_cfg = evaluation_config(cfg)
     evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, backend.total_words, state.words_done,
                          bool(eval_cfg.analogies or eval_cfg.similarities))
@@ -91,7 +103,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     # ------------------------------------------------------------------------------------------- the loop
     total_words = backend.total_words
     bar = tqdm(total=total_words, initial=int(state.words_done), unit="w", unit_scale=True, delay=2.0,
-               disable=not t.progress, dynamic_ncols=True, file=sys.stderr)
+               disable=not (t.progress and main), dynamic_ncols=True, file=sys.stderr)
+    next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
     last_loss = float("nan")
     interrupted = None
     with StopRequest() as stop:
@@ -101,6 +114,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
             loss = backend.step(batch, lr)
             bar.update(int(batch.words_done) - int(state.words_done))
             state.advance(batch, loss)
+            stop_now = stop.signal is not None
+            checkpoint_now = next_checkpoint is not None and state.step >= next_checkpoint
+            if team is not None:  # merge the ranks' tables when due; stop and checkpoint only as all agree
+                stop_now, checkpoint_now = team.after_batch(batch, stop_now, checkpoint_now)
 
             if state.step % t.log_every == 0:
                 now = time.perf_counter()
@@ -108,29 +125,36 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
                 speed = (state.words_done - tick_words) / max(now - tick, 1e-9)
                 state.train_seconds += now - tick
                 tick, tick_words = now, state.words_done
-                tb.train_point(state.words_done, last_loss, lr, speed)
+                if tb is not None:
+                    tb.train_point(state.words_done, last_loss, lr, speed)
                 bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
                 state.reset_window()
-            if evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
+            if main and evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
                 tb.evaluation(evals.run(evaluate, eval_cfg, vocab, model, device), state.words_done)
                 tick += evals.last_seconds  # evaluating is not training: words/s and train_seconds leave it out
-            if t.checkpoint_every and state.step % t.checkpoint_every == 0:
-                save(cfg, run_dir, state, model, backend, vocab, tb, guard)
-            if stop.signal is not None:
-                interrupted = stop.signal
+            if checkpoint_now:
+                save(cfg, run_dir, state, model, backend, vocab, tb, guard, team=team)
+                next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every
+            if stop_now:
+                interrupted = stop.signal or signal.SIGTERM  # another rank's signal
                 break
         state.train_seconds += time.perf_counter() - tick
         if state.loss_pairs:
             last_loss = guard.check(state.step, "the loss", state.window_loss())
         bar.close()
         if interrupted is not None:
-            save(cfg, run_dir, state, model, backend, vocab, tb, guard)
+            save(cfg, run_dir, state, model, backend, vocab, tb, guard, team=team)
+            if not main:
+                raise FollowerExit("stopped by a signal")  # rank 0 says where the checkpoint is
             tb.close()
             raise SGNSError(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, checkpoint saved "
                             f"in {run_dir / 'checkpoints'}; to resume, run the same command again with "
                             f"hydra.run.dir={run_dir}")
 
     # ------------------------------------------------------------------------------------------- finish
+    distributed = team.report() if team is not None else None
+    if not main:
+        return {}  # rank 0 alone writes the outputs
     vectors = guard.check(state.step, "the vectors", model.input.weight.detach().cpu().numpy())
     save_word2vec(run_dir / ("vectors.bin" if t.export_binary else "vectors.txt"), vocab.words, vectors,
                   binary=t.export_binary)
@@ -155,6 +179,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         "eval_seconds": evals.seconds,
         "eval": results,
     }
+    if distributed is not None:
+        metrics["distributed"] = distributed
     metrics["objective"] = objective(cfg.objective, metrics)
     write_metrics(run_dir, metrics)
     if state.step % t.log_every:  # the last, partial log interval (a full one was logged in the loop)
@@ -196,8 +222,8 @@ def metrics_of_finished_run(run_dir: Path, checkpoint: dict) -> Dict[str, Any]:
     return checkpoint.get("metrics") or read_metrics(run_dir)
 
 
-def read_corpus(cfg: DictConfig, run_dir: Path) -> tuple[EncodedCorpus, Vocabulary]:
-    """corpus -> token ids (cached) -> vocabulary, written to run_dir/vocab.txt."""
+def read_corpus(cfg: DictConfig, run_dir: Path, write_vocab: bool = True) -> tuple[EncodedCorpus, Vocabulary]:
+    """corpus -> token ids (cached) -> vocabulary, written to run_dir/vocab.txt (unless `write_vocab` is false)."""
     d = cfg.data
     source = make_source(cfg.corpus, d.cache_dir)
     corpus = encode(source, d.cache_dir, log=log.info)
@@ -206,19 +232,30 @@ def read_corpus(cfg: DictConfig, run_dir: Path) -> tuple[EncodedCorpus, Vocabula
     c = cfg.corpus
     corpus = apply_phrases(corpus, c.phrases, c.phrase_threshold, c.phrase_min_count, d.cache_dir, log=log.info)
     vocab = Vocabulary.build(corpus.words, corpus.counts, d.min_count, d.max_vocab_size)
-    vocab.save(run_dir / "vocab.txt")
+    if write_vocab:
+        vocab.save(run_dir / "vocab.txt")
     log.info(f"corpus: {corpus.total_tokens:,} words, vocabulary {len(vocab):,} (min_count={d.min_count})")
     return corpus, vocab
 
 
-def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, state: TrainState) -> None:
-    """Put model, backend and state where the checkpoint's run stopped."""
-    if list(checkpoint["vocab"]["words"]) != vocab.words:
-        raise SGNSError("the checkpoint's vocabulary differs from this corpus and config: resume with the "
-                        "same corpus and data settings, or start a new run (another hydra.run.dir)")
-    model.load_state_dict(checkpoint["model"])
-    backend.load_state_dict(checkpoint)
-    state.load_state_dict(checkpoint)
+def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, state: TrainState,
+            rank_state: Optional[dict] = None, team: Optional[Team] = None) -> None:
+    """Put model, backend and state where the checkpoint's run stopped (under torchrun: ranks other than 0 get
+    the model from rank 0 later, and their own data position and negatives from `rank_state`)."""
+    if "model" in checkpoint:  # rank 0's, or a single process's
+        if list(checkpoint["vocab"]["words"]) != vocab.words:
+            raise SGNSError("the checkpoint's vocabulary differs from this corpus and config: resume with the "
+                            "same corpus and data settings, or start a new run (another hydra.run.dir)")
+        model.load_state_dict(checkpoint["model"])
+        backend.load_state_dict(checkpoint)
+        state.load_state_dict(checkpoint)
+    else:
+        state.load_state_dict({**checkpoint, "torch_rng": torch.get_rng_state()})
+    if rank_state is not None and team is not None:
+        backend.load_state_dict(rank_state["backend"])
+        state.position = tuple(rank_state["position"])
+        state.words_done = rank_state["words_done"]  # this rank's own estimate (the lr it continues with)
+        team.load_rank_state(rank_state)
     log.info(f"resuming at step {state.step} (epoch {state.position[0] + 1}, {state.words_done:,.0f} words done)")
 
 
@@ -248,12 +285,23 @@ class DivergenceGuard:
 
 
 def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend: Backend, vocab: Vocabulary,
-         tb: TBLog, guard: DivergenceGuard, metrics: Optional[dict] = None) -> None:
-    """Write a checkpoint: the state, the model, the backend's state, the vocabulary and the config in one dict."""
+         tb: Optional[TBLog], guard: DivergenceGuard, metrics: Optional[dict] = None,
+         team: Optional[Team] = None) -> None:
+    """Write a checkpoint: the state, the model, the backend's state, the vocabulary and the config in one dict.
+
+    Under torchrun every rank calls this at the same merge: rank 0 gathers each rank's data position and
+    negative-sampler state and writes the one checkpoint (the tables are identical after a merge)."""
+    section = None
+    if team is not None and metrics is None:
+        section = team.checkpoint_section({"position": list(state.position), "words_done": state.words_done,
+                                           "backend": backend.state_dict(), **team.rank_state()})
+        if not team.is_main:
+            return
     # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
     guard.check(state.step, "the parameters", model.parameters())
     guard.check(state.step, "the loss", state.loss_sum)
-    tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
+    if tb is not None:
+        tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
     checkpoint = {
         "model": model.state_dict(),
         **backend.state_dict(),
@@ -261,6 +309,7 @@ def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend
         "vocab": vocab.state_dict(),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "metrics": metrics,
+        **({"distributed": section} if section is not None else {}),  # every rank's position (torchrun)
     }
     save_checkpoint(checkpoint, run_dir, state.step, cfg.trainer.keep_checkpoints)
 

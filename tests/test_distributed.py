@@ -1,0 +1,234 @@
+"""One model over several processes: the epoch split, the merge schedule, and real `torchrun` runs (Gloo, 2 CPU
+processes) under a hard timeout, so a hang fails the test instead of the CI job."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+import torch
+from conftest import zipf_text
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgns.distributed import MergeClock, Shard, plan_shard, topology_from_env
+from sgns.errors import SGNSError
+
+ROOT = Path(__file__).resolve().parent.parent
+HARD_TIMEOUT_S = 120  # a multi-process run that takes longer than this has hung
+
+
+# ------------------------------------------------------------------------------------ pure parts (no processes)
+
+
+@given(total=st.integers(1000, 10**7), chunk=st.integers(1000, 10**6), world=st.integers(1, 16),
+       every=st.integers(1, 10**7))
+@settings(max_examples=200, deadline=None)
+def test_every_token_is_trained_once_per_epoch_by_exactly_one_rank(total, chunk, world, every):
+    shards = [plan_shard(total, chunk, every, rank, world) for rank in range(world)]
+    n = shards[0].n_chunks
+    assert n % world == 0 and all(s.n_chunks == n for s in shards)
+    covered = sorted(shards[0].bounds(c) for s in shards for c in s.chunks())
+    assert len(covered) == n  # each chunk belongs to one rank
+    assert covered[0][0] == 0 and covered[-1][1] == total
+    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:], strict=False))  # contiguous, no overlap
+    assert max(hi - lo for lo, hi in covered) <= chunk
+    assert sum(s.words_per_epoch() for s in shards) == total
+    assert len({len(s.chunks()) for s in shards}) == 1  # same number of chunks, so the same number of merges
+
+
+def test_global_words_follow_the_round_and_reach_the_corpus_size():
+    shard = plan_shard(10_000, 1000, 1000, rank=1, world_size=2)
+    assert shard.n_chunks == 10
+    assert shard.global_words(0, 1, 0.0) == 0
+    assert shard.global_words(0, 1, 0.5) == 1000  # chunks 0 and 1 half done
+    assert shard.global_words(0, 9, 1.0) == 10_000
+    assert shard.global_words(2, 3, 1.0) == 2 * 10_000 + 4000
+
+
+@given(batches=st.lists(st.integers(1, 50), min_size=1, max_size=6), per_chunk=st.integers(1, 20))
+def test_every_chunk_gets_the_same_merges_whatever_its_batch_count(batches, per_chunk):
+    clock = MergeClock(per_chunk)
+    for chunk, n in enumerate(batches):
+        merges = [clock.due(0, chunk, (b + 1) / n) for b in range(n)]
+        assert sum(merges) == per_chunk
+        assert merges[-1] >= 1  # the chunk's last batch always merges: no rank ends a chunk ahead of the others
+
+
+def test_merge_clock_resumes_where_it_stopped():
+    clock = MergeClock(4)
+    assert [clock.due(0, 0, f) for f in (0.1, 0.3, 0.5)] == [0, 1, 1]
+    again = MergeClock(4)
+    again.load_state_dict(json.loads(json.dumps(clock.state_dict())))
+    assert [again.due(0, 0, f) for f in (0.8, 1.0)] == [1, 1]
+
+
+def test_topology_from_torchrun_environment():
+    assert not topology_from_env({}).distributed
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "h",
+           "MASTER_PORT": "1"}
+    topo = topology_from_env(env)
+    assert (topo.rank, topo.world_size, topo.local_rank, topo.is_main) == (3, 4, 1, False)
+    with pytest.raises(SGNSError, match="MASTER_ADDR"):
+        topology_from_env({"RANK": "0", "WORLD_SIZE": "2"})
+    with pytest.raises(SGNSError, match="must be integers"):
+        topology_from_env({**env, "RANK": "x"})
+
+
+def test_too_small_a_corpus_for_the_world_is_a_clear_error():
+    with pytest.raises(SGNSError, match="too few to split over 8 processes"):
+        plan_shard(5, 1000, 1000, 0, 8)
+    assert isinstance(plan_shard(8, 1000, 1000, 0, 8), Shard)
+
+
+# ------------------------------------------------------------------------------------------ real torchrun
+
+
+def torchrun_command(*overrides: str) -> List[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sgns.train",
+            "trainer.device=cpu", "trainer.progress=false", "trainer.threads=1", *overrides]
+
+
+def environment() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def run(command: List[str], timeout: float = HARD_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run to the end; on timeout kill the whole process group (torchrun and its workers) and fail."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(),
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"{command[4:]} hung: still running after {timeout}s")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def errors(stderr: str) -> List[str]:
+    return [line for line in stderr.splitlines() if line.startswith("sgns-train: error:")]
+
+
+def worker_pid(parent: int, rank: int) -> Optional[int]:
+    """The pid of the torchrun worker with RANK=rank among `parent`'s children."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and f"RANK={rank}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return zipf_text(tmp_path_factory.mktemp("dist") / "c.txt", words=60000, vocab=500)
+
+
+SMALL = ["model.dim=16", "data.min_count=1", "data.chunk_tokens=10000", "dist.sync_every_words=5000",
+         "data.batch_size=512"]
+
+
+def test_two_processes_train_one_model_into_one_run_dir(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    done = run(torchrun_command("corpus=text", f"corpus.path={corpus}", *SMALL, "trainer.epochs=2",
+                                f"hydra.run.dir={run_dir}"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    dist = metrics["distributed"]
+    assert dist["world_size"] == 2 and dist["backend"] == "gloo"
+    # corpus covered once per epoch in total: the words each rank counted add up to epochs x corpus
+    assert sum(dist["words_per_rank"]) == 2 * metrics["corpus_words"] == metrics["train_words"]
+    assert min(dist["words_per_rank"]) > 0.45 * sum(dist["words_per_rank"])
+    assert dist["merges"] == 2 * dist["chunks_per_epoch"] // 2 * dist["merges_per_chunk"]
+    # one run dir, written by rank 0 alone: one set of Hydra files, one log, one vectors file, one "done"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".hydra", ".sgns.lock", "checkpoints", "metrics.json", "tb", "train.log", "vectors.bin", "vocab.txt"]
+    assert (run_dir / "train.log").read_text().count("done:") == 1
+    assert len(list((run_dir / "tb").rglob("events.out.tfevents.*"))) == 1
+    from sgns.vectors import load_word2vec
+
+    words, vectors = load_word2vec(run_dir / "vectors.bin")
+    assert len(words) == metrics["vocab_size"] and torch.isfinite(torch.as_tensor(vectors)).all()
+
+
+@pytest.mark.slow  # two trainings of the planted corpus, about a minute on 2 cores
+def test_two_processes_match_one_on_planted_relations(tmp_path):
+    planted = ["corpus.synthetic.sentences=30000", "trainer.epochs=3", "dist.sync_every_words=50000"]
+    done = run(torchrun_command(*planted, f"hydra.run.dir={tmp_path / 'two'}"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())["eval"]["planted_analogies"]["accuracy"]
+    single = subprocess.run([sys.executable, "-m", "sgns.train", "trainer.device=cpu", "trainer.progress=false",
+                             *planted, f"hydra.run.dir={tmp_path / 'one'}"], env=environment(),
+                            capture_output=True, text=True, timeout=HARD_TIMEOUT_S)
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())["eval"]["planted_analogies"]["accuracy"]
+    # ~2,200 questions: a real loss of quality shows as several points; noise is about one
+    assert two >= 0.8 and two >= one - 0.03, (one, two)
+
+
+def test_a_killed_rank_stops_the_other_with_one_line_and_the_same_command_resumes_exactly(corpus, tmp_path):
+    settings = ["corpus=text", f"corpus.path={corpus}", *SMALL, "trainer.epochs=20", "trainer.checkpoint_every=50",
+                "dist.timeout_s=30"]
+    reference = run(torchrun_command(*settings, f"hydra.run.dir={tmp_path / 'reference'}"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run_dir = tmp_path / "run"
+    command = torchrun_command(*settings, f"hydra.run.dir={run_dir}")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(),
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + HARD_TIMEOUT_S
+        while not list((run_dir / "checkpoints").glob("step-*.pt")):
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within the time limit"
+            time.sleep(0.05)
+        victim = worker_pid(process.pid, rank=1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, err = process.communicate(timeout=60)
+        stopped_after = time.monotonic() - killed_at
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode != 0  # torchrun reports the failed group
+    lines = errors(err)
+    assert len(lines) == 1, err[-3000:]
+    assert re.search(r"rank 0 of 2: lost the other ranks while .*run the same command again to resume", lines[0])
+    assert stopped_after < 30
+    assert not (run_dir / "vectors.bin").exists()
+
+    again = run(command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing from checkpoint" in (run_dir / "train.log").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert sum(metrics["distributed"]["words_per_rank"]) == 20 * metrics["corpus_words"]
+    # merged tables, every rank's data position and negatives restored: the same vectors as never stopped
+    assert (run_dir / "vectors.bin").read_bytes() == (tmp_path / "reference" / "vectors.bin").read_bytes()
+
+
+def test_bad_override_fails_in_one_line_not_one_per_rank(tmp_path):
+    done = run(torchrun_command("model.dim=0", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert done.returncode != 0
+    assert errors(done.stderr) == ["sgns-train: error: model.dim=0 is out of range: must be >= 1; e.g. model.dim=100"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_under_torchrun_is_refused(tmp_path):
+    done = run(torchrun_command("-m", "model.dim=8,16", f"hydra.sweep.dir={tmp_path / 'sweep'}"))
+    assert done.returncode != 0
+    assert len(errors(done.stderr)) == 1 and "cannot run under torchrun" in done.stderr
