@@ -106,6 +106,15 @@ class DeviceBatch:
     index: int  # batch index within the chunk
     words_done: float  # corpus words covered once this batch is trained (for lr decay and words/s)
 
+    @property
+    def pairs(self) -> int:
+        return len(self.centers)
+
+    @property
+    def resume_position(self) -> Tuple[int, int, int]:
+        """(epoch, chunk, batch) the data continues from once this batch is trained."""
+        return self.epoch, self.chunk, self.index + 1
+
 
 class DevicePairBatches:
     """Iterable over device batches of (centers, contexts, negatives) for every epoch, resumable at any batch."""
