@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import DEFAULT_CORPUS, EVAL_DIR, prefix_corpus  # noqa: E402
 
 from sgns.corpus import encode, text_source  # noqa: E402
-from sgns.data import PairBatches, unigram_table  # noqa: E402
 from sgns.evaluate import evaluate_analogies, evaluate_similarity  # noqa: E402
-from sgns.hotpath import NegativeSampler, draw_negatives, numba_step  # noqa: E402
+from sgns.kernels.numba_kernels import numba_step  # noqa: E402
 from sgns.model import SGNS  # noqa: E402
+from sgns.negatives import NegativeSampler, unigram_table  # noqa: E402
+from sgns.pairs import PairBatches  # noqa: E402
 from sgns.pairs_device import DevicePairBatches, DeviceSGD  # noqa: E402
 from sgns.vocab import Vocabulary  # noqa: E402
 
@@ -65,7 +66,7 @@ def train_one(run: Dict, corpus, vocab: Vocabulary, args) -> Dict:
 
         def batches():
             for b in data:
-                yield b, draw_negatives(sampler, len(b.centers), args.negatives, run["shared"])
+                yield b, sampler.draw(len(b.centers), args.negatives, run["shared"])
 
         def step(batch, negatives, lr):
             return numba_step(model, batch.centers, batch.contexts, negatives, lr)

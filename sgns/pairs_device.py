@@ -11,26 +11,20 @@ Randomness comes from `torch.Generator`s seeded by (seed, epoch, chunk) for a ch
 makes resume exact on this path too. (CPU and CUDA generators differ, so the two devices draw different
 but identically distributed samples.)
 
-`DeviceSGD` is the update: the exact SGD step on the batch's summed BCE-with-logits loss (the reference in
-`sgns.model`), gradients derived by hand and applied with `index_add_`, touching only the rows the batch
-names. With large batches a frequent word's row receives thousands of summed gradient terms computed from the
-same stale weights; `row_cap` bounds that: a row named n times in a step gets its summed gradient scaled by
-min(1, row_cap / n) (row_cap=1 divides by the count, i.e. the mean; 0 disables the cap).
+The batches are trained by the torch backend (`sgns.kernels.DeviceBackend`, step `sgns.kernels.torch_kernels`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sgns.corpus import EncodedCorpus
-from sgns.data import keep_probabilities, read_ids, unigram_table
-from sgns.hotpath import NegativeSampler
-from sgns.model import SGNS
+from sgns.negatives import NegativeSampler, unigram_table
+from sgns.pairs import keep_probabilities, read_ids
 from sgns.vocab import Vocabulary
 
 # Streams of randomness per (seed, epoch, chunk): kept apart so that e.g. drawing more negatives never
@@ -179,78 +173,3 @@ class DevicePairBatches:
 
     def total_words(self) -> int:
         return self.epochs * self.total_tokens
-
-
-# ------------------------------------------------------------------------------------------------ the step
-
-
-class RowCounter:
-    """How many gradient terms each row receives in one step, from a persistent (V,) buffer.
-
-    Only the touched entries are written and then reset, so a step costs O(batch), never O(V), and issues
-    no host sync.
-    """
-
-    def __init__(self, vocab_size: int, device: torch.device):
-        self.buffer = torch.zeros(vocab_size, dtype=torch.float32, device=device)
-
-    def scale(self, rows: torch.Tensor, weights: torch.Tensor, cap: float) -> torch.Tensor:
-        """Per-entry factor min(1, cap / n_row), n_row the summed `weights` of the entry's row."""
-        self.buffer.index_add_(0, rows, weights)
-        counts = self.buffer[rows]
-        self.buffer[rows] = 0.0
-        return cap / counts.clamp(min=cap)
-
-
-@torch.no_grad()
-def capped_sgd_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
-                    lr: float, row_cap: float = 0.0, counter: Optional[RowCounter] = None) -> torch.Tensor:
-    """One SGD step on `sgns_loss` with hand-derived gradients; returns the summed loss (a 0-d tensor).
-
-    row_cap=0: the exact SGD step of the batch's summed loss. row_cap>0: each row's summed gradient is
-    scaled by min(1, row_cap / n), n the number of (pair, logit) terms that reach the row (a shared
-    negative counts once per positive sharing it).
-    """
-    W, C = model.input.weight, model.output.weight
-    b, (groups, k), d = len(centers), negatives.shape, W.shape[1]
-    size = -(-b // groups)
-    w = W.index_select(0, centers)  # (B, D)
-    c = C.index_select(0, contexts)  # (B, D)
-    flat_negatives = negatives.reshape(-1)
-    n = C.index_select(0, flat_negatives).view(groups, k, d)  # (groups, K, D)
-    positive = (w * c).sum(1)  # (B,)
-    wg = F.pad(w, (0, 0, 0, groups * size - b)).view(groups, size, d)
-    negative = torch.bmm(wg, n.transpose(1, 2))  # (groups, size, K)
-    loss = F.softplus(-positive).sum() + F.softplus(negative).view(-1, k)[:b].sum()
-    # d loss / d logit is sigmoid(logit) - label; padded rows have w = 0 so they add nothing below.
-    g_pos = (torch.sigmoid(positive) - 1.0).unsqueeze(1)  # (B, 1)
-    g_neg = torch.sigmoid(negative)  # (groups, size, K)
-    grad_w = torch.bmm(g_neg, n).view(-1, d)[:b].addcmul_(g_pos, c)  # (B, D)
-    grad_c = g_pos * w  # (B, D)
-    grad_n = torch.bmm(g_neg.transpose(1, 2), wg).view(-1, d)  # (groups * K, D)
-    if row_cap > 0:
-        if counter is None:
-            counter = RowCounter(W.shape[0], W.device)
-        ones = torch.ones(b, dtype=torch.float32, device=W.device)
-        grad_w *= counter.scale(centers, ones, row_cap).unsqueeze(1)
-        out_rows = torch.cat([contexts.to(flat_negatives.dtype), flat_negatives])
-        out_weights = torch.cat([ones, torch.full((groups * k,), float(size), device=W.device)])
-        out_scale = counter.scale(out_rows, out_weights, row_cap).unsqueeze(1)
-        grad_c *= out_scale[:b]
-        grad_n *= out_scale[b:]
-    W.index_add_(0, centers, grad_w, alpha=-lr)
-    C.index_add_(0, contexts, grad_c, alpha=-lr)
-    C.index_add_(0, flat_negatives, grad_n, alpha=-lr)
-    return loss
-
-
-class DeviceSGD:
-    """The torch backend's step: `step(batch, lr) -> summed loss` (a 0-d tensor on the device, no sync)."""
-
-    def __init__(self, model: SGNS, row_cap: float = 0.0):
-        self.model, self.row_cap = model, row_cap
-        self.counter = RowCounter(model.input.weight.shape[0], model.input.weight.device) if row_cap > 0 else None
-
-    def __call__(self, batch: DeviceBatch, lr: float) -> torch.Tensor:
-        return capped_sgd_step(self.model, batch.centers, batch.contexts, batch.negatives, lr, self.row_cap,
-                               self.counter)

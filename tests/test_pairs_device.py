@@ -4,26 +4,30 @@ learning on the planted corpus; the same on CUDA where it exists; memory at a 1M
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg, zipf_text
 from omegaconf import OmegaConf
 from scipy import stats
 
 from sgns.config import SyntheticConfig
 from sgns.corpus import encode, text_source
-from sgns.data import PairBatches, keep_probabilities, unigram_table
 from sgns.evaluate import evaluate_analogies
+from sgns.kernels import DeviceBackend
+from sgns.kernels.torch_kernels import RowCounter
+from sgns.kernels.torch_kernels import sgd_step as capped_sgd_step
 from sgns.model import SGNS, sgns_loss
+from sgns.negatives import unigram_table
+from sgns.pairs import PairBatches, keep_probabilities
 from sgns.pairs_device import (
     AliasTable,
-    DeviceBatch,
     DevicePairBatches,
-    DeviceSGD,
-    capped_sgd_step,
     seeded_generator,
     subsample,
     unpack,
@@ -231,15 +235,15 @@ def test_capped_step_scales_each_rows_reference_gradient(cap, groups):
     scale_in = torch.from_numpy(np.minimum(1.0, cap / np.maximum(n_in, 1))).float().unsqueeze(1)
     scale_out = torch.from_numpy(np.minimum(1.0, cap / np.maximum(n_out, 1))).float().unsqueeze(1)
     mine = _copy(model)
-    sgd = DeviceSGD(mine, row_cap=cap)
+    counter = RowCounter(60, CPU)
     for _ in range(2):  # the row counter is reset after each step
         mine.load_state_dict(model.state_dict())
-        capped_sgd_step(mine, centers, contexts, negatives, 0.05, cap, sgd.counter)
+        capped_sgd_step(mine, centers, contexts, negatives, 0.05, cap, counter)
         torch.testing.assert_close(mine.input.weight, model.input.weight - 0.05 * scale_in * gw,
                                    rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(mine.output.weight, model.output.weight - 0.05 * scale_out * gc,
                                    rtol=1e-5, atol=1e-6)
-    assert not sgd.counter.buffer.any()
+    assert not counter.buffer.any()
 
 
 # ------------------------------------------------------------------------------------------------ learning
@@ -257,11 +261,10 @@ def _train_planted(corpus, vocab, analogies, batch_size: int, row_cap: float, lr
     torch.manual_seed(1)
     model = SGNS(len(vocab), 50).to(device)
     data = DevicePairBatches(corpus, vocab, 5, 1e-3, batch_size, 10**6, epochs, 1, 5, device=device)
-    step = DeviceSGD(model, row_cap)
-    total = data.total_words()
+    backend = DeviceBackend(data, model, row_cap)
     done = 0.0
-    for batch in data:
-        step(batch, lr * max(1.0 - done / total, 1e-4))
+    for batch in backend.batches((0, 0, 0)):
+        backend.step(batch, lr * max(1.0 - done / backend.total_words, 1e-4))
         done = batch.words_done
     return evaluate_analogies(vocab.words, model.input.weight.detach().cpu(), analogies, 30000)["accuracy"]
 
@@ -325,14 +328,14 @@ def test_a_million_word_vocabulary_at_dim_300_trains_without_dense_work(tmp_path
     model = SGNS(v, dim, sparse=True)
     with torch.no_grad():
         model.output.weight.normal_(0, 0.01)  # every page resident before measuring
-    step = DeviceSGD(model, row_cap=8.0)
+    counter = RowCounter(v, CPU)
     g = torch.Generator().manual_seed(0)
 
     def one_step():
         centers = (torch.rand(batch, generator=g) ** 4 * v).to(torch.int32)
         contexts = (torch.rand(batch, generator=g) ** 4 * v).to(torch.int32)
         negatives = torch.randint(v, (batch, 15), generator=g, dtype=torch.int32)
-        return step(DeviceBatch(centers, contexts, negatives, 0, 0, 0, 0.0), 0.025)
+        return capped_sgd_step(model, centers, contexts, negatives, 0.025, 8.0, counter)
 
     one_step()  # allocator warm-up
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -340,3 +343,44 @@ def test_a_million_word_vocabulary_at_dim_300_trains_without_dense_work(tmp_path
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     assert all(np.isfinite(losses))
     assert grown < 0.25 * v * dim * 4, f"peak RSS grew by {grown / 2**20:.0f} MiB over 20 steps"
+
+
+# ------------------------------------------------------------------------------------------------ in training
+
+TORCH_RUN = ["model.dim=16", "trainer.epochs=2", "data.min_count=1", "data.batch_size=512",
+             "data.chunk_tokens=3000", "trainer.device=cpu", "trainer.kernel=torch", "optimizer.row_cap=4",
+             "eval.projector_words=0"]
+
+
+def _interrupt_at(monkeypatch, step_to_stop: int) -> None:
+    """SIGINT this process from inside backend step N: the loop stops after it with a checkpoint."""
+    calls = [0]
+    real_step = DeviceBackend.step
+
+    def step(self, batch, lr):
+        calls[0] += 1
+        if calls[0] == step_to_stop:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, batch, lr)
+
+    monkeypatch.setattr(DeviceBackend, "step", step)
+
+
+def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
+    import sgns.train
+    from sgns.errors import SGNSError
+
+    text = zipf_text(tmp_path / "corpus.txt", words=12000, vocab=200)
+    overrides = ["corpus=text", f"corpus.path={text}", *TORCH_RUN]
+    reference = sgns.train.train(compose_cfg(tmp_path / "ref", overrides))
+    assert reference["steps"] > 10 and reference["device"] == "cpu"
+    _interrupt_at(monkeypatch, 7)
+    with pytest.raises(SGNSError, match="stopped by SIGINT"):
+        sgns.train.train(compose_cfg(tmp_path / "cut", overrides))
+    monkeypatch.undo()
+    # Another pair source cannot continue it: its batch positions mean other pairs.
+    with pytest.raises(SGNSError, match="torch device pipeline"):
+        sgns.train.train(compose_cfg(tmp_path / "cut", [*overrides, "trainer.kernel=numba"]))
+    resumed = sgns.train.train(compose_cfg(tmp_path / "cut", overrides))
+    assert resumed["steps"] == reference["steps"]
+    assert (tmp_path / "cut" / "vectors.bin").read_bytes() == (tmp_path / "ref" / "vectors.bin").read_bytes()

@@ -28,13 +28,19 @@ import torch
 from sgns.corpus import EncodedCorpus
 from sgns.errors import SGNSError
 from sgns.kernels import numba_kernels
-from sgns.kernels.torch_kernels import optimizer_step, sgd_step
+from sgns.kernels.torch_kernels import RowCounter, optimizer_step, sgd_step
 from sgns.model import SGNS
 from sgns.negatives import NegativeSampler, unigram_table
 from sgns.pairs import Batch, PairBatches
+from sgns.pairs_device import DeviceBatch, DevicePairBatches
 from sgns.vocab import Vocabulary
 
 Position = Tuple[int, int, int]  # (epoch, chunk, batch) a run continues from
+CPU_BATCH_SIZE = 4096  # data.batch_size=null on the CPU pair pipeline (numba kernels)
+# data.batch_size=null and optimizer.row_cap=null on the torch device pipeline: chosen from the CPU quality
+# study in the README's GPU section (scripts/large_batch_study.py).
+DEVICE_BATCH_SIZE = 16384
+DEVICE_ROW_CAP = 0.0
 # A pair kernel: one plain-SGD update of `model` on (centers, contexts, negatives) at `lr`; the summed loss.
 PairKernel = Callable[[SGNS, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -137,16 +143,82 @@ class PairBackend:
                 "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("pair_source") == DeviceBackend.SOURCE:
+            raise SGNSError(WRONG_SOURCE.format(ran="the torch device pipeline (trainer.kernel=torch or a CUDA device)",
+                                                use="trainer.kernel=torch"))
         self.sampler.load_state_dict(state["sampler"])
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
 
 
+WRONG_SOURCE = ("this run's checkpoint was trained with {ran}, which builds different pairs: resume it with {use}, "
+                "or start a new run (another hydra.run.dir)")
+
+
+def uses_device_pipeline(kernel: str, device: torch.device) -> bool:
+    """trainer.kernel=torch, or auto on an accelerator: pairs and negatives are built on the device."""
+    return kernel == "torch" or (kernel == "auto" and device.type != "cpu")
+
+
+class DeviceBackend:
+    """The torch backend: pairs and negatives built as torch ops on the training device (sgns.pairs_device),
+    trained by the torch SGD step (row-capped for large batches) or SparseAdam. The same code on CPU and CUDA.
+
+    Its randomness is a pure function of the batch position, so its checkpoint state is only a tag saying
+    which pair source the run used (and the SparseAdam state).
+    """
+
+    SOURCE = "device"
+
+    def __init__(self, data: DevicePairBatches, model: SGNS, row_cap: float,
+                 optimizer: Optional[torch.optim.Optimizer] = None, fixed_lr: bool = False):
+        self.data, self.model, self.row_cap = data, model, row_cap
+        self.optimizer, self.fixed_lr = optimizer, fixed_lr
+        self.counter = RowCounter(model.input.weight.shape[0], model.input.weight.device) if row_cap > 0 else None
+        self.total_words = data.total_words()
+
+    def batches(self, start: Position) -> Iterator[DeviceBatch]:
+        self.data.start = start
+        return iter(self.data)
+
+    def step(self, batch: DeviceBatch, lr: float) -> torch.Tensor:
+        if self.optimizer is not None:
+            return optimizer_step(self.model, self.optimizer, batch.centers, batch.contexts, batch.negatives,
+                                  None if self.fixed_lr else lr)
+        return sgd_step(self.model, batch.centers, batch.contexts, batch.negatives, lr, self.row_cap, self.counter)
+
+    def state_dict(self) -> dict:
+        return {"pair_source": self.SOURCE,
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("pair_source") != self.SOURCE:
+            raise SGNSError(WRONG_SOURCE.format(ran="the CPU pair pipeline (trainer.kernel=numba, sequential, "
+                                                    "hogwild, or auto on the CPU)",
+                                                use="that trainer.kernel and trainer.device=cpu"))
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def make_device_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS,
+                        device: torch.device) -> DeviceBackend:
+    d, t, o = cfg.data, cfg.trainer, cfg.optimizer
+    data = DevicePairBatches(corpus, vocab, d.window, d.subsample, d.batch_size or DEVICE_BATCH_SIZE,
+                             d.chunk_tokens, t.epochs, t.seed, d.negatives, d.shared_negatives, d.ns_exponent,
+                             device)
+    if o.name == "sparse_adam":
+        optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=o.lr)
+        return DeviceBackend(data, model, 0.0, optimizer, fixed_lr=not o.decay)
+    return DeviceBackend(data, model, DEVICE_ROW_CAP if o.row_cap is None else o.row_cap)
+
+
 def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device) -> Backend:
     """The backend for the config (batch source, step, their state), built once at setup."""
     d, t = cfg.data, cfg.trainer
-    pairs = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size, d.chunk_tokens, t.epochs, t.seed,
-                        device, d.prefetch)
+    if uses_device_pipeline(t.kernel, device):
+        return make_device_backend(cfg, corpus, vocab, model, device)
+    pairs = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size or CPU_BATCH_SIZE, d.chunk_tokens,
+                        t.epochs, t.seed, device, d.prefetch)
     sampler = NegativeSampler(unigram_table(vocab.counts, d.ns_exponent), device, t.seed)
     pair_step, optimizer = make_pair_step(cfg, model, device)
     return PairBackend(pairs, sampler, d.negatives, d.shared_negatives, pair_step, optimizer)
