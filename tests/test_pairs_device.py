@@ -384,3 +384,20 @@ def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
     resumed = sgns.train.train(compose_cfg(tmp_path / "cut", overrides))
     assert resumed["steps"] == reference["steps"]
     assert (tmp_path / "cut" / "vectors.bin").read_bytes() == (tmp_path / "ref" / "vectors.bin").read_bytes()
+
+
+def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
+    from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_ROW_CAP, PairBackend, make_backend
+
+    corpus, vocab = _corpus(tmp_path)
+    model = SGNS(len(vocab), 8)
+
+    def backend(*overrides):
+        return make_backend(compose_cfg(tmp_path / "run", list(overrides)), corpus, vocab, model, CPU)
+
+    assert isinstance(backend("trainer.kernel=auto"), PairBackend)  # the CPU default is untouched
+    torch_backend = backend("trainer.kernel=torch")
+    assert isinstance(torch_backend, DeviceBackend)
+    assert torch_backend.data.batch_size == DEVICE_BATCH_SIZE and torch_backend.row_cap == DEVICE_ROW_CAP
+    assert backend("trainer.kernel=torch", "data.batch_size=4096").row_cap == 0  # exact up to the CPU batch
+    assert backend("trainer.kernel=torch", "optimizer.row_cap=0").row_cap == 0

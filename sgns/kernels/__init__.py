@@ -37,10 +37,16 @@ from sgns.vocab import Vocabulary
 
 Position = Tuple[int, int, int]  # (epoch, chunk, batch) a run continues from
 CPU_BATCH_SIZE = 4096  # data.batch_size=null on the CPU pair pipeline (numba kernels)
-# data.batch_size=null and optimizer.row_cap=null on the torch device pipeline: chosen from the CPU quality
-# study in the README's GPU section (scripts/large_batch_study.py).
+# data.batch_size=null and optimizer.row_cap=null on the torch device pipeline, chosen from the CPU quality
+# study in the README's GPU section (scripts/large_batch_study.py): the plain summed update diverged at 16384
+# pairs and above; capped at 64 terms per row it trained. Batches up to CPU_BATCH_SIZE keep the exact step.
 DEVICE_BATCH_SIZE = 16384
-DEVICE_ROW_CAP = 0.0
+DEVICE_ROW_CAP = 64.0
+
+
+def default_row_cap(batch_size: int) -> float:
+    """optimizer.row_cap=null: the exact step up to CPU_BATCH_SIZE pairs, DEVICE_ROW_CAP above."""
+    return 0.0 if batch_size <= CPU_BATCH_SIZE else DEVICE_ROW_CAP
 # A pair kernel: one plain-SGD update of `model` on (centers, contexts, negatives) at `lr`; the summed loss.
 PairKernel = Callable[[SGNS, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -203,13 +209,13 @@ class DeviceBackend:
 def make_device_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS,
                         device: torch.device) -> DeviceBackend:
     d, t, o = cfg.data, cfg.trainer, cfg.optimizer
-    data = DevicePairBatches(corpus, vocab, d.window, d.subsample, d.batch_size or DEVICE_BATCH_SIZE,
-                             d.chunk_tokens, t.epochs, t.seed, d.negatives, d.shared_negatives, d.ns_exponent,
-                             device)
+    batch_size = d.batch_size or DEVICE_BATCH_SIZE
+    data = DevicePairBatches(corpus, vocab, d.window, d.subsample, batch_size, d.chunk_tokens, t.epochs, t.seed,
+                             d.negatives, d.shared_negatives, d.ns_exponent, device)
     if o.name == "sparse_adam":
         optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=o.lr)
         return DeviceBackend(data, model, 0.0, optimizer, fixed_lr=not o.decay)
-    return DeviceBackend(data, model, DEVICE_ROW_CAP if o.row_cap is None else o.row_cap)
+    return DeviceBackend(data, model, default_row_cap(batch_size) if o.row_cap is None else o.row_cap)
 
 
 def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device) -> Backend:
