@@ -244,6 +244,7 @@ BAD_VALUES = [
     ("optimizer.min_lr_ratio", "-1", "in [0, 1]"),
     ("optimizer.row_cap", "-1", ">= 0 and finite"),
     ("optimizer.row_cap", "inf", ">= 0 and finite"),
+    ("optimizer.lr_scale", "0", "> 0 and finite"),
     ("trainer.epochs", "0", ">= 1"),
     ("trainer.seed", "-1", "in [0, 2**63)"),
     ("trainer.threads", "-1", ">= 0"),

@@ -387,7 +387,7 @@ def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
 
 
 def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
-    from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_ROW_CAP, PairBackend, make_backend
+    from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, PairBackend, make_backend
 
     corpus, vocab = _corpus(tmp_path)
     model = SGNS(len(vocab), 8)
@@ -399,5 +399,7 @@ def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
     torch_backend = backend("trainer.kernel=torch")
     assert isinstance(torch_backend, DeviceBackend)
     assert torch_backend.data.batch_size == DEVICE_BATCH_SIZE and torch_backend.row_cap == DEVICE_ROW_CAP
-    assert backend("trainer.kernel=torch", "data.batch_size=4096").row_cap == 0  # exact up to the CPU batch
+    assert torch_backend.lr_scale == DEVICE_LR_SCALE
+    exact = backend("trainer.kernel=torch", "data.batch_size=4096")  # exact, at the given lr, up to the CPU batch
+    assert exact.row_cap == 0 and exact.lr_scale == 1
     assert backend("trainer.kernel=torch", "optimizer.row_cap=0").row_cap == 0

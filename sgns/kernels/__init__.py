@@ -37,16 +37,23 @@ from sgns.vocab import Vocabulary
 
 Position = Tuple[int, int, int]  # (epoch, chunk, batch) a run continues from
 CPU_BATCH_SIZE = 4096  # data.batch_size=null on the CPU pair pipeline (numba kernels)
-# data.batch_size=null and optimizer.row_cap=null on the torch device pipeline, chosen from the CPU quality
-# study in the README's GPU section (scripts/large_batch_study.py): the plain summed update diverged at 16384
-# pairs and above; capped at 64 terms per row it trained. Batches up to CPU_BATCH_SIZE keep the exact step.
-DEVICE_BATCH_SIZE = 16384
+# data.batch_size, optimizer.row_cap and optimizer.lr_scale null on the torch device pipeline, chosen from
+# the CPU quality study in the README's GPU section (scripts/large_batch_study.py): the plain summed update
+# diverged at 16384 pairs and above; capped at 64 terms per row with twice the lr, 65536 pairs came closest
+# to the exact default. Batches up to CPU_BATCH_SIZE keep the exact step at the given lr.
+DEVICE_BATCH_SIZE = 65536
 DEVICE_ROW_CAP = 64.0
+DEVICE_LR_SCALE = 2.0
 
 
 def default_row_cap(batch_size: int) -> float:
     """optimizer.row_cap=null: the exact step up to CPU_BATCH_SIZE pairs, DEVICE_ROW_CAP above."""
     return 0.0 if batch_size <= CPU_BATCH_SIZE else DEVICE_ROW_CAP
+
+
+def default_lr_scale(batch_size: int) -> float:
+    """optimizer.lr_scale=null: 1 up to CPU_BATCH_SIZE pairs, DEVICE_LR_SCALE above."""
+    return 1.0 if batch_size <= CPU_BATCH_SIZE else DEVICE_LR_SCALE
 # A pair kernel: one plain-SGD update of `model` on (centers, contexts, negatives) at `lr`; the summed loss.
 PairKernel = Callable[[SGNS, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -177,8 +184,8 @@ class DeviceBackend:
     SOURCE = "device"
 
     def __init__(self, data: DevicePairBatches, model: SGNS, row_cap: float,
-                 optimizer: Optional[torch.optim.Optimizer] = None, fixed_lr: bool = False):
-        self.data, self.model, self.row_cap = data, model, row_cap
+                 optimizer: Optional[torch.optim.Optimizer] = None, fixed_lr: bool = False, lr_scale: float = 1.0):
+        self.data, self.model, self.row_cap, self.lr_scale = data, model, row_cap, lr_scale
         self.optimizer, self.fixed_lr = optimizer, fixed_lr
         self.counter = RowCounter(model.input.weight.shape[0], model.input.weight.device) if row_cap > 0 else None
         self.total_words = data.total_words()
@@ -191,7 +198,8 @@ class DeviceBackend:
         if self.optimizer is not None:
             return optimizer_step(self.model, self.optimizer, batch.centers, batch.contexts, batch.negatives,
                                   None if self.fixed_lr else lr)
-        return sgd_step(self.model, batch.centers, batch.contexts, batch.negatives, lr, self.row_cap, self.counter)
+        return sgd_step(self.model, batch.centers, batch.contexts, batch.negatives, lr * self.lr_scale,
+                        self.row_cap, self.counter)
 
     def state_dict(self) -> dict:
         return {"pair_source": self.SOURCE,
@@ -215,7 +223,8 @@ def make_device_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, mode
     if o.name == "sparse_adam":
         optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=o.lr)
         return DeviceBackend(data, model, 0.0, optimizer, fixed_lr=not o.decay)
-    return DeviceBackend(data, model, default_row_cap(batch_size) if o.row_cap is None else o.row_cap)
+    return DeviceBackend(data, model, default_row_cap(batch_size) if o.row_cap is None else o.row_cap,
+                         lr_scale=default_lr_scale(batch_size) if o.lr_scale is None else o.lr_scale)
 
 
 def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device) -> Backend:
