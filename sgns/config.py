@@ -87,7 +87,7 @@ class DataConfig:
     negatives: int = 5  # negative samples per positive pair
     ns_exponent: float = 0.75  # negatives are drawn from unigram counts raised to this power
     subsample: float = 1e-3  # frequent-word subsampling threshold t (0 disables)
-    batch_size: int = 4096  # positive pairs per step
+    batch_size: Optional[int] = None  # positive pairs per step (null: 4096 on CPU kernels, 65536 on the torch pipeline)
     chunk_tokens: int = 1_000_000  # tokens turned into pairs at once (shuffled within a chunk)
     shared_negatives: int = 1  # positives that share one draw of negatives (1 = exact word2vec sampling)
     cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
@@ -108,6 +108,8 @@ class OptimizerConfig:
     lr: float = 0.025  # starting learning rate
     min_lr_ratio: float = 1e-4  # decay floor as a fraction of lr (word2vec: 1e-4)
     decay: bool = True  # linear decay to the floor over the whole run
+    row_cap: Optional[float] = None  # torch pipeline: cap on terms summed into a row per step (0: none; null: auto)
+    lr_scale: Optional[float] = None  # torch pipeline, sgd: lr multiplier for its batch size (null: auto)
 
 
 @dataclass
@@ -222,7 +224,7 @@ def validate(cfg: Any) -> None:
     _check(d.negatives >= 1, "data.negatives", ">= 1", d.negatives, "e.g. data.negatives=5")
     _check(0 <= d.ns_exponent <= 2, "data.ns_exponent", "in [0, 2]", d.ns_exponent)
     _check(0 <= d.subsample < 1, "data.subsample", "in [0, 1) (0 disables)", d.subsample)
-    _check(d.batch_size >= 1, "data.batch_size", ">= 1", d.batch_size)
+    _check(d.batch_size is None or d.batch_size >= 1, "data.batch_size", ">= 1 or null", d.batch_size)
     _check(d.chunk_tokens >= 1000, "data.chunk_tokens", ">= 1000", d.chunk_tokens)
     _check(d.shared_negatives >= 1, "data.shared_negatives", ">= 1", d.shared_negatives)
     _check(c.phrases >= 0, "corpus.phrases", ">= 0 (0: off)", c.phrases)
@@ -237,6 +239,10 @@ def validate(cfg: Any) -> None:
     _check(o.name in OPTIMIZERS, "optimizer.name", " or ".join(OPTIMIZERS), o.name)
     _check(0 < o.lr < math.inf, "optimizer.lr", "> 0 and finite", o.lr, "e.g. optimizer.lr=0.025")
     _check(0 <= o.min_lr_ratio <= 1, "optimizer.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)
+    _check(o.row_cap is None or 0 <= o.row_cap < math.inf, "optimizer.row_cap", ">= 0 and finite, or null",
+           o.row_cap)
+    _check(o.lr_scale is None or 0 < o.lr_scale < math.inf, "optimizer.lr_scale", "> 0 and finite, or null",
+           o.lr_scale)
     _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
     _check(0 <= t.seed < 2**63, "trainer.seed", "in [0, 2**63)", t.seed)  # numpy refuses negative seeds
     _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)

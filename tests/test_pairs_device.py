@@ -1,0 +1,405 @@
+"""The torch device pipeline (sgns.pairs_device) on the CPU: its pair, subsampling, window and negative
+distributions against the numpy pipeline's and the exact ones, its step against autograd, exact resume,
+learning on the planted corpus; the same on CUDA where it exists; memory at a 1M-word vocabulary (slow)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_cfg, zipf_text
+from omegaconf import OmegaConf
+from scipy import stats
+
+from sgns.config import SyntheticConfig
+from sgns.corpus import encode, text_source
+from sgns.evaluate import evaluate_analogies
+from sgns.kernels import DeviceBackend
+from sgns.kernels.torch_kernels import RowCounter
+from sgns.kernels.torch_kernels import sgd_step as capped_sgd_step
+from sgns.model import SGNS, sgns_loss
+from sgns.negatives import unigram_table
+from sgns.pairs import PairBatches, keep_probabilities
+from sgns.pairs_device import (
+    AliasTable,
+    DevicePairBatches,
+    seeded_generator,
+    subsample,
+    unpack,
+    window_pairs,
+)
+from sgns.synthetic import ensure_synthetic
+from sgns.vocab import Vocabulary
+
+CPU = torch.device("cpu")
+
+
+def _corpus(tmp_path: Path, words: int = 4000, vocab: int = 12, line_len: int = 9, seed: int = 0):
+    """A small Zipf corpus (vocabulary ids = word rank) and its encoding."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / (np.arange(vocab) + 1.0)
+    ids = rng.choice(vocab, size=words, p=p / p.sum())
+    lines = [" ".join(f"w{i}" for i in ids[s : s + line_len]) for s in range(0, words, line_len)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n")
+    corpus = encode(text_source(path, 10000, False), tmp_path / "cache", log=lambda _: None)
+    return corpus, Vocabulary.build(corpus.words, corpus.counts, min_count=1)
+
+
+def _pair_counts(centers: np.ndarray, contexts: np.ndarray, v: int) -> np.ndarray:
+    return np.bincount(centers.astype(np.int64) * v + contexts, minlength=v * v).astype(np.float64)
+
+
+def _two_sample_chi2(a: np.ndarray, b: np.ndarray) -> float:
+    """p-value that runs a (R, cells) and b (R, cells) have equal cell means (Welch z per cell, summed z^2).
+
+    Runs are independent, so each cell's run-to-run variance is estimated directly: no assumption about
+    the correlations between pairs of one run (one token makes many pairs).
+    """
+    var = a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b)
+    cells = var > 0
+    z2 = (a.mean(0) - b.mean(0))[cells] ** 2 / var[cells]
+    return float(stats.chi2.sf(z2.sum(), cells.sum()))
+
+
+def _runs(make_pairs, runs: int, v: int) -> np.ndarray:
+    return np.stack([_pair_counts(*make_pairs(r), v) for r in range(runs)])
+
+
+def test_pair_counts_match_the_numpy_pipeline(tmp_path):
+    corpus, vocab = _corpus(tmp_path)
+    v, runs = len(vocab), 120
+
+    def numpy_pairs(window):
+        def make(r):
+            c, x = PairBatches(corpus, vocab, window, 0.05, 10**6, 10**6, 1, seed=r, prefetch=False).chunk_pairs(0, 0)
+            return c, x
+        return make
+
+    def torch_pairs(window):
+        def make(r):
+            ds = DevicePairBatches(corpus, vocab, window, 0.05, 10**6, 10**6, 1, seed=r, negatives=1)
+            c, x = unpack(ds.chunk_pairs(0, 0))
+            return c.numpy(), x.numpy()
+        return make
+
+    reference = _runs(numpy_pairs(5), runs, v)
+    device = _runs(torch_pairs(5), runs, v)
+    # Subsampling is active (t = 0.05 thins the top words), so this covers keep rates, windows and pairing.
+    assert device.sum(1).mean() == pytest.approx(reference.sum(1).mean(), rel=0.02)
+    assert _two_sample_chi2(device, reference) > 1e-4
+    # The test has power: one less window position is flagged at once.
+    assert _two_sample_chi2(_runs(torch_pairs(4), runs, v), reference) < 1e-10
+
+
+def test_window_offsets_follow_the_uniform_radius():
+    # Distinct ids in one sentence: a pair's offset is context - center; a pair at offset o (either side)
+    # exists iff the center's radius is >= o, so its count is Binomial(n - o, (window - o + 1) / window).
+    n, window = 200_000, 5
+    ids = torch.arange(n, dtype=torch.int32)
+    centers, contexts = unpack(window_pairs(ids, torch.zeros(n, dtype=torch.int32), window,
+                                            seeded_generator(CPU, 7)))
+    offsets = (contexts - centers).numpy()
+    assert offsets.min() >= -window and offsets.max() <= window and not (offsets == 0).any()
+    counts = np.bincount(offsets + window, minlength=2 * window + 1)
+    for o in [*range(-window, 0), *range(1, window + 1)]:
+        trials, p = n - abs(o), (window - abs(o) + 1) / window
+        z = (counts[o + window] - trials * p) / np.sqrt(trials * p * (1 - p)) if p < 1 else 0.0
+        assert abs(z) < 4.5, (o, counts[o + window], trials * p)
+        if p == 1:
+            assert counts[o + window] == trials
+
+
+def test_window_pairs_stay_within_sentences():
+    ids = torch.arange(1000, dtype=torch.int32)
+    sentence = torch.arange(1000, dtype=torch.int32) // 7  # sentences of 7 tokens
+    centers, contexts = unpack(window_pairs(ids, sentence, 10, seeded_generator(CPU, 3)))
+    assert len(centers) > 0
+    assert torch.equal(sentence[centers.long()], sentence[contexts.long()])
+
+
+def test_subsampling_keeps_word2vec_rates():
+    counts = np.array([50_000, 20_000, 5_000, 1_000, 100], dtype=np.int64)
+    keep = keep_probabilities(counts, 1e-2)
+    ids = torch.from_numpy(np.repeat(np.arange(5, dtype=np.int32), 20_000))
+    ids = torch.cat([ids, torch.full((5000,), -1, dtype=torch.int32)])  # dropped words are never kept
+    kept = subsample(ids, torch.from_numpy(keep).float(), seeded_generator(CPU, 11))
+    assert not kept[-5000:].any()
+    for word in range(5):
+        k = int(kept[ids == word].sum())
+        p = keep[word]
+        if p >= 1:
+            assert k == 20_000
+        else:
+            assert abs(k - 20_000 * p) / np.sqrt(20_000 * p * (1 - p)) < 4.5, (word, k, p)
+
+
+def test_negatives_follow_unigram_to_the_075():
+    counts = np.array([1000, 400, 300, 90, 50, 20, 7, 3, 1, 1], dtype=np.int64)
+    probs = unigram_table(counts, 0.75)
+    draws = AliasTable(probs, CPU).sample((400, 500), seeded_generator(CPU, 5))
+    assert draws.dtype == torch.int32
+    observed = np.bincount(draws.view(-1).numpy(), minlength=len(counts))
+    assert stats.chisquare(observed, probs * observed.sum()).pvalue > 1e-4
+    wrong = unigram_table(counts, 1.0)  # the test has power: the plain unigram is rejected
+    assert stats.chisquare(observed, wrong * observed.sum()).pvalue < 1e-10
+
+
+def test_batches_are_a_pure_function_of_their_position_and_resume_exactly(tmp_path):
+    corpus, vocab = _corpus(tmp_path, words=6000)
+
+    def dataset():
+        return DevicePairBatches(corpus, vocab, 3, 1e-2, batch_size=500, chunk_tokens=2000, epochs=2, seed=4,
+                                 negatives=3, shared_negatives=2)
+
+    full = list(dataset())
+    assert len({b.chunk for b in full}) == 3 and len({b.epoch for b in full}) == 2
+    assert all(len(b.negatives) == -(-len(b.centers) // 2) and b.negatives.shape[1] == 3 for b in full)
+    assert np.all(np.diff([b.words_done for b in full]) > 0) and full[-1].words_done == 2 * corpus.total_tokens
+    assert not torch.equal(full[0].centers, full[len(full) // 2].centers)  # epochs differ
+    for cut in (1, 5, len(full) // 2 + 1):
+        resumed = dataset()
+        b = full[cut]
+        resumed.start = (b.epoch, b.chunk, b.index)
+        rest = list(resumed)
+        assert len(rest) == len(full) - cut
+        for got, want in zip(rest, full[cut:], strict=True):
+            for name in ("centers", "contexts", "negatives"):
+                assert torch.equal(getattr(got, name), getattr(want, name))
+
+
+# ------------------------------------------------------------------------------------------------ the step
+
+
+def _model(vocab: int = 60, dim: int = 16, seed: int = 0) -> SGNS:
+    torch.manual_seed(seed)
+    model = SGNS(vocab, dim)
+    with torch.no_grad():  # non-zero output vectors, so every gradient term is exercised
+        model.output.weight.normal_(0, 0.3)
+        model.input.weight.normal_(0, 0.3)
+    return model
+
+
+def _copy(model: SGNS) -> SGNS:
+    twin = SGNS(*model.input.weight.shape)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def _batch(vocab: int, size: int, k: int, groups: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    # Skewed ids, so rows repeat within the batch (as frequent words do) and updates must accumulate.
+    centers = (torch.rand(size, generator=g) ** 3 * vocab).to(torch.int32)
+    contexts = (torch.rand(size, generator=g) ** 3 * vocab).to(torch.int32)
+    negatives = torch.randint(vocab, (groups, k), generator=g, dtype=torch.int32)
+    return centers, contexts, negatives
+
+
+def _reference_grads(model: SGNS, centers, contexts, negatives):
+    """The reference: nn.Module forward + BCE-with-logits, autograd gradients (dense)."""
+    model.zero_grad()
+    loss = sgns_loss(*model(centers.long(), contexts.long(), negatives.long()))
+    loss.backward()
+    return loss.detach(), model.input.weight.grad.to_dense(), model.output.weight.grad.to_dense()
+
+
+@pytest.mark.parametrize("groups", [200, 50, 7])  # exact sampling, and G positives sharing each draw
+def test_step_is_the_reference_sgd_step(groups):
+    model = _model()
+    centers, contexts, negatives = _batch(60, 200, 5, groups)
+    loss_ref, gw, gc = _reference_grads(_copy(model), centers, contexts, negatives)
+    mine = _copy(model)
+    loss = capped_sgd_step(mine, centers, contexts, negatives, 0.05)
+    assert float(loss) == pytest.approx(float(loss_ref), rel=1e-5)
+    torch.testing.assert_close(mine.input.weight, model.input.weight - 0.05 * gw, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mine.output.weight, model.output.weight - 0.05 * gc, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cap", [1.0, 4.0])
+@pytest.mark.parametrize("groups", [200, 40])
+def test_capped_step_scales_each_rows_reference_gradient(cap, groups):
+    model = _model()
+    b, k = 200, 5
+    centers, contexts, negatives = _batch(60, b, k, groups)
+    _, gw, gc = _reference_grads(_copy(model), centers, contexts, negatives)
+    size = -(-b // groups)
+    n_in = np.bincount(centers.numpy(), minlength=60)
+    n_out = (np.bincount(contexts.numpy(), minlength=60)
+             + size * np.bincount(negatives.view(-1).numpy(), minlength=60))
+    assert n_in.max() > cap and n_out.max() > cap  # some rows are capped
+    scale_in = torch.from_numpy(np.minimum(1.0, cap / np.maximum(n_in, 1))).float().unsqueeze(1)
+    scale_out = torch.from_numpy(np.minimum(1.0, cap / np.maximum(n_out, 1))).float().unsqueeze(1)
+    mine = _copy(model)
+    counter = RowCounter(60, CPU)
+    for _ in range(2):  # the row counter is reset after each step
+        mine.load_state_dict(model.state_dict())
+        capped_sgd_step(mine, centers, contexts, negatives, 0.05, cap, counter)
+        torch.testing.assert_close(mine.input.weight, model.input.weight - 0.05 * scale_in * gw,
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(mine.output.weight, model.output.weight - 0.05 * scale_out * gc,
+                                   rtol=1e-5, atol=1e-6)
+    assert not counter.buffer.any()
+
+
+# ------------------------------------------------------------------------------------------------ learning
+
+
+def _planted(tmp_path: Path):
+    cfg = OmegaConf.structured(SyntheticConfig(sentences=30000))
+    text, analogies = ensure_synthetic(cfg, tmp_path)
+    corpus = encode(text_source(text, 10000, False), tmp_path, log=lambda _: None)
+    return corpus, Vocabulary.build(corpus.words, corpus.counts, 5), analogies
+
+
+def _train_planted(corpus, vocab, analogies, batch_size: int, row_cap: float, lr: float, epochs: int = 3,
+                   device: torch.device = CPU) -> float:
+    torch.manual_seed(1)
+    model = SGNS(len(vocab), 50).to(device)
+    data = DevicePairBatches(corpus, vocab, 5, 1e-3, batch_size, 10**6, epochs, 1, 5, device=device)
+    backend = DeviceBackend(data, model, row_cap)
+    done = 0.0
+    for batch in backend.batches((0, 0, 0)):
+        backend.step(batch, lr * max(1.0 - done / backend.total_words, 1e-4))
+        done = batch.words_done
+    return evaluate_analogies(vocab.words, model.input.weight.detach().cpu(), analogies, 30000)["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return _planted(tmp_path_factory.mktemp("planted"))
+
+
+def test_device_pipeline_recovers_planted_relations(planted):
+    corpus, vocab, analogies = planted
+    untrained = evaluate_analogies(vocab.words, SGNS(len(vocab), 50).input.weight.detach(), analogies,
+                                   30000)["accuracy"]
+    assert untrained < 0.2
+    assert _train_planted(corpus, vocab, analogies, 4096, 0.0, 0.025) >= 0.8
+
+
+# ------------------------------------------------------------------------------------------------ CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_pipeline_matches_the_cpu_step_and_resumes_exactly(tmp_path):
+    cuda = torch.device("cuda")
+    corpus, vocab = _corpus(tmp_path, words=6000)
+
+    def dataset():
+        return DevicePairBatches(corpus, vocab, 3, 1e-2, 500, 2000, 2, 4, 3, device=cuda)
+
+    full = list(dataset())
+    assert full[0].centers.device.type == "cuda" and full[0].negatives.device.type == "cuda"
+    resumed = dataset()
+    resumed.start = (full[3].epoch, full[3].chunk, full[3].index)
+    for got, want in zip(resumed, full[3:], strict=True):
+        assert torch.equal(got.centers, want.centers) and torch.equal(got.negatives, want.negatives)
+    model = _model(len(vocab), 16)
+    on_cuda = _copy(model).to(cuda)
+    for cap in (0.0, 2.0):
+        for batch in full[:3]:
+            args = (batch.centers, batch.contexts, batch.negatives)
+            loss_cpu = capped_sgd_step(model, *(a.cpu() for a in args), 0.05, cap)
+            loss_gpu = capped_sgd_step(on_cuda, *args, 0.05, cap)
+            assert float(loss_gpu) == pytest.approx(float(loss_cpu), rel=1e-4)
+        torch.testing.assert_close(on_cuda.input.weight.cpu(), model.input.weight, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(on_cuda.output.weight.cpu(), model.output.weight, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_pipeline_recovers_planted_relations(planted):
+    corpus, vocab, analogies = planted
+    assert _train_planted(corpus, vocab, analogies, 4096, 0.0, 0.025, device=torch.device("cuda")) >= 0.8
+
+
+# ------------------------------------------------------------------------------------------------ scale
+
+
+@pytest.mark.slow
+def test_a_million_word_vocabulary_at_dim_300_trains_without_dense_work(tmp_path):
+    # 2 x 1M x 300 float32 = 2.4 GB of weights. A dense V x D gradient or temporary in the step would raise
+    # the peak resident set by >= 1.2 GB; the step may only add O(batch) memory.
+    v, dim, batch = 1_000_000, 300, 16384
+    model = SGNS(v, dim, sparse=True)
+    with torch.no_grad():
+        model.output.weight.normal_(0, 0.01)  # every page resident before measuring
+    counter = RowCounter(v, CPU)
+    g = torch.Generator().manual_seed(0)
+
+    def one_step():
+        centers = (torch.rand(batch, generator=g) ** 4 * v).to(torch.int32)
+        contexts = (torch.rand(batch, generator=g) ** 4 * v).to(torch.int32)
+        negatives = torch.randint(v, (batch, 15), generator=g, dtype=torch.int32)
+        return capped_sgd_step(model, centers, contexts, negatives, 0.025, 8.0, counter)
+
+    one_step()  # allocator warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    losses = [float(one_step()) for _ in range(20)]
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert all(np.isfinite(losses))
+    assert grown < 0.25 * v * dim * 4, f"peak RSS grew by {grown / 2**20:.0f} MiB over 20 steps"
+
+
+# ------------------------------------------------------------------------------------------------ in training
+
+TORCH_RUN = ["model.dim=16", "trainer.epochs=2", "data.min_count=1", "data.batch_size=512",
+             "data.chunk_tokens=3000", "trainer.device=cpu", "trainer.kernel=torch", "optimizer.row_cap=4",
+             "eval.projector_words=0"]
+
+
+def _interrupt_at(monkeypatch, step_to_stop: int) -> None:
+    """SIGINT this process from inside backend step N: the loop stops after it with a checkpoint."""
+    calls = [0]
+    real_step = DeviceBackend.step
+
+    def step(self, batch, lr):
+        calls[0] += 1
+        if calls[0] == step_to_stop:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, batch, lr)
+
+    monkeypatch.setattr(DeviceBackend, "step", step)
+
+
+def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
+    import sgns.train
+    from sgns.errors import SGNSError
+
+    text = zipf_text(tmp_path / "corpus.txt", words=12000, vocab=200)
+    overrides = ["corpus=text", f"corpus.path={text}", *TORCH_RUN]
+    reference = sgns.train.train(compose_cfg(tmp_path / "ref", overrides))
+    assert reference["steps"] > 10 and reference["device"] == "cpu"
+    _interrupt_at(monkeypatch, 7)
+    with pytest.raises(SGNSError, match="stopped by SIGINT"):
+        sgns.train.train(compose_cfg(tmp_path / "cut", overrides))
+    monkeypatch.undo()
+    # Another pair source cannot continue it: its batch positions mean other pairs.
+    with pytest.raises(SGNSError, match="torch device pipeline"):
+        sgns.train.train(compose_cfg(tmp_path / "cut", [*overrides, "trainer.kernel=numba"]))
+    resumed = sgns.train.train(compose_cfg(tmp_path / "cut", overrides))
+    assert resumed["steps"] == reference["steps"]
+    assert (tmp_path / "cut" / "vectors.bin").read_bytes() == (tmp_path / "ref" / "vectors.bin").read_bytes()
+
+
+def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
+    from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, PairBackend, make_backend
+
+    corpus, vocab = _corpus(tmp_path)
+    model = SGNS(len(vocab), 8)
+
+    def backend(*overrides):
+        return make_backend(compose_cfg(tmp_path / "run", list(overrides)), corpus, vocab, model, CPU)
+
+    assert isinstance(backend("trainer.kernel=auto"), PairBackend)  # the CPU default is untouched
+    torch_backend = backend("trainer.kernel=torch")
+    assert isinstance(torch_backend, DeviceBackend)
+    assert torch_backend.data.batch_size == DEVICE_BATCH_SIZE and torch_backend.row_cap == DEVICE_ROW_CAP
+    assert torch_backend.lr_scale == DEVICE_LR_SCALE
+    exact = backend("trainer.kernel=torch", "data.batch_size=4096")  # exact, at the given lr, up to the CPU batch
+    assert exact.row_cap == 0 and exact.lr_scale == 1
+    assert backend("trainer.kernel=torch", "optimizer.row_cap=0").row_cap == 0
