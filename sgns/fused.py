@@ -1,0 +1,280 @@
+"""The fused CPU training kernel: token ids in, updated embeddings out, no pair arrays.
+
+One compiled pass over a piece of the token stream does everything word2vec's inner loop does: it drops
+out-of-vocabulary tokens, subsamples frequent words with word2vec's keep probability, draws each center's
+window radius uniformly in [1, window], draws negatives from unigram^0.75 (Walker's alias table) and applies
+the SGD update. Randomness comes from a splitmix64 stream seeded by (seed, epoch, chunk, piece), so any piece
+can be replayed exactly: that is what makes resume exact in deterministic mode.
+
+The update follows pWord2Vec's HogBatch (Ji et al. 2016) rather than word2vec's pair-by-pair loop. Word2vec's
+skip-gram predicts the center word from each context word's input vector; here the contexts of one window
+share one draw of K negatives, so for a center with contexts c_1..c_m the logits are one small (m x (K+1))
+product of the contexts' input rows with the output rows of [center, negatives], and both gradients are
+small products of the same loaded rows. Gradients of one window are computed from the weights as they were
+before the window, as a batch step over that window's m * (K+1) logits would.
+
+Pieces are aligned to sentence starts and defined by positions alone (`piece_bounds`), never by the thread
+count: `train_span` runs them on one thread in order (deterministic) or on several threads at once, racing on
+shared rows exactly as word2vec and gensim do (Hogwild, the fast default).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import List, Optional, Tuple
+
+import numpy as np
+from numba import literally, njit
+
+# Reassociation lets LLVM vectorise the dot products; the compiled code is fixed, so one machine gives
+# bit-identical results run to run.
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_U32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_TO_UNIT = 1.0 / 4294967296.0
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _mix(z: np.uint64) -> np.uint64:
+    """splitmix64's finaliser: a bijective scramble of 64 bits."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(nogil=True, cache=True)
+def piece_seed(seed: int, epoch: int, chunk: int, piece: int) -> np.uint64:
+    """The start state of a piece's random stream: a hash of (seed, epoch, chunk, piece)."""
+    s = _mix(np.uint64(seed) + _GOLDEN)
+    s = _mix(s ^ (np.uint64(epoch) + _GOLDEN))
+    s = _mix(s ^ (np.uint64(chunk) + _GOLDEN))
+    return _mix(s ^ (np.uint64(piece) + _GOLDEN))
+
+
+@njit(nogil=True, cache=True)
+def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
+                s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
+                negatives: int, lr0: float, lr1: float, state: np.uint64,
+                with_loss: bool, dim: int) -> Tuple[float, int, int]:
+    """Train on sentences s0..s1-1 of a span (see `_train_piece`), compiled for `dim` (W's width) as a constant
+    (the row loops then vectorise without a generic remainder path)."""
+    return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
+                        state, with_loss, literally(dim))
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
+                 s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
+                 negatives: int, lr0: float, lr1: float, state: np.uint64,
+                 with_loss: bool, d: int) -> Tuple[float, int, int]:
+    """Train on sentences s0..s1-1 of a span; returns (summed loss, positive pairs, logits computed).
+
+    raw: the span's token ids in corpus (first-seen) order; remap: corpus id -> vocabulary id or -1.
+    starts: sentence start offsets within the span, plus the span length at the end.
+    keep: per-word keep probability (float32); accept/alias: Walker's alias table of the negative
+    distribution (accept as a uint32 threshold in an int64 array). lr falls linearly from lr0 to lr1 over
+    the piece. The loss is summed only when `with_loss` (it costs a log per logit).
+    """
+    k1 = negatives + 1
+    n_vocab = np.uint64(len(accept))
+    lo, hi = starts[s0], starts[s1]
+    span = max(hi - lo, 1)
+    longest = 0
+    for s in range(s0, s1):
+        longest = max(longest, starts[s + 1] - starts[s])
+    sen = np.empty(longest, dtype=np.int32)  # the kept words of the current sentence
+    ctx = np.empty(2 * window, dtype=np.int32)  # the current window's context words
+    out = np.empty(k1, dtype=np.int32)  # center word, then the shared negatives
+    grad = np.empty((2 * window, k1), dtype=np.float32)  # lr * (label - sigmoid(logit))
+    dw = np.empty((2 * window, d), dtype=np.float32)  # pending input-row updates
+    loss = 0.0
+    pairs = 0
+    logits = 0
+    for s in range(s0, s1):
+        # 1. the sentence's kept words: in vocabulary, then subsampled
+        n = 0
+        for p in range(starts[s], starts[s + 1]):
+            w = remap[raw[p]]
+            if w < 0:
+                continue
+            kp = keep[w]
+            if kp < 1.0:
+                state += _GOLDEN
+                if (_mix(state) >> _S32) * _TO_UNIT >= kp:
+                    continue
+            sen[n] = w
+            n += 1
+        alpha = np.float32(lr0 + (lr1 - lr0) * (starts[s] - lo) / span)
+        for i in range(n):
+            # 2. the window: radius uniform in [1, window]
+            state += _GOLDEN
+            radius = 1 + np.int64(((_mix(state) >> _S32) * np.uint64(window)) >> _S32)
+            m = 0
+            for j in range(max(0, i - radius), min(n, i + radius + 1)):
+                if j != i:
+                    ctx[m] = sen[j]
+                    m += 1
+            if m == 0:
+                continue
+            # 3. one draw of negatives for the whole window (a negative equal to the center is skipped)
+            center = sen[i]
+            out[0] = center
+            for k in range(1, k1):
+                state += _GOLDEN
+                r = _mix(state)
+                slot = np.int64(((r >> _S32) * n_vocab) >> _S32)
+                out[k] = slot if np.int64(r & _U32) < accept[slot] else alias[slot]
+            # 4. logits and their gradients, all from the weights before this window
+            for a in range(m):
+                wa = W[ctx[a]]
+                for k in range(k1):
+                    o = out[k]
+                    if k > 0 and o == center:
+                        grad[a, k] = 0.0
+                        continue
+                    co = C[o]
+                    x = np.float32(0.0)
+                    for t in range(d):
+                        x += wa[t] * co[t]
+                    label = np.float32(1.0) if k == 0 else np.float32(0.0)
+                    # sigmoid from one exp of -|x| (never overflows)
+                    e = np.float32(math.exp(-abs(x)))
+                    p = np.float32(1.0) / (np.float32(1.0) + e)
+                    if x < 0:
+                        p = e * p
+                    grad[a, k] = alpha * (label - p)
+                    if with_loss:
+                        loss += math.log1p(e) + (max(-x, 0.0) if k == 0 else max(x, 0.0))
+                    logits += 1
+            # 5. input-row steps (from the old output rows), then output rows (from the old input rows)
+            for a in range(m):
+                da = dw[a]
+                g0 = grad[a, 0]
+                c0 = C[center]
+                for t in range(d):
+                    da[t] = g0 * c0[t]
+                for k in range(1, k1):
+                    g = grad[a, k]
+                    if g != 0.0:
+                        co = C[out[k]]
+                        for t in range(d):
+                            da[t] += g * co[t]
+            for k in range(k1):
+                co = C[out[k]]
+                for a in range(m):
+                    g = grad[a, k]
+                    if g != 0.0:
+                        wa = W[ctx[a]]
+                        for t in range(d):
+                            co[t] += g * wa[t]
+            for a in range(m):
+                wa = W[ctx[a]]
+                da = dw[a]
+                for t in range(d):
+                    wa[t] += da[t]
+            pairs += m
+    return loss, pairs, logits
+
+
+def alias_table(probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table for `probs`: (accept threshold as an integer in [0, 2^32], alias index)."""
+    n = len(probs)
+    scaled = np.asarray(probs, dtype=np.float64) * n
+    accept = np.ones(n, dtype=np.float64)
+    alias = np.arange(n, dtype=np.int32)
+    small = [i for i in np.flatnonzero(scaled < 1.0).tolist()]
+    large = [i for i in np.flatnonzero(scaled >= 1.0).tolist()]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        accept[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        (small if scaled[g] < 1.0 else large).append(g)
+    return np.minimum(np.round(accept * 4294967296.0), 4294967296.0).astype(np.int64), alias
+
+
+def piece_bounds(starts: np.ndarray, piece_tokens: int) -> np.ndarray:
+    """Sentence indices that cut a span into pieces: a piece holds the sentences starting in one
+    `piece_tokens`-long stretch of positions. A function of the positions only, never of the thread count."""
+    n_sent = len(starts) - 1
+    marks = np.searchsorted(starts[:-1], np.arange(0, int(starts[-1]), piece_tokens))
+    return np.unique(np.concatenate([marks, [n_sent]])).astype(np.int64)
+
+
+def span_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Sentence starts within [lo, hi) relative to lo (a sentence cut by lo starts at 0), plus hi - lo."""
+    inner = offsets[np.searchsorted(offsets, lo): np.searchsorted(offsets, hi)]
+    starts = np.concatenate([[lo] if len(inner) == 0 or inner[0] != lo else [], inner, [hi]]) - lo
+    return starts.astype(np.int64)
+
+
+class SpanTrainer:
+    """Runs `train_piece` over the pieces of a span, on one thread in order or on several (Hogwild)."""
+
+    def __init__(self, W: np.ndarray, C: np.ndarray, remap: np.ndarray, keep: np.ndarray, accept: np.ndarray,
+                 alias: np.ndarray, window: int, negatives: int, seed: int, threads: int = 1,
+                 piece_tokens: int = 1 << 15, with_loss: bool = True):
+        self.W, self.C, self.remap = W, C, remap
+        self.keep = np.asarray(keep, dtype=np.float32)
+        self.accept, self.alias = accept, alias
+        self.window, self.negatives, self.seed = window, negatives, seed
+        self.threads, self.piece_tokens, self.with_loss = threads, piece_tokens, with_loss
+
+    def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float,
+                   lr1: float, first_piece: int = 0) -> Tuple[float, int]:
+        """Train on one span (its ids and sentence starts); lr falls from lr0 to lr1 across it.
+        Returns (summed loss, positive pairs)."""
+        bounds = piece_bounds(starts, self.piece_tokens)
+        n_pieces = len(bounds) - 1
+        span = max(int(starts[-1]), 1)
+
+        def run(p: int) -> Tuple[float, int, int]:
+            a, b = int(bounds[p]), int(bounds[p + 1])
+            la = lr0 + (lr1 - lr0) * int(starts[a]) / span
+            lb = lr0 + (lr1 - lr0) * int(starts[b]) / span
+            return train_piece(self.W, self.C, raw, self.remap, starts, a, b, self.keep, self.accept, self.alias,
+                               self.window, self.negatives, la, lb, np.uint64(piece_seed(self.seed, epoch, chunk, p)),
+                               self.with_loss, self.W.shape[1])
+
+        if self.threads <= 1 or n_pieces - first_piece <= 1:
+            results = [run(p) for p in range(first_piece, n_pieces)]
+        else:
+            results = _run_threads(run, range(first_piece, n_pieces), self.threads)
+        return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def _run_threads(fn, items, threads: int) -> List[Tuple[float, int, int]]:
+    """fn over items on `threads` threads, each taking the next item when it is free (load balance on a
+    shared machine); fn must release the GIL (the kernel is nogil)."""
+    todo = list(items)
+    results: List[Optional[Tuple[float, int, int]]] = [None] * len(todo)
+    lock = threading.Lock()
+    nxt = [0]
+    errors: List[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(todo) or errors:
+                return
+            try:
+                results[i] = fn(todo[i])
+            except BaseException as e:  # hand it to the caller
+                errors.append(e)
+                return
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads - 1)]
+    for th in pool:
+        th.start()
+    worker()
+    for th in pool:
+        th.join()
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]
