@@ -25,7 +25,10 @@ import threading
 from typing import List, Optional, Tuple
 
 import numpy as np
-from numba import literally, njit
+from llvmlite import ir
+from numba import literally, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # Reassociation lets LLVM vectorise the dot products; the compiled code is fixed, so one machine gives
 # bit-identical results run to run.
@@ -47,6 +50,13 @@ def _mix(z: np.uint64) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _draw(state: np.uint64) -> Tuple[np.uint64, np.uint64]:
+    """(next state, 64 random bits): splitmix64, a counter through a strong mixer."""
+    state += _GOLDEN
+    return state, _mix(state)
+
+
 @njit(nogil=True, cache=True)
 def piece_seed(seed: int, epoch: int, chunk: int, piece: int) -> np.uint64:
     """The start state of a piece's random stream: a hash of (seed, epoch, chunk, piece)."""
@@ -54,6 +64,64 @@ def piece_seed(seed: int, epoch: int, chunk: int, piece: int) -> np.uint64:
     s = _mix(s ^ (np.uint64(epoch) + _GOLDEN))
     s = _mix(s ^ (np.uint64(chunk) + _GOLDEN))
     return _mix(s ^ (np.uint64(piece) + _GOLDEN))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _kept_words(raw: np.ndarray, remap: np.ndarray, keep: np.ndarray, lo: int, hi: int, sen: np.ndarray,
+                state: np.uint64) -> Tuple[int, np.uint64]:
+    """Write the kept words of raw[lo:hi] into sen: in the vocabulary, then subsampled (word w stays with
+    probability keep[w]). Returns (how many, next state)."""
+    n = 0
+    for p in range(lo, hi):
+        w = remap[raw[p]]
+        if w < 0:
+            continue
+        kp = keep[w]
+        if kp < 1.0:
+            state, r = _draw(state)
+            if (r >> _S32) * _TO_UNIT >= kp:
+                continue
+        sen[n] = w
+        n += 1
+    return n, state
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _radius(r: np.uint64, window: int) -> int:
+    """A window radius uniform in [1, window] from 64 random bits (the high 32, scaled: no modulo bias
+    beyond 2^-32)."""
+    return 1 + np.int64(((r >> _S32) * np.uint64(window)) >> _S32)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _negative(r: np.uint64, accept: np.ndarray, alias: np.ndarray) -> int:
+    """A draw from the alias table: the high 32 bits pick a slot, the low 32 bits its coin."""
+    slot = np.int64(((r >> _S32) * np.uint64(len(accept))) >> _S32)
+    return slot if np.int64(r & _U32) < accept[slot] else np.int64(alias[slot])
+
+
+@intrinsic
+def _prefetch(typingctx, matrix, row, col):  # type: ignore[no-untyped-def]
+    """Ask the CPU to start loading matrix[row, col]'s cache line (LLVM's prefetch: read, keep in all levels)."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:], strict=True)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(matrix, row, col), codegen
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
+    for col in range(0, d, 16):  # one call per 64-byte line
+        _prefetch(matrix, row, col)
 
 
 @njit(nogil=True, cache=True)
@@ -77,11 +145,10 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
     raw: the span's token ids in corpus (first-seen) order; remap: corpus id -> vocabulary id or -1.
     starts: sentence start offsets within the span, plus the span length at the end.
     keep: per-word keep probability (float32); accept/alias: Walker's alias table of the negative
-    distribution (accept as a uint32 threshold in an int64 array). lr falls linearly from lr0 to lr1 over
-    the piece. The loss is summed only when `with_loss` (it costs a log per logit).
+    distribution (accept as a threshold in [0, 2^32] in an int64 array). lr falls linearly from lr0 to lr1
+    over the piece. The loss is summed only when `with_loss` (it costs a log per logit).
     """
     k1 = negatives + 1
-    n_vocab = np.uint64(len(accept))
     lo, hi = starts[s0], starts[s1]
     span = max(hi - lo, 1)
     longest = 0
@@ -90,30 +157,37 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
     sen = np.empty(longest, dtype=np.int32)  # the kept words of the current sentence
     ctx = np.empty(2 * window, dtype=np.int32)  # the current window's context words
     out = np.empty(k1, dtype=np.int32)  # center word, then the shared negatives
+    ahead = np.empty(k1, dtype=np.int32)  # the next center's negatives, drawn early to prefetch their rows
     grad = np.empty((2 * window, k1), dtype=np.float32)  # lr * (label - sigmoid(logit))
     dw = np.empty((2 * window, d), dtype=np.float32)  # pending input-row updates
     loss = 0.0
     pairs = 0
     logits = 0
     for s in range(s0, s1):
-        # 1. the sentence's kept words: in vocabulary, then subsampled
-        n = 0
-        for p in range(starts[s], starts[s + 1]):
-            w = remap[raw[p]]
-            if w < 0:
-                continue
-            kp = keep[w]
-            if kp < 1.0:
-                state += _GOLDEN
-                if (_mix(state) >> _S32) * _TO_UNIT >= kp:
-                    continue
-            sen[n] = w
-            n += 1
+        # 1. the sentence's kept words
+        n, state = _kept_words(raw, remap, keep, starts[s], starts[s + 1], sen, state)
         alpha = np.float32(lr0 + (lr1 - lr0) * (starts[s] - lo) / span)
+        for k in range(1, k1):
+            state, r = _draw(state)
+            ahead[k] = _negative(r, accept, alias)
         for i in range(n):
-            # 2. the window: radius uniform in [1, window]
-            state += _GOLDEN
-            radius = 1 + np.int64(((_mix(state) >> _S32) * np.uint64(window)) >> _S32)
+            # 2. this center's negatives (drawn one center ahead), one draw shared by the whole window;
+            # a negative equal to the center is skipped. Then the next center's, prefetched.
+            center = sen[i]
+            out[0] = center
+            for k in range(1, k1):
+                out[k] = ahead[k]
+            if i + 1 < n:
+                for k in range(1, k1):
+                    state, r = _draw(state)
+                    ahead[k] = _negative(r, accept, alias)
+                    _prefetch_row(C, ahead[k], d)
+                _prefetch_row(C, sen[i + 1], d)
+                if i + 1 + window < n:
+                    _prefetch_row(W, sen[i + 1 + window], d)
+            # 3. the window: radius uniform in [1, window]
+            state, r = _draw(state)
+            radius = _radius(r, window)
             m = 0
             for j in range(max(0, i - radius), min(n, i + radius + 1)):
                 if j != i:
@@ -121,14 +195,6 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
                     m += 1
             if m == 0:
                 continue
-            # 3. one draw of negatives for the whole window (a negative equal to the center is skipped)
-            center = sen[i]
-            out[0] = center
-            for k in range(1, k1):
-                state += _GOLDEN
-                r = _mix(state)
-                slot = np.int64(((r >> _S32) * n_vocab) >> _S32)
-                out[k] = slot if np.int64(r & _U32) < accept[slot] else alias[slot]
             # 4. logits and their gradients, all from the weights before this window
             for a in range(m):
                 wa = W[ctx[a]]
@@ -152,10 +218,10 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
                         loss += math.log1p(e) + (max(-x, 0.0) if k == 0 else max(x, 0.0))
                     logits += 1
             # 5. input-row steps (from the old output rows), then output rows (from the old input rows)
+            c0 = C[center]
             for a in range(m):
                 da = dw[a]
                 g0 = grad[a, 0]
-                c0 = C[center]
                 for t in range(d):
                     da[t] = g0 * c0[t]
                 for k in range(1, k1):
@@ -213,23 +279,29 @@ def span_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 class SpanTrainer:
-    """Runs `train_piece` over the pieces of a span, on one thread in order or on several (Hogwild)."""
+    """Runs `train_piece` over the pieces of a span: on `threads` threads at once racing on shared rows
+    (Hogwild, the fast default), or, when `deterministic`, on one thread in piece order, so that the result
+    is a function of the seed alone whatever the thread count."""
 
     def __init__(self, W: np.ndarray, C: np.ndarray, remap: np.ndarray, keep: np.ndarray, accept: np.ndarray,
                  alias: np.ndarray, window: int, negatives: int, seed: int, threads: int = 1,
-                 piece_tokens: int = 1 << 15, with_loss: bool = True):
+                 piece_tokens: int = 1 << 15, with_loss: bool = True, deterministic: bool = False):
         self.W, self.C, self.remap = W, C, remap
         self.keep = np.asarray(keep, dtype=np.float32)
         self.accept, self.alias = accept, alias
         self.window, self.negatives, self.seed = window, negatives, seed
         self.threads, self.piece_tokens, self.with_loss = threads, piece_tokens, with_loss
+        self.deterministic = deterministic
 
-    def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float,
-                   lr1: float, first_piece: int = 0) -> Tuple[float, int]:
-        """Train on one span (its ids and sentence starts); lr falls from lr0 to lr1 across it.
-        Returns (summed loss, positive pairs)."""
+    def n_pieces(self, starts: np.ndarray) -> int:
+        return len(piece_bounds(starts, self.piece_tokens)) - 1
+
+    def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float, lr1: float,
+                   first_piece: int = 0, last_piece: Optional[int] = None) -> Tuple[float, int]:
+        """Train on pieces first_piece..last_piece-1 of one span (its ids and sentence starts); lr falls
+        linearly from lr0 at the span's start to lr1 at its end. Returns (summed loss, positive pairs)."""
         bounds = piece_bounds(starts, self.piece_tokens)
-        n_pieces = len(bounds) - 1
+        last = len(bounds) - 1 if last_piece is None else last_piece
         span = max(int(starts[-1]), 1)
 
         def run(p: int) -> Tuple[float, int, int]:
@@ -240,10 +312,10 @@ class SpanTrainer:
                                self.window, self.negatives, la, lb, np.uint64(piece_seed(self.seed, epoch, chunk, p)),
                                self.with_loss, self.W.shape[1])
 
-        if self.threads <= 1 or n_pieces - first_piece <= 1:
-            results = [run(p) for p in range(first_piece, n_pieces)]
+        if self.deterministic or self.threads <= 1 or last - first_piece <= 1:
+            results = [run(p) for p in range(first_piece, last)]
         else:
-            results = _run_threads(run, range(first_piece, n_pieces), self.threads)
+            results = _run_threads(run, range(first_piece, last), self.threads)
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
