@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1 << 20)
     ap.add_argument("--piece", type=int, default=1 << 15)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--no-loss", action="store_true")
+    ap.add_argument("--loss-every", type=int, default=16)
     ap.add_argument("--score", action="store_true")
     ap.add_argument("--gensim", default=None)
     args = ap.parse_args()
@@ -67,11 +67,11 @@ def main() -> None:
     W = ((rng.random((len(vocab), args.dim), dtype=np.float32) - 0.5) / args.dim).astype(np.float32)
     C = np.zeros_like(W)
     trainer = SpanTrainer(W, C, remap, keep, accept, alias, args.window, args.negatives, args.seed, args.threads,
-                          args.piece, not args.no_loss)
+                          args.piece, args.loss_every)
     t1 = time.perf_counter()
     total = corpus.total_tokens * args.epochs
     done = 0
-    loss, pairs = 0.0, 0
+    loss, loss_pairs, pairs = 0.0, 0, 0
     n_chunks = -(-corpus.total_tokens // args.chunk)
     for epoch in range(args.epochs):
         for chunk in range(n_chunks):
@@ -80,15 +80,16 @@ def main() -> None:
             starts = span_starts(corpus.offsets, lo, hi)
             lr0 = args.lr * max(1 - done / total, 1e-4)
             lr1 = args.lr * max(1 - (done + hi - lo) / total, 1e-4)
-            l_, p_ = trainer.train_span(raw, starts, epoch, chunk, lr0, lr1)
+            l_, lp, p_ = trainer.train_span(raw, starts, epoch, chunk, lr0, lr1)
             loss += l_
+            loss_pairs += lp
             pairs += p_
             done += hi - lo
     t2 = time.perf_counter()
     save_word2vec(args.out, vocab.words, W)
     t3 = time.perf_counter()
     print(f"prep {t1 - t0:.1f}s train {t2 - t1:.1f}s ({total / (t2 - t1):,.0f} w/s) save {t3 - t2:.1f}s "
-          f"total {t3 - t0:.1f}s; pairs {pairs:,}, mean loss/pair {loss / max(pairs, 1):.4f}", flush=True)
+          f"total {t3 - t0:.1f}s; pairs {pairs:,}, mean loss/pair {loss / max(loss_pairs, 1):.4f}", flush=True)
     if args.score:
         from sgns.evaluate import evaluate_analogies, evaluate_similarity
         from sgns.vectors import load_word2vec

@@ -128,25 +128,27 @@ def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
 def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
                 s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
                 negatives: int, lr0: float, lr1: float, state: np.uint64,
-                with_loss: bool, dim: int) -> Tuple[float, int, int]:
+                loss_every: int, dim: int) -> Tuple[float, int, int, int]:
     """Train on sentences s0..s1-1 of a span (see `_train_piece`), compiled for `dim` (W's width) as a constant
     (the row loops then vectorise without a generic remainder path)."""
     return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
-                        state, with_loss, literally(dim))
+                        state, loss_every, literally(dim))
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
 def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
                  s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
                  negatives: int, lr0: float, lr1: float, state: np.uint64,
-                 with_loss: bool, d: int) -> Tuple[float, int, int]:
-    """Train on sentences s0..s1-1 of a span; returns (summed loss, positive pairs, logits computed).
+                 loss_every: int, d: int) -> Tuple[float, int, int, int]:
+    """Train on sentences s0..s1-1 of a span; returns (summed loss of the sampled windows, their positive
+    pairs, all positive pairs, logits computed).
 
     raw: the span's token ids in corpus (first-seen) order; remap: corpus id -> vocabulary id or -1.
     starts: sentence start offsets within the span, plus the span length at the end.
     keep: per-word keep probability (float32); accept/alias: Walker's alias table of the negative
     distribution (accept as a threshold in [0, 2^32] in an int64 array). lr falls linearly from lr0 to lr1
-    over the piece. The loss is summed only when `with_loss` (it costs a log per logit).
+    over the piece. The loss (a log per logit) is summed over a random 1 in `loss_every` windows (0: none),
+    an unbiased sample for the logged mean.
     """
     k1 = negatives + 1
     lo, hi = starts[s0], starts[s1]
@@ -161,6 +163,7 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
     grad = np.empty((2 * window, k1), dtype=np.float32)  # lr * (label - sigmoid(logit))
     dw = np.empty((2 * window, d), dtype=np.float32)  # pending input-row updates
     loss = 0.0
+    loss_pairs = 0
     pairs = 0
     logits = 0
     for s in range(s0, s1):
@@ -188,6 +191,7 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
             # 3. the window: radius uniform in [1, window]
             state, r = _draw(state)
             radius = _radius(r, window)
+            with_loss = loss_every > 0 and np.int64(r & _U32) % loss_every == 0
             m = 0
             for j in range(max(0, i - radius), min(n, i + radius + 1)):
                 if j != i:
@@ -244,7 +248,9 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
                 for t in range(d):
                     wa[t] += da[t]
             pairs += m
-    return loss, pairs, logits
+            if with_loss:
+                loss_pairs += m
+    return loss, loss_pairs, pairs, logits
 
 
 def alias_table(probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -285,45 +291,46 @@ class SpanTrainer:
 
     def __init__(self, W: np.ndarray, C: np.ndarray, remap: np.ndarray, keep: np.ndarray, accept: np.ndarray,
                  alias: np.ndarray, window: int, negatives: int, seed: int, threads: int = 1,
-                 piece_tokens: int = 1 << 15, with_loss: bool = True, deterministic: bool = False):
+                 piece_tokens: int = 1 << 15, loss_every: int = 16, deterministic: bool = False):
         self.W, self.C, self.remap = W, C, remap
         self.keep = np.asarray(keep, dtype=np.float32)
         self.accept, self.alias = accept, alias
         self.window, self.negatives, self.seed = window, negatives, seed
-        self.threads, self.piece_tokens, self.with_loss = threads, piece_tokens, with_loss
+        self.threads, self.piece_tokens, self.loss_every = threads, piece_tokens, loss_every
         self.deterministic = deterministic
 
     def n_pieces(self, starts: np.ndarray) -> int:
         return len(piece_bounds(starts, self.piece_tokens)) - 1
 
     def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float, lr1: float,
-                   first_piece: int = 0, last_piece: Optional[int] = None) -> Tuple[float, int]:
+                   first_piece: int = 0, last_piece: Optional[int] = None) -> Tuple[float, int, int]:
         """Train on pieces first_piece..last_piece-1 of one span (its ids and sentence starts); lr falls
-        linearly from lr0 at the span's start to lr1 at its end. Returns (summed loss, positive pairs)."""
+        linearly from lr0 at the span's start to lr1 at its end. Returns (summed loss of the sampled windows,
+        their positive pairs, all positive pairs)."""
         bounds = piece_bounds(starts, self.piece_tokens)
         last = len(bounds) - 1 if last_piece is None else last_piece
         span = max(int(starts[-1]), 1)
 
-        def run(p: int) -> Tuple[float, int, int]:
+        def run(p: int) -> Tuple[float, int, int, int]:
             a, b = int(bounds[p]), int(bounds[p + 1])
             la = lr0 + (lr1 - lr0) * int(starts[a]) / span
             lb = lr0 + (lr1 - lr0) * int(starts[b]) / span
             return train_piece(self.W, self.C, raw, self.remap, starts, a, b, self.keep, self.accept, self.alias,
                                self.window, self.negatives, la, lb, np.uint64(piece_seed(self.seed, epoch, chunk, p)),
-                               self.with_loss, self.W.shape[1])
+                               self.loss_every, self.W.shape[1])
 
         if self.deterministic or self.threads <= 1 or last - first_piece <= 1:
             results = [run(p) for p in range(first_piece, last)]
         else:
             results = _run_threads(run, range(first_piece, last), self.threads)
-        return sum(r[0] for r in results), sum(r[1] for r in results)
+        return sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results)
 
 
-def _run_threads(fn, items, threads: int) -> List[Tuple[float, int, int]]:
+def _run_threads(fn, items, threads: int) -> List[Tuple[float, int, int, int]]:
     """fn over items on `threads` threads, each taking the next item when it is free (load balance on a
     shared machine); fn must release the GIL (the kernel is nogil)."""
     todo = list(items)
-    results: List[Optional[Tuple[float, int, int]]] = [None] * len(todo)
+    results: List[Optional[Tuple[float, int, int, int]]] = [None] * len(todo)
     lock = threading.Lock()
     nxt = [0]
     errors: List[BaseException] = []

@@ -40,7 +40,7 @@ def _run_kernel(W, C, sentence, negative, k, lr, window=1):
     starts = np.array([0, len(raw)], dtype=np.int64)
     accept, alias = _one_negative_table(vocab, negative)
     keep = np.ones(vocab, dtype=np.float32)
-    return train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, k, lr, lr, np.uint64(7), True,
+    return train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, k, lr, lr, np.uint64(7), 1,
                        W.shape[1])
 
 
@@ -59,7 +59,7 @@ def test_kernel_matches_autograd_on_windows_of_one_draw():
         ref.output.weight.normal_(0, 0.5)
     W = ref.input.weight.detach().numpy().copy()
     C = ref.output.weight.detach().numpy().copy()
-    loss, pairs, logits = _run_kernel(W, C, sentence, negative, k, lr)
+    loss, loss_pairs, pairs, logits = _run_kernel(W, C, sentence, negative, k, lr)
 
     expected_loss = 0.0
     optimizer = torch.optim.SGD(ref.parameters(), lr=lr)
@@ -71,7 +71,7 @@ def test_kernel_matches_autograd_on_windows_of_one_draw():
         step_loss.backward()
         optimizer.step()
         expected_loss += float(step_loss.detach())
-    assert pairs == 6 and logits == 6 * (k + 1)
+    assert pairs == loss_pairs == 6 and logits == 6 * (k + 1)
     assert loss == pytest.approx(expected_loss, rel=1e-5)
     np.testing.assert_allclose(W, ref.input.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(C, ref.output.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
@@ -82,7 +82,7 @@ def test_negative_equal_to_the_center_is_skipped():
     # only the positive logits remain.
     W = np.full((4, 3), 0.1, dtype=np.float32)
     C = np.zeros((4, 3), dtype=np.float32)
-    _, pairs, logits = _run_kernel(W, C, [1, 1], negative=1, k=4, lr=0.1)
+    _, _, pairs, logits = _run_kernel(W, C, [1, 1], negative=1, k=4, lr=0.1)
     assert pairs == 2 and logits == 2
 
 
@@ -172,7 +172,7 @@ def test_pair_count_matches_the_window_expectation():
     keep = np.ones(vocab, dtype=np.float32)
     starts = np.array([0, n], dtype=np.int64)
     totals = [train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, 2, 1e-6, 1e-6,
-                          np.uint64(s), False, 4)[1] for s in range(2000)]
+                          np.uint64(s), 0, 4)[2] for s in range(2000)]
     i = np.arange(n)[:, None]
     r = np.arange(1, window + 1)[None, :]
     expected = (np.minimum(i, r) + np.minimum(n - 1 - i, r)).mean(1).sum()
@@ -254,10 +254,10 @@ def test_hogwild_threads_train_every_piece():
     # Racing threads give other bits, but the same amount of work and a comparable loss.
     raw, starts = _zipf_span(200, 20000)
     one, two = _trainer(200, 16, 1), _trainer(200, 16, 2)
-    loss1, pairs1 = one.train_span(raw, starts, 0, 0, 0.025, 0.02)
-    loss2, pairs2 = two.train_span(raw, starts, 0, 0, 0.025, 0.02)
-    assert pairs1 == pairs2  # the draws do not depend on the thread count, only the races do
-    assert loss2 == pytest.approx(loss1, rel=0.02)
+    loss1, sampled1, pairs1 = one.train_span(raw, starts, 0, 0, 0.025, 0.02)
+    loss2, sampled2, pairs2 = two.train_span(raw, starts, 0, 0, 0.025, 0.02)
+    assert pairs1 == pairs2 and sampled1 == sampled2  # the draws do not depend on the thread count
+    assert loss2 / sampled2 == pytest.approx(loss1 / sampled1, rel=0.02)
 
 
 # ------------------------------------------------------------------------------------------ learning
