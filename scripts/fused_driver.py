@@ -35,7 +35,15 @@ def read_ids(ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return part
 
 
+def rss_mib(field: str = "VmRSS") -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main() -> None:
+    after_imports = rss_mib()
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default="/work/shared/data/corpora/gutenberg_dev.txt.gz")
     ap.add_argument("--out", required=True)
@@ -89,7 +97,9 @@ def main() -> None:
     save_word2vec(args.out, vocab.words, W)
     t3 = time.perf_counter()
     print(f"prep {t1 - t0:.1f}s train {t2 - t1:.1f}s ({total / (t2 - t1):,.0f} w/s) save {t3 - t2:.1f}s "
-          f"total {t3 - t0:.1f}s; pairs {pairs:,}, mean loss/pair {loss / max(loss_pairs, 1):.4f}", flush=True)
+          f"total {t3 - t0:.1f}s; pairs {pairs:,}, mean loss/pair {loss / max(loss_pairs, 1):.4f}; RSS after imports "
+          f"{after_imports:.0f} MiB, peak {rss_mib('VmHWM'):.0f} MiB, beyond imports {rss_mib('VmHWM') - after_imports:.0f} MiB",
+          flush=True)
     if args.score:
         from sgns.evaluate import evaluate_analogies, evaluate_similarity
         from sgns.vectors import load_word2vec

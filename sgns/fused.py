@@ -100,6 +100,21 @@ def _negative(r: np.uint64, accept: np.ndarray, alias: np.ndarray) -> int:
     return slot if np.int64(r & _U32) < accept[slot] else np.int64(alias[slot])
 
 
+@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
+def _logit_grad(x: np.float32, positive: bool, alpha: np.float32, with_loss: bool) -> Tuple[np.float32, float]:
+    """(alpha * (label - sigmoid(x)), the BCE-with-logits loss of x if with_loss else 0), overflow-safe: one exp
+    of -|x|, and log1p of it for the loss."""
+    e = np.float32(math.exp(-abs(x)))
+    p = np.float32(1.0) / (np.float32(1.0) + e)
+    if x < 0:
+        p = e * p
+    label = np.float32(1.0) if positive else np.float32(0.0)
+    loss = 0.0
+    if with_loss:
+        loss = math.log1p(e) + (max(-x, 0.0) if positive else max(x, 0.0))
+    return alpha * (label - p), loss
+
+
 @intrinsic
 def _prefetch(typingctx, matrix, row, col):  # type: ignore[no-untyped-def]
     """Ask the CPU to start loading matrix[row, col]'s cache line (LLVM's prefetch: read, keep in all levels)."""
@@ -199,49 +214,56 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
                     m += 1
             if m == 0:
                 continue
-            # 4. logits and their gradients, all from the weights before this window
+            # 4. logits and their gradients, all from the weights before this window. Rows are taken two
+            # at a time (an odd last one twice), so each pass over a loaded row serves two products.
             for a in range(m):
                 wa = W[ctx[a]]
-                for k in range(k1):
-                    o = out[k]
-                    if k > 0 and o == center:
-                        grad[a, k] = 0.0
-                        continue
-                    co = C[o]
-                    x = np.float32(0.0)
+                for k in range(0, k1, 2):
+                    k2 = min(k + 1, k1 - 1)
+                    c0 = C[out[k]]
+                    c1 = C[out[k2]]
+                    x0 = np.float32(0.0)
+                    x1 = np.float32(0.0)
                     for t in range(d):
-                        x += wa[t] * co[t]
-                    label = np.float32(1.0) if k == 0 else np.float32(0.0)
-                    # sigmoid from one exp of -|x| (never overflows)
-                    e = np.float32(math.exp(-abs(x)))
-                    p = np.float32(1.0) / (np.float32(1.0) + e)
-                    if x < 0:
-                        p = e * p
-                    grad[a, k] = alpha * (label - p)
-                    if with_loss:
-                        loss += math.log1p(e) + (max(-x, 0.0) if k == 0 else max(x, 0.0))
-                    logits += 1
+                        x0 += wa[t] * c0[t]
+                        x1 += wa[t] * c1[t]
+                    g, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+                    skip = k > 0 and out[k] == center  # word2vec skips a negative equal to the center
+                    grad[a, k] = 0.0 if skip else g
+                    loss += 0.0 if skip else l_
+                    logits += 0 if skip else 1
+                    if k2 != k:
+                        g, l_ = _logit_grad(x1, False, alpha, with_loss)
+                        skip = out[k2] == center
+                        grad[a, k2] = 0.0 if skip else g
+                        loss += 0.0 if skip else l_
+                        logits += 0 if skip else 1
             # 5. input-row steps (from the old output rows), then output rows (from the old input rows)
-            c0 = C[center]
             for a in range(m):
                 da = dw[a]
-                g0 = grad[a, 0]
-                for t in range(d):
-                    da[t] = g0 * c0[t]
-                for k in range(1, k1):
-                    g = grad[a, k]
-                    if g != 0.0:
-                        co = C[out[k]]
+                ga = grad[a]
+                for k in range(0, k1, 2):
+                    k2 = min(k + 1, k1 - 1)
+                    g0 = ga[k]
+                    g1 = ga[k2] if k2 != k else np.float32(0.0)
+                    c0 = C[out[k]]
+                    c1 = C[out[k2]]
+                    if k == 0:
                         for t in range(d):
-                            da[t] += g * co[t]
+                            da[t] = g0 * c0[t] + g1 * c1[t]
+                    else:
+                        for t in range(d):
+                            da[t] += g0 * c0[t] + g1 * c1[t]
             for k in range(k1):
                 co = C[out[k]]
-                for a in range(m):
-                    g = grad[a, k]
-                    if g != 0.0:
-                        wa = W[ctx[a]]
-                        for t in range(d):
-                            co[t] += g * wa[t]
+                for a in range(0, m, 2):
+                    a2 = min(a + 1, m - 1)
+                    g0 = grad[a, k]
+                    g1 = grad[a2, k] if a2 != a else np.float32(0.0)
+                    w0 = W[ctx[a]]
+                    w1 = W[ctx[a2]]
+                    for t in range(d):
+                        co[t] += g0 * w0[t] + g1 * w1[t]
             for a in range(m):
                 wa = W[ctx[a]]
                 da = dw[a]

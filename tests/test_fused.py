@@ -44,12 +44,13 @@ def _run_kernel(W, C, sentence, negative, k, lr, window=1):
                        W.shape[1])
 
 
-def test_kernel_matches_autograd_on_windows_of_one_draw():
+@pytest.mark.parametrize("k", [3, 4])  # an even and an odd number of output rows (the kernel pairs rows up)
+def test_kernel_matches_autograd_on_windows_of_one_draw(k):
     # window=1 makes every radius 1 and a one-word negative distribution fixes the draws, so the kernel's
     # work is known: per center, one batch SGD step on the BCE loss of its (context -> center) pairs with
     # the window's shared negatives. Word2vec's skip-gram predicts the center from each context's input
     # vector: the model's "centers" are the contexts here, its "contexts" the window's center.
-    vocab, dim, k, lr = 12, 8, 3, 0.1
+    vocab, dim, lr = 12, 8, 0.1
     sentence = [2, 5, 7, 5]  # a repeated word: updates of one row must accumulate
     negative = 9
     torch.manual_seed(0)
