@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from sgns.corpus import encode, text_source
-from sgns.fused import SpanTrainer, alias_table, span_starts
+from sgns.kernels.numba_kernels import SpanTrainer, alias_table
+from sgns.spans import span_starts
 from sgns.vectors import save_word2vec
 from sgns.vocab import Vocabulary
 
@@ -54,8 +55,8 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--subsample", type=float, default=1e-3)
     ap.add_argument("--lr", type=float, default=0.025)
-    ap.add_argument("--chunk", type=int, default=1 << 20)
-    ap.add_argument("--piece", type=int, default=1 << 15)
+    ap.add_argument("--chunk", type=int, default=262144)
+    ap.add_argument("--piece", type=int, default=1 << 13)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--loss-every", type=int, default=16)
     ap.add_argument("--score", action="store_true")
@@ -98,7 +99,8 @@ def main() -> None:
     t3 = time.perf_counter()
     print(f"prep {t1 - t0:.1f}s train {t2 - t1:.1f}s ({total / (t2 - t1):,.0f} w/s) save {t3 - t2:.1f}s "
           f"total {t3 - t0:.1f}s; pairs {pairs:,}, mean loss/pair {loss / max(loss_pairs, 1):.4f}; RSS after imports "
-          f"{after_imports:.0f} MiB, peak {rss_mib('VmHWM'):.0f} MiB, beyond imports {rss_mib('VmHWM') - after_imports:.0f} MiB",
+          f"{after_imports:.0f} MiB, peak {rss_mib('VmHWM'):.0f} MiB, "
+          f"beyond imports {rss_mib('VmHWM') - after_imports:.0f} MiB",
           flush=True)
     if args.score:
         from sgns.evaluate import evaluate_analogies, evaluate_similarity

@@ -1,9 +1,10 @@
 """Batch source for the fused CPU kernel: the corpus as spans of token ids with their sentence starts.
 
 No pairs are built here: the kernel (sgns.kernels.numba_kernels) drops out-of-vocabulary words, subsamples,
-draws windows and negatives itself. A span is one chunk of `chunk_tokens` corpus positions (a sentence cut by
-a chunk edge is trained as two), read from the token cache as an in-memory copy; the position a run continues
-from is (epoch, chunk, piece), so spans are regenerated exactly on resume.
+draws windows and negatives itself. A span is `data.span_tokens` consecutive corpus positions (a sentence cut
+by a span edge is trained as two), read from the token cache as an in-memory copy (its pages then dropped, so
+memory stays flat); the position a run continues from is (epoch, span, piece), so spans are regenerated
+exactly on resume.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Iterator, Tuple
 import numpy as np
 
 from sgns.corpus import EncodedCorpus
+from sgns.pairs import read_ids
 
 Position = Tuple[int, int, int]
 
@@ -33,7 +35,7 @@ class Span:
     ids: np.ndarray  # int32 corpus ids (first-seen order) of the chunk's positions
     starts: np.ndarray  # int64 sentence starts within the chunk, then its length
     epoch: int
-    chunk: int
+    chunk: int  # the span's index within the epoch
     first_piece: int  # pieces before this one were trained before a resume
     words_before: float  # corpus words covered before this span (all epochs)
     words_done: float  # corpus words covered once it is trained
@@ -47,22 +49,20 @@ class Span:
 class TokenSpans:
     """Spans for every epoch from a position on; a pure function of the corpus and the position."""
 
-    def __init__(self, corpus: EncodedCorpus, chunk_tokens: int, epochs: int):
-        self.corpus, self.chunk_tokens, self.epochs = corpus, chunk_tokens, epochs
+    def __init__(self, corpus: EncodedCorpus, span_tokens: int, epochs: int):
+        self.corpus, self.span_tokens, self.epochs = corpus, span_tokens, epochs
         self.total_tokens = corpus.total_tokens
-        self.n_chunks = max(1, -(-self.total_tokens // chunk_tokens))
+        self.n_spans = max(1, -(-self.total_tokens // span_tokens))
 
     def total_words(self) -> int:
         return self.epochs * self.total_tokens
 
     def __call__(self, start: Position) -> Iterator[Span]:
-        from sgns.pairs import read_ids
-
         e0, c0, p0 = start
         for epoch in range(e0, self.epochs):
-            for chunk in range(c0 if epoch == e0 else 0, self.n_chunks):
-                lo = chunk * self.chunk_tokens
-                hi = min(lo + self.chunk_tokens, self.total_tokens)
+            for chunk in range(c0 if epoch == e0 else 0, self.n_spans):
+                lo = chunk * self.span_tokens
+                hi = min(lo + self.span_tokens, self.total_tokens)
                 before = epoch * self.total_tokens + lo
                 yield Span(read_ids(self.corpus.ids, lo, hi), span_starts(self.corpus.offsets, lo, hi), epoch, chunk,
                            p0 if (epoch, chunk) == (e0, c0) else 0, before, before + hi - lo)

@@ -24,7 +24,7 @@ from sgns.corpus import EncodedCorpus, encode, make_source
 from sgns.device import resolve_device
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_all
-from sgns.kernels import Backend, make_backend
+from sgns.kernels import Backend, learning_rate, make_backend
 from sgns.model import SGNS
 from sgns.synthetic import evaluation_config
 from sgns.train.checkpoint import remove_stale_temp_files, save_checkpoint
@@ -164,13 +164,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def learning_rate(cfg: Any, progress: float) -> float:
-    """Word2vec's schedule: linear from lr to lr * min_lr_ratio over the whole run."""
-    if not cfg.decay:
-        return cfg.lr
-    return cfg.lr * max(1.0 - progress, cfg.min_lr_ratio)
 
 
 def find_resume(cfg: DictConfig, run_dir: Path) -> Optional[dict]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from numba import njit
 
-from sgns.fused import (
+from sgns.kernels.numba_kernels import (
     SpanTrainer,
     _draw,
     _kept_words,
@@ -18,10 +18,10 @@ from sgns.fused import (
     _radius,
     alias_table,
     piece_bounds,
-    span_starts,
     train_piece,
 )
 from sgns.model import SGNS, sgns_loss
+from sgns.spans import span_starts
 
 # ------------------------------------------------------------------------------------- reference match
 
