@@ -298,3 +298,23 @@ def test_kernel_learns_planted_analogies(tmp_path):
 
     assert accuracy(0.025) > 0.8
     assert accuracy(1e-6) < 0.2  # untrained vectors fail the same questions
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_deterministic_runs_give_the_same_vectors_whatever_the_thread_count(tmp_path, tiny_corpus):
+    from conftest import compose_cfg
+
+    import sgns.train
+
+    vectors = []
+    for threads in (1, 2):
+        run = tmp_path / f"threads{threads}"
+        cfg = compose_cfg(run, ["corpus=text", f"corpus.path={tiny_corpus}", "data.min_count=1", "model.dim=16",
+                                "trainer.epochs=2", "data.span_tokens=5000", "trainer.deterministic=true",
+                                f"trainer.threads={threads}", "trainer.device=cpu"])
+        metrics = sgns.train.train(cfg)
+        assert metrics["steps"] == 2 * 4 and metrics["pairs"] > 0  # 20k words in 5000-word spans
+        vectors.append((run / "vectors.bin").read_bytes())
+    assert vectors[0] == vectors[1]
