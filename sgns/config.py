@@ -84,7 +84,7 @@ class DataConfig:
     subsample: float = 1e-3  # frequent-word subsampling threshold t (0 disables)
     batch_size: int = 4096  # pair pipeline: positive pairs per step
     chunk_tokens: int = 1_000_000  # pair pipeline: tokens turned into pairs at once (shuffled within a chunk)
-    span_tokens: int = 262_144  # numba kernel: corpus words per step (its 8192-word pieces run in parallel)
+    span_tokens: int = 131_072  # numba kernel: corpus words per step, at most (~100 steps an epoch on small corpora)
     shared_negatives: int = 1  # pair pipeline: positives sharing one draw of negatives (the numba kernel: a window)
     cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
     prefetch: bool = bookkeeping(True)  # build the next batches in a background thread while the model trains

@@ -18,6 +18,8 @@ from sgns.corpus import EncodedCorpus
 from sgns.pairs import read_ids
 
 Position = Tuple[int, int, int]
+STEPS_PER_EPOCH = 100  # a small corpus gets spans shorter than data.span_tokens: about this many steps an epoch
+MIN_SPAN = 1000  # ...but never shorter than this
 
 
 def span_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -50,8 +52,10 @@ class TokenSpans:
     """Spans for every epoch from a position on; a pure function of the corpus and the position."""
 
     def __init__(self, corpus: EncodedCorpus, span_tokens: int, epochs: int):
-        self.corpus, self.span_tokens, self.epochs = corpus, span_tokens, epochs
+        self.corpus, self.epochs = corpus, epochs
         self.total_tokens = corpus.total_tokens
+        # Steps are what logs, evaluation and checkpoints count: a small corpus still gets enough of them.
+        self.span_tokens = min(span_tokens, max(MIN_SPAN, -(-self.total_tokens // STEPS_PER_EPOCH)))
         self.n_spans = max(1, -(-self.total_tokens // span_tokens))
 
     def total_words(self) -> int:
