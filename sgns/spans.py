@@ -56,7 +56,7 @@ class TokenSpans:
         self.total_tokens = corpus.total_tokens
         # Steps are what logs, evaluation and checkpoints count: a small corpus still gets enough of them.
         self.span_tokens = min(span_tokens, max(MIN_SPAN, -(-self.total_tokens // STEPS_PER_EPOCH)))
-        self.n_spans = max(1, -(-self.total_tokens // span_tokens))
+        self.n_spans = max(1, -(-self.total_tokens // self.span_tokens))
 
     def total_words(self) -> int:
         return self.epochs * self.total_tokens

@@ -194,6 +194,25 @@ def test_span_starts_and_piece_bounds():
     assert piece_bounds(starts, 1000).tolist() == [0, 5]
 
 
+def test_token_spans_cover_each_epoch_once_and_resume_anywhere():
+    from sgns.spans import TokenSpans
+
+    offsets = np.array([0, 700, 1500, 2600, 4000, 5200], dtype=np.int64)
+    corpus = SimpleNamespace(total_tokens=5200, offsets=offsets, ids=np.arange(5200, dtype=np.int32))
+    spans = TokenSpans(corpus, 2000, epochs=2)
+    assert spans.span_tokens == 1000  # a small corpus gets shorter spans (about 100 steps an epoch, >= 1000)
+    got = list(spans((0, 0, 0)))
+    assert [(s.epoch, s.chunk) for s in got] == [(e, c) for e in range(2) for c in range(6)]
+    assert np.array_equal(np.concatenate([s.ids for s in got[:6]]), corpus.ids)  # every position once
+    assert got[1].starts.tolist() == [0, 500, 1000] and got[2].starts.tolist() == [0, 600, 1000]
+    assert got[5].words_before == 5000 and got[5].words_done == 5200 and got[6].words_before == 5200
+    assert got[3].resume_position == (0, 4, 0)
+    resumed = list(spans(got[3].resume_position))
+    assert [(s.epoch, s.chunk) for s in resumed] == [(s.epoch, s.chunk) for s in got[4:]]
+    assert all(np.array_equal(a.ids, b.ids) for a, b in zip(resumed, got[4:], strict=True))
+    assert len(list(spans((0, 6, 0)))) == 6  # past the last span of epoch 0: epoch 1 from its start
+
+
 def _trainer(vocab: int, dim: int, threads: int, seed: int = 3):
     rng = np.random.default_rng(0)
     W = ((rng.random((vocab, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
