@@ -444,8 +444,10 @@ class SpanBackend:
         return loss * pairs / loss_pairs if loss_pairs else 0.0
 
     def state_dict(self) -> dict:
-        # No random state to keep: every piece's stream is a function of (seed, epoch, span, piece).
-        return {"spans": {"span_tokens": self.spans.span_tokens, "piece_tokens": self.trainer.piece_tokens}}
+        # No random state to keep: every piece's stream is a function of (seed, epoch, span, piece). Plain SGD
+        # has no optimizer state (the key is there as in every checkpoint).
+        return {"spans": {"span_tokens": self.spans.span_tokens, "piece_tokens": self.trainer.piece_tokens},
+                "optimizer": None}
 
     def load_state_dict(self, state: dict) -> None:
         if "spans" not in state:
