@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -349,6 +350,7 @@ class SpanTrainer:
         self.window, self.negatives, self.seed = window, negatives, seed
         self.threads, self.piece_tokens, self.loss_every = threads, piece_tokens, loss_every
         self.deterministic = deterministic
+        self._pool: Optional[ThreadPoolExecutor] = None  # the helper threads, started on first use
 
     def n_pieces(self, starts: np.ndarray) -> int:
         return len(piece_bounds(starts, self.piece_tokens)) - 1
@@ -377,13 +379,17 @@ class SpanTrainer:
         if self.deterministic or self.threads <= 1 or last - first_piece <= 1:
             results = [run(p) for p in range(first_piece, last)]
         else:
-            results = _run_threads(run, range(first_piece, last), self.threads)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="sgns-numba")
+            results = _run_threads(run, range(first_piece, last), self.threads, self._pool)
         return sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results)
 
 
-def _run_threads(fn, items, threads: int) -> List[Tuple[float, int, int, int]]:
-    """fn over items on `threads` threads, each taking the next item when it is free (load balance on a
-    shared machine); fn must release the GIL (the kernel is nogil)."""
+def _run_threads(fn: Callable[[int], Tuple[float, int, int, int]], items: range, threads: int,
+                 pool: ThreadPoolExecutor) -> List[Tuple[float, int, int, int]]:
+    """fn over items on this thread and `threads - 1` of the pool's, each taking the next item when it is free
+    (load balance on a shared machine); fn must release the GIL (the kernel is nogil). The pool's threads
+    live as long as the trainer: a thread per span would churn malloc arenas (resident memory)."""
     todo = list(items)
     results: List[Optional[Tuple[float, int, int, int]]] = [None] * len(todo)
     lock = threading.Lock()
@@ -403,12 +409,10 @@ def _run_threads(fn, items, threads: int) -> List[Tuple[float, int, int, int]]:
                 errors.append(e)
                 return
 
-    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads - 1)]
-    for th in pool:
-        th.start()
+    helpers = [pool.submit(worker) for _ in range(threads - 1)]
     worker()
-    for th in pool:
-        th.join()
+    for helper in helpers:
+        helper.result()
     if errors:
         raise errors[0]
     return results  # type: ignore[return-value]
