@@ -3,13 +3,16 @@
 Every run is its own process (sgns through its real command line, `python -m sgns.train`; gensim through
 this script's `--gensim-worker` mode), started one after the other so they never overlap, repeated
 `--repeats` times in turn. Wall time covers the whole process (start-up, vocabulary, data, training, saving
-vectors); peak RSS is the process tree's maximum resident set (os.wait4's ru_maxrss). Both vector files are
-then scored by the same evaluator (sgns.evaluate: analogies over the top-30k words as gensim's
-evaluate_word_analogies, WordSim353 and SimLex-999 Spearman). Prints a markdown table of medians and ratios.
+vectors); CPU s is its user + system time (steadier than wall time on a shared machine); peak RSS is the
+process's maximum resident set. "Beyond imports" subtracts the peak RSS of a process that only imports
+what the run imports (sgns.cli.train; gensim's Word2Vec), so the libraries' fixed size (torch, numba,
+scipy) does not count. Both vector files are then scored by the same evaluator (sgns.evaluate: analogies
+over the top-30k words as gensim's evaluate_word_analogies, WordSim353 and SimLex-999 Spearman). Prints a
+markdown table of medians and ratios. By default it times sgns's default, its deterministic mode and gensim.
 
     python scripts/benchmark.py --repeats 3
-    python scripts/benchmark.py --max-words 2000000 --variant seq=trainer.kernel=sequential
-    python scripts/benchmark.py --epochs 3 --no-gensim
+    python scripts/benchmark.py --max-words 2000000 --variant torch=trainer.kernel=torch
+    python scripts/benchmark.py --epochs 3 --no-gensim --no-deterministic
 
 Each sgns run gets a fresh token cache (cold: tokenising is timed, as gensim's build_vocab is) unless
 `--warm-cache`. A short sgns warm-up run first compiles the numba kernels into numba's on-disk cache, as any
@@ -45,12 +48,12 @@ def contract_command(corpus: Path, run_dir: Path, epochs: int, extra: List[str])
 
 
 def timed(cmd: List[str], env: Dict[str, str], log_path: Path) -> Dict[str, float]:
-    """Run `cmd` to completion; its wall seconds and peak RSS in MiB (raises if it fails)."""
+    """Run `cmd` to completion; its wall seconds, CPU seconds and peak RSS in MiB (raises if it fails)."""
     # Linux carries a process's peak RSS across fork + exec, so a child forked straight from this (large,
     # torch-importing) process would report at least our size: start it through /usr/bin/time, whose own
     # child is forked from a small process, and read that child's peak from time's report.
     rss_file = log_path.with_suffix(".rss")
-    launcher = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() else []
+    launcher = ["/usr/bin/time", "-f", "%U %S %M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() else []
     with open(log_path, "w") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(launcher + cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -60,8 +63,24 @@ def timed(cmd: List[str], env: Dict[str, str], log_path: Path) -> Dict[str, floa
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise SystemExit(f"benchmark: {' '.join(cmd[:4])} ... failed ({proc.returncode}); log tail:\n{tail}")
-    peak_kib = int(rss_file.read_text().split()[-1]) if launcher else usage.ru_maxrss  # KiB on Linux
-    return {"wall": wall, "rss_mib": peak_kib / 1024}
+    if launcher:
+        user, system, peak_kib = rss_file.read_text().split()[-3:]
+        cpu, peak = float(user) + float(system), int(peak_kib)
+    else:
+        cpu, peak = usage.ru_utime + usage.ru_stime, usage.ru_maxrss  # KiB on Linux
+    return {"wall": wall, "cpu": cpu, "rss_mib": peak / 1024}
+
+
+IMPORTS = {  # what each kind of run imports before it reads any data
+    "sgns": "import sgns.cli.train",
+    "gensim": "from gensim.models import Word2Vec; from gensim.models.word2vec import LineSentence",
+}
+
+
+def import_rss(kind: str, env: Dict[str, str], workdir: Path, repeats: int = 3) -> float:
+    """Median peak RSS (MiB) of a process that only does the imports of a `kind` run."""
+    return statistics.median(timed([sys.executable, "-c", IMPORTS[kind]], env, workdir / f"imports-{kind}.log")
+                             ["rss_mib"] for _ in range(repeats))
 
 
 def gensim_worker(corpus: str, out: str, epochs: int, workers: int) -> None:
@@ -123,9 +142,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                    help="an extra sgns configuration to time, e.g. seq=trainer.kernel=sequential")
+                    help="an extra sgns configuration to time, e.g. torch=trainer.kernel=torch")
     ap.add_argument("--sgns-extra", default="", help="comma-separated overrides for every sgns run")
     ap.add_argument("--no-gensim", action="store_true")
+    ap.add_argument("--no-deterministic", action="store_true", help="skip the trainer.deterministic=true row")
     ap.add_argument("--warm-cache", action="store_true", help="reuse one token cache across sgns runs")
     ap.add_argument("--no-warmup", action="store_true", help="skip the numba-compiling warm-up run")
     ap.add_argument("--restrict-vocab", type=int, default=30000)
@@ -149,6 +169,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     words = count_words(corpus)
     common = [o for o in args.sgns_extra.split(",") if o]
     systems: Dict[str, Optional[List[str]]] = {"sgns": common}
+    if not args.no_deterministic:
+        systems["sgns-deterministic"] = common + ["trainer.deterministic=true"]
     for spec in args.variant:
         name, _, overrides = spec.partition("=")
         systems[name] = common + [o for o in overrides.split(",") if o]
@@ -166,6 +188,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 timed(contract_command(tiny, workdir / f"warmup-{name}", 1, extra + ["data.min_count=1"]),
                       dict(env, SGNS_CACHE_DIR=str(workdir / "cache-warmup")), workdir / f"warmup-{name}.log")
 
+    base_rss = {kind: import_rss(kind, env, workdir) for kind in IMPORTS if kind != "gensim" or not args.no_gensim}
     runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in systems}
     for rep in range(args.repeats):
         for name, extra in systems.items():  # alternate: one run of each system per repetition
@@ -186,29 +209,35 @@ def main(argv: Optional[List[str]] = None) -> None:
             result = timed(cmd, run_env, workdir / f"{name}-{rep}.log")
             if extra is not None and not args.warm_cache:
                 shutil.rmtree(workdir / f"cache-{name}-{rep}", ignore_errors=True)
+            result["rss_beyond_mib"] = result["rss_mib"] - base_rss["gensim" if extra is None else "sgns"]
             result.update(score(vectors, args.restrict_vocab))
             result["words_per_sec"] = words * args.epochs / result["wall"]
             runs[name].append(result)
-            print(f"[{rep + 1}/{args.repeats}] {name}: {result['wall']:.1f} s, {result['words_per_sec']:,.0f} w/s, "
-                  f"{result['rss_mib']:.0f} MiB, analogy {result['analogy']:.4f}, ws353 {fmt(result['ws353'], '.4f')}",
+            print(f"[{rep + 1}/{args.repeats}] {name}: {result['wall']:.1f} s, {result['cpu']:.1f} CPU s, "
+                  f"{result['words_per_sec']:,.0f} w/s, {result['rss_mib']:.0f} MiB ({result['rss_beyond_mib']:.0f} "
+                  f"beyond imports), analogy {result['analogy']:.4f}, ws353 {fmt(result['ws353'], '.4f')}",
                   file=sys.stderr, flush=True)
 
     table = {name: {k: median([r[k] for r in rs]) for k in rs[0]} for name, rs in runs.items()}
     print(f"\ncorpus: {args.corpus}{f' (first {args.max_words:,} words)' if args.max_words else ''}, "
           f"{words:,} words, {args.epochs} epoch(s); medians of {args.repeats} alternating runs; "
-          f"{os.cpu_count()} CPUs; gensim workers={args.workers}; sgns extra: {common or 'none'}\n")
-    print("| run | wall s | words/s | peak RSS MiB | analogy top-30k | WS353 | SimLex | speed vs gensim "
-          "| RSS vs gensim |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{os.cpu_count()} CPUs; gensim workers={args.workers}; sgns extra: {common or 'none'}; peak RSS of the "
+          f"imports alone: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in base_rss.items()) + "\n")
+    print("| run | wall s | CPU s | words/s | peak RSS MiB | beyond imports MiB | analogy top-30k | WS353 | SimLex "
+          "| speed vs gensim | CPU s vs gensim | beyond imports vs gensim |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ref = table.get("gensim")
     for name, m in table.items():
         speed = f"{m['words_per_sec'] / ref['words_per_sec']:.2f}x" if ref else "-"
-        rss = f"{m['rss_mib'] / ref['rss_mib']:.2f}x" if ref else "-"
+        cpu = f"{m['cpu'] / ref['cpu']:.2f}x" if ref else "-"
+        rss = f"{m['rss_beyond_mib'] / ref['rss_beyond_mib']:.2f}x" if ref else "-"
         label = name if systems[name] is None else f"{name} ({' '.join(systems[name][len(common):]) or 'default'})"
-        print(f"| {label} | {m['wall']:.1f} | {m['words_per_sec']:,.0f} | {m['rss_mib']:.0f} | "
-              f"{fmt(m['analogy'], '.4f')} | {fmt(m['ws353'], '.4f')} | {fmt(m['simlex'], '.4f')} | {speed} | {rss} |")
+        print(f"| {label} | {m['wall']:.1f} | {m['cpu']:.1f} | {m['words_per_sec']:,.0f} | {m['rss_mib']:.0f} | "
+              f"{m['rss_beyond_mib']:.0f} | {fmt(m['analogy'], '.4f')} | {fmt(m['ws353'], '.4f')} | "
+              f"{fmt(m['simlex'], '.4f')} | {speed} | {cpu} | {rss} |")
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "medians": table, "words": words}, indent=2))
+        args.json.write_text(json.dumps({"runs": runs, "medians": table, "words": words, "import_rss": base_rss},
+                                        indent=2))
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -32,7 +32,7 @@ from sgns.errors import SGNSError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # the YAML groups, package data
 RESULT, CHOICE, BOOKKEEPING = "result", "choice", "bookkeeping"  # a setting's role (see above)
-KERNELS = ("auto", "torch", "numba", "sequential", "hogwild")  # trainer.kernel values (sgns/kernels/)
+KERNELS = ("auto", "numba", "torch")  # trainer.kernel values (sgns/kernels/)
 OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
 CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
 MODELS = ("sgns", "full_softmax")  # model.name values (the model group's options)
@@ -87,9 +87,10 @@ class DataConfig:
     negatives: int = 5  # negative samples per positive pair
     ns_exponent: float = 0.75  # negatives are drawn from unigram counts raised to this power
     subsample: float = 1e-3  # frequent-word subsampling threshold t (0 disables)
-    batch_size: Optional[int] = None  # positive pairs per step (null: 4096 on CPU kernels, 65536 on the torch pipeline)
-    chunk_tokens: int = 1_000_000  # tokens turned into pairs at once (shuffled within a chunk)
-    shared_negatives: int = 1  # positives that share one draw of negatives (1 = exact word2vec sampling)
+    batch_size: Optional[int] = None  # pair pipelines: positive pairs per step (null: 4096 on CPU, 65536 on torch)
+    chunk_tokens: int = 1_000_000  # pair pipelines: tokens turned into pairs at once (shuffled within a chunk)
+    span_tokens: int = 131_072  # numba kernel: corpus words per step, at most (~100 steps an epoch on small corpora)
+    shared_negatives: int = 1  # pair pipelines: positives sharing one draw of negatives (the numba kernel: a window)
     cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
     prefetch: bool = bookkeeping(True)  # build the next batches in a background thread while the model trains
 
@@ -117,8 +118,9 @@ class TrainerConfig:
     epochs: int = 5  # passes over the corpus (gensim and word2vec default to 5)
     device: str = choice("auto")  # auto | cpu | cuda | cuda:N
     seed: int = 1  # seeds every random choice (subsampling, windows, negatives, init)
-    threads: int = bookkeeping(0)  # torch intra-op threads, and numba's (0: their defaults, one per core)
-    kernel: str = choice("auto")  # hot path (KERNELS): auto is numba on CPU, torch on CUDA; see sgns/kernels
+    threads: int = bookkeeping(0)  # torch intra-op threads, and the numba kernel's (0: one per core)
+    kernel: str = choice("auto")  # hot path (KERNELS): auto is numba on CPU with sgd, torch elsewhere; see sgns/kernels
+    deterministic: bool = choice(False)  # numba kernel on one thread in a fixed order: same bits, exact resume
     run_dir: str = bookkeeping("${hydra:runtime.output_dir}")  # where checkpoints, logs and vectors go
     log_every: int = bookkeeping(50)  # steps between TensorBoard scalar points
     checkpoint_every: int = bookkeeping(0)  # steps between checkpoints (0: only at the end)
@@ -226,6 +228,7 @@ def validate(cfg: Any) -> None:
     _check(0 <= d.subsample < 1, "data.subsample", "in [0, 1) (0 disables)", d.subsample)
     _check(d.batch_size is None or d.batch_size >= 1, "data.batch_size", ">= 1 or null", d.batch_size)
     _check(d.chunk_tokens >= 1000, "data.chunk_tokens", ">= 1000", d.chunk_tokens)
+    _check(d.span_tokens >= 1000, "data.span_tokens", ">= 1000", d.span_tokens)
     _check(d.shared_negatives >= 1, "data.shared_negatives", ">= 1", d.shared_negatives)
     _check(c.phrases >= 0, "corpus.phrases", ">= 0 (0: off)", c.phrases)
     _check(0 <= c.phrase_threshold < math.inf, "corpus.phrase_threshold", ">= 0 and finite", c.phrase_threshold)

@@ -339,5 +339,6 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
         raise
     if stats.replaced_bytes:
         log(f"corpus: {stats.replaced_bytes} undecodable bytes replaced by U+FFFD")
+    del index, lookup  # every distinct word as a dict: freed before the word list is read back (peak memory)
     return _load_encoded(folder)
 

@@ -1,4 +1,7 @@
-"""The SGD kernels against autograd + torch.optim.SGD, their determinism, the CUDA path, and scale."""
+"""The pair pipeline's SGD kernel against autograd + torch.optim.SGD, the kernel choice, the CUDA path, scale.
+
+(The numba kernel over token spans: tests/test_numba_kernels.py.)
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,7 @@ import pytest
 import torch
 
 from sgns.errors import SGNSError
-from sgns.kernels import make_sgd_step
-from sgns.kernels.numba_kernels import numba_step, sequential_step
+from sgns.kernels import make_sgd_step, uses_numba
 from sgns.kernels.torch_kernels import optimizer_step, sgd_step
 from sgns.model import SGNS, sgns_loss
 
@@ -50,15 +52,13 @@ def _autograd_sgd(model: SGNS, centers, contexts, negatives, lr: float) -> torch
 
 
 @pytest.mark.parametrize("groups", [200, 50, 7])  # exact sampling, and G positives sharing each draw
-@pytest.mark.parametrize("kernel", ["torch", "numba"])
-def test_exact_kernels_match_autograd_sgd(kernel, groups):
+def test_torch_kernel_matches_autograd_sgd(groups):
     ref = _model()
     centers, contexts, negatives = _batch(60, 200, 5, groups)
     assert len(torch.unique(centers)) < 150  # repeated rows are part of the test
     mine, before = _copy(ref), _copy(ref)
     expected_loss = _autograd_sgd(ref, centers, contexts, negatives, lr=0.05)
-    step = make_sgd_step(kernel, torch.device("cpu"))
-    loss = step(mine, centers, contexts, negatives, 0.05)
+    loss = make_sgd_step("torch", torch.device("cpu"))(mine, centers, contexts, negatives, 0.05)
     assert float(loss) == pytest.approx(float(expected_loss), rel=1e-5)
     for name in ("input", "output"):
         got, want = getattr(mine, name).weight, getattr(ref, name).weight
@@ -66,81 +66,26 @@ def test_exact_kernels_match_autograd_sgd(kernel, groups):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_exact_kernels_take_int32_strided_views():
-    # The data stage hands the CPU kernels int32 column views of packed pairs.
+def test_torch_kernel_takes_int32_strided_views():
+    # The data stage hands CPU kernels int32 column views of packed pairs.
     ref = _model()
     centers, contexts, negatives = _batch(60, 100, 5, 100)
     packed = torch.stack([centers, contexts], 1).to(torch.int32)
-    expected = _copy(ref)
-    numba_step(expected, centers, contexts, negatives, 0.05, 2)
-    for step in (sgd_step, lambda m, *a: numba_step(m, *a, threads=2)):
-        mine = _copy(ref)
-        step(mine, packed[:, 0], packed[:, 1], negatives, 0.05)
-        torch.testing.assert_close(mine.output.weight, expected.output.weight, rtol=1e-5, atol=1e-6)
-
-
-def test_numba_kernel_is_bitwise_identical_for_any_thread_count():
-    ref = _model(vocab=40, dim=32)
-    centers, contexts, negatives = _batch(40, 3000, 5, 3000)
-    results = []
-    for owners in (1, 2, 3, 8):
-        m = _copy(ref)
-        for _ in range(3):
-            numba_step(m, centers, contexts, negatives, 0.02, owners)
-        results.append(m)
-    for m in results[1:]:
-        assert torch.equal(m.input.weight, results[0].input.weight)
-        assert torch.equal(m.output.weight, results[0].output.weight)
-
-
-def _word2vec_reference(W: np.ndarray, C: np.ndarray, centers, contexts, negatives, lr: float) -> None:
-    """Word2vec's per-pair update in plain float64 numpy, the definition `sequential` must follow."""
-    size = -(-len(centers) // len(negatives))
-    for i, (w_id, c_id) in enumerate(zip(centers, contexts, strict=True)):
-        grad_w = np.zeros(W.shape[1])
-        for row, label in [(c_id, 1.0)] + [(r, 0.0) for r in negatives[i // size]]:
-            g = lr * (label - 1 / (1 + np.exp(-W[w_id] @ C[row])))
-            grad_w += g * C[row]
-            C[row] += g * W[w_id]
-        W[w_id] += grad_w
-
-
-def test_sequential_kernel_is_word2vecs_pair_by_pair_update():
-    model = _model()
-    centers, contexts, negatives = _batch(60, 150, 5, 150)
-    W, C = model.input.weight.detach().numpy().astype(np.float64), model.output.weight.detach().numpy().astype(
-        np.float64)
-    _word2vec_reference(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), 0.05)
-    batch_model = _copy(model)
-    sgd_step(batch_model, centers, contexts, negatives, 0.05)
-    sequential_step(model, centers, contexts, negatives, 0.05)
-    np.testing.assert_allclose(model.input.weight.detach().numpy(), W, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.output.weight.detach().numpy(), C, rtol=1e-4, atol=1e-5)
-    # ...which is not the batch step (rows repeat, so order matters): the reference can tell them apart.
-    assert not np.allclose(batch_model.output.weight.detach().numpy(), C, rtol=1e-4, atol=1e-5)
-
-
-def test_sequential_kernel_on_one_pair_is_the_exact_step():
-    # One pair with distinct output rows: every term sees the old vectors, as in the batch step.
-    ref = _model()
-    centers, contexts, negatives = torch.tensor([3]), torch.tensor([7]), torch.tensor([[1, 9, 20, 33, 41]])
-    mine = _copy(ref)
-    _autograd_sgd(ref, centers, contexts, negatives, 0.1)
-    sequential_step(mine, centers, contexts, negatives, 0.1)
-    torch.testing.assert_close(mine.output.weight, ref.output.weight, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(mine.input.weight, ref.input.weight, rtol=1e-5, atol=1e-6)
+    expected, mine = _copy(ref), _copy(ref)
+    sgd_step(expected, centers, contexts, negatives, 0.05)
+    sgd_step(mine, packed[:, 0], packed[:, 1], negatives, 0.05)
+    torch.testing.assert_close(mine.output.weight, expected.output.weight, rtol=1e-5, atol=1e-6)
 
 
 def test_kernels_touch_only_the_rows_of_the_batch():
     ref = _model(vocab=500)
     centers, contexts, negatives = _batch(100, 300, 5, 300)  # ids < 100 only
-    for kernel in ("torch", "numba", "sequential"):
-        m = _copy(ref)
-        make_sgd_step(kernel, torch.device("cpu"))(m, centers, contexts, negatives, 0.05)
-        assert m.input.weight.grad is None and m.output.weight.grad is None
-        assert torch.equal(m.input.weight[100:], ref.input.weight[100:])
-        assert torch.equal(m.output.weight[100:], ref.output.weight[100:])
-        assert not torch.equal(m.output.weight[:100], ref.output.weight[:100])
+    m = _copy(ref)
+    make_sgd_step("torch", torch.device("cpu"))(m, centers, contexts, negatives, 0.05)
+    assert m.input.weight.grad is None and m.output.weight.grad is None
+    assert torch.equal(m.input.weight[100:], ref.input.weight[100:])
+    assert torch.equal(m.output.weight[100:], ref.output.weight[100:])
+    assert not torch.equal(m.output.weight[:100], ref.output.weight[:100])
 
 
 def test_torch_step_allocates_nothing_vocabulary_sized():
@@ -163,10 +108,26 @@ def test_sparse_adam_path_uses_sparse_gradients():
     assert model.input.weight.grad.is_sparse and model.output.weight.grad.is_sparse
 
 
-def test_cpu_only_kernels_refuse_other_devices_in_one_line():
+def _kernel_cfg(kernel: str, optimizer: str = "sgd"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trainer=SimpleNamespace(kernel=kernel), optimizer=SimpleNamespace(name=optimizer))
+
+
+def test_kernel_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert uses_numba(_kernel_cfg("auto"), cpu) and uses_numba(_kernel_cfg("numba"), cpu)
+    assert not uses_numba(_kernel_cfg("auto"), cuda)  # auto: torch on CUDA
+    assert not uses_numba(_kernel_cfg("auto", "sparse_adam"), cpu)  # the numba kernel does plain SGD only
+    assert not uses_numba(_kernel_cfg("torch"), cpu)
+    assert make_sgd_step("auto", cuda) is sgd_step
+
+
+def test_numba_kernel_refuses_what_it_cannot_run_in_one_line():
     with pytest.raises(SGNSError, match="trainer.kernel=torch"):
-        make_sgd_step("numba", torch.device("cuda"))
-    assert make_sgd_step("auto", torch.device("cuda")) is sgd_step
+        uses_numba(_kernel_cfg("numba"), torch.device("cuda"))
+    with pytest.raises(SGNSError, match="plain SGD"):
+        uses_numba(_kernel_cfg("numba", "sparse_adam"), torch.device("cpu"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -201,30 +162,12 @@ def test_million_word_vocabulary_at_dim_300_needs_no_dense_gradient_memory():
         model.input.weight.data.add_(0)  # touch every page of both tables
         model.output.weight.data.add_(1e-3)
         before = hwm()
-        for kernel in ("numba", "torch"):
-            step = make_sgd_step(kernel, torch.device("cpu"))
-            for _ in range(3):
-                c = torch.randint(1_000_000, (8192,))
-                step(model, c, c.roll(1), torch.randint(1_000_000, (8192, 5)), 0.025)
+        step = make_sgd_step("torch", torch.device("cpu"))
+        for _ in range(3):
+            c = torch.randint(1_000_000, (8192,))
+            step(model, c, c.roll(1), torch.randint(1_000_000, (8192, 5)), 0.025)
         print(hwm() - before)
     """)
     grown = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
                 .stdout.split()[-1])
     assert grown < 300, f"peak memory grew by {grown} MiB during the steps"
-
-
-def test_hogwild_kernel_is_sequential_per_slice():
-    # Two slices that share no row cannot race: two threads must then give exactly the sequential result.
-    ref = _model(vocab=200)
-    gen = torch.Generator().manual_seed(5)
-    halves = [torch.randint(lo, lo + 100, (3, 30), generator=gen) for lo in (0, 100)]
-    centers = torch.cat([h[0] for h in halves])
-    contexts = torch.cat([h[1] for h in halves])
-    negatives = torch.cat([torch.randint(lo, lo + 100, (30, 5), generator=gen) for lo in (0, 100)])
-    seq, hog = _copy(ref), _copy(ref)
-    sequential_step(seq, centers, contexts, negatives, 0.05)
-    loss = make_sgd_step("hogwild", torch.device("cpu"), 2)(hog, centers, contexts, negatives, 0.05)
-    assert torch.isfinite(loss)
-    torch.testing.assert_close(hog.input.weight, seq.input.weight, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(hog.output.weight, seq.output.weight, rtol=1e-6, atol=1e-7)
-    assert not torch.equal(hog.output.weight, ref.output.weight)

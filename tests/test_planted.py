@@ -41,7 +41,7 @@ def test_accuracy_collapses_without_negatives(tmp_path, monkeypatch, intact_accu
         return loss.detach()
 
     monkeypatch.setattr(sgns.kernels, "make_sgd_step", lambda *args: positives_only_step)
-    broken = planted_accuracy(tmp_path)
+    broken = planted_accuracy(tmp_path, ["trainer.kernel=torch"])  # the pair pipeline's step is patched
     assert broken < 0.3 and broken < intact_accuracy - 0.5
 
 
@@ -61,5 +61,6 @@ def test_accuracy_collapses_with_a_frozen_output_table(tmp_path, monkeypatch, in
         return frozen_output_step
 
     monkeypatch.setattr(sgns.kernels, "make_sgd_step", make_frozen_output_step)
-    broken = planted_accuracy(tmp_path)
+    broken = planted_accuracy(tmp_path, ["trainer.kernel=torch"])
     assert broken < 0.1 and broken < intact_accuracy - 0.5
+

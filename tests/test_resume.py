@@ -19,36 +19,44 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from conftest import zipf_text
 
 from sgns.train.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint
 
-EPOCHS_STEPS = 935  # steps of the run below (30k words, 4 epochs, 256-pair batches)
+# Both pipelines resume exactly: the numba kernel in deterministic mode (1000-word spans: 120 steps of the run
+# below, 30k words and 4 epochs) and the pair pipeline (256-pair batches: 935 steps). Per pipeline: its
+# overrides, its step count, and the steps after which the tests below interrupt it.
+PIPELINES = {
+    "numba": {"extra": ["trainer.deterministic=true", "data.span_tokens=1000"], "steps": 120, "late": 80, "mid": 60},
+    "torch": {"extra": ["trainer.kernel=torch"], "steps": 935, "late": 300, "mid": 100},
+}
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+@pytest.fixture(scope="module", params=list(PIPELINES))
+def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     """The corpus, an analogy file (for eval curves) and one uninterrupted reference run."""
     folder = tmp_path_factory.mktemp("resume")
     corpus = zipf_text(folder / "corpus.txt", words=30000, vocab=400)
     analogies = folder / "analogies.txt"
     analogies.write_text(": section\n" + "".join(f"w{i} w{i + 1} w{i + 2} w{i + 3}\n" for i in range(0, 60, 2)))
-    paths = {"corpus": corpus, "analogies": analogies, "cache": folder / "cache", "reference": folder / "reference"}
+    paths = {"corpus": corpus, "analogies": analogies, "cache": folder / "cache", "reference": folder / "reference",
+             **PIPELINES[request.param]}
     proc = start(paths, paths["reference"])
     out = finish(proc)
     assert proc.returncode == 0, out
     return paths
 
 
-def command(paths: Dict[str, Path], run: Path, *extra: str) -> List[str]:
+def command(paths: Dict[str, Any], run: Path, *extra: str) -> List[str]:
     return [sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={paths['corpus']}", "data.min_count=1",
             "data.batch_size=256", "data.chunk_tokens=5000", "model.dim=32", "trainer.epochs=4",
             "trainer.checkpoint_every=20", "trainer.log_every=10", "trainer.keep_checkpoints=2", "trainer.device=cpu",
             "trainer.threads=1", "trainer.progress=false", f"eval.analogies=[{paths['analogies']}]",
-            "eval.every_words=25000", f"data.cache_dir={paths['cache']}", f"hydra.run.dir={run}", *extra]
+            "eval.every_words=25000", f"data.cache_dir={paths['cache']}", f"hydra.run.dir={run}", *paths["extra"],
+            *extra]
 
 
 class Proc:
@@ -79,7 +87,7 @@ class Proc:
         return "\n".join(self.lines)
 
 
-def start(paths: Dict[str, Path], run: Path, *extra: str, env: Optional[Dict[str, str]] = None) -> Proc:
+def start(paths: Dict[str, Any], run: Path, *extra: str, env: Optional[Dict[str, str]] = None) -> Proc:
     return Proc(command(paths, run, *extra), {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
@@ -103,7 +111,7 @@ def curves(run: Path) -> Dict[str, List[Tuple[int, float]]]:
             if tag.startswith(("train/", "eval/")) and tag != "train/words_per_sec"}
 
 
-def assert_same_as_reference(paths: Dict[str, Path], run: Path) -> None:
+def assert_same_as_reference(paths: Dict[str, Any], run: Path) -> None:
     reference = paths["reference"]
     assert (run / "vectors.bin").read_bytes() == (reference / "vectors.bin").read_bytes()
     got, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, reference))
@@ -115,7 +123,7 @@ def assert_same_as_reference(paths: Dict[str, Path], run: Path) -> None:
         steps = [s for s, _ in got_curves[tag]]
         assert steps == sorted(set(steps)), f"{tag}: duplicated or unordered steps {steps}"
         assert got_curves[tag] == points, tag  # same steps, same values: nothing missing or doubled
-    assert len(expected_curves["train/loss"]) == -(-EPOCHS_STEPS // 10)
+    assert len(expected_curves["train/loss"]) == -(-paths["steps"] // 10)
 
 
 def test_sigkill_anywhere_then_same_command_gives_identical_vectors(setup, tmp_path):
@@ -128,7 +136,7 @@ def test_sigkill_anywhere_then_same_command_gives_identical_vectors(setup, tmp_p
     assert [p.name for p in (run / "checkpoints").glob(".tmp-*")]  # the half-written file, under a temp name
     # 2. killed at an arbitrary moment between two checkpoints
     proc = start(setup, run)
-    proc.wait_for(lambda: newest_step(run) >= 300)
+    proc.wait_for(lambda: newest_step(run) >= setup["late"])
     time.sleep(random.uniform(0, 0.02))
     proc.popen.send_signal(signal.SIGKILL)
     out = finish(proc)
@@ -172,7 +180,7 @@ def test_many_random_sigkills_give_identical_vectors(setup, tmp_path):
 def test_sigint_sigterm_stop_with_a_checkpoint_and_a_resume_hint(setup, tmp_path, sig):
     run = tmp_path / "run"
     proc = start(setup, run)
-    proc.wait_for(lambda: newest_step(run) >= 100)
+    proc.wait_for(lambda: newest_step(run) >= setup["mid"])
     proc.popen.send_signal(sig)
     out = finish(proc)
     assert proc.returncode == 2, out
@@ -194,7 +202,7 @@ def test_sigint_sigterm_stop_with_a_checkpoint_and_a_resume_hint(setup, tmp_path
 def test_second_sigint_exits_at_once_without_damage(setup, tmp_path):
     run = tmp_path / "run"
     proc = start(setup, run)
-    proc.wait_for(lambda: newest_step(run) >= 100)
+    proc.wait_for(lambda: newest_step(run) >= setup["mid"])
     proc.popen.send_signal(signal.SIGINT)
     proc.wait_for(lambda: "SIGINT received" in proc.output())
     proc.popen.send_signal(signal.SIGINT)

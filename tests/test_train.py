@@ -62,7 +62,7 @@ def test_tensorboard_logs_loss_lr_and_speed_during_training(tiny_corpus, tmp_pat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = compose_cfg(tmp_path / "run", ["corpus=text", f"corpus.path={tiny_corpus}", *TINY, "data.batch_size=64",
-                                         "trainer.log_every=10"])
+                                         "trainer.log_every=3"])
     train(cfg)
     events = EventAccumulator(str(tmp_path / "run" / "tb"))
     events.Reload()

@@ -6,17 +6,17 @@ The training loop sees a `Backend` and nothing else of the hot path:
         loss = backend.step(batch, lr)          # trains on it; the summed loss (0-d tensor or float)
         ... batch.words_done, batch.pairs, batch.resume_position ...
 
-so every kernel and optimizer is one `step(batch, lr)`, and the loop never branches on them. `PairBackend`
-(the one there is today) yields batches of shuffled positive pairs (sgns.pairs) with their negatives drawn
-in (sgns.negatives); its step runs the kernel `trainer.kernel` picks (`make_sgd_step`) or, for
-`optimizer=sparse_adam`, an autograd step through torch.optim.SparseAdam. A backend whose batches are token
-spans, and whose step draws its own negatives, plugs in the same way: give it `batches`, `step`,
-`total_words` and `state_dict` / `load_state_dict` (its RNG and optimizer state, saved in checkpoints), and
-build it in `make_backend`.
+so every kernel and optimizer is one `step(batch, lr)`, and the loop never branches on them. Two backends:
 
-The kernels (`trainer.kernel`): `torch` (sgns.kernels.torch_kernels, the CUDA path) and `numba`, `sequential`,
-`hogwild` (sgns.kernels.numba_kernels, CPU); `auto` is numba on CPU, torch on CUDA. See those modules. (Not
-named torch.py / numba.py: a submodule becomes an attribute of its package, so it would shadow the library.)
+- `SpanBackend` (sgns.kernels.numba_kernels; `trainer.kernel=numba`, the CPU default): batches are token
+  spans (sgns.spans) and one compiled pass does subsampling, windows, negatives and the SGD update, on all
+  cores racing as word2vec does, or deterministic (`trainer.deterministic=true`).
+- `PairBackend` (`trainer.kernel=torch`, the CUDA default, and `optimizer=sparse_adam` anywhere): shuffled
+  positive pairs (sgns.pairs) with negatives drawn in (sgns.negatives), stepped by the torch kernel
+  (sgns.kernels.torch_kernels) or an autograd step through torch.optim.SparseAdam.
+
+(The modules are not named torch.py / numba.py: a submodule becomes an attribute of its package, so it would
+shadow the library.)
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ import torch
 
 from sgns.corpus import EncodedCorpus
 from sgns.errors import SGNSError
-from sgns.kernels import numba_kernels
+
+try:  # numba is a dependency, but the torch path must keep working where it cannot be imported
+    from sgns.kernels import numba_kernels
+except ImportError:  # pragma: no cover
+    numba_kernels = None  # type: ignore[assignment]
 from sgns.kernels.torch_kernels import RowCounter, optimizer_step, sgd_step
 from sgns.model import SGNS
 from sgns.negatives import NegativeSampler, unigram_table
@@ -89,27 +93,32 @@ class Backend(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def learning_rate(cfg: Any, progress: float) -> float:
+    """Word2vec's schedule for an `optimizer` config: linear from lr to lr * min_lr_ratio over the whole run."""
+    if not cfg.decay:
+        return cfg.lr
+    return cfg.lr * max(1.0 - progress, cfg.min_lr_ratio)
+
+
+def uses_numba(cfg: Any, device: torch.device) -> bool:
+    """Whether `trainer.kernel` (auto: on the CPU with plain SGD, when numba imports) picks the fused numba
+    kernel; SGNSError for a combination it cannot run."""
+    kernel, sgd = cfg.trainer.kernel, cfg.optimizer.name == "sgd"
+    if kernel == "numba":
+        if device.type != "cpu":
+            raise SGNSError(f"trainer.kernel=numba runs on the CPU only: use trainer.kernel=torch (or auto) with "
+                            f"trainer.device={device}")
+        if not sgd:
+            raise SGNSError(f"trainer.kernel=numba does plain SGD: use trainer.kernel=torch (or auto) with "
+                            f"optimizer={cfg.optimizer.name}")
+        if numba_kernels is None:
+            raise SGNSError("trainer.kernel=numba needs numba, which is not installed: pip install numba")
+    return kernel == "numba" or (kernel == "auto" and device.type == "cpu" and sgd and numba_kernels is not None)
+
+
 def make_sgd_step(kernel: str, device: torch.device, threads: int = 0) -> PairKernel:
-    """The plain-SGD pair kernel for `trainer.kernel`: auto is numba on CPU (torch where numba is missing),
-    torch on CUDA."""
-    numba = numba_kernels.numba
-    if kernel == "auto":
-        kernel = "numba" if device.type == "cpu" and numba is not None else "torch"
-    if kernel == "torch":
-        return sgd_step
-    if device.type != "cpu":
-        raise SGNSError(f"trainer.kernel={kernel} runs on the CPU only: use trainer.kernel=torch (or auto) "
-                        f"with trainer.device={device}")
-    if numba is None:
-        raise SGNSError(f"trainer.kernel={kernel} needs numba, which is not installed: pip install numba")
-    if kernel == "hogwild":  # racing threads over the batch: two unless asked
-        numba.set_num_threads(min(threads or 2, numba.config.NUMBA_NUM_THREADS))
-        return lambda model, centers, contexts, negatives, lr: numba_kernels.hogwild_step(
-            model, centers, contexts, negatives, lr, numba.get_num_threads())
-    # One compute thread unless asked: the data thread has the other core, and on a shared 2-core machine
-    # parallel regions per batch measured slower than one thread.
-    numba.set_num_threads(min(threads or 1, numba.config.NUMBA_NUM_THREADS))
-    return numba_kernels.numba_step if kernel == "numba" else numba_kernels.sequential_step
+    """The plain-SGD kernel of the pair pipeline: the torch step (exact batch SGD, any device)."""
+    return sgd_step
 
 
 # One training update on (centers, contexts, negatives) at `lr`, with the model (and optimizer) bound in.
@@ -164,6 +173,9 @@ class PairBackend:
         if state.get("pair_source") == DeviceBackend.SOURCE:
             raise SGNSError(WRONG_SOURCE.format(ran="the torch device pipeline (trainer.kernel=torch or a CUDA device)",
                                                 use="trainer.kernel=torch"))
+        if "sampler" not in state:
+            raise SGNSError("this run's checkpoint was written by the numba kernel over token spans: resume it "
+                            "on the CPU with trainer.kernel=numba (or auto) and optimizer.name=sgd")
         self.sampler.load_state_dict(state["sampler"])
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -212,8 +224,7 @@ class DeviceBackend:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("pair_source") != self.SOURCE:
-            raise SGNSError(WRONG_SOURCE.format(ran="the CPU pair pipeline (trainer.kernel=numba, sequential, "
-                                                    "hogwild, or auto on the CPU)",
+            raise SGNSError(WRONG_SOURCE.format(ran="a CPU pipeline (trainer.kernel=numba, or auto on the CPU)",
                                                 use="that trainer.kernel and trainer.device=cpu"))
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -240,8 +251,18 @@ def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS
     a stream of its own, seeded by (seed, rank).
     """
     d, t = cfg.data, cfg.trainer
-    if cfg.model.name != "full_softmax" and uses_device_pipeline(t.kernel, device):
-        return make_device_backend(cfg, corpus, vocab, model, device, shard)
+    if cfg.model.name != "full_softmax":
+        if uses_device_pipeline(t.kernel, device):
+            return make_device_backend(cfg, corpus, vocab, model, device, shard)
+        if shard is not None and t.kernel == "numba":
+            raise SGNSError("trainer.kernel=numba does not run under torchrun yet: use trainer.kernel=auto (the pair "
+                            "pipeline on CPUs) or trainer.kernel=torch")
+        if shard is None and uses_numba(cfg, device):
+            from sgns.spans import TokenSpans
+
+            return numba_kernels.SpanBackend(TokenSpans(corpus, d.span_tokens, t.epochs), model, vocab, d.window,
+                                             d.negatives, d.subsample, d.ns_exponent, t.seed, t.threads,
+                                             t.deterministic, lambda progress: learning_rate(cfg.optimizer, progress))
     pairs = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size or CPU_BATCH_SIZE, d.chunk_tokens,
                         t.epochs, t.seed, device, d.prefetch, shard)
     if cfg.model.name == "full_softmax":

@@ -1,170 +1,459 @@
-"""The compiled CPU kernels (numba): the exact batch SGD step and word2vec's own pair-by-pair update.
+"""The compiled CPU kernel (numba): token ids in, updated embeddings out, no pair arrays.
 
-- `numba_step` (the CPU default): the same exact batch update as `sgns.kernels.torch_kernels.sgd_step`, compiled.
-  Dot products may run in parallel over pairs (`trainer.threads`); updates are applied in batch order on
-  one thread, so results are bit-for-bit reproducible whatever the thread count.
-- `sequential_step` (an approximation, opt-in): word2vec's own update, pair after pair on one thread, each
-  pair seeing the previous pairs' updates (what gensim and the C tool do, minus their Hogwild races).
-- `hogwild_step` (an approximation, opt-in): `sequential` on several threads over slices of the batch,
-  racing on shared rows exactly as gensim and the C tool do. Fastest on CPU; results vary run to run, so
-  exact resume does not hold with it.
+One compiled pass over a piece of the token stream does everything word2vec's inner loop does: it drops
+out-of-vocabulary tokens, subsamples frequent words with word2vec's keep probability, draws each center's
+window radius uniformly in [1, window], draws negatives from unigram^0.75 (Walker's alias table) and applies
+the SGD update. Randomness comes from a splitmix64 stream seeded by (seed, epoch, span, piece), so any piece
+can be replayed exactly: that is what makes resume exact in deterministic mode.
 
-All of them only read and write the rows a batch touches. Negatives come as (groups, K) rows, row
-`i // size` serving positive i (`sgns.negatives.group_size`), written out inline because numba compiles it.
+The update follows pWord2Vec's HogBatch (Ji et al. 2016) rather than word2vec's pair-by-pair loop. Word2vec's
+skip-gram predicts the center word from each context word's input vector; here the contexts of one window
+share one draw of K negatives, so for a center with contexts c_1..c_m the logits are one small (m x (K+1))
+product of the contexts' input rows with the output rows of [center, negatives], and both gradients are
+small products of the same loaded rows. Gradients of one window are computed from the weights as they were
+before the window: exactly a batch SGD step on the BCE-with-logits loss of that window's m * (K+1) logits
+(tests/test_numba_kernels.py checks it against the nn.Module reference).
+
+Pieces are aligned to sentence starts and defined by positions alone (`piece_bounds`), never by the thread
+count. `SpanTrainer` runs a span's pieces on several threads at once, racing on shared rows exactly as
+word2vec and gensim do (Hogwild, the fast default), or, deterministic, on one thread in piece order.
+`SpanBackend` is the training loop's view of it (sgns.kernels.Backend): batches are token spans
+(sgns.spans), the step trains one.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
+from llvmlite import ir
+from numba import literally, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from sgns.errors import SGNSError
 from sgns.model import SGNS
+from sgns.negatives import unigram_table
+from sgns.pairs import keep_probabilities
+from sgns.spans import Span, TokenSpans
+from sgns.vocab import Vocabulary
 
-try:  # numba is a dependency, but the torch path must keep working where it cannot be imported
-    import numba
-    from numba import njit, prange
-except ImportError:  # pragma: no cover
-    numba = None
+# Reassociation lets LLVM vectorise the dot products; the compiled code is fixed, so one machine gives
+# bit-identical results run to run.
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
 
-# Reassociation lets LLVM vectorise the dot products (a strict left-to-right float sum cannot be);
-# the compiled code is fixed, so results stay bit-for-bit reproducible on one machine.
-_FAST = {"reassoc", "contract"}
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_U32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_TO_UNIT = 1.0 / 4294967296.0
 
-if numba is not None:
 
-    @njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
-    def _dot(w: np.ndarray, c: np.ndarray) -> np.float32:
-        """w . c in float32 (reassociated, so LLVM vectorises it)."""
-        x = np.float32(0.0)
-        for t in range(len(w)):
-            x += w[t] * c[t]
-        return x
+@njit(nogil=True, cache=True, inline="always")
+def _mix(z: np.uint64) -> np.uint64:
+    """splitmix64's finaliser: a bijective scramble of 64 bits."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
 
-    @njit(nogil=True, cache=True, inline="always")
-    def _logit_step(x: float, label: float) -> tuple[float, float]:
-        """(label - sigmoid(x), BCE-with-logits loss of x) in float64, overflow-safe."""
-        if x >= 0:
-            e = math.exp(-x)
-            p = 1.0 / (1.0 + e)
-            return label - p, math.log1p(e) + (1.0 - label) * x
-        e = math.exp(x)
-        p = e / (1.0 + e)
-        return label - p, math.log1p(e) - label * x
 
-    # Steps 2 and 3 run serially in batch order, so results never depend on the thread count. (Split over
-    # threads by row owner they gave wrong updates from the second call on with 2 numba threads.)
-    @njit(nogil=True, parallel={"fusion": False}, cache=True, fastmath=_FAST)
-    def _exact_batch(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
-                     negatives: np.ndarray, lr: float) -> float:
-        b, d = len(centers), W.shape[1]
-        groups, k = negatives.shape
-        size = (b + groups - 1) // groups
-        step = np.empty((b, k + 1), dtype=np.float32)  # -lr * d loss / d logit, per logit
-        grad_w = np.empty((b, d), dtype=np.float32)  # -lr * d loss / d w, per pair
-        loss = np.empty(b, dtype=np.float64)
-        # 1. every logit and the input-vector steps, from the old weights (read only, parallel over pairs)
-        for i in prange(b):
-            w = W[centers[i]]
-            gw = grad_w[i]
-            for t in range(d):
-                gw[t] = 0.0
-            total = 0.0
-            for j in range(k + 1):
-                row = contexts[i] if j == 0 else negatives[i // size, j - 1]
-                c = C[row]
-                g, l_ = _logit_step(_dot(w, c), 1.0 if j == 0 else 0.0)
-                total += l_
-                s = np.float32(lr * g)
-                step[i, j] = s
+@njit(nogil=True, cache=True, inline="always")
+def _draw(state: np.uint64) -> Tuple[np.uint64, np.uint64]:
+    """(next state, 64 random bits): splitmix64, a counter through a strong mixer."""
+    state += _GOLDEN
+    return state, _mix(state)
+
+
+@njit(nogil=True, cache=True)
+def piece_seed(seed: int, epoch: int, chunk: int, piece: int) -> np.uint64:
+    """The start state of a piece's random stream: a hash of (seed, epoch, chunk, piece)."""
+    s = _mix(np.uint64(seed) + _GOLDEN)
+    s = _mix(s ^ (np.uint64(epoch) + _GOLDEN))
+    s = _mix(s ^ (np.uint64(chunk) + _GOLDEN))
+    return _mix(s ^ (np.uint64(piece) + _GOLDEN))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _kept_words(raw: np.ndarray, remap: np.ndarray, keep: np.ndarray, lo: int, hi: int, sen: np.ndarray,
+                state: np.uint64) -> Tuple[int, np.uint64]:
+    """Write the kept words of raw[lo:hi] into sen: in the vocabulary, then subsampled (word w stays with
+    probability keep[w]). Returns (how many, next state)."""
+    n = 0
+    for p in range(lo, hi):
+        w = remap[raw[p]]
+        if w < 0:
+            continue
+        kp = keep[w]
+        if kp < 1.0:
+            state, r = _draw(state)
+            if (r >> _S32) * _TO_UNIT >= kp:
+                continue
+        sen[n] = w
+        n += 1
+    return n, state
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _radius(r: np.uint64, window: int) -> int:
+    """A window radius uniform in [1, window] from 64 random bits (the high 32, scaled: no modulo bias
+    beyond 2^-32)."""
+    return 1 + np.int64(((r >> _S32) * np.uint64(window)) >> _S32)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _negative(r: np.uint64, accept: np.ndarray, alias: np.ndarray) -> int:
+    """A draw from the alias table: the high 32 bits pick a slot, the low 32 bits its coin."""
+    slot = np.int64(((r >> _S32) * np.uint64(len(accept))) >> _S32)
+    return slot if np.int64(r & _U32) < accept[slot] else np.int64(alias[slot])
+
+
+@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
+def _logit_grad(x: np.float32, positive: bool, alpha: np.float32, with_loss: bool) -> Tuple[np.float32, float]:
+    """(alpha * (label - sigmoid(x)), the BCE-with-logits loss of x if with_loss else 0), overflow-safe: one exp
+    of -|x|, and log1p of it for the loss."""
+    e = np.float32(math.exp(-abs(x)))
+    p = np.float32(1.0) / (np.float32(1.0) + e)
+    if x < 0:
+        p = e * p
+    label = np.float32(1.0) if positive else np.float32(0.0)
+    loss = 0.0
+    if with_loss:
+        loss = math.log1p(e) + (max(-x, 0.0) if positive else max(x, 0.0))
+    return alpha * (label - p), loss
+
+
+@intrinsic
+def _prefetch(typingctx, matrix, row, col):  # type: ignore[no-untyped-def]
+    """Ask the CPU to start loading matrix[row, col]'s cache line (LLVM's prefetch: read, keep in all levels)."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:], strict=True)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(matrix, row, col), codegen
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
+    for col in range(0, d, 16):  # one call per 64-byte line
+        _prefetch(matrix, row, col)
+
+
+@njit(nogil=True, cache=True)
+def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
+                s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
+                negatives: int, lr0: float, lr1: float, state: np.uint64,
+                loss_every: int, dim: int) -> Tuple[float, int, int, int]:
+    """Train on sentences s0..s1-1 of a span (see `_train_piece`), compiled for `dim` (W's width) as a constant
+    (the row loops then vectorise without a generic remainder path)."""
+    return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
+                        state, loss_every, literally(dim))
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
+                 s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
+                 negatives: int, lr0: float, lr1: float, state: np.uint64,
+                 loss_every: int, d: int) -> Tuple[float, int, int, int]:
+    """Train on sentences s0..s1-1 of a span; returns (summed loss of the sampled windows, their positive
+    pairs, all positive pairs, logits computed).
+
+    raw: the span's token ids in corpus (first-seen) order; remap: corpus id -> vocabulary id or -1.
+    starts: sentence start offsets within the span, plus the span length at the end.
+    keep: per-word keep probability (float32); accept/alias: Walker's alias table of the negative
+    distribution (accept as a threshold in [0, 2^32] in an int64 array). lr falls linearly from lr0 to lr1
+    over the piece. The loss (a log per logit) is summed over a random 1 in `loss_every` windows (0: none),
+    an unbiased sample for the logged mean.
+    """
+    k1 = negatives + 1
+    lo, hi = starts[s0], starts[s1]
+    span = max(hi - lo, 1)
+    longest = 0
+    for s in range(s0, s1):
+        longest = max(longest, starts[s + 1] - starts[s])
+    sen = np.empty(longest, dtype=np.int32)  # the kept words of the current sentence
+    ctx = np.empty(2 * window, dtype=np.int32)  # the current window's context words
+    out = np.empty(k1, dtype=np.int32)  # center word, then the shared negatives
+    ahead = np.empty(k1, dtype=np.int32)  # the next center's negatives, drawn early to prefetch their rows
+    grad = np.empty((2 * window, k1), dtype=np.float32)  # lr * (label - sigmoid(logit))
+    dw = np.empty((2 * window, d), dtype=np.float32)  # pending input-row updates
+    loss = 0.0
+    loss_pairs = 0
+    pairs = 0
+    logits = 0
+    for s in range(s0, s1):
+        # 1. the sentence's kept words
+        n, state = _kept_words(raw, remap, keep, starts[s], starts[s + 1], sen, state)
+        alpha = np.float32(lr0 + (lr1 - lr0) * (starts[s] - lo) / span)
+        for k in range(1, k1):
+            state, r = _draw(state)
+            ahead[k] = _negative(r, accept, alias)
+        for i in range(n):
+            # 2. this center's negatives (drawn one center ahead), one draw shared by the whole window;
+            # a negative equal to the center is skipped. Then the next center's, prefetched.
+            center = sen[i]
+            out[0] = center
+            for k in range(1, k1):
+                out[k] = ahead[k]
+            if i + 1 < n:
+                for k in range(1, k1):
+                    state, r = _draw(state)
+                    ahead[k] = _negative(r, accept, alias)
+                    _prefetch_row(C, ahead[k], d)
+                _prefetch_row(C, sen[i + 1], d)
+                if i + 1 + window < n:
+                    _prefetch_row(W, sen[i + 1 + window], d)
+            # 3. the window: radius uniform in [1, window]
+            state, r = _draw(state)
+            radius = _radius(r, window)
+            with_loss = loss_every > 0 and np.int64(r & _U32) % loss_every == 0
+            m = 0
+            for j in range(max(0, i - radius), min(n, i + radius + 1)):
+                if j != i:
+                    ctx[m] = sen[j]
+                    m += 1
+            if m == 0:
+                continue
+            # 4. logits and their gradients, all from the weights before this window. Rows are taken two
+            # at a time (an odd last one twice), so each pass over a loaded row serves two products.
+            for a in range(m):
+                wa = W[ctx[a]]
+                for k in range(0, k1, 2):
+                    k2 = min(k + 1, k1 - 1)
+                    c0 = C[out[k]]
+                    c1 = C[out[k2]]
+                    x0 = np.float32(0.0)
+                    x1 = np.float32(0.0)
+                    for t in range(d):
+                        x0 += wa[t] * c0[t]
+                        x1 += wa[t] * c1[t]
+                    g, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+                    skip = k > 0 and out[k] == center  # word2vec skips a negative equal to the center
+                    grad[a, k] = 0.0 if skip else g
+                    loss += 0.0 if skip else l_
+                    logits += 0 if skip else 1
+                    if k2 != k:
+                        g, l_ = _logit_grad(x1, False, alpha, with_loss)
+                        skip = out[k2] == center
+                        grad[a, k2] = 0.0 if skip else g
+                        loss += 0.0 if skip else l_
+                        logits += 0 if skip else 1
+            # 5. input-row steps (from the old output rows), then output rows (from the old input rows)
+            for a in range(m):
+                da = dw[a]
+                ga = grad[a]
+                for k in range(0, k1, 2):
+                    k2 = min(k + 1, k1 - 1)
+                    g0 = ga[k]
+                    g1 = ga[k2] if k2 != k else np.float32(0.0)
+                    c0 = C[out[k]]
+                    c1 = C[out[k2]]
+                    if k == 0:
+                        for t in range(d):
+                            da[t] = g0 * c0[t] + g1 * c1[t]
+                    else:
+                        for t in range(d):
+                            da[t] += g0 * c0[t] + g1 * c1[t]
+            for k in range(k1):
+                co = C[out[k]]
+                for a in range(0, m, 2):
+                    a2 = min(a + 1, m - 1)
+                    g0 = grad[a, k]
+                    g1 = grad[a2, k] if a2 != a else np.float32(0.0)
+                    w0 = W[ctx[a]]
+                    w1 = W[ctx[a2]]
+                    for t in range(d):
+                        co[t] += g0 * w0[t] + g1 * w1[t]
+            for a in range(m):
+                wa = W[ctx[a]]
+                da = dw[a]
                 for t in range(d):
-                    gw[t] += s * c[t]
-            loss[i] = total
-        # 2. output vectors, from the old input vectors, in batch order
-        for i in range(b):
-            w = W[centers[i]]
-            for j in range(k + 1):
-                c = C[contexts[i] if j == 0 else negatives[i // size, j - 1]]
-                s = step[i, j]
-                for t in range(d):
-                    c[t] += s * w[t]
-        # 3. input vectors, in batch order
-        for i in range(b):
-            w = W[centers[i]]
-            gw = grad_w[i]
-            for t in range(d):
-                w[t] += gw[t]
-        return loss.sum()
-
-    @njit(nogil=True, cache=True, fastmath=_FAST)
-    def _sequential_range(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
-                          negatives: np.ndarray, lr: float, lo: int, hi: int) -> float:
-        """Word2vec's update for pairs lo..hi-1, one after the other; returns their summed loss."""
-        d = W.shape[1]
-        groups, k = negatives.shape
-        size = (len(centers) + groups - 1) // groups
-        grad_w = np.empty(d, dtype=np.float32)
-        loss = 0.0
-        for i in range(lo, hi):
-            w = W[centers[i]]
-            grad_w[:] = 0.0
-            for j in range(k + 1):
-                row = contexts[i] if j == 0 else negatives[i // size, j - 1]
-                c = C[row]
-                g, l_ = _logit_step(_dot(w, c), 1.0 if j == 0 else 0.0)
-                loss += l_
-                s = np.float32(lr * g)
-                for t in range(d):
-                    grad_w[t] += s * c[t]
-                    c[t] += s * w[t]
-            for t in range(d):
-                w[t] += grad_w[t]
-        return loss
-
-    @njit(nogil=True, cache=True)
-    def _sequential(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
-                    negatives: np.ndarray, lr: float) -> float:
-        return _sequential_range(W, C, centers, contexts, negatives, lr, 0, len(centers))
-
-    @njit(nogil=True, parallel=True, cache=True)
-    def _hogwild(W: np.ndarray, C: np.ndarray, centers: np.ndarray, contexts: np.ndarray,
-                 negatives: np.ndarray, lr: float, threads: int) -> float:
-        """`_sequential` on `threads` slices of the batch at once, racing on shared rows (as gensim does)."""
-        b = len(centers)
-        losses = np.zeros(threads)
-        for part in prange(threads):
-            losses[part] = _sequential_range(W, C, centers, contexts, negatives, lr,
-                                             part * b // threads, (part + 1) * b // threads)
-        return losses.sum()
+                    wa[t] += da[t]
+            pairs += m
+            if with_loss:
+                loss_pairs += m
+    return loss, loss_pairs, pairs, logits
 
 
-def _weights(model: SGNS) -> tuple[np.ndarray, np.ndarray]:
-    W, C = model.input.weight, model.output.weight
-    if W.device.type != "cpu" or not (W.is_contiguous() and C.is_contiguous()):
-        raise SGNSError("the numba kernels need contiguous CPU weights: use trainer.kernel=torch")
-    return W.detach().numpy(), C.detach().numpy()
+def alias_table(probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table for `probs`: (accept threshold as an integer in [0, 2^32], alias index)."""
+    n = len(probs)
+    scaled = np.asarray(probs, dtype=np.float64) * n
+    accept = np.ones(n, dtype=np.float64)
+    alias = np.arange(n, dtype=np.int32)
+    small = [i for i in np.flatnonzero(scaled < 1.0).tolist()]
+    large = [i for i in np.flatnonzero(scaled >= 1.0).tolist()]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        accept[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        (small if scaled[g] < 1.0 else large).append(g)
+    return np.minimum(np.round(accept * 4294967296.0), 4294967296.0).astype(np.int64), alias
 
 
-def numba_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
-               lr: float, threads: int = 0) -> torch.Tensor:
-    """The exact batch SGD step of `sgd_step`, compiled; `threads` (0: as set) only parallelise the dot products."""
-    W, C = _weights(model)
-    if threads:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    return torch.tensor(_exact_batch(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr))
+def piece_bounds(starts: np.ndarray, piece_tokens: int) -> np.ndarray:
+    """Sentence indices that cut a span into pieces: a piece holds the sentences starting in one
+    `piece_tokens`-long stretch of positions. A function of the positions only, never of the thread count."""
+    n_sent = len(starts) - 1
+    marks = np.searchsorted(starts[:-1], np.arange(0, int(starts[-1]), piece_tokens))
+    return np.unique(np.concatenate([marks, [n_sent]])).astype(np.int64)
 
 
-def sequential_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
-                    lr: float) -> torch.Tensor:
-    """Word2vec's pair-by-pair SGD over the batch (an approximation of the batch step), one thread."""
-    W, C = _weights(model)
-    return torch.tensor(_sequential(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr))
+PIECE_TOKENS = 1 << 12  # corpus positions per piece: the unit of parallel work and of random streams
+_COMPILED: dict = {}  # dim -> train_piece's compiled entry point for that dim
 
 
-def hogwild_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
-                 lr: float, threads: int = 2) -> torch.Tensor:
-    """Word2vec's update on `threads` threads at once with racing writes: fastest, not reproducible."""
-    W, C = _weights(model)
-    return torch.tensor(_hogwild(W, C, centers.numpy(), contexts.numpy(), negatives.numpy(), lr, threads))
+def compiled_train_piece(dim: int) -> Callable[..., Tuple[float, int, int, int]]:
+    """`train_piece` compiled for `dim`, as a directly callable entry point.
+
+    Through the dispatcher, every call with `dim` as a plain int would go through numba's literal-argument
+    resolution again (about 6 ms a call, measured); the entry point of the compiled overload costs about
+    2 us. Falls back to the dispatcher if numba's overload table does not look as expected."""
+    entry = _COMPILED.get(dim)
+    if entry is None:
+        W = np.zeros((1, dim), dtype=np.float32)
+        train_piece(W, W.copy(), np.zeros(1, np.int32), np.zeros(1, np.int32), np.array([0, 1], np.int64), 0, 0,
+                    np.ones(1, np.float32), np.ones(1, np.int64), np.zeros(1, np.int32), 1, 1, 0.0, 0.0,
+                    np.uint64(0), 0, dim)  # compiles (or loads from numba's cache) the version for dim
+        entry = train_piece
+        for signature, compiled in getattr(train_piece, "overloads", {}).items():
+            if getattr(signature[-1], "literal_value", None) == dim and hasattr(compiled, "entry_point"):
+                entry = compiled.entry_point
+        _COMPILED[dim] = entry
+    return entry
+
+
+class SpanTrainer:
+    """Runs `train_piece` over the pieces of a span: on `threads` threads at once racing on shared rows
+    (Hogwild, the fast default), or, when `deterministic`, on one thread in piece order, so that the result
+    is a function of the seed alone whatever the thread count."""
+
+    def __init__(self, W: np.ndarray, C: np.ndarray, remap: np.ndarray, keep: np.ndarray, accept: np.ndarray,
+                 alias: np.ndarray, window: int, negatives: int, seed: int, threads: int = 1,
+                 piece_tokens: int = PIECE_TOKENS, loss_every: int = 16, deterministic: bool = False):
+        self.W, self.C, self.remap = W, C, remap
+        self.keep = np.asarray(keep, dtype=np.float32)
+        self.accept, self.alias = accept, alias
+        self.window, self.negatives, self.seed = window, negatives, seed
+        self.threads, self.piece_tokens, self.loss_every = threads, piece_tokens, loss_every
+        self.deterministic = deterministic
+        self._pool: Optional[ThreadPoolExecutor] = None  # the helper threads, started on first use
+
+    def n_pieces(self, starts: np.ndarray) -> int:
+        return len(piece_bounds(starts, self.piece_tokens)) - 1
+
+    def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float, lr1: float,
+                   first_piece: int = 0, last_piece: Optional[int] = None) -> Tuple[float, int, int]:
+        """Train on pieces first_piece..last_piece-1 of one span (its ids and sentence starts); lr falls
+        linearly from lr0 at the span's start to lr1 at its end. Returns (summed loss of the sampled windows,
+        their positive pairs, all positive pairs)."""
+        bounds = piece_bounds(starts, self.piece_tokens)
+        last = len(bounds) - 1 if last_piece is None else last_piece
+        span = max(int(starts[-1]), 1)
+        # A short span (a small corpus) sums the loss of every window: a 1-in-16 sample of it may hold none.
+        loss_every = self.loss_every if span >= 1 << 16 else min(self.loss_every, 1)
+
+        kernel = compiled_train_piece(self.W.shape[1])
+
+        def run(p: int) -> Tuple[float, int, int, int]:
+            a, b = int(bounds[p]), int(bounds[p + 1])
+            la = lr0 + (lr1 - lr0) * int(starts[a]) / span
+            lb = lr0 + (lr1 - lr0) * int(starts[b]) / span
+            return kernel(self.W, self.C, raw, self.remap, starts, a, b, self.keep, self.accept, self.alias,
+                               self.window, self.negatives, la, lb, np.uint64(piece_seed(self.seed, epoch, chunk, p)),
+                               loss_every, self.W.shape[1])
+
+        if self.deterministic or self.threads <= 1 or last - first_piece <= 1:
+            results = [run(p) for p in range(first_piece, last)]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="sgns-numba")
+            results = _run_threads(run, range(first_piece, last), self.threads, self._pool)
+        return sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results)
+
+
+def _run_threads(fn: Callable[[int], Tuple[float, int, int, int]], items: range, threads: int,
+                 pool: ThreadPoolExecutor) -> List[Tuple[float, int, int, int]]:
+    """fn over items on this thread and `threads - 1` of the pool's, each taking the next item when it is free
+    (load balance on a shared machine); fn must release the GIL (the kernel is nogil). The pool's threads
+    live as long as the trainer: a thread per span would churn malloc arenas (resident memory)."""
+    todo = list(items)
+    results: List[Optional[Tuple[float, int, int, int]]] = [None] * len(todo)
+    lock = threading.Lock()
+    nxt = [0]
+    errors: List[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(todo) or errors:
+                return
+            try:
+                results[i] = fn(todo[i])
+            except BaseException as e:  # hand it to the caller
+                errors.append(e)
+                return
+
+    helpers = [pool.submit(worker) for _ in range(threads - 1)]
+    worker()
+    for helper in helpers:
+        helper.result()
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]
+
+
+class SpanBackend:
+    """The fused kernel behind the loop's step interface (sgns.kernels.Backend): batches are token spans
+    (sgns.spans), `step` trains one with plain SGD, lr falling linearly across it as the schedule says."""
+
+    def __init__(self, spans: TokenSpans, model: SGNS, vocab: Vocabulary, window: int, negatives: int,
+                 subsample: float, ns_exponent: float, seed: int, threads: int, deterministic: bool,
+                 lr_at: Callable[[float], float]):
+        W, C = model.input.weight, model.output.weight
+        if W.device.type != "cpu" or W.dtype != torch.float32 or not (W.is_contiguous() and C.is_contiguous()):
+            raise SGNSError("the numba kernel trains contiguous float32 CPU weights: use trainer.kernel=torch")
+        self.spans, self.lr_at = spans, lr_at
+        self.total_words = spans.total_words()
+        accept, alias = alias_table(unigram_table(vocab.counts, ns_exponent))
+        threads = threads or len(os.sched_getaffinity(0))
+        self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.words)),
+                                   keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
+                                   seed, threads, deterministic=deterministic)
+
+    def batches(self, start: Tuple[int, int, int]) -> Iterator[Span]:
+        return self.spans(start)
+
+    def step(self, batch: Span, lr: float) -> float:
+        """Train one span; its summed loss (estimated from the sampled windows, see `train_piece`)."""
+        lr_end = self.lr_at(batch.words_done / self.total_words)
+        loss, loss_pairs, pairs = self.trainer.train_span(batch.ids, batch.starts, batch.epoch, batch.chunk, lr,
+                                                          lr_end, batch.first_piece)
+        batch.pairs = pairs
+        return loss * pairs / loss_pairs if loss_pairs else 0.0
+
+    def state_dict(self) -> dict:
+        # No random state to keep: every piece's stream is a function of (seed, epoch, span, piece). Plain SGD
+        # has no optimizer state (the key is there as in every checkpoint).
+        return {"spans": {"span_tokens": self.spans.span_tokens, "piece_tokens": self.trainer.piece_tokens},
+                "optimizer": None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "spans" not in state:
+            raise SGNSError("this run's checkpoint was written by the pair pipeline (trainer.kernel=torch, or "
+                            "optimizer.name=sparse_adam): resume it with those settings")

@@ -1,0 +1,339 @@
+"""The fused CPU kernel (sgns.fused) against the nn.Module + BCE-with-logits reference, its random draws
+checked statistically, learning on a generated corpus, and determinism across thread counts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from numba import njit
+
+from sgns.kernels.numba_kernels import (
+    SpanTrainer,
+    _draw,
+    _kept_words,
+    _negative,
+    _radius,
+    alias_table,
+    piece_bounds,
+    train_piece,
+)
+from sgns.model import SGNS, sgns_loss
+from sgns.spans import span_starts
+
+# ------------------------------------------------------------------------------------- reference match
+
+
+def _one_negative_table(vocab: int, word: int):
+    """An alias table that always draws `word` (a distribution with all its mass there)."""
+    p = np.zeros(vocab)
+    p[word] = 1.0
+    return alias_table(p)
+
+
+def _run_kernel(W, C, sentence, negative, k, lr, window=1):
+    vocab = len(W)
+    raw = np.asarray(sentence, dtype=np.int32)
+    remap = np.arange(vocab, dtype=np.int32)
+    starts = np.array([0, len(raw)], dtype=np.int64)
+    accept, alias = _one_negative_table(vocab, negative)
+    keep = np.ones(vocab, dtype=np.float32)
+    return train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, k, lr, lr, np.uint64(7), 1,
+                       W.shape[1])
+
+
+@pytest.mark.parametrize("k", [3, 4])  # an even and an odd number of output rows (the kernel pairs rows up)
+def test_kernel_matches_autograd_on_windows_of_one_draw(k):
+    # window=1 makes every radius 1 and a one-word negative distribution fixes the draws, so the kernel's
+    # work is known: per center, one batch SGD step on the BCE loss of its (context -> center) pairs with
+    # the window's shared negatives. Word2vec's skip-gram predicts the center from each context's input
+    # vector: the model's "centers" are the contexts here, its "contexts" the window's center.
+    vocab, dim, lr = 12, 8, 0.1
+    sentence = [2, 5, 7, 5]  # a repeated word: updates of one row must accumulate
+    negative = 9
+    torch.manual_seed(0)
+    ref = SGNS(vocab, dim)
+    with torch.no_grad():
+        ref.input.weight.normal_(0, 0.5)
+        ref.output.weight.normal_(0, 0.5)
+    W = ref.input.weight.detach().numpy().copy()
+    C = ref.output.weight.detach().numpy().copy()
+    loss, loss_pairs, pairs, logits = _run_kernel(W, C, sentence, negative, k, lr)
+
+    expected_loss = 0.0
+    optimizer = torch.optim.SGD(ref.parameters(), lr=lr)
+    for i, center in enumerate(sentence):
+        contexts = [sentence[j] for j in (i - 1, i + 1) if 0 <= j < len(sentence)]
+        optimizer.zero_grad()
+        step_loss = sgns_loss(*ref(torch.tensor(contexts), torch.tensor([center] * len(contexts)),
+                                   torch.full((1, k), negative)))
+        step_loss.backward()
+        optimizer.step()
+        expected_loss += float(step_loss.detach())
+    assert pairs == loss_pairs == 6 and logits == 6 * (k + 1)
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    np.testing.assert_allclose(W, ref.input.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(C, ref.output.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_negative_equal_to_the_center_is_skipped():
+    # word2vec skips a negative that is the positive word itself; with every draw equal to the center,
+    # only the positive logits remain.
+    W = np.full((4, 3), 0.1, dtype=np.float32)
+    C = np.zeros((4, 3), dtype=np.float32)
+    _, _, pairs, logits = _run_kernel(W, C, [1, 1], negative=1, k=4, lr=0.1)
+    assert pairs == 2 and logits == 2
+
+
+# ------------------------------------------------------------------------------- random draws, statistically
+
+
+@njit
+def _keep_counts(raw, remap, keep, reps, seed):
+    state = np.uint64(seed)
+    sen = np.empty(len(raw), dtype=np.int32)
+    counts = np.zeros(len(keep), dtype=np.int64)
+    for _ in range(reps):
+        n, state = _kept_words(raw, remap, keep, 0, len(raw), sen, state)
+        for i in range(n):
+            counts[sen[i]] += 1
+    return counts
+
+
+def test_subsampling_keeps_each_word_at_its_keep_probability():
+    keep = np.array([1.0, 0.5, 0.1, 0.9], dtype=np.float32)
+    raw = np.array([0, 1, 2, 3, 4, 1, 2], dtype=np.int32)  # corpus id 4 is out of the vocabulary
+    remap = np.array([0, 1, 2, 3, -1], dtype=np.int32)
+    reps = 40000
+    counts = _keep_counts(raw, remap, keep, reps, 3)
+    trials = np.array([1, 2, 2, 1]) * reps
+    rate = counts / trials
+    sd = np.sqrt(keep * (1 - keep) / trials)
+    assert counts[0] == reps  # keep 1 is never dropped
+    assert np.all(np.abs(rate - keep) <= 5 * sd + 1e-12), (rate, keep)
+
+
+@njit
+def _radii(window, draws, seed):
+    state = np.uint64(seed)
+    out = np.empty(draws, dtype=np.int64)
+    for i in range(draws):
+        state, r = _draw(state)
+        out[i] = _radius(r, window)
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 5, 7])
+def test_window_radius_is_uniform_in_one_to_window(window):
+    draws = 70000
+    radii = _radii(window, draws, 11)
+    assert radii.min() == 1 and radii.max() == window
+    counts = np.bincount(radii, minlength=window + 1)[1:]
+    expected = draws / window
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < window - 1 + 6 * np.sqrt(2 * max(window - 1, 1)) + 10  # far beyond chance otherwise
+
+
+@njit
+def _negatives(accept, alias, draws, seed):
+    state = np.uint64(seed)
+    counts = np.zeros(len(accept), dtype=np.int64)
+    for _ in range(draws):
+        state, r = _draw(state)
+        counts[_negative(r, accept, alias)] += 1
+    return counts
+
+
+def test_negatives_follow_unigram_to_the_three_quarters():
+    counts = np.array([5000, 1200, 700, 300, 90, 40, 12, 5, 5, 1], dtype=np.float64)
+    p = counts**0.75 / (counts**0.75).sum()
+    accept, alias = alias_table(p)
+    draws = 400000
+    got = _negatives(accept, alias, draws, 5)
+    expected = p * draws
+    chi2 = float(((got - expected) ** 2 / expected).sum())
+    assert chi2 < 9 + 6 * np.sqrt(18)  # 9 degrees of freedom
+    # and not the raw unigram distribution (the test can tell them apart)
+    q = counts / counts.sum() * draws
+    assert float(((got - q) ** 2 / q).sum()) > 1000
+
+
+def test_pair_count_matches_the_window_expectation():
+    # no subsampling, one sentence of n words: each center pairs with every word within its radius r
+    # (uniform in [1, window]), so E[pairs] = sum_i E[min(i, r) + min(n - 1 - i, r)].
+    n, window, vocab = 40, 5, 50
+    rng = np.random.default_rng(0)
+    W = (rng.random((vocab, 4), dtype=np.float32) - 0.5) / 4
+    C = np.zeros_like(W)
+    raw = rng.integers(0, vocab, size=n).astype(np.int32)
+    remap = np.arange(vocab, dtype=np.int32)
+    accept, alias = alias_table(np.full(vocab, 1.0 / vocab))
+    keep = np.ones(vocab, dtype=np.float32)
+    starts = np.array([0, n], dtype=np.int64)
+    totals = [train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, 2, 1e-6, 1e-6,
+                          np.uint64(s), 0, 4)[2] for s in range(2000)]
+    i = np.arange(n)[:, None]
+    r = np.arange(1, window + 1)[None, :]
+    expected = (np.minimum(i, r) + np.minimum(n - 1 - i, r)).mean(1).sum()
+    sd = np.std(totals) / np.sqrt(len(totals))
+    assert abs(np.mean(totals) - expected) < 5 * sd
+
+
+# ------------------------------------------------------------------------------- spans, pieces, threads
+
+
+def test_span_starts_and_piece_bounds():
+    offsets = np.array([0, 4, 10, 11, 30, 31], dtype=np.int64)
+    assert span_starts(offsets, 0, 31).tolist() == [0, 4, 10, 11, 30, 31]
+    assert span_starts(offsets, 5, 20).tolist() == [0, 5, 6, 15]  # the cut sentence starts the span
+    assert span_starts(offsets, 10, 11).tolist() == [0, 1]
+    starts = np.array([0, 4, 10, 11, 30, 31], dtype=np.int64)
+    assert piece_bounds(starts, 10).tolist() == [0, 2, 4, 5]
+    assert piece_bounds(starts, 1000).tolist() == [0, 5]
+
+
+def test_token_spans_cover_each_epoch_once_and_resume_anywhere():
+    from sgns.spans import TokenSpans
+
+    offsets = np.array([0, 700, 1500, 2600, 4000, 5200], dtype=np.int64)
+    corpus = SimpleNamespace(total_tokens=5200, offsets=offsets, ids=np.arange(5200, dtype=np.int32))
+    spans = TokenSpans(corpus, 2000, epochs=2)
+    assert spans.span_tokens == 1000  # a small corpus gets shorter spans (about 100 steps an epoch, >= 1000)
+    got = list(spans((0, 0, 0)))
+    assert [(s.epoch, s.chunk) for s in got] == [(e, c) for e in range(2) for c in range(6)]
+    assert np.array_equal(np.concatenate([s.ids for s in got[:6]]), corpus.ids)  # every position once
+    assert got[1].starts.tolist() == [0, 500, 1000] and got[2].starts.tolist() == [0, 600, 1000]
+    assert got[5].words_before == 5000 and got[5].words_done == 5200 and got[6].words_before == 5200
+    assert got[3].resume_position == (0, 4, 0)
+    resumed = list(spans(got[3].resume_position))
+    assert [(s.epoch, s.chunk) for s in resumed] == [(s.epoch, s.chunk) for s in got[4:]]
+    assert all(np.array_equal(a.ids, b.ids) for a, b in zip(resumed, got[4:], strict=True))
+    assert len(list(spans((0, 6, 0)))) == 6  # past the last span of epoch 0: epoch 1 from its start
+
+
+def _trainer(vocab: int, dim: int, threads: int, seed: int = 3):
+    rng = np.random.default_rng(0)
+    W = ((rng.random((vocab, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+    C = np.zeros_like(W)
+    counts = 1.0 / (np.arange(vocab) + 1.0)
+    f = counts / counts.sum()
+    keep = np.minimum((np.sqrt(f / 1e-2) + 1) * 1e-2 / f, 1.0)
+    p = counts**0.75
+    accept, alias = alias_table(p / p.sum())
+    return SpanTrainer(W, C, np.arange(vocab, dtype=np.int32), keep, accept, alias, 5, 5, seed, threads,
+                       piece_tokens=500)
+
+
+def _zipf_span(vocab: int, tokens: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    p = 1.0 / (np.arange(vocab) + 1.0)
+    raw = rng.choice(vocab, size=tokens, p=p / p.sum()).astype(np.int32)
+    starts = np.unique(np.concatenate([[0], np.sort(rng.integers(1, tokens, tokens // 12)), [tokens]]))
+    return raw, starts.astype(np.int64)
+
+
+def test_one_thread_is_bitwise_reproducible_and_seeded():
+    raw, starts = _zipf_span(200, 20000)
+    runs = []
+    for seed in (3, 3, 4):
+        tr = _trainer(200, 16, 1, seed)
+        tr.train_span(raw, starts, 0, 0, 0.025, 0.02)
+        runs.append(tr.W.copy())
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_pieces_replay_exactly_from_any_piece():
+    # Resuming at piece p (first_piece) after training pieces < p gives the same weights as one pass.
+    raw, starts = _zipf_span(200, 20000)
+    whole = _trainer(200, 16, 1)
+    whole.train_span(raw, starts, 1, 4, 0.025, 0.02)
+    parts = _trainer(200, 16, 1)
+    n_pieces = len(piece_bounds(starts, parts.piece_tokens)) - 1
+    cut = n_pieces // 2
+    parts.train_span(raw, starts, 1, 4, 0.025, 0.02, first_piece=0, last_piece=cut)
+    parts.train_span(raw, starts, 1, 4, 0.025, 0.02, first_piece=cut)
+    assert np.array_equal(whole.W, parts.W) and np.array_equal(whole.C, parts.C)
+
+
+def test_deterministic_mode_ignores_the_thread_count():
+    raw, starts = _zipf_span(200, 20000)
+    results = []
+    for threads in (1, 2, 3):
+        tr = _trainer(200, 16, threads)
+        tr.deterministic = True
+        tr.train_span(raw, starts, 0, 0, 0.025, 0.02)
+        results.append((tr.W.copy(), tr.C.copy()))
+    for W, C in results[1:]:
+        assert np.array_equal(W, results[0][0]) and np.array_equal(C, results[0][1])
+
+
+def test_hogwild_threads_train_every_piece():
+    # Racing threads give other bits, but the same amount of work and a comparable loss.
+    raw, starts = _zipf_span(200, 20000)
+    one, two = _trainer(200, 16, 1), _trainer(200, 16, 2)
+    loss1, sampled1, pairs1 = one.train_span(raw, starts, 0, 0, 0.025, 0.02)
+    loss2, sampled2, pairs2 = two.train_span(raw, starts, 0, 0, 0.025, 0.02)
+    assert pairs1 == pairs2 and sampled1 == sampled2  # the draws do not depend on the thread count
+    assert loss2 / sampled2 == pytest.approx(loss1 / sampled1, rel=0.02)
+
+
+# ------------------------------------------------------------------------------------------ learning
+
+
+def test_kernel_learns_planted_analogies(tmp_path):
+    from sgns.evaluate import evaluate_analogies
+    from sgns.synthetic import generate
+    from sgns.vocab import Vocabulary
+
+    cfg = SimpleNamespace(relations=3, pairs=12, filler_words=300, sentences=12000, seed=0, evaluate=True)
+    lines, questions = generate(cfg)
+    (tmp_path / "q.txt").write_text("\n".join(questions) + "\n")
+    words, ids, offsets = {}, [], [0]
+    for line in lines:
+        ids.extend(words.setdefault(w, len(words)) for w in line.split())
+        offsets.append(len(ids))
+    counts = np.bincount(ids)
+    vocab = Vocabulary.build(list(words), counts, 1)
+    remap = vocab.remap(len(words))
+    rng = np.random.default_rng(0)
+    dim = 32
+    f = vocab.counts / vocab.counts.sum()
+    keep = np.minimum((np.sqrt(f / 1e-3) + 1) * 1e-3 / f, 1.0)
+    p = vocab.counts**0.75
+    accept, alias = alias_table(p / p.sum())
+
+    def accuracy(lr: float) -> float:
+        W = ((rng.random((len(vocab), dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+        C = np.zeros_like(W)
+        tr = SpanTrainer(W, C, remap, keep, accept, alias, 5, 5, 1, 1)
+        raw, starts = np.asarray(ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64)
+        epochs = 5
+        for e in range(epochs):
+            tr.train_span(raw, starts, e, 0, lr * (1 - e / epochs), lr * (1 - (e + 1) / epochs))
+        return evaluate_analogies(vocab.words, W, tmp_path / "q.txt", 10000)["accuracy"]
+
+    assert accuracy(0.025) > 0.8
+    assert accuracy(1e-6) < 0.2  # untrained vectors fail the same questions
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_deterministic_runs_give_the_same_vectors_whatever_the_thread_count(tmp_path, tiny_corpus):
+    from conftest import compose_cfg
+
+    import sgns.train
+
+    vectors = []
+    for threads in (1, 2):
+        run = tmp_path / f"threads{threads}"
+        cfg = compose_cfg(run, ["corpus=text", f"corpus.path={tiny_corpus}", "data.min_count=1", "model.dim=16",
+                                "trainer.epochs=2", "data.span_tokens=5000", "trainer.deterministic=true",
+                                f"trainer.threads={threads}", "trainer.device=cpu"])
+        metrics = sgns.train.train(cfg)
+        assert metrics["steps"] == 2 * 20 and metrics["pairs"] > 0  # 20k words: 1000-word spans (a small corpus)
+        vectors.append((run / "vectors.bin").read_bytes())
+    assert vectors[0] == vectors[1]
