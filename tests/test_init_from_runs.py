@@ -80,9 +80,9 @@ def test_checkpoint_source_imports_output_vectors_too(earlier, tmp_path: Path):
 
 def test_resume_keeps_rows_frozen_and_is_exact(earlier, tmp_path: Path):
     settings = [f"model.init_from={earlier['a'] / 'vectors.bin'}", "model.freeze_init=true", "trainer.epochs=2",
-                "trainer.checkpoint_every=20", "trainer.keep_checkpoints=100"]
+                "trainer.checkpoint_every=7", "trainer.keep_checkpoints=100"]
     run(tmp_path / "whole", earlier["b"], *settings)
-    middle = sorted((tmp_path / "whole" / "checkpoints").glob("step-*.pt"))[1]
+    middle = sorted((tmp_path / "whole" / "checkpoints").glob("step-*.pt"))[1]  # mid-run, not the final one
     run(tmp_path / "resumed", earlier["b"], *settings, f"trainer.resume={middle}")
     whole, resumed, before = vectors(tmp_path / "whole"), vectors(tmp_path / "resumed"), vectors(earlier["a"])
     assert all(np.array_equal(whole[w], resumed[w]) for w in whole)
