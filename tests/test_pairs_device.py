@@ -387,7 +387,8 @@ def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
 
 
 def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
-    from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, PairBackend, make_backend
+    from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, make_backend
+    from sgns.kernels.numba_kernels import SpanBackend
 
     corpus, vocab = _corpus(tmp_path)
     model = SGNS(len(vocab), 8)
@@ -395,7 +396,7 @@ def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
     def backend(*overrides):
         return make_backend(compose_cfg(tmp_path / "run", list(overrides)), corpus, vocab, model, CPU)
 
-    assert isinstance(backend("trainer.kernel=auto"), PairBackend)  # the CPU default is untouched
+    assert isinstance(backend("trainer.kernel=auto"), SpanBackend)  # the CPU default is untouched
     torch_backend = backend("trainer.kernel=torch")
     assert isinstance(torch_backend, DeviceBackend)
     assert torch_backend.data.batch_size == DEVICE_BATCH_SIZE and torch_backend.row_cap == DEVICE_ROW_CAP

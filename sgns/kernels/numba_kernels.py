@@ -455,5 +455,7 @@ class SpanBackend:
 
     def load_state_dict(self, state: dict) -> None:
         if "spans" not in state:
-            raise SGNSError("this run's checkpoint was written by the pair pipeline (trainer.kernel=torch, or "
-                            "optimizer.name=sparse_adam): resume it with those settings")
+            ran = ("the torch device pipeline (trainer.kernel=torch or a CUDA device)"
+                   if state.get("pair_source") == "device" else "the CPU pair pipeline (optimizer.name=sparse_adam)")
+            raise SGNSError(f"this run's checkpoint was written by {ran}, which builds other batches: resume it with "
+                            f"those settings, or start a new run (another hydra.run.dir)")
