@@ -98,9 +98,15 @@ def equal_time(objective: str, budget: float, points: int, device: torch.device,
     lr0, floor = cfg.optimizer.lr, cfg.optimizer.min_lr_ratio
     curve: Dict[str, List[float]] = {"seconds": [], "accuracy": [], "pairs": []}
     spent, pairs, next_point = 0.0, 0, budget / points
+
+    def budget_lr(_progress: float = 0.0) -> float:
+        return lr0 * max(1.0 - spent / budget, floor)
+
+    if hasattr(backend, "lr_at"):  # the numba span kernel interpolates lr within a span: the same budget schedule
+        backend.lr_at = budget_lr
     for batch in backend.batches((0, 0, 0)):
         start = time.perf_counter()
-        backend.step(batch, lr0 * max(1.0 - spent / budget, floor))
+        backend.step(batch, budget_lr())
         if device.type == "cuda":
             torch.cuda.synchronize()
         spent += time.perf_counter() - start
