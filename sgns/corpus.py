@@ -276,18 +276,26 @@ def _load_encoded(folder: Path) -> EncodedCorpus:
                          meta["replaced_bytes"], folder)
 
 
+def load_cached(folder: Path) -> Optional[EncodedCorpus]:
+    """The encoded corpus cached in `folder`, or None when there is none; a damaged entry is removed (rebuilt)."""
+    if not (folder / "meta.json").exists():
+        return None
+    try:
+        return _load_encoded(folder)
+    except (OSError, ValueError, KeyError):
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
 def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], None] = print) -> EncodedCorpus:
     """Tokenise the corpus once into `cache_dir`, or reuse the cached ids for the same content."""
     key = hashlib.blake2b(f"{CACHE_FORMAT}:{source.key}".encode(), digest_size=12).hexdigest()
     cache_dir = Path(cache_dir).expanduser()
     folder = cache_dir / f"tokens-{key}"
-    if (folder / "meta.json").exists():
-        try:
-            encoded = _load_encoded(folder)
-            log(f"corpus: reusing token ids cached in {folder}")
-            return encoded
-        except (OSError, ValueError, KeyError):
-            shutil.rmtree(folder, ignore_errors=True)  # a damaged cache entry is rebuilt
+    encoded = load_cached(folder)
+    if encoded is not None:
+        log(f"corpus: reusing token ids cached in {folder}")
+        return encoded
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tokens-{key}-", dir=cache_dir))

@@ -33,7 +33,7 @@ from typing import Callable, Dict, List
 import numba
 import numpy as np
 
-from sgns.corpus import EncodedCorpus, _load_encoded
+from sgns.corpus import EncodedCorpus, _load_encoded, load_cached
 from sgns.errors import SGNSError
 
 PHRASES_FORMAT = 1  # bump when the algorithm or the cache layout changes: old phrase caches are ignored
@@ -203,13 +203,10 @@ def apply_phrases(corpus: EncodedCorpus, passes: int, threshold: float, min_coun
     key = hashlib.blake2b(settings.encode(), digest_size=12).hexdigest()
     cache_dir = Path(cache_dir).expanduser()
     folder = cache_dir / f"phrases-{key}"
-    if (folder / "meta.json").exists():
-        try:
-            cached = _load_encoded(folder)
-            log(f"phrases: reusing the joined stream cached in {folder}")
-            return cached
-        except (OSError, ValueError, KeyError):
-            shutil.rmtree(folder, ignore_errors=True)  # a damaged cache entry is rebuilt
+    cached = load_cached(folder)
+    if cached is not None:
+        log(f"phrases: reusing the joined stream cached in {folder}")
+        return cached
     stream = PhraseStream(np.asarray(corpus.ids), np.asarray(corpus.offsets, dtype=np.int64),
                           list(corpus.words), np.asarray(corpus.counts, dtype=np.int64))
     stream = phrase_stream(stream, passes, threshold, min_count, log)

@@ -7,10 +7,12 @@ from typing import List
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from sgns.config import CONFIG_DIR
+from sgns.model import SGNS
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +43,20 @@ def compose_cfg(run_dir: Path, overrides: List[str] = ()) -> DictConfig:
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     return zipf_text(tmp_path / "tiny.txt")
+
+
+def random_model(vocab: int = 60, dim: int = 16, seed: int = 0) -> SGNS:
+    """An SGNS model with random input and output vectors, so every gradient term of a step is exercised."""
+    torch.manual_seed(seed)
+    model = SGNS(vocab, dim)
+    with torch.no_grad():
+        model.output.weight.normal_(0, 0.3)
+        model.input.weight.normal_(0, 0.3)
+    return model
+
+
+def copy_model(model: SGNS) -> SGNS:
+    """An independent copy of `model` (same weights), to run a second step on."""
+    twin = SGNS(*model.input.weight.shape)
+    twin.load_state_dict(model.state_dict())
+    return twin

@@ -12,26 +12,13 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import copy_model as _copy
+from conftest import random_model as _model
 
 from sgns.errors import SGNSError
 from sgns.kernels import make_sgd_step, uses_numba
 from sgns.kernels.torch_kernels import optimizer_step, sgd_step
 from sgns.model import SGNS, sgns_loss
-
-
-def _model(vocab: int = 60, dim: int = 16, seed: int = 0) -> SGNS:
-    torch.manual_seed(seed)
-    model = SGNS(vocab, dim)
-    with torch.no_grad():  # non-zero output vectors, so every gradient term is exercised
-        model.output.weight.normal_(0, 0.3)
-        model.input.weight.normal_(0, 0.3)
-    return model
-
-
-def _copy(model: SGNS) -> SGNS:
-    twin = SGNS(*model.input.weight.shape)
-    twin.load_state_dict(model.state_dict())
-    return twin
 
 
 def _batch(vocab: int, size: int, k: int, groups: int, seed: int = 1):

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_cfg, zipf_text
+from conftest import copy_model as _copy
+from conftest import random_model as _model
 from omegaconf import OmegaConf
 from scipy import stats
 
@@ -174,21 +176,6 @@ def test_batches_are_a_pure_function_of_their_position_and_resume_exactly(tmp_pa
 
 
 # ------------------------------------------------------------------------------------------------ the step
-
-
-def _model(vocab: int = 60, dim: int = 16, seed: int = 0) -> SGNS:
-    torch.manual_seed(seed)
-    model = SGNS(vocab, dim)
-    with torch.no_grad():  # non-zero output vectors, so every gradient term is exercised
-        model.output.weight.normal_(0, 0.3)
-        model.input.weight.normal_(0, 0.3)
-    return model
-
-
-def _copy(model: SGNS) -> SGNS:
-    twin = SGNS(*model.input.weight.shape)
-    twin.load_state_dict(model.state_dict())
-    return twin
 
 
 def _batch(vocab: int, size: int, k: int, groups: int, seed: int = 1):
