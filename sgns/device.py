@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -18,3 +19,12 @@ def resolve_device(name: str, option: str = "trainer.device=") -> torch.device:
     if name not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
         raise SGNSError(f"{option}{name!r}: use auto, cpu, cuda or cuda:N")
     return torch.device(name)
+
+
+def cpu_threads(requested: int = 0) -> int:
+    """`trainer.threads`, where 0 means the cores this process may run on, shared evenly between the
+    processes torchrun started on this machine (LOCAL_WORLD_SIZE): more threads than cores only race."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))

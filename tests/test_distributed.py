@@ -141,10 +141,11 @@ SMALL = ["model.dim=16", "data.min_count=1", "data.chunk_tokens=10000", "dist.sy
          "data.batch_size=512"]
 
 
-def test_two_processes_train_one_model_into_one_run_dir(corpus, tmp_path):
+@pytest.mark.parametrize("kernel", ["auto", "torch"])  # the numba span kernel; the torch device pipeline
+def test_two_processes_train_one_model_into_one_run_dir(corpus, tmp_path, kernel):
     run_dir = tmp_path / "run"
     done = run(torchrun_command("corpus=text", f"corpus.path={corpus}", *SMALL, "trainer.epochs=2",
-                                f"hydra.run.dir={run_dir}"))
+                                f"trainer.kernel={kernel}", f"hydra.run.dir={run_dir}"))
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     dist = metrics["distributed"]
@@ -152,6 +153,8 @@ def test_two_processes_train_one_model_into_one_run_dir(corpus, tmp_path):
     # corpus covered once per epoch in total: the words each rank counted add up to epochs x corpus
     assert sum(dist["words_per_rank"]) == 2 * metrics["corpus_words"] == metrics["train_words"]
     assert min(dist["words_per_rank"]) > 0.45 * sum(dist["words_per_rank"])
+    final = torch.load(max((run_dir / "checkpoints").glob("step-*.pt")), weights_only=False)
+    assert ("spans" in final) == (kernel == "auto") and (final.get("pair_source") == "device") == (kernel == "torch")
     assert dist["merges"] == 2 * dist["chunks_per_epoch"] // 2 * dist["merges_per_chunk"]
     # one run dir, written by rank 0 alone: one set of Hydra files, one log, one vectors file, one "done"
     assert sorted(p.name for p in run_dir.iterdir()) == [

@@ -337,3 +337,41 @@ def test_deterministic_runs_give_the_same_vectors_whatever_the_thread_count(tmp_
         assert metrics["steps"] == 2 * 20 and metrics["pairs"] > 0  # 20k words: 1000-word spans (a small corpus)
         vectors.append((run / "vectors.bin").read_bytes())
     assert vectors[0] == vectors[1]
+
+
+@pytest.mark.parametrize("world,every", [(2, 3000), (3, 700), (2, 10**6)])
+def test_sharded_spans_cover_each_epoch_once_over_the_ranks_and_end_at_every_merge(world, every):
+    from sgns.distributed import MergeClock, plan_shard
+    from sgns.spans import TokenSpans
+
+    total = 23_456
+    offsets = np.arange(0, total, 37, dtype=np.int64)
+    corpus = SimpleNamespace(total_tokens=total, offsets=offsets, ids=np.arange(total, dtype=np.int32))
+    per_rank = []
+    for rank in range(world):
+        shard = plan_shard(total, 5000, every, rank, world)
+        spans = TokenSpans(corpus, 2000, epochs=2, shard=shard)
+        got = list(spans((0, 0, 0)))
+        per_rank.append(got)
+        assert len({s.stream for s in got if s.epoch == 0}) == sum(1 for s in got if s.epoch == 0)
+        assert all(len(s.ids) <= spans.span_tokens for s in got)
+        assert all(s.words_done > s.words_before for s in got)
+        # Every merge the clock asks for falls on a span's end: the step never straddles a merge.
+        clock = MergeClock(shard.merges_per_chunk)
+        merges = [clock.due(s.epoch, s.chunk, s.chunk_fraction) for s in got]
+        assert sum(merges) == 2 * len(shard.chunks()) * shard.merges_per_chunk
+        at_merge = [abs(s.chunk_fraction * shard.merges_per_chunk - round(s.chunk_fraction * shard.merges_per_chunk))
+                    < 1e-9 for s in got]
+        assert at_merge == [m > 0 for m in merges]
+        # Resuming from any span's resume position yields exactly the spans after it.
+        for cut in (0, len(got) // 3, len(got) - 1):
+            rest = list(spans(got[cut].resume_position))
+            assert [(s.epoch, s.stream) for s in rest] == [(s.epoch, s.stream) for s in got[cut + 1:]]
+            assert all(np.array_equal(a.ids, b.ids) for a, b in zip(rest, got[cut + 1:], strict=True))
+    for epoch in range(2):  # the ranks together cover every corpus position once per epoch
+        ids = np.concatenate([s.ids for got in per_rank for s in got if s.epoch == epoch])
+        assert np.array_equal(np.sort(ids), corpus.ids)
+    # Streams are unique across the ranks too (no two ranks draw the same negatives).
+    streams = [s.stream for got in per_rank for s in got if s.epoch == 0]
+    assert len(set(streams)) == len(streams)
+    assert max(s.words_done for got in per_rank for s in got) == 2 * total

@@ -6,14 +6,16 @@ The training loop sees a `Backend` and nothing else of the hot path:
         loss = backend.step(batch, lr)          # trains on it; the summed loss (0-d tensor or float)
         ... batch.words_done, batch.pairs, batch.resume_position ...
 
-so every kernel and optimizer is one `step(batch, lr)`, and the loop never branches on them. Two backends:
+so every kernel and optimizer is one `step(batch, lr)`, and the loop never branches on them. Three backends:
 
-- `SpanBackend` (sgns.kernels.numba_kernels; `trainer.kernel=numba`, the CPU default): batches are token
-  spans (sgns.spans) and one compiled pass does subsampling, windows, negatives and the SGD update, on all
-  cores racing as word2vec does, or deterministic (`trainer.deterministic=true`).
-- `PairBackend` (`trainer.kernel=torch`, the CUDA default, and `optimizer=sparse_adam` anywhere): shuffled
-  positive pairs (sgns.pairs) with negatives drawn in (sgns.negatives), stepped by the torch kernel
-  (sgns.kernels.torch_kernels) or an autograd step through torch.optim.SparseAdam.
+- `SpanBackend` (sgns.kernels.numba_kernels; `trainer.kernel=numba`, the CPU default, also under torchrun):
+  batches are token spans (sgns.spans) and one compiled pass does subsampling, windows, negatives and the SGD
+  update, on all cores racing as word2vec does, or deterministic (`trainer.deterministic=true`).
+- `DeviceBackend` (`trainer.kernel=torch`, the CUDA default): pairs and negatives built as torch ops on the
+  training device (sgns.pairs_device), stepped by the torch kernel (sgns.kernels.torch_kernels).
+- `PairBackend` (`optimizer=sparse_adam` on the CPU, `model=full_softmax`): shuffled positive pairs built by
+  numpy (sgns.pairs) with negatives drawn in (sgns.negatives), stepped by the torch kernel or an autograd step
+  through torch.optim.SparseAdam.
 
 (The modules are not named torch.py / numba.py: a submodule becomes an attribute of its package, so it would
 shadow the library.)
@@ -247,20 +249,18 @@ def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS
                  shard: Optional[Shard] = None) -> Backend:
     """The backend for the config (batch source, step, their state), built once at setup.
 
-    `shard`: under torchrun, this rank's share of every epoch (sgns.distributed); its negatives then come from
-    a stream of its own, seeded by (seed, rank).
+    `shard`: under torchrun, this rank's share of every epoch (sgns.distributed). Its random streams differ
+    from the other ranks': the span and device pipelines key them by chunk, the pair pipeline's negatives by
+    (seed, rank).
     """
     d, t = cfg.data, cfg.trainer
     if cfg.model.name != "full_softmax":
         if uses_device_pipeline(t.kernel, device):
             return make_device_backend(cfg, corpus, vocab, model, device, shard)
-        if shard is not None and t.kernel == "numba":
-            raise SGNSError("trainer.kernel=numba does not run under torchrun yet: use trainer.kernel=auto (the pair "
-                            "pipeline on CPUs) or trainer.kernel=torch")
-        if shard is None and uses_numba(cfg, device):
+        if uses_numba(cfg, device):
             from sgns.spans import TokenSpans
 
-            return numba_kernels.SpanBackend(TokenSpans(corpus, d.span_tokens, t.epochs), model, vocab, d.window,
+            return numba_kernels.SpanBackend(TokenSpans(corpus, d.span_tokens, t.epochs, shard), model, vocab, d.window,
                                              d.negatives, d.subsample, d.ns_exponent, t.seed, t.threads,
                                              t.deterministic, lambda progress: learning_rate(cfg.optimizer, progress))
     pairs = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size or CPU_BATCH_SIZE, d.chunk_tokens,

@@ -24,7 +24,6 @@ word2vec and gensim do (Hogwild, the fast default), or, deterministic, on one th
 from __future__ import annotations
 
 import math
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, List, Optional, Tuple
@@ -36,6 +35,7 @@ from numba import literally, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from sgns.device import cpu_threads
 from sgns.errors import SGNSError
 from sgns.model import SGNS
 from sgns.negatives import unigram_table
@@ -431,7 +431,7 @@ class SpanBackend:
         self.spans, self.lr_at = spans, lr_at
         self.total_words = spans.total_words()
         accept, alias = alias_table(unigram_table(vocab.counts, ns_exponent))
-        threads = threads or len(os.sched_getaffinity(0))
+        threads = cpu_threads(threads)
         self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.words)),
                                    keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
                                    seed, threads, deterministic=deterministic)
@@ -442,7 +442,7 @@ class SpanBackend:
     def step(self, batch: Span, lr: float) -> float:
         """Train one span; its summed loss (estimated from the sampled windows, see `train_piece`)."""
         lr_end = self.lr_at(batch.words_done / self.total_words)
-        loss, loss_pairs, pairs = self.trainer.train_span(batch.ids, batch.starts, batch.epoch, batch.chunk, lr,
+        loss, loss_pairs, pairs = self.trainer.train_span(batch.ids, batch.starts, batch.epoch, batch.stream, lr,
                                                           lr_end, batch.first_piece)
         batch.pairs = pairs
         return loss * pairs / loss_pairs if loss_pairs else 0.0
