@@ -37,7 +37,7 @@ from sgns.train.metrics import objective, read_metrics, write_metrics
 from sgns.train.rundir import RunLock, check_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
 from sgns.train.state import TrainState, seed_everything
-from sgns.train.tblog import TBLog
+from sgns.train.tblog import NullTBLog, TBLog
 from sgns.vectors import save_word2vec
 from sgns.vocab import Vocabulary
 
@@ -94,7 +94,7 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
         restore(resume, vocab, model, backend, state, rank_state, team)
     if team is not None:
         team.start()  # every rank from rank 0's tables (fresh or restored)
-    tb = TBLog(run_dir / "tb", words_done=state.words_done) if main else None
+    tb = TBLog(run_dir / "tb", words_done=state.words_done) if main else NullTBLog()
     eval_cfg = evaluation_config(cfg)
     evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, backend.total_words, state.words_done,
                          bool(eval_cfg.analogies or eval_cfg.similarities))
@@ -125,8 +125,7 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
                 speed = (state.words_done - tick_words) / max(now - tick, 1e-9)
                 state.train_seconds += now - tick
                 tick, tick_words = now, state.words_done
-                if tb is not None:
-                    tb.train_point(state.words_done, last_loss, lr, speed)
+                tb.train_point(state.words_done, last_loss, lr, speed)
                 bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
                 state.reset_window()
             if main and evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
@@ -144,9 +143,9 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
         bar.close()
         if interrupted is not None:
             save(cfg, run_dir, state, model, backend, vocab, tb, guard, team=team)
+            tb.close()
             if not main:
                 raise FollowerExit("stopped by a signal")  # rank 0 says where the checkpoint is
-            tb.close()
             raise SGNSError(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, checkpoint saved "
                             f"in {run_dir / 'checkpoints'}; to resume, run the same command again with "
                             f"hydra.run.dir={run_dir}")
@@ -287,7 +286,7 @@ def all_finite(values: torch.Tensor | np.ndarray) -> bool:
 
 
 def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend: Backend, vocab: Vocabulary,
-         tb: Optional[TBLog], guard: DivergenceGuard, metrics: Optional[dict] = None,
+         tb: TBLog, guard: DivergenceGuard, metrics: Optional[dict] = None,
          team: Optional[Team] = None) -> None:
     """Write a checkpoint: the state, the model, the backend's state, the vocabulary and the config in one dict.
 
@@ -302,8 +301,7 @@ def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend
     # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
     guard.check(state.step, "the parameters", model.parameters())
     guard.check(state.step, "the loss", state.loss_sum)
-    if tb is not None:
-        tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
+    tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
     checkpoint = {
         "model": model.state_dict(),
         **backend.state_dict(),
