@@ -98,7 +98,7 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
     eval_cfg = evaluation_config(cfg)
     evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, backend.total_words, state.words_done,
                          bool(eval_cfg.analogies or eval_cfg.similarities))
-    guard = DivergenceGuard(cfg, run_dir)
+    guard = DivergenceGuard(cfg, run_dir, len(vocab))
 
     # ------------------------------------------------------------------------------------------- the loop
     total_words = backend.total_words
@@ -121,7 +121,7 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
 
             if state.step % t.log_every == 0:
                 now = time.perf_counter()
-                last_loss = guard.check(state.step, "the loss", state.window_loss())
+                last_loss = guard.check_loss(state.step, state.window_loss())
                 speed = (state.words_done - tick_words) / max(now - tick, 1e-9)
                 state.train_seconds += now - tick
                 tick, tick_words = now, state.words_done
@@ -139,7 +139,7 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
                 break
         state.train_seconds += time.perf_counter() - tick
         if state.loss_pairs:
-            last_loss = guard.check(state.step, "the loss", state.window_loss())
+            last_loss = guard.check_loss(state.step, state.window_loss())
         bar.close()
         if interrupted is not None:
             save(cfg, run_dir, state, model, backend, vocab, tb, guard, team=team)
@@ -252,10 +252,20 @@ def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, 
 
 
 class DivergenceGuard:
-    """The one NaN/inf check: loss, parameters, vectors; the error names the step and the likely cause."""
+    """The one divergence check: NaN/inf in the loss, parameters or vectors, or a finite mean loss far above an
+    untrained model's; the error names the step and the likely cause."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    # A diverging run can stay finite (a torchrun dist.merge=sum run reached 1e21 per pair and "finished"). An
+    # untrained model (output vectors zero: every logit 0) costs (1 + K) ln 2 per pair under SGNS, ln |V| under the
+    # full softmax. Measured on a 50k-word Zipf corpus, runs that still learn never passed 3x it, and runs that blow
+    # up passed 100x within a few log points; 100x leaves a wide margin for noisy windows and high learning rates.
+    LOSS_LIMIT_FACTOR = 100
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, vocab_size: int) -> None:
         self.optimizer, self.run_dir = cfg.optimizer, run_dir
+        self.untrained_loss = (math.log(max(vocab_size, 2)) if cfg.model.name == "full_softmax"
+                               else (1 + cfg.data.negatives) * math.log(2))
+        self.loss_limit = self.LOSS_LIMIT_FACTOR * self.untrained_loss
 
     def check(self, step: int, what: str, value: Any) -> Any:
         """`value` (a number, tensor, array, or iterable of tensors) if all of it is finite; else SGNSError."""
@@ -266,12 +276,22 @@ class DivergenceGuard:
         else:
             finite = all(all_finite(v) for v in value)
         if not finite:
-            o = self.optimizer
-            raise SGNSError(f"{what} became NaN/inf by step {step}: training diverged, most likely because "
-                            f"optimizer.lr={o.lr} is too high for optimizer.name={o.name} (try 0.025 for sgd, "
-                            f"0.001 for sparse_adam); no checkpoint was written after it, the last good one in "
-                            f"{self.run_dir / 'checkpoints'} is kept")
+            raise self.diverged(f"{what} became NaN/inf by step {step}")
         return value
+
+    def check_loss(self, step: int, mean_loss: float) -> float:
+        """`mean_loss` (per pair) if it is finite and under the limit; else SGNSError."""
+        self.check(step, "the loss", mean_loss)
+        if mean_loss > self.loss_limit:
+            raise self.diverged(f"the loss reached {mean_loss:.3g} per pair by step {step}, over "
+                                f"{self.LOSS_LIMIT_FACTOR}x an untrained model's {self.untrained_loss:.2f}")
+        return mean_loss
+
+    def diverged(self, what_happened: str) -> SGNSError:
+        o = self.optimizer
+        return SGNSError(f"{what_happened}: training diverged, most likely because optimizer.lr={o.lr} is too high "
+                         f"for optimizer.name={o.name} (try 0.025 for sgd, 0.001 for sparse_adam); no checkpoint was "
+                         f"written after it, the last good one in {self.run_dir / 'checkpoints'} is kept")
 
 
 def all_finite(values: torch.Tensor | np.ndarray) -> bool:
@@ -300,7 +320,8 @@ def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend
             return
     # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
     guard.check(state.step, "the parameters", model.parameters())
-    guard.check(state.step, "the loss", state.loss_sum)
+    if state.loss_pairs:
+        guard.check_loss(state.step, state.window_loss())
     tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
     checkpoint = {
         "model": model.state_dict(),
