@@ -69,7 +69,9 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
     # ------------------------------------------------------------------------------------------- setup
     started = time.perf_counter()
     t = cfg.trainer
-    main = cluster is None or cluster.rank == 0  # the one process that writes outputs
+    # Under torchrun every rank trains its share; rank 0 (`main`) alone reads the checkpoint, logs, evaluates and
+    # writes the outputs (save() writes checkpoints on rank 0 too): the few `main` checks below, nothing else.
+    main = cluster is None or cluster.rank == 0
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
