@@ -79,6 +79,9 @@ def test_the_loss_limit_is_100x_an_untrained_models_loss(tmp_path: Path, overrid
         guard.check_loss(7, 101 * untrained)
     with pytest.raises(SGNSError, match="the loss became NaN/inf by step 7"):
         guard.check_loss(7, float("nan"))
+    torchrun = DivergenceGuard(compose_cfg(tmp_path / "run", overrides), tmp_path / "run", 1000, ranks=2)
+    with pytest.raises(SGNSError, match=r"sparse_adam\); with 2 ranks, dist.merge=sum every dist.sync_every_words"):
+        torchrun.check_loss(7, 101 * untrained)
 
 
 def test_divergence_is_caught_at_a_log_step_too(tmp_path: Path):

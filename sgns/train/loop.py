@@ -100,7 +100,7 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
     eval_cfg = evaluation_config(cfg)
     evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, backend.total_words, state.words_done,
                          bool(eval_cfg.analogies or eval_cfg.similarities))
-    guard = DivergenceGuard(cfg, run_dir, len(vocab))
+    guard = DivergenceGuard(cfg, run_dir, len(vocab), ranks=cluster.world_size if cluster is not None else 1)
 
     # ------------------------------------------------------------------------------------------- the loop
     total_words = backend.total_words
@@ -263,8 +263,12 @@ class DivergenceGuard:
     # up passed 100x within a few log points; 100x leaves a wide margin for noisy windows and high learning rates.
     LOSS_LIMIT_FACTOR = 100
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, vocab_size: int) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: Path, vocab_size: int, ranks: int = 1) -> None:
         self.optimizer, self.run_dir = cfg.optimizer, run_dir
+        # Under torchrun the merge can diverge where one process does not (measured: a 20-word corpus, every merge)
+        self.merge = (f"; with {ranks} ranks, dist.merge={cfg.dist.merge} every dist.sync_every_words="
+                      f"{cfg.dist.sync_every_words} may be the cause: try the same config in one process"
+                      if ranks > 1 else "")
         self.untrained_loss = (math.log(max(vocab_size, 2)) if cfg.model.name == "full_softmax"
                                else (1 + cfg.data.negatives) * math.log(2))
         self.loss_limit = self.LOSS_LIMIT_FACTOR * self.untrained_loss
@@ -292,8 +296,9 @@ class DivergenceGuard:
     def diverged(self, what_happened: str) -> SGNSError:
         o = self.optimizer
         return SGNSError(f"{what_happened}: training diverged, most likely because optimizer.lr={o.lr} is too high "
-                         f"for optimizer.name={o.name} (try 0.025 for sgd, 0.001 for sparse_adam); no checkpoint was "
-                         f"written after it, the last good one in {self.run_dir / 'checkpoints'} is kept")
+                         f"for optimizer.name={o.name} (try 0.025 for sgd, 0.001 for sparse_adam){self.merge}; "
+                         f"no checkpoint was written after it, the last good one in {self.run_dir / 'checkpoints'} "
+                         f"is kept")
 
 
 def all_finite(values: torch.Tensor | np.ndarray) -> bool:
