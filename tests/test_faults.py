@@ -23,6 +23,7 @@ from sgns.corpus import ReadStats, encode, iter_sentences, open_binary, text_sou
 from sgns.errors import SGNSError
 from sgns.train import train
 from sgns.train.checkpoint import list_checkpoints, load_checkpoint
+from sgns.train.loop import DivergenceGuard
 
 TINY = ["model.dim=8", "trainer.epochs=1", "data.min_count=1", "data.batch_size=256", "trainer.device=cpu"]
 
@@ -34,22 +35,53 @@ def run(tmp_path: Path, corpus: Path, *extra: str) -> dict:
 # ------------------------------------------------------------------------------------------- divergence
 
 
-def test_divergence_stops_naming_the_step_and_cause_and_keeps_good_checkpoints(tmp_path: Path):
+@pytest.mark.parametrize("model, untrained", [("sgns", "4.16"),  # (1 + 5 negatives) ln 2
+                                               ("full_softmax", "5.70")])  # ln 300 words
+def test_a_finite_loss_explosion_stops_naming_the_step_and_cause_and_keeps_good_checkpoints(
+        tmp_path: Path, model: str, untrained: str):
     corpus = zipf_text(tmp_path / "c.txt")
     with pytest.raises(SGNSError) as error:
-        # the pair pipeline's small batches: the first steps stay finite (a numba span diverges in one step)
-        run(tmp_path, corpus, "optimizer.lr=1e6", "trainer.checkpoint_every=1", "trainer.log_every=1000",
-            "trainer.kernel=torch")
+        # the pair pipeline's small batches: the loss stays finite for a few steps, growing by orders of magnitude
+        run(tmp_path, corpus, f"model={model}", "optimizer.lr=1e6", "trainer.checkpoint_every=1",
+            "trainer.log_every=1000", "trainer.kernel=torch")
     message = str(error.value)
-    assert "NaN/inf by step" in message and "optimizer.lr=1000000.0 is too high" in message
-    bad_step = int(message.split("by step ")[1].split(":")[0])
+    assert f"per pair by step 2, over 100x an untrained model's {untrained}: training diverged" in message
+    assert "optimizer.lr=1000000.0 is too high" in message
+    limit = 100 * float(untrained)
     kept = list_checkpoints(tmp_path / "run")
-    assert kept, "the good checkpoints before the divergence are kept"
+    assert kept, "the good checkpoint before the divergence is kept"
     for path in kept:
         state = load_checkpoint(path)
-        assert state["progress"]["step"] < bad_step
+        assert state["progress"]["step"] < 2
         assert all(torch.isfinite(t).all() for t in state["model"].values())
+        assert state["progress"]["loss_sum"] / state["progress"]["loss_pairs"] < limit
     assert not (tmp_path / "run" / "vectors.bin").exists()
+
+
+def test_nan_parameters_stop_before_their_checkpoint(tmp_path: Path):
+    corpus = zipf_text(tmp_path / "c.txt")
+    with pytest.raises(SGNSError) as error:
+        # the numba kernel's span: NaN in one step
+        run(tmp_path, corpus, "optimizer.lr=1e6", "trainer.checkpoint_every=1", "trainer.kernel=numba")
+    message = str(error.value)
+    assert "the parameters became NaN/inf by step 1: training diverged" in message
+    assert "optimizer.lr=1000000.0 is too high" in message
+    assert not list_checkpoints(tmp_path / "run")
+    assert not (tmp_path / "run" / "vectors.bin").exists()
+
+
+@pytest.mark.parametrize("overrides, untrained", [([], 6 * np.log(2)), (["data.negatives=15"], 16 * np.log(2)),
+                                                  (["model=full_softmax"], np.log(1000))])
+def test_the_loss_limit_is_100x_an_untrained_models_loss(tmp_path: Path, overrides: list, untrained: float):
+    guard = DivergenceGuard(compose_cfg(tmp_path / "run", overrides), tmp_path / "run", vocab_size=1000)
+    assert guard.check_loss(7, 99 * untrained) == 99 * untrained
+    with pytest.raises(SGNSError, match=r"the loss reached [0-9.e+]+ per pair by step 7, over 100x"):
+        guard.check_loss(7, 101 * untrained)
+    with pytest.raises(SGNSError, match="the loss became NaN/inf by step 7"):
+        guard.check_loss(7, float("nan"))
+    torchrun = DivergenceGuard(compose_cfg(tmp_path / "run", overrides), tmp_path / "run", 1000, ranks=2)
+    with pytest.raises(SGNSError, match=r"sparse_adam\); with 2 ranks, dist.merge=sum every dist.sync_every_words"):
+        torchrun.check_loss(7, 101 * untrained)
 
 
 def test_divergence_is_caught_at_a_log_step_too(tmp_path: Path):

@@ -3,6 +3,7 @@ by default; and when the loop evaluates (sgns.train.eval_schedule)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -14,7 +15,7 @@ from conftest import compose_cfg, zipf_text
 from sgns.evaluate import evaluate_analogies, evaluate_similarity
 from sgns.train import train
 from sgns.train.eval_schedule import AUTO_MAX_OVERHEAD, EvalSchedule
-from sgns.train.tblog import eval_curves, evaluation_table
+from sgns.train.tblog import NullTBLog, TBLog, eval_curves, evaluation_table
 
 CURVE_METRICS = {"loss", "lr", "words_per_sec", "accuracy", "semantic_accuracy", "syntactic_accuracy", "spearman"}
 
@@ -169,3 +170,22 @@ def test_metrics_json_records_the_evaluation_time(tmp_path: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval_seconds"] > 0
     assert [x for x, _ in scalars(run / "tb")["eval/sim/spearman"]] == [20000]  # eval.every_words=0: the end only
+
+
+def test_the_null_log_of_other_ranks_has_every_call_of_the_real_one_and_writes_nothing(tmp_path: Path) -> None:
+    public = [name for name, _ in inspect.getmembers(TBLog, inspect.isfunction) if not name.startswith("_")]
+    assert {"train_point", "evaluation", "flush", "close"} <= set(public)
+    for name in public:  # an inherited method would reach for a SummaryWriter the null log does not have
+        assert name in vars(NullTBLog), f"NullTBLog does not override TBLog.{name}"
+        assert inspect.signature(getattr(NullTBLog, name)) == inspect.signature(getattr(TBLog, name))
+    cfg = compose_cfg(tmp_path / "run")
+    null = NullTBLog()
+    null.train_point(10, 1.0, 0.025, 100.0)
+    null.final_loss(10, 1.0)
+    null.evaluation({}, 10)
+    null.evaluation_summary({}, 10)
+    null.projector(["a"], np.zeros((1, 2), dtype=np.float32), [1], 1, 10)
+    null.hparams(cfg, 10)
+    null.flush()
+    null.close()
+    assert not list(tmp_path.iterdir())

@@ -37,7 +37,7 @@ from sgns.train.metrics import objective, read_metrics, write_metrics
 from sgns.train.rundir import RunLock, check_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
 from sgns.train.state import TrainState, seed_everything
-from sgns.train.tblog import TBLog
+from sgns.train.tblog import NullTBLog, TBLog
 from sgns.vectors import save_word2vec
 from sgns.vocab import Vocabulary
 
@@ -69,7 +69,9 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
     # ------------------------------------------------------------------------------------------- setup
     started = time.perf_counter()
     t = cfg.trainer
-    main = cluster is None or cluster.rank == 0  # the one process that writes outputs
+    # Under torchrun every rank trains its share; rank 0 (`main`) alone reads the checkpoint, logs, evaluates and
+    # writes the outputs (save() writes checkpoints on rank 0 too): the few `main` checks below, nothing else.
+    main = cluster is None or cluster.rank == 0
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
@@ -94,11 +96,11 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
         restore(resume, vocab, model, backend, state, rank_state, team)
     if team is not None:
         team.start()  # every rank from rank 0's tables (fresh or restored)
-    tb = TBLog(run_dir / "tb", words_done=state.words_done) if main else None
+    tb = TBLog(run_dir / "tb", words_done=state.words_done) if main else NullTBLog()
     eval_cfg = evaluation_config(cfg)
     evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, backend.total_words, state.words_done,
                          bool(eval_cfg.analogies or eval_cfg.similarities))
-    guard = DivergenceGuard(cfg, run_dir)
+    guard = DivergenceGuard(cfg, run_dir, len(vocab), ranks=cluster.world_size if cluster is not None else 1)
 
     # ------------------------------------------------------------------------------------------- the loop
     total_words = backend.total_words
@@ -121,12 +123,11 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
 
             if state.step % t.log_every == 0:
                 now = time.perf_counter()
-                last_loss = guard.check(state.step, "the loss", state.window_loss())
+                last_loss = guard.check_loss(state.step, state.window_loss())
                 speed = (state.words_done - tick_words) / max(now - tick, 1e-9)
                 state.train_seconds += now - tick
                 tick, tick_words = now, state.words_done
-                if tb is not None:
-                    tb.train_point(state.words_done, last_loss, lr, speed)
+                tb.train_point(state.words_done, last_loss, lr, speed)
                 bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
                 state.reset_window()
             if main and evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
@@ -140,13 +141,13 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
                 break
         state.train_seconds += time.perf_counter() - tick
         if state.loss_pairs:
-            last_loss = guard.check(state.step, "the loss", state.window_loss())
+            last_loss = guard.check_loss(state.step, state.window_loss())
         bar.close()
         if interrupted is not None:
             save(cfg, run_dir, state, model, backend, vocab, tb, guard, team=team)
+            tb.close()
             if not main:
                 raise FollowerExit("stopped by a signal")  # rank 0 says where the checkpoint is
-            tb.close()
             raise SGNSError(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, checkpoint saved "
                             f"in {run_dir / 'checkpoints'}; to resume, run the same command again with "
                             f"hydra.run.dir={run_dir}")
@@ -253,10 +254,24 @@ def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, 
 
 
 class DivergenceGuard:
-    """The one NaN/inf check: loss, parameters, vectors; the error names the step and the likely cause."""
+    """The one divergence check: NaN/inf in the loss, parameters or vectors, or a finite mean loss far above an
+    untrained model's; the error names the step and the likely cause."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    # A diverging run can stay finite (a torchrun dist.merge=sum run reached 1e21 per pair and "finished"). An
+    # untrained model (output vectors zero: every logit 0) costs (1 + K) ln 2 per pair under SGNS, ln |V| under the
+    # full softmax. Measured on a 50k-word Zipf corpus, runs that still learn never passed 3x it, and runs that blow
+    # up passed 100x within a few log points; 100x leaves a wide margin for noisy windows and high learning rates.
+    LOSS_LIMIT_FACTOR = 100
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, vocab_size: int, ranks: int = 1) -> None:
         self.optimizer, self.run_dir = cfg.optimizer, run_dir
+        # Under torchrun the merge can diverge where one process does not (measured: a 20-word corpus, every merge)
+        self.merge = (f"; with {ranks} ranks, dist.merge={cfg.dist.merge} every dist.sync_every_words="
+                      f"{cfg.dist.sync_every_words} may be the cause: try the same config in one process"
+                      if ranks > 1 else "")
+        self.untrained_loss = (math.log(max(vocab_size, 2)) if cfg.model.name == "full_softmax"
+                               else (1 + cfg.data.negatives) * math.log(2))
+        self.loss_limit = self.LOSS_LIMIT_FACTOR * self.untrained_loss
 
     def check(self, step: int, what: str, value: Any) -> Any:
         """`value` (a number, tensor, array, or iterable of tensors) if all of it is finite; else SGNSError."""
@@ -267,12 +282,23 @@ class DivergenceGuard:
         else:
             finite = all(all_finite(v) for v in value)
         if not finite:
-            o = self.optimizer
-            raise SGNSError(f"{what} became NaN/inf by step {step}: training diverged, most likely because "
-                            f"optimizer.lr={o.lr} is too high for optimizer.name={o.name} (try 0.025 for sgd, "
-                            f"0.001 for sparse_adam); no checkpoint was written after it, the last good one in "
-                            f"{self.run_dir / 'checkpoints'} is kept")
+            raise self.diverged(f"{what} became NaN/inf by step {step}")
         return value
+
+    def check_loss(self, step: int, mean_loss: float) -> float:
+        """`mean_loss` (per pair) if it is finite and under the limit; else SGNSError."""
+        self.check(step, "the loss", mean_loss)
+        if mean_loss > self.loss_limit:
+            raise self.diverged(f"the loss reached {mean_loss:.3g} per pair by step {step}, over "
+                                f"{self.LOSS_LIMIT_FACTOR}x an untrained model's {self.untrained_loss:.2f}")
+        return mean_loss
+
+    def diverged(self, what_happened: str) -> SGNSError:
+        o = self.optimizer
+        return SGNSError(f"{what_happened}: training diverged, most likely because optimizer.lr={o.lr} is too high "
+                         f"for optimizer.name={o.name} (try 0.025 for sgd, 0.001 for sparse_adam){self.merge}; "
+                         f"no checkpoint was written after it, the last good one in {self.run_dir / 'checkpoints'} "
+                         f"is kept")
 
 
 def all_finite(values: torch.Tensor | np.ndarray) -> bool:
@@ -287,7 +313,7 @@ def all_finite(values: torch.Tensor | np.ndarray) -> bool:
 
 
 def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend: Backend, vocab: Vocabulary,
-         tb: Optional[TBLog], guard: DivergenceGuard, metrics: Optional[dict] = None,
+         tb: TBLog, guard: DivergenceGuard, metrics: Optional[dict] = None,
          team: Optional[Team] = None) -> None:
     """Write a checkpoint: the state, the model, the backend's state, the vocabulary and the config in one dict.
 
@@ -301,9 +327,9 @@ def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend
             return
     # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
     guard.check(state.step, "the parameters", model.parameters())
-    guard.check(state.step, "the loss", state.loss_sum)
-    if tb is not None:
-        tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
+    if state.loss_pairs:
+        guard.check_loss(state.step, state.window_loss())
+    tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
     checkpoint = {
         "model": model.state_dict(),
         **backend.state_dict(),

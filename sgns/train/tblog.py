@@ -119,6 +119,39 @@ class TBLog:
         self.writer.close()
 
 
+class NullTBLog(TBLog):
+    """The TBLog of a torchrun rank other than 0: the same calls, nothing written (rank 0 writes `tb/`), so the
+    train loop logs without asking which rank it is."""
+
+    def __init__(self) -> None:  # no SummaryWriter: not even an empty event file
+        pass
+
+    def train_point(self, words_done: float, loss: float, lr: float, words_per_sec: float) -> None:
+        pass
+
+    def final_loss(self, words_done: float, loss: float) -> None:
+        pass
+
+    def evaluation(self, results: Mapping[str, Mapping[str, Any]], words_done: float) -> None:
+        pass
+
+    def evaluation_summary(self, results: Mapping[str, Mapping[str, Any]], words_done: float) -> None:
+        pass
+
+    def projector(self, words: Sequence[str], vectors: np.ndarray, counts: Optional[Sequence[int]], top_n: int,
+                  words_done: float) -> None:
+        pass
+
+    def hparams(self, cfg: DictConfig, words_done: float) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def write_projector(writer: Any, words: Sequence[str], vectors: np.ndarray | torch.Tensor,
                     counts: Optional[Sequence[int]] = None, top_n: int = 1000, step: int = 0,
                     tag: str = "words") -> int:
