@@ -45,7 +45,7 @@ def main() -> None:
         times.append(time.perf_counter() - started)
     if topology.is_main:
         median = statistics.median(times)
-        mb = sync.bytes_per_merge / 1e6
+        mb = sync.merge_bytes() / 1e6
         print(f"world {topology.world_size} backend {cluster.backend} V={args.vocab} D={args.dim} merge={args.merge}: "
               f"{median * 1000:.1f} ms per merge (median of {args.repeats}), {mb:.1f} MB per rank, "
               f"{mb / median:.0f} MB/s")

@@ -145,6 +145,8 @@ class EvalConfig:
 class DistConfig:
     merge: str = choice("sum")  # torchrun runs: how ranks combine table changes (MERGES): sum | rows | average
     sync_every_words: int = choice(200_000)  # torchrun runs: corpus words (all ranks together) between merges
+    hot_rows: int = choice(1000)  # torchrun runs: the most frequent words' rows, also merged more often (0: none)
+    hot_sync_every_words: int = choice(20_000)  # torchrun runs: corpus words (all ranks) between merges of hot rows
     timeout_s: float = bookkeeping(300.0)  # torchrun runs: seconds to wait for a silent peer before failing
 
 
@@ -260,6 +262,8 @@ def validate(cfg: Any) -> None:
     _check(e.projector_words >= 0, "eval.projector_words", ">= 0 (0: no projector)", e.projector_words)
     _check(cfg.dist.merge in MERGES, "dist.merge", "one of " + ", ".join(MERGES), cfg.dist.merge)
     _check(cfg.dist.sync_every_words >= 1, "dist.sync_every_words", ">= 1", cfg.dist.sync_every_words)
+    _check(cfg.dist.hot_rows >= 0, "dist.hot_rows", ">= 0", cfg.dist.hot_rows)
+    _check(cfg.dist.hot_sync_every_words >= 1, "dist.hot_sync_every_words", ">= 1", cfg.dist.hot_sync_every_words)
     _check(0 < cfg.dist.timeout_s < math.inf, "dist.timeout_s", "> 0 and finite", cfg.dist.timeout_s)
     dev = str(t.device)
     _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "trainer.device",

@@ -18,12 +18,17 @@ merge: each all-reduces its change to each table since the last merge, and every
 - `average`: the mean change (BlazingText / pWord2Vec model averaging); every update counts 1/W, as if the
   learning rate were divided by W.
 
+Hot rows (`dist.hot_rows`, the most frequent words' rows of both tables) are also merged in between, every
+`dist.hot_sync_every_words`: a frequent word's row is changed by every rank thousands of times between two
+full merges, all from the same stale start, so its summed changes overshoot; merging those few rows often
+keeps them nearly fresh for little traffic (pWord2Vec's distributed mode also syncs frequent words more often).
+
 Merges happen at the same points of every rank's own chunk (evenly spaced by the fraction of the chunk
 trained), so every rank runs the same number of collectives in the same order whatever its batch count.
 Communication per merge, per rank: both tables, 2 * V * D float32 = 8 * V * D bytes given to the
-all-reduce (`rows` adds 2 * V floats of row counts); a ring all-reduce sends and receives about
-2 * (W - 1) / W times that over the network. The learning rate follows word2vec's linear decay on the words
-done by all ranks together.
+all-reduce (`rows` adds 2 * V floats of row counts), and 8 * H * D bytes per hot merge (H = hot rows); a ring
+all-reduce sends and receives about 2 * (W - 1) / W times that over the network. The learning rate
+follows word2vec's linear decay on the words done by all ranks together.
 
 Faults: the process group times out after `timeout_s`, so a silent peer ends every collective with a clear
 error; a peer that died is usually noticed at once (its connections close), and torchrun stops the other
@@ -221,7 +226,13 @@ class Shard:
     world_size: int
     total_tokens: int
     n_chunks: int
-    merges_per_chunk: int  # merges while a rank trains one chunk
+    merges_per_chunk: int  # merges of the whole tables while a rank trains one chunk
+    hot_per_merge: int = 1  # merge points per whole-table merge: the others merge only the hot rows
+
+    @property
+    def points_per_chunk(self) -> int:
+        """Merge points (whole or hot rows only) while a rank trains one chunk; every hot_per_merge-th is whole."""
+        return self.merges_per_chunk * self.hot_per_merge
 
     def bounds(self, chunk: int) -> Tuple[int, int]:
         n, t = self.n_chunks, self.total_tokens
@@ -245,34 +256,41 @@ class Shard:
         return epoch * self.total_tokens + lo + fraction * (hi - lo)
 
 
-def plan_shard(total_tokens: int, chunk_tokens: int, sync_every_words: int, rank: int, world_size: int) -> Shard:
-    """Cut each epoch into a multiple of `world_size` chunks of at most `chunk_tokens` tokens."""
+def plan_shard(total_tokens: int, chunk_tokens: int, sync_every_words: int, rank: int, world_size: int,
+               hot_sync_every_words: Optional[int] = None) -> Shard:
+    """Cut each epoch into a multiple of `world_size` chunks of at most `chunk_tokens` tokens; merge the whole
+    tables about every `sync_every_words` words, the hot rows about every `hot_sync_every_words` (None: never)."""
     n = -(-total_tokens // chunk_tokens)
     n = -(-n // world_size) * world_size
     if total_tokens < n:
         raise SGNSError(f"the corpus has {total_tokens} words, too few to split over {world_size} processes")
     size = total_tokens / n
     merges = max(1, round(world_size * size / sync_every_words))
-    return Shard(rank, world_size, total_tokens, n, merges)
+    hot = 1
+    if hot_sync_every_words:
+        hot = max(1, round(max(merges, round(world_size * size / hot_sync_every_words)) / merges))
+    return Shard(rank, world_size, total_tokens, n, merges, hot)
 
 
 class MergeClock:
-    """When a rank merges: `per_chunk` times per chunk, at evenly spaced fractions of the chunk trained."""
+    """When a rank merges: at `per_chunk` points per chunk, evenly spaced fractions of the chunk trained."""
 
     def __init__(self, per_chunk: int) -> None:
         self.per_chunk = per_chunk
         self.chunk: Optional[Tuple[int, int]] = None  # (epoch, chunk) being trained
-        self.done = 0  # merges done in it
+        self.done = 0  # merge points passed in it
 
-    def due(self, epoch: int, chunk: int, fraction: float) -> int:
-        """How many merges are due now that (epoch, chunk) is `fraction` trained (1.0 at its last batch)."""
-        owed = 0
+    def due(self, epoch: int, chunk: int, fraction: float) -> List[int]:
+        """The merge points (1 .. per_chunk, within their chunk) due now that (epoch, chunk) is `fraction` trained
+        (1.0 at its last batch)."""
+        owed: List[int] = []
         if (epoch, chunk) != self.chunk:
-            owed = self.per_chunk - self.done if self.chunk is not None else 0  # never skip a merge
+            if self.chunk is not None:  # never skip a merge
+                owed = list(range(self.done + 1, self.per_chunk + 1))
             self.chunk, self.done = (epoch, chunk), 0
         target = min(self.per_chunk, int(math.floor(fraction * self.per_chunk + 1e-9)))
-        owed += target - self.done
-        self.done = target
+        owed += range(self.done + 1, target + 1)
+        self.done = max(self.done, target)
         return owed
 
     def state_dict(self) -> dict:
@@ -293,13 +311,15 @@ class TableSync:
     one copy of the tables as of the last merge (the base): 8 * V * D bytes more memory per rank.
     """
 
-    def __init__(self, cluster: Cluster, tables: Sequence[torch.Tensor], merge: str = "sum"):
+    def __init__(self, cluster: Cluster, tables: Sequence[torch.Tensor], merge: str = "sum", hot_rows: int = 0):
         if merge not in MERGES:
             raise SGNSError(f"merge={merge!r}: must be one of {', '.join(MERGES)}")
         self.cluster, self.merge_mode = cluster, merge
         self.tables = [t.data for t in tables]
         self.bases = [t.clone() for t in self.tables]
+        self.hot_rows = min(hot_rows, min(len(t) for t in self.tables))
         self.merges, self.seconds = 0, 0.0
+        self.hot_merges, self.hot_seconds = 0, 0.0
 
     def start(self) -> None:
         """Every rank starts from rank 0's tables (its fresh init or the checkpoint it loaded)."""
@@ -307,30 +327,31 @@ class TableSync:
         for table, base in zip(self.tables, self.bases, strict=True):
             base.copy_(table)
 
-    @property
-    def bytes_per_merge(self) -> int:
-        """Bytes this rank hands to the all-reduce per merge (the tables, plus row counts for `rows`)."""
-        total = sum(t.numel() * t.element_size() for t in self.tables)
+    def merge_bytes(self, rows: Optional[int] = None) -> int:
+        """Bytes this rank hands to the all-reduce per merge of the first `rows` rows (None: the whole tables),
+        plus row counts for `rows`."""
+        total = sum(t[:rows].numel() * t.element_size() for t in self.tables)
         if self.merge_mode == "rows":
-            total += sum(t.shape[0] * t.element_size() for t in self.tables)
+            total += sum(len(t[:rows]) * 8 for t in self.tables)
         return total
 
     @torch.no_grad()
-    def merge(self, values: torch.Tensor) -> torch.Tensor:
-        """Merge every rank's table changes since the last merge; return `values` (float64) summed over ranks.
-
-        `values` carries the small things ranks agree on at each merge (stop requests, loss sums).
-        """
+    def merge(self, values: Optional[torch.Tensor] = None, rows: Optional[int] = None) -> torch.Tensor:
+        """Merge every rank's changes to the first `rows` rows (None: all) since they were last merged; return
+        `values` (float64) summed over ranks: the small things ranks agree on at a merge (stop, checkpoint)."""
         started = time.perf_counter()
+        values = torch.zeros(0) if values is None else values
+        tables = [t[:rows] for t in self.tables]  # leading rows of a row-major table: contiguous views
+        bases = [b[:rows] for b in self.bases]
         small = [values.to(self.tables[0].device, torch.float64)]
-        for table, base in zip(self.tables, self.bases, strict=True):
+        for table, base in zip(tables, bases, strict=True):
             table.sub_(base)  # the table now holds this rank's change since the last merge
             if self.merge_mode == "rows":
                 small.append((table.abs().amax(1) > 0).to(torch.float64))  # rows this rank changed
         summed = torch.cat(small)
-        self.cluster.all_reduce_sum([*self.tables, summed], "merging the tables")
+        self.cluster.all_reduce_sum([*tables, summed], "merging the tables")
         at = len(values)
-        for table, base in zip(self.tables, self.bases, strict=True):
+        for table, base in zip(tables, bases, strict=True):
             if self.merge_mode == "average":
                 table.div_(self.cluster.world_size)  # "sum" keeps the summed changes as they are
             elif self.merge_mode == "rows":
@@ -339,9 +360,17 @@ class TableSync:
                 table.div_(touched.unsqueeze(1))
             table.add_(base)
             base.copy_(table)
-        self.merges += 1
-        self.seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        if rows is None:
+            self.merges, self.seconds = self.merges + 1, self.seconds + seconds
+        else:
+            self.hot_merges, self.hot_seconds = self.hot_merges + 1, self.hot_seconds + seconds
         return summed[: len(values)].cpu()
+
+    def merge_hot(self) -> None:
+        """Merge the hot rows only (a no-op without them)."""
+        if self.hot_rows:
+            self.merge(rows=self.hot_rows)
 
 
 # ------------------------------------------------------------------------------------- the train loop's view
@@ -354,11 +383,11 @@ class FollowerExit(SGNSError):
 class Team:
     """What the train loop of one rank needs: its share of the data, when to merge, what all ranks agreed."""
 
-    def __init__(self, cluster: Cluster, shard: Shard, tables: Sequence[torch.Tensor], merge: str):
+    def __init__(self, cluster: Cluster, shard: Shard, tables: Sequence[torch.Tensor], merge: str, hot_rows: int = 0):
         self.cluster, self.shard = cluster, shard
         self.rank, self.world_size, self.is_main = cluster.rank, cluster.world_size, cluster.rank == 0
-        self.clock = MergeClock(shard.merges_per_chunk)
-        self.sync = TableSync(cluster, tables, merge)
+        self.clock = MergeClock(shard.points_per_chunk)
+        self.sync = TableSync(cluster, tables, merge, hot_rows if shard.hot_per_merge > 1 else 0)
         self.words_trained = 0  # corpus words of the chunks this rank finished (counted, for the report)
 
     @classmethod
@@ -371,9 +400,10 @@ class Team:
         if len(set(prints)) > 1:
             raise SGNSError(f"the ranks built different vocabularies ({', '.join(prints)}): every machine must "
                             f"read the same corpus with the same data settings")
+        hot = cfg.dist.hot_sync_every_words if cfg.dist.hot_rows else None
         shard = plan_shard(corpus.total_tokens, cfg.data.chunk_tokens, cfg.dist.sync_every_words, cluster.rank,
-                           cluster.world_size)
-        return cls(cluster, shard, [model.input.weight, model.output.weight], cfg.dist.merge)
+                           cluster.world_size, hot)
+        return cls(cluster, shard, [model.input.weight, model.output.weight], cfg.dist.merge, cfg.dist.hot_rows)
 
     def start(self) -> None:
         """Every rank continues from rank 0's tables (its fresh init or the checkpoint it loaded)."""
@@ -382,13 +412,17 @@ class Team:
     def after_batch(self, batch: Any, stop: bool, checkpoint: bool) -> Tuple[bool, bool]:
         """Merge if due after this batch; return (stop, checkpoint) as agreed by all ranks at that merge.
 
-        Between merges nothing is agreed, so both are False: a local signal or checkpoint wish waits for
-        the next merge (at most `sync_every_words` words away)."""
+        Only a merge of the whole tables leaves the ranks' tables identical, so only there is anything
+        agreed; elsewhere both are False: a local signal or checkpoint wish waits for the next whole merge
+        (at most `sync_every_words` words away). Merges of the hot rows alone fall in between."""
         if batch.chunk_fraction >= 1.0:
             lo, hi = self.shard.bounds(batch.chunk)
             self.words_trained += hi - lo
         agreed_stop = agreed_checkpoint = False
-        for _ in range(self.clock.due(batch.epoch, batch.chunk, batch.chunk_fraction)):
+        for point in self.clock.due(batch.epoch, batch.chunk, batch.chunk_fraction):
+            if point % self.shard.hot_per_merge:
+                self.sync.merge_hot()
+                continue
             summed = self.sync.merge(torch.tensor([float(stop), float(checkpoint and self.is_main)]))
             agreed_stop |= bool(summed[0] > 0)
             agreed_checkpoint |= bool(summed[1] > 0)
@@ -414,7 +448,10 @@ class Team:
         return {"world_size": self.world_size, "backend": self.cluster.backend, "merge": self.sync.merge_mode,
                 "merges": self.sync.merges, "merge_seconds": self.sync.seconds,
                 "seconds_per_merge": self.sync.seconds / max(self.sync.merges, 1),
-                "bytes_per_merge": self.sync.bytes_per_merge,
+                "bytes_per_merge": self.sync.merge_bytes(),
+                "hot_rows": self.sync.hot_rows, "hot_merges": self.sync.hot_merges,
+                "hot_merge_seconds": self.sync.hot_seconds,
+                "bytes_per_hot_merge": self.sync.merge_bytes(self.sync.hot_rows) if self.sync.hot_rows else 0,
                 "merges_per_chunk": self.shard.merges_per_chunk, "chunks_per_epoch": self.shard.n_chunks,
                 "words_per_rank": words}
 

@@ -62,9 +62,9 @@ class TokenSpans:
         # Steps are what logs, evaluation and checkpoints count: a small corpus still gets enough of them.
         self.span_tokens = min(span_tokens, max(MIN_SPAN, -(-self.total_tokens // STEPS_PER_EPOCH)))
         self.n_spans = max(1, -(-self.total_tokens // self.span_tokens))
-        if shard is not None:  # spans per chunk: at most span_tokens long, a multiple of the merges per chunk
+        if shard is not None:  # spans per chunk: at most span_tokens long, a multiple of the merge points per chunk
             longest = -(-self.total_tokens // shard.n_chunks)
-            per_chunk, m = -(-longest // self.span_tokens), shard.merges_per_chunk
+            per_chunk, m = -(-longest // self.span_tokens), shard.points_per_chunk
             self.spans_per_chunk = -(-per_chunk // m) * m
 
     def total_words(self) -> int:

@@ -59,16 +59,24 @@ def test_every_chunk_gets_the_same_merges_whatever_its_batch_count(batches, per_
     clock = MergeClock(per_chunk)
     for chunk, n in enumerate(batches):
         merges = [clock.due(0, chunk, (b + 1) / n) for b in range(n)]
-        assert sum(merges) == per_chunk
-        assert merges[-1] >= 1  # the chunk's last batch always merges: no rank ends a chunk ahead of the others
+        assert sum(merges, []) == list(range(1, per_chunk + 1))  # every point once, in order
+        assert merges[-1][-1] == per_chunk  # the chunk's last batch always merges: no rank ends a chunk ahead
 
 
 def test_merge_clock_resumes_where_it_stopped():
     clock = MergeClock(4)
-    assert [clock.due(0, 0, f) for f in (0.1, 0.3, 0.5)] == [0, 1, 1]
+    assert [clock.due(0, 0, f) for f in (0.1, 0.3, 0.5)] == [[], [1], [2]]
     again = MergeClock(4)
     again.load_state_dict(json.loads(json.dumps(clock.state_dict())))
-    assert [again.due(0, 0, f) for f in (0.8, 1.0)] == [1, 1]
+    assert [again.due(0, 0, f) for f in (0.8, 1.0)] == [[3], [4]]
+    assert again.due(0, 1, 0.6) == [1, 2]  # a new chunk: its own points from 1
+
+
+def test_hot_rows_merge_between_the_whole_table_merges():
+    shard = plan_shard(100_000, 10_000, 5000, 0, 2, hot_sync_every_words=1000)
+    assert shard.merges_per_chunk == 4 and shard.hot_per_merge == 5 and shard.points_per_chunk == 20
+    assert plan_shard(100_000, 10_000, 5000, 0, 2).hot_per_merge == 1  # no hot rows: whole merges only
+    assert plan_shard(100_000, 10_000, 5000, 0, 2, hot_sync_every_words=10**6).hot_per_merge == 1
 
 
 def test_topology_from_torchrun_environment():

@@ -339,8 +339,8 @@ def test_deterministic_runs_give_the_same_vectors_whatever_the_thread_count(tmp_
     assert vectors[0] == vectors[1]
 
 
-@pytest.mark.parametrize("world,every", [(2, 3000), (3, 700), (2, 10**6)])
-def test_sharded_spans_cover_each_epoch_once_over_the_ranks_and_end_at_every_merge(world, every):
+@pytest.mark.parametrize("world,every,hot", [(2, 3000, None), (3, 700, None), (2, 10**6, None), (2, 6000, 1500)])
+def test_sharded_spans_cover_each_epoch_once_over_the_ranks_and_end_at_every_merge(world, every, hot):
     from sgns.distributed import MergeClock, plan_shard
     from sgns.spans import TokenSpans
 
@@ -349,7 +349,7 @@ def test_sharded_spans_cover_each_epoch_once_over_the_ranks_and_end_at_every_mer
     corpus = SimpleNamespace(total_tokens=total, offsets=offsets, ids=np.arange(total, dtype=np.int32))
     per_rank = []
     for rank in range(world):
-        shard = plan_shard(total, 5000, every, rank, world)
+        shard = plan_shard(total, 5000, every, rank, world, hot)
         spans = TokenSpans(corpus, 2000, epochs=2, shard=shard)
         got = list(spans((0, 0, 0)))
         per_rank.append(got)
@@ -357,11 +357,11 @@ def test_sharded_spans_cover_each_epoch_once_over_the_ranks_and_end_at_every_mer
         assert all(len(s.ids) <= spans.span_tokens for s in got)
         assert all(s.words_done > s.words_before for s in got)
         # Every merge the clock asks for falls on a span's end: the step never straddles a merge.
-        clock = MergeClock(shard.merges_per_chunk)
-        merges = [clock.due(s.epoch, s.chunk, s.chunk_fraction) for s in got]
-        assert sum(merges) == 2 * len(shard.chunks()) * shard.merges_per_chunk
-        at_merge = [abs(s.chunk_fraction * shard.merges_per_chunk - round(s.chunk_fraction * shard.merges_per_chunk))
-                    < 1e-9 for s in got]
+        points = shard.points_per_chunk
+        clock = MergeClock(points)
+        merges = [len(clock.due(s.epoch, s.chunk, s.chunk_fraction)) for s in got]
+        assert sum(merges) == 2 * len(shard.chunks()) * points
+        at_merge = [abs(s.chunk_fraction * points - round(s.chunk_fraction * points)) < 1e-9 for s in got]
         assert at_merge == [m > 0 for m in merges]
         # Resuming from any span's resume position yields exactly the spans after it.
         for cut in (0, len(got) // 3, len(got) - 1):
