@@ -28,8 +28,9 @@ import torch
 
 from sgns.config import CONFIG_DIR
 from sgns.device import resolve_device
-from sgns.kernels import make_backend, make_sgd_step
+from sgns.kernels import make_backend
 from sgns.kernels.softmax import full_softmax_sgd_step
+from sgns.kernels.torch_kernels import sgd_step
 from sgns.model import SGNS, make_model
 from sgns.softmax import FullSoftmax
 from sgns.synthetic import evaluation_config
@@ -55,7 +56,7 @@ def seconds_per_step(step: Callable[[], object], device: torch.device, min_secon
 
 def time_per_step(vocab_sizes: List[int], batch: int, dim: int, device: torch.device) -> Dict[str, List[float]]:
     g = torch.Generator().manual_seed(0)
-    kernel = make_sgd_step("auto", device)
+    kernel = sgd_step
     results: Dict[str, List[float]] = {"full_softmax": [], "ns_k5": [], "ns_k20": []}
     for v in vocab_sizes:
         centers = torch.randint(0, v, (batch,), generator=g).to(device)

@@ -16,7 +16,7 @@ from conftest import copy_model as _copy
 from conftest import random_model as _model
 
 from sgns.errors import SGNSError
-from sgns.kernels import make_sgd_step, uses_numba
+from sgns.kernels import uses_numba
 from sgns.kernels.torch_kernels import optimizer_step, sgd_step
 from sgns.model import SGNS, sgns_loss
 
@@ -45,7 +45,7 @@ def test_torch_kernel_matches_autograd_sgd(groups):
     assert len(torch.unique(centers)) < 150  # repeated rows are part of the test
     mine, before = _copy(ref), _copy(ref)
     expected_loss = _autograd_sgd(ref, centers, contexts, negatives, lr=0.05)
-    loss = make_sgd_step("torch", torch.device("cpu"))(mine, centers, contexts, negatives, 0.05)
+    loss = sgd_step(mine, centers, contexts, negatives, 0.05)
     assert float(loss) == pytest.approx(float(expected_loss), rel=1e-5)
     for name in ("input", "output"):
         got, want = getattr(mine, name).weight, getattr(ref, name).weight
@@ -68,7 +68,7 @@ def test_kernels_touch_only_the_rows_of_the_batch():
     ref = _model(vocab=500)
     centers, contexts, negatives = _batch(100, 300, 5, 300)  # ids < 100 only
     m = _copy(ref)
-    make_sgd_step("torch", torch.device("cpu"))(m, centers, contexts, negatives, 0.05)
+    sgd_step(m, centers, contexts, negatives, 0.05)
     assert m.input.weight.grad is None and m.output.weight.grad is None
     assert torch.equal(m.input.weight[100:], ref.input.weight[100:])
     assert torch.equal(m.output.weight[100:], ref.output.weight[100:])
@@ -107,7 +107,6 @@ def test_kernel_choice():
     assert not uses_numba(_kernel_cfg("auto"), cuda)  # auto: torch on CUDA
     assert not uses_numba(_kernel_cfg("auto", "sparse_adam"), cpu)  # the numba kernel does plain SGD only
     assert not uses_numba(_kernel_cfg("torch"), cpu)
-    assert make_sgd_step("auto", cuda) is sgd_step
 
 
 def test_numba_kernel_refuses_what_it_cannot_run_in_one_line():
@@ -125,8 +124,7 @@ def test_cuda_step_matches_cpu():
     centers, contexts, negatives = _batch(60, 256, 5, 64)
     gpu = _copy(ref).cuda()
     cpu_loss = sgd_step(ref, centers, contexts, negatives, 0.05)
-    step = make_sgd_step("auto", torch.device("cuda"))
-    gpu_loss = step(gpu, centers.cuda(), contexts.cuda(), negatives.cuda(), 0.05)
+    gpu_loss = sgd_step(gpu, centers.cuda(), contexts.cuda(), negatives.cuda(), 0.05)
     assert float(gpu_loss) == pytest.approx(float(cpu_loss), rel=1e-4)
     torch.testing.assert_close(gpu.output.weight.cpu(), ref.output.weight, rtol=1e-4, atol=1e-5)
     sampler = NegativeSampler(np.full(60, 1 / 60), torch.device("cuda"), 0)
@@ -139,7 +137,7 @@ def test_million_word_vocabulary_at_dim_300_needs_no_dense_gradient_memory():
     # 1.2 GB more, batch-sized buffers a few MB.
     code = textwrap.dedent("""
         import torch
-        from sgns.kernels import make_sgd_step
+        from sgns.kernels.torch_kernels import sgd_step
         from sgns.model import SGNS
         def hwm():
             for line in open("/proc/self/status"):
@@ -149,10 +147,9 @@ def test_million_word_vocabulary_at_dim_300_needs_no_dense_gradient_memory():
         model.input.weight.data.add_(0)  # touch every page of both tables
         model.output.weight.data.add_(1e-3)
         before = hwm()
-        step = make_sgd_step("torch", torch.device("cpu"))
         for _ in range(3):
             c = torch.randint(1_000_000, (8192,))
-            step(model, c, c.roll(1), torch.randint(1_000_000, (8192, 5)), 0.025)
+            sgd_step(model, c, c.roll(1), torch.randint(1_000_000, (8192, 5)), 0.025)
         print(hwm() - before)
     """)
     grown = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
