@@ -1,9 +1,10 @@
 """Time one merge of the embedding tables across ranks (the communication cost of distributed training).
 
-    torchrun --nproc_per_node=2 scripts/bench_merge.py --vocab 70000 --dim 100 --repeats 20
+    torchrun --nproc_per_node=2 scripts/bench_merge.py --vocab 70000 --dim 100 --repeats 20 [--rows 1000]
 
 Each rank changes a few rows, then merges; rank 0 prints the median seconds per merge, the bytes handed to
-the all-reduce per rank, and the effective bandwidth.
+the all-reduce per rank, and the effective bandwidth. `--rows H` times a merge of the first H rows only (a
+hot-row merge, dist.hot_rows).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--merge", default="sum")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rows", type=int, default=None, help="merge only the first ROWS rows (hot rows)")
     args = parser.parse_args()
     topology = topology_from_env()
     device = torch.device(f"cuda:{topology.local_rank}" if args.device == "cuda" else "cpu")
@@ -39,14 +41,15 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        sync.merge(torch.zeros(2))
+        sync.merge(torch.zeros(2), rows=args.rows)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     if topology.is_main:
         median = statistics.median(times)
-        mb = sync.merge_bytes() / 1e6
-        print(f"world {topology.world_size} backend {cluster.backend} V={args.vocab} D={args.dim} merge={args.merge}: "
+        mb = sync.merge_bytes(args.rows) / 1e6
+        print(f"world {topology.world_size} backend {cluster.backend} V={args.vocab} D={args.dim} merge={args.merge} "
+              f"rows={args.rows or 'all'}: "
               f"{median * 1000:.1f} ms per merge (median of {args.repeats}), {mb:.1f} MB per rank, "
               f"{mb / median:.0f} MB/s")
     cluster.close()
