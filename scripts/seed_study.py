@@ -79,14 +79,22 @@ def main(argv: List[str] | None = None) -> None:
                                    [*overrides, f"trainer.seed={seed}", "eval.projector_words=0"])
             if args.lock:
                 cmd = ["flock", args.lock, *cmd]
-            timed(cmd, env, workdir / f"{name}-s{seed}-e{args.epochs}.log")
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-            r = {"variant": name, "overrides": overrides, "seed": seed, "epochs": args.epochs, "corpus": str(corpus),
-                 "loss": metrics["loss"], "steps": metrics["steps"], "train_words": metrics["train_words"],
-                 **score(run_dir / "vectors.bin", 30000)}
+            log = workdir / f"{name}-s{seed}-e{args.epochs}.log"
+            r = {"variant": name, "overrides": overrides, "seed": seed, "epochs": args.epochs, "corpus": str(corpus)}
+            try:
+                timed(cmd, env, log)
+            except SystemExit:  # a failed run (e.g. sgns-train stopping a diverged loss) is a result too
+                error = [line for line in log.read_text(errors="replace").splitlines() if "error:" in line]
+                r.update(loss=None, steps=None, analogy=None, ws353=None, simlex=None,
+                         error=error[-1] if error else "failed")
+                print(f"{name} seed {seed}: {r['error']}", flush=True)
+            else:
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                r.update(loss=metrics["loss"], steps=metrics["steps"], train_seconds=metrics["train_seconds"],
+                         **score(run_dir / "vectors.bin", 30000))
+                print(f"{name} seed {seed}: loss {r['loss']:.4f} analogy {r['analogy']:.4f} "
+                      f"ws353 {r['ws353']:.4f}", flush=True)
             results.append(r)
-            print(f"{name} seed {seed}: loss {r['loss']:.4f} analogy {r['analogy']:.4f} ws353 {r['ws353']:.4f}",
-                  flush=True)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
@@ -97,9 +105,11 @@ def main(argv: List[str] | None = None) -> None:
     for name, overrides in variants:
         rs = [r for r in results if r["variant"] == name]
         col = {k: [r[k] for r in rs if r[k] is not None] for k in ("loss", "analogy", "ws353", "simlex")}
+        failed = sum(r["loss"] is None for r in rs)
+        loss = f"{statistics.fmean(col['loss']):.4f}" if col["loss"] else "n/a"
         print(f"| {name} | {' '.join(overrides) or '(defaults)'} | {','.join(str(r['seed']) for r in rs)} | "
-              f"{statistics.fmean(col['loss']):.4f} | {summary(col['analogy'])} | {summary(col['ws353'])} | "
-              f"{summary(col['simlex'])} |")
+              f"{loss}{f' ({failed} failed)' if failed else ''} | {summary(col['analogy'])} | "
+              f"{summary(col['ws353'])} | {summary(col['simlex'])} |")
 
 
 if __name__ == "__main__":
