@@ -7,8 +7,12 @@ of `sgns-train`) on the first `--max-words` words of a corpus, then scores the v
     batch   positive pairs per step (default 4096)
     cap     row_cap of the step: a row's summed gradient is scaled by min(1, cap / n) (0: plain sum)
     lr      starting learning rate, decayed linearly as word2vec does (default 0.025)
+    scale   lr multiplier of the torch step (optimizer.lr_scale; default 1)
     shared  positives sharing one draw of negatives (default 1)
-    kernel  torch (the device pipeline, default) | numba (the CPU default: numpy pairs + numba step)
+    kernel  torch (the device pipeline, default) | numba (the CPU default: the fused span kernel, all cores)
+
+Both train through the backends `sgns-train` uses (sgns.kernels: DeviceBackend, SpanBackend). For whole
+`sgns-train` runs over several seeds see scripts/seed_study.py.
 
     python scripts/large_batch_study.py --max-words 4000000 --run ref=kernel:numba \\
         --run b64k=batch:65536 --run b64k_cap8=batch:65536,cap:8 --json /tmp/study.jsonl
@@ -33,14 +37,14 @@ from benchmark import DEFAULT_CORPUS, EVAL_DIR, prefix_corpus  # noqa: E402
 
 from sgns.corpus import encode, text_source  # noqa: E402
 from sgns.evaluate import evaluate_analogies, evaluate_similarity  # noqa: E402
-from sgns.kernels.numba_kernels import numba_step  # noqa: E402
+from sgns.kernels import DeviceBackend  # noqa: E402
+from sgns.kernels.numba_kernels import SpanBackend  # noqa: E402
 from sgns.model import SGNS  # noqa: E402
-from sgns.negatives import NegativeSampler, unigram_table  # noqa: E402
-from sgns.pairs import PairBatches  # noqa: E402
-from sgns.pairs_device import DevicePairBatches, DeviceSGD  # noqa: E402
+from sgns.pairs_device import DevicePairBatches  # noqa: E402
+from sgns.spans import TokenSpans  # noqa: E402
 from sgns.vocab import Vocabulary  # noqa: E402
 
-DEFAULTS = {"batch": 4096, "cap": 0.0, "lr": 0.025, "shared": 1, "kernel": "torch"}
+DEFAULTS = {"batch": 4096, "cap": 0.0, "lr": 0.025, "scale": 1.0, "shared": 1, "kernel": "torch"}
 
 
 def parse_run(spec: str) -> Dict:
@@ -59,36 +63,23 @@ def train_one(run: Dict, corpus, vocab: Vocabulary, args) -> Dict:
     model = SGNS(len(vocab), args.dim)
     device = torch.device(args.device)
     model.to(device)
+    def schedule(progress: float) -> float:
+        return run["lr"] * max(1.0 - progress, 1e-4)
+
     if run["kernel"] == "numba":
-        data = PairBatches(corpus, vocab, args.window, 1e-3, run["batch"], args.chunk_tokens, args.epochs,
-                           args.seed, prefetch=True)
-        sampler = NegativeSampler(unigram_table(vocab.counts, 0.75), torch.device("cpu"), args.seed)
-
-        def batches():
-            for b in data:
-                yield b, sampler.draw(len(b.centers), args.negatives, run["shared"])
-
-        def step(batch, negatives, lr):
-            return numba_step(model, batch.centers, batch.contexts, negatives, lr)
+        backend = SpanBackend(TokenSpans(corpus, 131_072, args.epochs), model, vocab, args.window, args.negatives,
+                              1e-3, 0.75, args.seed, 0, False, schedule)
     else:
         data = DevicePairBatches(corpus, vocab, args.window, 1e-3, run["batch"], args.chunk_tokens, args.epochs,
                                  args.seed, args.negatives, run["shared"], 0.75, device)
-        sgd = DeviceSGD(model, run["cap"])
+        backend = DeviceBackend(data, model, run["cap"], lr_scale=run["scale"])
 
-        def batches():
-            for b in data:
-                yield b, None
-
-        def step(batch, negatives, lr):
-            return sgd(batch, lr)
-
-    total = data.total_words()
+    total = backend.total_words
     words_done, loss_sum, pairs, steps = 0.0, torch.zeros((), device=device), 0, 0
     start = time.perf_counter()
-    for batch, negatives in batches():
-        lr = run["lr"] * max(1.0 - words_done / total, 1e-4)
-        loss_sum += step(batch, negatives, lr)
-        pairs += len(batch.centers)
+    for batch in backend.batches((0, 0, 0)):
+        loss_sum += backend.step(batch, schedule(words_done / total))
+        pairs += batch.pairs
         steps += 1
         words_done = batch.words_done
     if device.type == "cuda":
@@ -137,12 +128,14 @@ def main(argv: List[str] | None = None) -> None:
     vocab = Vocabulary.build(corpus.words, corpus.counts, 5)
     print(f"corpus {corpus_path}: {corpus.total_tokens:,} words, vocabulary {len(vocab):,}", flush=True)
     results = []
-    print("| run | kernel | batch | row_cap | lr | shared | steps | train s | words/s | loss | analogy | WS353 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| run | kernel | batch | row_cap | lr | lr_scale | shared | steps | train s | words/s | loss | analogy "
+          "| WS353 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for run in runs:
         r = train_one(run, corpus, vocab, args)
         results.append(r)
-        print(f"| {r['name']} | {r['kernel']} | {r['batch']} | {r['cap']:g} | {r['lr']:g} | {r['shared']} | "
+        print(f"| {r['name']} | {r['kernel']} | {r['batch']} | {r['cap']:g} | {r['lr']:g} | {r['scale']:g} | "
+              f"{r['shared']} | "
               f"{r['steps']} | {r['seconds']:.1f} | {r['words_per_sec']:,.0f} | {r['loss']:.4f} | "
               f"{fmt(r['analogy'], '.4f')} | {fmt(r['ws353'], '.4f')} |", flush=True)
         if args.json:

@@ -21,7 +21,7 @@ from scipy import stats
 from sgns.config import SyntheticConfig
 from sgns.corpus import encode, text_source
 from sgns.evaluate import evaluate_analogies
-from sgns.kernels import DeviceBackend
+from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, DeviceBackend
 from sgns.kernels.torch_kernels import RowCounter
 from sgns.kernels.torch_kernels import sgd_step as capped_sgd_step
 from sgns.model import SGNS, sgns_loss
@@ -39,6 +39,7 @@ from sgns.synthetic import ensure_synthetic
 from sgns.vocab import Vocabulary
 
 CPU = torch.device("cpu")
+PLANTED_DEFAULT_EPOCHS = 3
 
 
 def _corpus(tmp_path: Path, words: int = 4000, vocab: int = 12, line_len: int = 9, seed: int = 0):
@@ -244,11 +245,11 @@ def _planted(tmp_path: Path):
 
 
 def _train_planted(corpus, vocab, analogies, batch_size: int, row_cap: float, lr: float, epochs: int = 3,
-                   device: torch.device = CPU) -> float:
-    torch.manual_seed(1)
+                   device: torch.device = CPU, lr_scale: float = 1.0, seed: int = 1) -> float:
+    torch.manual_seed(seed)
     model = SGNS(len(vocab), 50).to(device)
-    data = DevicePairBatches(corpus, vocab, 5, 1e-3, batch_size, 10**6, epochs, 1, 5, device=device)
-    backend = DeviceBackend(data, model, row_cap)
+    data = DevicePairBatches(corpus, vocab, 5, 1e-3, batch_size, 10**6, epochs, seed, 5, device=device)
+    backend = DeviceBackend(data, model, row_cap, lr_scale=lr_scale)
     done = 0.0
     for batch in backend.batches((0, 0, 0)):
         backend.step(batch, lr * max(1.0 - done / backend.total_words, 1e-4))
@@ -267,6 +268,17 @@ def test_device_pipeline_recovers_planted_relations(planted):
                                    30000)["accuracy"]
     assert untrained < 0.2
     assert _train_planted(corpus, vocab, analogies, 4096, 0.0, 0.025) >= 0.8
+
+
+def test_device_pipeline_at_its_defaults_recovers_planted_relations(planted):
+    # What `trainer.kernel=torch` (or CUDA) trains with when batch size, row cap and lr scale are left null.
+    # The planted corpus is 360k words, about 21 steps of 65,536 pairs an epoch: the large batch needs 3 epochs
+    # (63 steps: 0.947 / 0.950 / 0.957 at seeds 1-3; 2 epochs reached 0.74), as a user with a small corpus would.
+    # The plain sum (row cap 0) and a 4x smaller lr scale both score 0 here.
+    corpus, vocab, analogies = planted
+    accuracy = _train_planted(corpus, vocab, analogies, DEVICE_BATCH_SIZE, DEVICE_ROW_CAP, 0.025,
+                              epochs=PLANTED_DEFAULT_EPOCHS, lr_scale=DEVICE_LR_SCALE)
+    assert accuracy >= 0.8
 
 
 # ------------------------------------------------------------------------------------------------ CUDA
@@ -374,7 +386,7 @@ def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
 
 
 def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
-    from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, make_backend
+    from sgns.kernels import make_backend
     from sgns.kernels.numba_kernels import SpanBackend
 
     corpus, vocab = _corpus(tmp_path)
