@@ -46,10 +46,11 @@ def test_a_finite_loss_explosion_stops_naming_the_step_and_cause_and_keeps_good_
             "trainer.log_every=1000", "trainer.kernel=torch")
     message = str(error.value)
     assert f"per pair by step 2, over 100x an untrained model's {untrained}: training diverged" in message
-    assert "optimizer.lr=1000000.0 is too high" in message
+    assert "optimizer.lr=1000000.0 is too high for optimizer.name=sgd (try 0.025)" in message
     limit = 100 * float(untrained)
     kept = list_checkpoints(tmp_path / "run")
     assert kept, "the good checkpoint before the divergence is kept"
+    assert f"the last good one, {kept[-1]}, is kept" in message
     for path in kept:
         state = load_checkpoint(path)
         assert state["progress"]["step"] < 2
@@ -67,6 +68,7 @@ def test_nan_parameters_stop_before_their_checkpoint(tmp_path: Path):
     assert "the parameters became NaN/inf by step 1: training diverged" in message
     assert "optimizer.lr=1000000.0 is too high" in message
     assert not list_checkpoints(tmp_path / "run")
+    assert message.endswith("no checkpoint was written after it: none was written before it either")
     assert not (tmp_path / "run" / "vectors.bin").exists()
 
 
@@ -80,8 +82,15 @@ def test_the_loss_limit_is_100x_an_untrained_models_loss(tmp_path: Path, overrid
     with pytest.raises(SGNSError, match="the loss became NaN/inf by step 7"):
         guard.check_loss(7, float("nan"))
     torchrun = DivergenceGuard(compose_cfg(tmp_path / "run", overrides), tmp_path / "run", 1000, ranks=2)
-    with pytest.raises(SGNSError, match=r"sparse_adam\); with 2 ranks, dist.merge=sum every dist.sync_every_words"):
+    with pytest.raises(SGNSError, match=r"\); with 2 ranks, dist.merge=sum every dist.sync_every_words"):
         torchrun.check_loss(7, 101 * untrained)
+
+
+def test_the_divergence_advice_asks_for_a_smaller_lr_when_it_already_is_the_usual_one(tmp_path: Path):
+    usual = DivergenceGuard(compose_cfg(tmp_path / "run", ["optimizer.lr=0.025"]), tmp_path / "run", 1000)
+    with pytest.raises(SGNSError, match=r"optimizer.lr=0.025 is too high for optimizer.name=sgd \(try a smaller one, "
+                                        r"e.g. 0.00625\)"):
+        usual.check_loss(3, float("inf"))
 
 
 def test_divergence_is_caught_at_a_log_step_too(tmp_path: Path):

@@ -30,7 +30,7 @@ from sgns.kernels import Backend, learning_rate, make_backend
 from sgns.model import SGNS, make_model
 from sgns.phrases import apply_phrases
 from sgns.synthetic import evaluation_config
-from sgns.train.checkpoint import remove_stale_temp_files, save_checkpoint
+from sgns.train.checkpoint import list_checkpoints, remove_stale_temp_files, save_checkpoint
 from sgns.train.eval_schedule import EvalSchedule
 from sgns.train.init_from import start_from
 from sgns.train.metrics import objective, read_metrics, write_metrics
@@ -295,10 +295,13 @@ class DivergenceGuard:
 
     def diverged(self, what_happened: str) -> SGNSError:
         o = self.optimizer
+        usual = {"sgd": 0.025, "sparse_adam": 0.001}.get(o.name)
+        advice = f"try {usual}" if usual is not None and o.lr > usual else f"try a smaller one, e.g. {o.lr / 4:g}"
+        kept = list_checkpoints(self.run_dir)
+        where = (f"the last good one, {kept[-1]}, is kept" if kept else "none was written before it either")
         return SGNSError(f"{what_happened}: training diverged, most likely because optimizer.lr={o.lr} is too high "
-                         f"for optimizer.name={o.name} (try 0.025 for sgd, 0.001 for sparse_adam){self.merge}; "
-                         f"no checkpoint was written after it, the last good one in {self.run_dir / 'checkpoints'} "
-                         f"is kept")
+                         f"for optimizer.name={o.name} ({advice}){self.merge}; no checkpoint was written after it: "
+                         f"{where}")
 
 
 def all_finite(values: torch.Tensor | np.ndarray) -> bool:
