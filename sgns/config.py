@@ -122,7 +122,7 @@ class TrainerConfig:
     kernel: str = choice("auto")  # hot path (KERNELS): auto is numba on CPU with sgd, torch elsewhere; see sgns/kernels
     deterministic: bool = choice(False)  # numba kernel on one thread in a fixed order: same bits, exact resume
     run_dir: str = bookkeeping("${hydra:runtime.output_dir}")  # where checkpoints, logs and vectors go
-    log_every: int = bookkeeping(50)  # steps between TensorBoard scalar points
+    log_every: int = bookkeeping(10)  # steps between TensorBoard scalar points (a numba span step is ~131k words)
     checkpoint_every: int = bookkeeping(0)  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = bookkeeping(2)  # how many recent checkpoints to keep
     resume: str = bookkeeping("auto")  # auto | never | PATH of a checkpoint
