@@ -24,7 +24,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, List, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, List, Optional
 
 import numpy as np
 
@@ -287,6 +287,20 @@ def load_cached(folder: Path) -> Optional[EncodedCorpus]:
         return None
 
 
+def publish_cache_entry(tmp: Path, folder: Path, offsets: np.ndarray, counts: np.ndarray, words: Iterable[str],
+                        meta: dict) -> None:
+    """Write the rest of a cache entry beside `tmp`/ids.bin (sentence offsets, word counts, words, meta.json),
+    then rename `tmp` to `folder`: atomic, so an entry is complete or absent."""
+    np.save(tmp / "offsets.npy", offsets)
+    np.save(tmp / "counts.npy", counts)
+    (tmp / "words.txt").write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished it first
+
+
 def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], None] = print) -> EncodedCorpus:
     """Tokenise the corpus once into `cache_dir`, or reuse the cached ids for the same content."""
     key = hashlib.blake2b(f"{CACHE_FORMAT}:{source.key}".encode(), digest_size=12).hexdigest()
@@ -332,16 +346,9 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
                     flush(out)
             flush(out)
         counts = np.pad(counts, (0, len(index) - len(counts))).astype(np.int64)
-        np.save(tmp / "offsets.npy", np.frombuffer(offsets, dtype=np.int64))
-        np.save(tmp / "counts.npy", counts)
-        (tmp / "words.txt").write_text("".join(w + "\n" for w in index), encoding="utf-8")
-        meta = {"tokens": total, "sentences": len(offsets) - 1, "distinct": len(index),
-                "replaced_bytes": stats.replaced_bytes, "source": source.description}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.rename(tmp, folder)  # atomic: a cache entry is complete or absent
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished it first
+        publish_cache_entry(tmp, folder, np.frombuffer(offsets, dtype=np.int64), counts, index,
+                            {"tokens": total, "sentences": len(offsets) - 1, "distinct": len(index),
+                             "replaced_bytes": stats.replaced_bytes, "source": source.description})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

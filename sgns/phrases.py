@@ -22,8 +22,6 @@ scores are computed in float64 (the C tool uses float32).
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from typing import Callable, Dict, List
 import numba
 import numpy as np
 
-from sgns.corpus import EncodedCorpus, _load_encoded, load_cached
+from sgns.corpus import EncodedCorpus, _load_encoded, load_cached, publish_cache_entry
 from sgns.errors import SGNSError
 
 PHRASES_FORMAT = 1  # bump when the algorithm or the cache layout changes: old phrase caches are ignored
@@ -217,17 +215,10 @@ def apply_phrases(corpus: EncodedCorpus, passes: int, threshold: float, min_coun
                         f"(set data.cache_dir=DIR)") from None
     try:
         stream.ids.astype(np.int32, copy=False).tofile(tmp / "ids.bin")
-        np.save(tmp / "offsets.npy", stream.offsets)
-        np.save(tmp / "counts.npy", stream.counts)
-        (tmp / "words.txt").write_text("".join(w + "\n" for w in stream.words), encoding="utf-8")
-        meta = {"tokens": int(stream.offsets[-1]), "sentences": len(stream.offsets) - 1,
-                "distinct": len(stream.words), "replaced_bytes": corpus.replaced_bytes,
-                "source": f"{corpus.path.name} + {passes} phrase passes", "settings": settings}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.rename(tmp, folder)  # atomic: a cache entry is complete or absent
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished it first
+        publish_cache_entry(tmp, folder, stream.offsets, stream.counts, stream.words,
+                            {"tokens": int(stream.offsets[-1]), "sentences": len(stream.offsets) - 1,
+                             "distinct": len(stream.words), "replaced_bytes": corpus.replaced_bytes,
+                             "source": f"{corpus.path.name} + {passes} phrase passes", "settings": settings})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
