@@ -23,7 +23,7 @@ from sgns.pairs import read_ids
 if TYPE_CHECKING:
     from sgns.distributed import Shard
 
-Position = Tuple[int, int, int]
+Position = Tuple[int, int, int]  # (epoch, chunk, batch or piece or span) a batch source continues from
 STEPS_PER_EPOCH = 100  # a small corpus gets spans shorter than data.span_tokens: about this many steps an epoch
 MIN_SPAN = 1000  # ...but never shorter than this
 

@@ -23,7 +23,7 @@ shadow the library.)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -48,12 +48,12 @@ from sgns.kernels.torch_kernels import (  # the torch backends, and the defaults
 from sgns.model import SGNS
 from sgns.negatives import NegativeSampler, unigram_table
 from sgns.pairs import PairBatches
+from sgns.spans import Position
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from sgns.distributed import Shard
 
-Position = Tuple[int, int, int]  # (epoch, chunk, batch) a run continues from
 __all__ = ["CPU_BATCH_SIZE", "DEVICE_BATCH_SIZE", "DEVICE_LR_SCALE", "DEVICE_ROW_CAP", "Backend", "DeviceBackend",
            "PairBackend", "TrainBatch", "learning_rate", "make_backend", "uses_device_pipeline", "uses_numba"]
 

@@ -20,12 +20,12 @@ from sgns.model import SGNS, sgns_loss
 from sgns.negatives import NegativeSampler, group_size
 from sgns.pairs import Batch, PairBatches
 from sgns.pairs_device import DeviceBatch, DevicePairBatches
+from sgns.spans import Position
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from sgns.distributed import Shard
 
-Position = Tuple[int, int, int]  # (epoch, chunk, batch) a run continues from
 
 
 class RowCounter:
