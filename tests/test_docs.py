@@ -330,3 +330,9 @@ def test_the_readme_commands_are_what_ci_runs(heading: str) -> None:
     ci = {line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()}
     for command in section_commands(heading):
         assert command in ci, f"README's {heading!r} command {command!r} is not a line of .ci/run"
+
+
+def test_the_readme_is_a_front_page() -> None:
+    """Issue 19: at most about 250 lines; measurements and long explanations go to docs/."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move detail to a docs/ page"
