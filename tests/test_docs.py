@@ -18,7 +18,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser  # Hydra's own command-line parser: the flags sgns-train takes
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.override_parser.types import OverrideType
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from sgns.config import CONFIG_DIR
@@ -138,6 +139,10 @@ def command_lines(page: Path) -> Iterator[Tuple[str, List[str], bool]]:
             for part in split_pipeline(tokens):
                 if part:
                     yield f"{rel(page)}:{start}", part, lang == "bash"
+    for n, line in enumerate(FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text).splitlines(), 1):
+        for span in INLINE_CODE.findall(line):  # `sgns-eval PATH --topn K` in prose: a command too
+            if re.match(r"`(sgns-\w+|python|torchrun|flock) ", span):
+                yield f"{rel(page)}:{n}", shlex.split(span.strip("`")), True
 
 
 def split_pipeline(tokens: List[str]) -> Iterator[List[str]]:
@@ -217,9 +222,16 @@ def composed(choices: Tuple[str, ...]) -> DictConfig:
 
 def override_problems(overrides: List[str]) -> List[str]:
     """What is wrong with a sgns-train command's overrides: an unknown group option or an unknown key."""
-    parsed: List[Override] = OverridesParser.create().parse_overrides(overrides)
+    parser, parsed, problems = OverridesParser.create(), [], []
+    for override in overrides:
+        if override == "...":  # "and so on" in a usage line
+            continue
+        try:
+            parsed += parser.parse_overrides([override])
+        except OverrideParseException:
+            problems.append(f"{override}: not an override Hydra can parse")
     groups = config_groups()
-    choices, problems = [], []
+    choices: List[str] = []
     for o in parsed:
         if o.key_or_group in groups:
             options = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
@@ -301,6 +313,7 @@ def test_every_flag_and_override_the_docs_name_exists(page: Path) -> None:
     (["-m", "hparams_search=optuna_sgns", "hydra.sweeper.n_trials=5"], []),
     (["hydra.sweeper.n_trials=5"], ["hydra.sweeper.n_trials: no such key"]),  # only with the optuna sweeper
     (["--cfgg", "job"], ["sgns-train --cfgg job: a flag Hydra does not know"]),
+    (["model.dim=[1,", "..."], ["model.dim=[1,: not an override Hydra can parse"]),
 ])
 def test_a_wrong_override_or_train_flag_is_seen(args: List[str], expected: List[str]) -> None:
     assert flag_problems("sgns-train", args) == expected
