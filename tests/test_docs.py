@@ -206,6 +206,7 @@ def options_of(command: str) -> frozenset:
                 module, function = entry_points()[command].split(":")
                 getattr(importlib.import_module(module), function)()
         except _Parsed as parsed:
+            # argparse lists its actions only in _actions; every option string of the parser is there
             return frozenset(s for action in parsed.parser._actions for s in action.option_strings)
     raise AssertionError(f"{command} built no argparse parser")
 
