@@ -119,11 +119,9 @@ def resolve_key(name: str) -> str:
     The synthetic corpus's settings (corpus.synthetic.*) are left out of the short names: fit trains on the
     corpus it is given, so `seed` is trainer.seed.
     """
-    keys = _schema_keys()
     if "." in name:
-        if name not in keys:
-            raise SGNSError(f"unknown setting {name!r}: no such key in the config (see sgns/config.py)")
-        return name
+        return name  # composing checks it, with the command line's message for an unknown key
+    keys = _schema_keys()
     candidates = [k for k in keys if k.rsplit(".", 1)[-1] == name and not k.startswith("corpus.synthetic.")]
     if len(candidates) == 1:
         return candidates[0]
@@ -135,8 +133,15 @@ def resolve_key(name: str) -> str:
                     f"or a dotted name such as data.window (every key: sgns/config.py)")
 
 
+PLAIN_STRING = re.compile(r"[A-Za-z_/~][\w./~+-]*")  # a value Hydra reads back as this very string...
+NOT_STRINGS = {"null", "true", "false", "inf", "nan"}  # ...unless it is one of these
+
+
 def _quote(text: str) -> str:
-    """A Hydra quoted value: quotes escaped, and the backslashes before a quote or the end doubled."""
+    """`text` as Hydra reads it back: as it is when plain (so an error quotes it as the command line would),
+    else quoted, with quotes escaped and the backslashes before a quote or the end doubled."""
+    if PLAIN_STRING.fullmatch(text) and text.lower() not in NOT_STRINGS:
+        return text
     return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), text) + "'"
 
 
@@ -389,11 +394,12 @@ def fit(corpus: Any, run_dir: Optional[str | os.PathLike] = None, *, column: str
     if isinstance(init_from, (str, os.PathLike)):  # a path (or a Run): checked with the other settings
         overrides.append(f"model.init_from={override_value(init_from)}")
         init_from = None
-    # Checked before the corpus is read: a generator can be read only once
-    first = compose_config([*overrides, "corpus=text", "corpus.path=corpus", "trainer.run_dir=run"])
-    cache_dir = Path(first.data.cache_dir).expanduser()
-    if init_from is not None:
+    placeholders = ["corpus=text", "corpus.path=corpus", "trainer.run_dir=run"]
+    if init_from is not None:  # vectors in memory: written to the cache first, as the settings may name them
+        cache_dir = Path(compose_config([*overrides, *placeholders], check=False).data.cache_dir).expanduser()
         overrides.append(f"model.init_from={override_value(_init_from_path(init_from, cache_dir))}")
+    # Checked before the corpus is read: a generator can be read only once
+    cache_dir = Path(compose_config([*overrides, *placeholders]).data.cache_dir).expanduser()
     if isinstance(corpus, (str, os.PathLike)):
         corpus_path = Path(corpus).expanduser()
         if not corpus_path.is_file():
