@@ -5,7 +5,8 @@ On start, before the plugin's own loop:
 - trials left RUNNING by a driver that died (killed, crashed) are marked FAIL, their run dirs' metrics.json say
   so, and their parameters are queued to run again;
 - only `n_trials` minus the trials already finished (COMPLETE or PRUNED) are run;
-- job numbers (the run dirs under hydra.sweep.dir) continue after the ones used before, never reusing one.
+- job numbers (the run dirs under hydra.sweep.dir) continue after the ones used before, never reusing one;
+- the sampler is reseeded from its seed and the number of trials so far, so it does not replay its first draws.
 Each trial records its job number (user attribute `hydra_job_num`), so a dead trial's run dir is found.
 
 It lives in Hydra's `hydra_plugins` namespace because Hydra instantiates sweepers only from there. Hydra imports
@@ -68,11 +69,28 @@ def continue_study(impl: Any, sweep_dir: Path) -> None:
                                               f"failed in study {impl.study_name} and its parameters run again")
         log.info(f"trial {trial.number} was running when the search stopped: marked failed, its parameters "
                  f"queued to run again")
+    reseed_sampler(impl.sampler, impl.config.hydra.sweeper.sampler.get("seed"), len(trials))
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     left = max(0, impl.n_trials - finished)
     log.info(f"continuing study {impl.study_name} in {impl.storage}: {finished} trials finished, {left} of "
              f"hydra.sweeper.n_trials={impl.n_trials} left to run (job numbers from {impl.job_idx})")
     impl.n_trials = left
+
+
+def reseed_sampler(sampler: Any, seed: Any, trials_so_far: int) -> None:
+    """A seeded sampler made afresh would draw again what it drew first (measured: TPE's first random trial came
+    back as the first new one): seed it from (seed, trials so far), reproducible for the same restart point."""
+    import numpy as np
+
+    if not hasattr(sampler, "reseed_rng"):
+        return  # GridSampler (still a functools.partial here) walks its grid, skipping points already tried
+    sampler.reseed_rng()
+    if seed is None:
+        return
+    # optuna 2.x's TPESampler and RandomSampler keep their RandomState in `_rng` (the sweep extra pins optuna<3)
+    for part, rng_owner in enumerate((sampler, getattr(sampler, "_random_sampler", None))):
+        if isinstance(getattr(rng_owner, "_rng", None), np.random.RandomState):
+            rng_owner._rng = np.random.RandomState([int(seed), trials_so_far, part])
 
 
 def record_job_numbers(impl: Any) -> None:
@@ -94,8 +112,13 @@ if OptunaSweeper is not None:
         """OptunaSweeper that continues a study kept in a database instead of running n_trials more."""
 
         def sweep(self, arguments: List[str]) -> None:
+            from sgns.errors import SGNSError, exit_with_error
+
             impl = self.sweeper
-            check_storage_support(impl.storage)
+            try:
+                check_storage_support(impl.storage)
+            except SGNSError as e:
+                exit_with_error("sgns-train", e)  # one line, as for any bad input (SystemExit passes Hydra by)
             if impl.storage is not None:
                 continue_study(impl, Path(str(impl.config.hydra.sweep.dir)))
             record_job_numbers(impl)
