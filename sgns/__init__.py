@@ -22,3 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sgns' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted([*globals(), *_LAZY])  # tab completion in a notebook lists the lazy names too
