@@ -9,8 +9,9 @@ On start, before the plugin's own loop:
 - the sampler is reseeded from its seed and the number of trials so far, so it does not replay its first draws.
 Each trial records its job number (user attribute `hydra_job_num`), so a dead trial's run dir is found.
 
-It lives in Hydra's `hydra_plugins` namespace because Hydra instantiates sweepers only from there. Hydra imports
-every module here at start-up: this one imports nothing beyond the optuna plugin's own light module.
+It lives in Hydra's `hydra_plugins` namespace because Hydra instantiates sweepers only from there (and only
+registered ones: the callback RegisterResumableSweeper, which optuna_sgns.yaml names, registers it). Hydra
+imports every module here at start-up: this one imports nothing beyond the optuna plugin's own light module.
 """
 
 from __future__ import annotations
@@ -123,3 +124,15 @@ if OptunaSweeper is not None:
                 continue_study(impl, Path(str(impl.config.hydra.sweep.dir)))
             record_job_numbers(impl)
             return super().sweep(arguments)
+
+    from hydra.experimental.callback import Callback
+
+    class RegisterResumableSweeper(Callback):
+        """Registers ResumableOptunaSweeper with Hydra (`Plugins.register`, Hydra's API for this). Hydra creates a
+        sweeper only from a class its plugin scan registered, and the scan misses this module under an editable
+        install (setuptools' import hook is no folder it can walk); callbacks are created before the sweeper."""
+
+        def __init__(self) -> None:
+            from hydra.core.plugins import Plugins
+
+            Plugins.instance().register(ResumableOptunaSweeper)
