@@ -239,3 +239,17 @@ def test_a_long_corpus_is_streamed_not_held(tmp_path: Path) -> None:
 
     assert path.stem == file_fingerprint(path) and len(path.read_text().splitlines()) == 3000
     shutil.rmtree(run.dir)
+
+
+def test_settings_become_the_command_line_overrides() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sgns.api import override_value, settings_overrides
+
+    assert settings_overrides({"dim": 8, "seed": 3, "subsample": 1e-4, "deterministic": True, "max_vocab_size": None,
+                               "data.window": 2, "optimizer": "sparse_adam", "analogies": ["a.txt", "b c.txt"]}) == [
+        "model.dim=8", "trainer.seed=3", "data.subsample=0.0001", "trainer.deterministic=true",
+        "data.max_vocab_size=null", "data.window=2", "optimizer=sparse_adam", "eval.analogies=[a.txt,'b c.txt']"]
+    parser = OverridesParser.create()
+    for text in ["plain", "/a/b.txt", "a b", "it's", "back\\slash", "ends\\", "null", "5", ".5", "${oc.env:X}", ""]:
+        assert parser.parse_override(f"k={override_value(text)}").value() == text  # read back as this string
