@@ -11,7 +11,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from types import SimpleNamespace
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -38,7 +39,10 @@ class WordVectors:
     def __contains__(self, word: str) -> bool:
         return word in self.index
 
-    def __getitem__(self, word: str) -> np.ndarray:
+    def __getitem__(self, word: str | Sequence[str]) -> np.ndarray:
+        """A word's vector; a list of words gives their vectors as rows (as gensim's KeyedVectors does)."""
+        if not isinstance(word, str):
+            return np.stack([self[w] for w in word]) if len(word) else np.zeros((0, self.dim), np.float32)
         if word not in self.index:
             raise SGNSError(f"word not in vocabulary: {word!r}")
         return self.vectors[self.index[word]]
@@ -53,6 +57,64 @@ class WordVectors:
         from sgns.evaluate import nearest
 
         return nearest(self.words, self.vectors, positive, negative, topn)
+
+    # gensim's KeyedVectors names, so notebook code written for gensim reads the same (docs/coming_from_gensim.md)
+
+    @property
+    def index_to_key(self) -> List[str]:
+        return self.words
+
+    @property
+    def key_to_index(self) -> Dict[str, int]:
+        return self.index
+
+    @property
+    def vector_size(self) -> int:
+        return self.dim
+
+    def most_similar(self, positive: Sequence[str] | str = (), negative: Sequence[str] | str = (),
+                     topn: int = 10) -> List[Tuple[str, float]]:
+        """gensim's `most_similar`: `most_similar("king")`, `most_similar(positive=["king", "woman"],
+        negative=["man"])` (unit vectors summed, the query words left out)."""
+        return self.nearest(positive, negative, topn)
+
+    def similarity(self, word1: str, word2: str) -> float:
+        """Cosine similarity of two words."""
+        a, b = self[word1].astype(np.float64), self[word2].astype(np.float64)
+        return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+    def evaluate(self, analogies: Sequence[str | Path] | str | Path = (),
+                 similarities: Sequence[str | Path] | str | Path = (), restrict_vocab: int = 30000,
+                 method: str = "3cosadd", device: str | None = None) -> Dict[str, dict]:
+        """Score analogy and similarity files as `sgns-eval` does (the same numbers), keyed by file stem:
+        `{"questions-words": {"accuracy": ..., "sections": ...}, "wordsim353": {"spearman": ...}}`."""
+        from sgns.evaluate import evaluate_all
+
+        def as_list(files: Sequence[str | Path] | str | Path) -> List[str]:
+            return [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
+
+        settings = SimpleNamespace(analogies=as_list(analogies), similarities=as_list(similarities),
+                                   restrict_vocab=restrict_vocab, method=method)
+        return evaluate_all(settings, self.words, self.vectors, device)
+
+    def save(self, path: str | Path, binary: bool = True) -> None:
+        """Write a word2vec file (binary by default), readable by gensim's `load_word2vec_format`."""
+        save_word2vec(path, self.words, self.vectors, binary=binary)
+
+    def to_gensim(self) -> Any:
+        """A gensim KeyedVectors holding the same words, in the same order, and bit-identical vectors."""
+        try:
+            from gensim.models import KeyedVectors
+        except ImportError:
+            raise SGNSError("to_gensim needs gensim: pip install gensim") from None
+        kv = KeyedVectors(vector_size=self.dim, count=0, dtype=np.float32)
+        kv.add_vectors(list(self.words), np.array(self.vectors, dtype=np.float32, copy=True))
+        return kv
+
+    @classmethod
+    def from_gensim(cls, kv: Any) -> WordVectors:
+        """WordVectors from gensim KeyedVectors (or a Word2Vec model's `.wv`), vectors copied as float32."""
+        return cls(list(kv.index_to_key), np.array(kv.vectors, dtype=np.float32, copy=True), "gensim KeyedVectors")
 
 
 def save_word2vec(path: str | Path, words: Sequence[str], vectors: np.ndarray, binary: bool = True) -> None:

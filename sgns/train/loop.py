@@ -18,13 +18,13 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a notebook's widget bar where ipywidgets is installed
 
 from sgns.config import check_resolvable, validate
 from sgns.corpus import EncodedCorpus, encode, make_source
 from sgns.device import resolve_device
 from sgns.distributed import Cluster, FollowerExit, Team, first_then_others, join_cluster, share_resume
-from sgns.errors import SGNSError
+from sgns.errors import SGNSError, Stopped
 from sgns.evaluate import evaluate_all
 from sgns.kernels import Backend, learning_rate, make_backend
 from sgns.model import SGNS, make_model
@@ -58,8 +58,9 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         with sigterm_interrupts():
             return _train(cfg, Path(cfg.trainer.run_dir), cluster)
     except KeyboardInterrupt:
-        raise SGNSError(f"interrupted outside the training loop; nothing is lost: run the same command again to "
-                        f"continue (hydra.run.dir={cfg.trainer.run_dir})") from None
+        raise Stopped("interrupted outside the training loop", cfg.trainer.run_dir,
+                      f"nothing is lost: run the same command again to continue (hydra.run.dir={cfg.trainer.run_dir})"
+                      ) from None
     finally:
         if lock is not None:
             lock.release()
@@ -148,9 +149,8 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
             tb.close()
             if not main:
                 raise FollowerExit("stopped by a signal")  # rank 0 says where the checkpoint is
-            raise SGNSError(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, checkpoint saved "
-                            f"in {run_dir / 'checkpoints'}; to resume, run the same command again with "
-                            f"hydra.run.dir={run_dir}")
+            raise Stopped(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, checkpoint saved "
+                          f"in {run_dir / 'checkpoints'}", run_dir)
 
     # ------------------------------------------------------------------------------------------- finish
     distributed = team.report() if team is not None else None

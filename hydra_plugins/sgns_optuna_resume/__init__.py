@@ -1,0 +1,138 @@
+"""hydra-optuna-sweeper's sweeper, made resumable: with a database (`hydra.sweeper.storage=sqlite:///search.db`),
+running the same search again continues its study (hparams_search=optuna_sgns selects it; docs/sweeps_resume.md).
+
+On start, before the plugin's own loop:
+- trials left RUNNING by a driver that died (killed, crashed) are marked FAIL, their run dirs' metrics.json say
+  so, and their parameters are queued to run again;
+- only `n_trials` minus the trials already finished (COMPLETE or PRUNED) are run;
+- job numbers (the run dirs under hydra.sweep.dir) continue after the ones used before, never reusing one;
+- the sampler is reseeded from its seed and the number of trials so far, so it does not replay its first draws.
+Each trial records its job number (user attribute `hydra_job_num`), so a dead trial's run dir is found.
+
+It lives in Hydra's `hydra_plugins` namespace because Hydra instantiates sweepers only from there (and only
+registered ones: the callback RegisterResumableSweeper, which optuna_sgns.yaml names, registers it). Hydra
+imports every module here at start-up: this one imports nothing beyond the optuna plugin's own light module.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, List
+
+log = logging.getLogger(__name__)
+
+try:
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+except ImportError:  # the sweep extra is not installed: nothing to extend (Hydra imports this module anyway)
+    OptunaSweeper = None
+
+JOB_NUM_ATTR = "hydra_job_num"
+
+
+def check_storage_support(storage: Any) -> None:
+    """optuna 2.10 (hydra-optuna-sweeper 1.3's pin) fails on SQLAlchemy 2 with a bare AssertionError: say why."""
+    if storage is None:
+        return
+    import sqlalchemy
+
+    from sgns.errors import SGNSError
+
+    if int(sqlalchemy.__version__.split(".")[0]) >= 2:
+        raise SGNSError(f"hydra.sweeper.storage={storage} needs SQLAlchemy<2 with optuna 2.10 (which "
+                        f"hydra-optuna-sweeper pins), found SQLAlchemy {sqlalchemy.__version__}: "
+                        f"pip install 'sqlalchemy<2' (or pip install 'sgns[sweep]')")
+
+
+def continue_study(impl: Any, sweep_dir: Path) -> None:
+    """Prepare the plugin's sweeper (`OptunaSweeperImpl`) to continue the study it names, if it exists."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sgns.train.metrics import mark_failed
+
+    try:
+        study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
+    except KeyError:
+        return  # a new study: the plugin creates it
+    trials = study.get_trials(deepcopy=False)
+    used = [int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()] if sweep_dir.is_dir() else []
+    used += [int(t.user_attrs[JOB_NUM_ATTR]) for t in trials if JOB_NUM_ATTR in t.user_attrs]
+    impl.job_idx = max([impl.job_idx, len(trials), *[n + 1 for n in used]])
+    for trial in trials:
+        if trial.state != TrialState.RUNNING:
+            continue
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+        num = trial.user_attrs.get(JOB_NUM_ATTR)
+        if num is not None and (sweep_dir / str(num)).is_dir():
+            mark_failed(sweep_dir / str(num), f"the search stopped while trial {trial.number} ran; it is marked "
+                                              f"failed in study {impl.study_name} and its parameters run again")
+        log.info(f"trial {trial.number} was running when the search stopped: marked failed, its parameters "
+                 f"queued to run again")
+    reseed_sampler(impl.sampler, impl.config.hydra.sweeper.sampler.get("seed"), len(trials))
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    left = max(0, impl.n_trials - finished)
+    log.info(f"continuing study {impl.study_name} in {impl.storage}: {finished} trials finished, {left} of "
+             f"hydra.sweeper.n_trials={impl.n_trials} left to run (job numbers from {impl.job_idx})")
+    impl.n_trials = left
+
+
+def reseed_sampler(sampler: Any, seed: Any, trials_so_far: int) -> None:
+    """A seeded sampler made afresh would draw again what it drew first (measured: TPE's first random trial came
+    back as the first new one): seed it from (seed, trials so far), reproducible for the same restart point."""
+    import numpy as np
+
+    if not hasattr(sampler, "reseed_rng"):
+        return  # GridSampler (still a functools.partial here) walks its grid, skipping points already tried
+    sampler.reseed_rng()
+    if seed is None:
+        return
+    # optuna 2.x's TPESampler and RandomSampler keep their RandomState in `_rng` (the sweep extra pins optuna<3)
+    for part, rng_owner in enumerate((sampler, getattr(sampler, "_random_sampler", None))):
+        if isinstance(getattr(rng_owner, "_rng", None), np.random.RandomState):
+            rng_owner._rng = np.random.RandomState([int(seed), trials_so_far, part])
+
+
+def record_job_numbers(impl: Any) -> None:
+    """Wrap the plugin's `_configure_trials` (called right before each launch) so every trial records its job
+    number: a later run finds the run dir of a trial that a dead driver left running."""
+    configure = impl._configure_trials
+
+    def configure_and_record(trials: List[Any], *args: Any, **kwargs: Any) -> Any:
+        for i, trial in enumerate(trials):
+            trial.set_user_attr(JOB_NUM_ATTR, impl.job_idx + i)
+        return configure(trials, *args, **kwargs)
+
+    impl._configure_trials = configure_and_record
+
+
+if OptunaSweeper is not None:
+
+    class ResumableOptunaSweeper(OptunaSweeper):
+        """OptunaSweeper that continues a study kept in a database instead of running n_trials more."""
+
+        def sweep(self, arguments: List[str]) -> None:
+            from sgns.errors import SGNSError, exit_with_error
+
+            impl = self.sweeper
+            try:
+                check_storage_support(impl.storage)
+            except SGNSError as e:
+                exit_with_error("sgns-train", e)  # one line, as for any bad input (SystemExit passes Hydra by)
+            if impl.storage is not None:
+                continue_study(impl, Path(str(impl.config.hydra.sweep.dir)))
+            record_job_numbers(impl)
+            return super().sweep(arguments)
+
+    from hydra.experimental.callback import Callback
+
+    class RegisterResumableSweeper(Callback):
+        """Registers ResumableOptunaSweeper with Hydra (`Plugins.register`, Hydra's API for this). Hydra creates a
+        sweeper only from a class its plugin scan registered, and the scan misses this module under an editable
+        install (setuptools' import hook is no folder it can walk); callbacks are created before the sweeper."""
+
+        def __init__(self) -> None:
+            from hydra.core.plugins import Plugins
+
+            Plugins.instance().register(ResumableOptunaSweeper)

@@ -1,0 +1,423 @@
+"""`sgns.fit`: train from Python (a script, a notebook) with the config and `train(cfg)` of `sgns-train`.
+
+    run = sgns.fit(sentences, dim=100, window=5, epochs=5)    # a path, a list / generator, a Dataset
+    run.wv["king"], run.wv.most_similar("king", topn=10)      # WordVectors (sgns.vectors)
+    run.metrics, run.dir                                      # metrics.json, the run directory
+
+Settings are config keys, by their last part where it is unique (`dim`, `window`, `lr`, `seed`, ...) or by
+their dotted name (`**{"data.window": 5}`); a group's option is chosen by the group's name (`optimizer=
+"sparse_adam"`). They become Hydra overrides composed from sgns/conf exactly as on the command line, so a bad
+value raises the CLI's one-line SGNSError. An iterable corpus is streamed once into a text file in the token
+cache, named by its content, and trained as `corpus=text`: the same tokens give the same vectors as
+`sgns-train corpus=text corpus.path=FILE`. The run directory holds what a CLI run's holds (`.hydra/`,
+train.log, checkpoints, vectors, metrics.json), so `sgns-eval`, `sgns-summarize` and a resume work on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import re
+import signal
+import sys
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+
+from sgns.errors import SGNSError, Stopped
+from sgns.vectors import WordVectors, load_word_vectors, save_word2vec
+
+log = logging.getLogger("sgns")
+
+OWN_KEYS = {  # keys fit sets itself, and the argument to use instead
+    "corpus.kind": "the corpus argument",
+    "corpus.path": "the corpus argument",
+    "trainer.run_dir": "the run_dir argument",
+}
+GENSIM_NAMES = {  # gensim's Word2Vec argument -> our key, named in the error for an unknown setting
+    "vector_size": "dim", "size": "dim", "negative": "negatives", "sample": "subsample", "alpha": "lr",
+    "min_alpha": "min_lr_ratio", "workers": "threads", "iter": "epochs", "max_vocab_size": "max_vocab_size",
+    "max_final_vocab": "max_vocab_size", "sentences": "the corpus argument", "corpus_file": "the corpus argument",
+}
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging
+WRITE_BLOCK = 1 << 20  # bytes of corpus text buffered before a write
+
+
+# ----------------------------------------------------------------------------------------------- result
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished training run: its directory, its metrics.json and (read on first use) its vectors.
+
+    `os.fspath(run)` is its directory, so a run is accepted wherever a run directory is (`init_from=run`).
+    """
+
+    dir: Path
+    metrics: Dict[str, Any] = dataclasses.field(repr=False)
+    _wv: Optional[WordVectors] = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> Run:
+        """An earlier run, from its directory."""
+        from sgns.train.metrics import read_metrics
+
+        path = Path(run_dir)
+        try:
+            return cls(path, read_metrics(path))
+        except (OSError, ValueError) as e:
+            raise SGNSError(f"{path} holds no readable metrics.json: not a finished run ({e})") from None
+
+    @property
+    def wv(self) -> WordVectors:
+        """The trained input vectors (vectors.bin or vectors.txt of the run), words most frequent first."""
+        if self._wv is None:
+            found = next((self.dir / n for n in ("vectors.bin", "vectors.txt") if (self.dir / n).is_file()), None)
+            if found is None:
+                raise SGNSError(f"{self.dir} holds no vectors.bin or vectors.txt: the run has not finished")
+            self._wv = load_word_vectors(found)
+        return self._wv
+
+    def __fspath__(self) -> str:
+        return str(self.dir)
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+@typing.no_type_check
+def _schema_keys() -> List[str]:
+    """Every dotted key of the config schema (sgns.config.Config), leaves only."""
+    from sgns.config import Config
+
+    keys: List[str] = []
+
+    def walk(node: type, prefix: str) -> None:
+        hints = typing.get_type_hints(node)
+        for f in dataclasses.fields(node):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+            else:
+                keys.append(f"{prefix}{f.name}")
+
+    walk(Config, "")
+    return keys
+
+
+def _config_groups() -> List[str]:
+    from sgns.config import CONFIG_DIR
+
+    return sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def resolve_key(name: str) -> str:
+    """The dotted config key a setting names: itself when dotted, else the one key ending in `.name`.
+
+    The synthetic corpus's settings (corpus.synthetic.*) are left out of the short names: fit trains on the
+    corpus it is given, so `seed` is trainer.seed.
+    """
+    if "." in name:
+        return name  # composing checks it, with the command line's message for an unknown key
+    keys = _schema_keys()
+    candidates = [k for k in keys if k.rsplit(".", 1)[-1] == name and not k.startswith("corpus.synthetic.")]
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        raise SGNSError(f"setting {name!r} is ambiguous: it may be {' or '.join(candidates)}; pass the full name, "
+                        f"e.g. **{{{candidates[0]!r}: ...}}")
+    hint = f" (gensim's {name} is {GENSIM_NAMES[name]})" if name in GENSIM_NAMES else ""
+    raise SGNSError(f"unknown setting {name!r}{hint}: use a config key such as dim, window, negatives, epochs, lr "
+                    f"or a dotted name such as data.window (every key: sgns/config.py)")
+
+
+PLAIN_STRING = re.compile(r"[A-Za-z_/~][\w./~+-]*")  # a value Hydra reads back as this very string...
+NOT_STRINGS = {"null", "true", "false", "inf", "nan"}  # ...unless it is one of these
+
+
+def _quote(text: str) -> str:
+    """`text` as Hydra reads it back: as it is when plain (so an error quotes it as the command line would),
+    else quoted, with quotes escaped and the backslashes before a quote or the end doubled."""
+    if PLAIN_STRING.fullmatch(text) and text.lower() not in NOT_STRINGS:
+        return text
+    return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), text) + "'"
+
+
+def override_value(value: Any) -> str:
+    """A Python value as the right-hand side of a Hydra override (`5`, `true`, `null`, `'a path'`, `[1,2]`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)  # repr(float) round-trips; inf and nan are Hydra's spelling too
+    if isinstance(value, (str, os.PathLike)):
+        return _quote(os.fspath(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    item = getattr(value, "item", None)  # a numpy scalar
+    if callable(item):
+        return override_value(item())
+    raise SGNSError(f"cannot use a {type(value).__name__} as a setting value: give a number, string, bool, None "
+                    f"or a list of them")
+
+
+def settings_overrides(settings: Mapping[str, Any]) -> List[str]:
+    """`fit`'s keyword settings as Hydra override strings (`data.window=5`, `optimizer=sparse_adam`)."""
+    groups = _config_groups()
+    overrides: List[str] = []
+    for name, value in settings.items():
+        if name in groups and isinstance(value, str):
+            overrides.append(f"{name}={value}")  # a group's option, as `optimizer=sparse_adam` on the command line
+            continue
+        key = resolve_key(name)
+        if key in OWN_KEYS:
+            raise SGNSError(f"{key} is set by fit: use {OWN_KEYS[key]}")
+        overrides.append(f"{key}={override_value(value)}")
+    return overrides
+
+
+def compose_config(overrides: Sequence[str], check: bool = True) -> Any:
+    """The train config composed from sgns/conf with `overrides`, checked as sgns-train checks a command line
+    (every value resolves and is in range); SGNSError with the CLI's one-line message otherwise."""
+    from hydra import compose, initialize_config_dir
+
+    from sgns.config import CONFIG_DIR, check_resolvable, config_error, validate
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=list(overrides))
+    except Exception as e:  # Hydra's override and schema errors
+        raise config_error(e) from None
+    if check:
+        check_resolvable(cfg)
+        validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- corpus
+
+
+def _lines(corpus: Any, column: str) -> Iterator[str]:
+    """The text lines of an iterable corpus: strings as they are, token lists joined by spaces, a Dataset's
+    or a dict row's `column`."""
+    datasets = sys.modules.get("datasets")  # a Dataset exists only where datasets is imported already
+    if datasets is not None and isinstance(corpus, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        raise SGNSError(f"the corpus is a DatasetDict with splits {list(corpus)}: pass one split, e.g. "
+                        f"corpus[{next(iter(corpus), 'train')!r}]")
+    if datasets is not None and isinstance(corpus, datasets.Dataset):
+        if column not in corpus.column_names:
+            raise SGNSError(f"the dataset has no column {column!r}; columns are {corpus.column_names} "
+                            f"(pass column=...)")
+        for batch in corpus.iter(batch_size=1000):
+            yield from (text or "" for text in batch[column])
+        return
+    for number, item in enumerate(corpus, 1):
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, Mapping):
+            if column not in item:
+                raise SGNSError(f"corpus row {number} has no column {column!r}; it has {list(item)} (pass column=...)")
+            yield item[column] or ""
+        elif isinstance(item, (list, tuple)):
+            line = " ".join(item)  # a TypeError here names a token that is not a string
+            if len(line.split()) != len(item):
+                bad = next(t for t in item if len(t.split()) != 1)
+                raise SGNSError(f"corpus sentence {number}: token {bad!r} is empty or holds whitespace, which a "
+                                f"word cannot (tokens are split on whitespace)")
+            yield line
+        else:
+            raise SGNSError(f"corpus item {number} is a {type(item).__name__}: give strings (lines of text) or "
+                            f"lists of token strings")
+
+
+def stream_to_text(corpus: Iterable[Any], folder: Path, column: str = "text") -> Path:
+    """Write an iterable corpus, one sentence (or text) a line, to `folder`/<content hash>.txt and return it.
+
+    Streamed: nothing but a block of text is held at once. The name is the file's content hash (the one the
+    token cache is keyed by), so the same text is stored once and the run's corpus.path names its content.
+    """
+    from sgns.corpus import file_fingerprint
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".stream-", suffix=".txt")
+    except OSError as e:
+        raise SGNSError(f"cannot write the corpus text into {folder}: {e.strerror} (set data.cache_dir=DIR)") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            pending: List[bytes] = []
+            size = 0
+            for line in _lines(corpus, column):
+                data = (line if line.endswith("\n") else line + "\n").encode("utf-8", "replace")
+                pending.append(data)
+                size += len(data)
+                if size >= WRITE_BLOCK:
+                    out.write(b"".join(pending))
+                    pending, size = [], 0
+            out.write(b"".join(pending))
+        target = folder / f"{file_fingerprint(tmp)}.txt"
+        if target.is_file():
+            tmp.unlink()  # the same text, stored before
+        else:
+            os.replace(tmp, target)
+        return target
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _vectors_file(vectors: Any, folder: Path) -> Path:
+    """gensim KeyedVectors or WordVectors as a word2vec binary file in `folder`, named by its content."""
+    if isinstance(vectors, WordVectors):
+        words, table = vectors.words, vectors.vectors
+    else:
+        words, table = list(vectors.index_to_key), vectors.vectors
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".init-", suffix=".bin")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        save_word2vec(tmp, words, table, binary=True)
+        from sgns.corpus import file_fingerprint
+
+        target = folder / f"init-{file_fingerprint(tmp)}.bin"
+        os.replace(tmp, target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _init_from_path(value: Any, cache_dir: Path) -> Any:
+    """`init_from` as a path: a run gives its directory; KeyedVectors or WordVectors are written to a file."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return value
+    if isinstance(value, WordVectors) or (hasattr(value, "index_to_key") and hasattr(value, "vectors")):
+        return _vectors_file(value, cache_dir / "init")
+    raise SGNSError(f"init_from must be a path, a run, gensim KeyedVectors or WordVectors, not a "
+                    f"{type(value).__name__}")
+
+
+# ------------------------------------------------------------------------------------------------- runs
+
+
+def fresh_run_dir(root: str | Path = "outputs") -> Path:
+    """A new run directory as the CLI names them (outputs/DATE/TIME), never one that exists already."""
+    now = datetime.datetime.now()
+    base = Path(root) / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S")
+    path, k = base, 1
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
+
+
+def write_hydra_files(run_dir: Path, cfg: Any, overrides: Sequence[str]) -> None:
+    """`.hydra/config.yaml`, `overrides.yaml` and `hydra.yaml` as Hydra writes them for a CLI run."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sgns.config import CONFIG_DIR
+
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), folder / "overrides.yaml")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        hydra_cfg = compose("train", overrides=list(overrides), return_hydra_config=True).hydra
+    OmegaConf.set_struct(hydra_cfg, False)
+    hydra_cfg.run.dir = str(run_dir)
+    hydra_cfg.runtime.output_dir = str(run_dir.resolve())
+    hydra_cfg.job.name = "train"
+    hydra_cfg.overrides.task = list(overrides)
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)}),
+                   folder / "hydra.yaml")
+
+
+class _RunLogging:
+    """While fit trains: sgns's log lines go to run_dir/train.log (as Hydra's file handler does for the CLI),
+    and to stderr unless logging is set up already; SIGINT/SIGTERM handlers are put back afterwards."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.handlers: List[logging.Handler] = []
+
+    def __enter__(self) -> _RunLogging:
+        self.level = log.level
+        log.setLevel(logging.INFO)
+        file_handler = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
+        self.handlers.append(file_handler)
+        if not logging.getLogger().handlers and not log.handlers:
+            self.handlers.append(logging.StreamHandler(sys.stderr))
+        for h in self.handlers:
+            h.setFormatter(logging.Formatter(LOG_FORMAT))
+            log.addHandler(h)
+        self.signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handlers:
+            log.removeHandler(h)
+            h.close()
+        log.setLevel(self.level)
+        try:  # the loop keeps its "second Ctrl-C exits at once" handler after a stop: a notebook kernel lives on
+            for s, handler in self.signals.items():
+                if handler is not None:
+                    signal.signal(s, handler)
+        except ValueError:  # not the main thread: the loop left signals alone too
+            pass
+
+
+def fit(corpus: Any, run_dir: Optional[str | os.PathLike] = None, *, column: str = "text",
+        **settings: Any) -> Run:
+    """Train word vectors on `corpus` with `settings`; return the Run (`.wv`, `.metrics`, `.dir`).
+
+    corpus: a text file's path (str or Path: trained as corpus=text), a Hugging Face Dataset (its `column`),
+    or any iterable of strings (lines of text) or of token lists (a list, a generator), streamed once to a
+    text file in the token cache. run_dir: where the run goes (default: a new outputs/DATE/TIME); an
+    interrupted run continues when fit is called again with its run_dir, corpus and settings. settings:
+    config keys (`dim=50`, `window=5`, `**{"data.window": 5}`, `optimizer="sparse_adam"`); `init_from` also
+    takes a Run or gensim KeyedVectors. Raises SGNSError (one line) for bad input, KeyboardInterrupt (with
+    the resume hint) when Ctrl-C stopped training with a checkpoint.
+    """
+    from sgns.train import train
+    from sgns.train.rundir import check_run_dir
+
+    init_from = settings.pop("init_from", settings.pop("model.init_from", None))
+    overrides = settings_overrides(settings)
+    if isinstance(init_from, (str, os.PathLike)):  # a path (or a Run): checked with the other settings
+        overrides.append(f"model.init_from={override_value(init_from)}")
+        init_from = None
+    placeholders = ["corpus=text", "corpus.path=corpus", "trainer.run_dir=run"]
+    if init_from is not None:  # vectors in memory: written to the cache first, as the settings may name them
+        cache_dir = Path(compose_config([*overrides, *placeholders], check=False).data.cache_dir).expanduser()
+        overrides.append(f"model.init_from={override_value(_init_from_path(init_from, cache_dir))}")
+    # Checked before the corpus is read: a generator can be read only once
+    cache_dir = Path(compose_config([*overrides, *placeholders]).data.cache_dir).expanduser()
+    if isinstance(corpus, (str, os.PathLike)):
+        corpus_path = Path(corpus).expanduser()
+        if not corpus_path.is_file():
+            raise SGNSError(f"corpus file not found: {corpus_path}")
+    elif isinstance(corpus, (bytes, bytearray)) or not hasattr(corpus, "__iter__"):
+        raise SGNSError(f"the corpus is a {type(corpus).__name__}: give a file path, a Dataset, or an iterable of "
+                        f"strings or token lists")
+    else:
+        corpus_path = stream_to_text(corpus, cache_dir / "texts", column)
+    overrides = ["corpus=text", f"corpus.path={override_value(str(corpus_path))}", *overrides]
+    run_path = Path(run_dir).expanduser() if run_dir is not None else fresh_run_dir()
+    cfg = compose_config([*overrides, f"trainer.run_dir={override_value(str(run_path))}"])
+    check_run_dir(run_path, cfg, warn=log.warning, mmap=True)  # another run's dir is refused, nothing written
+    write_hydra_files(run_path, cfg, overrides)
+    with _RunLogging(run_path):
+        try:
+            metrics = train(cfg)
+        except Stopped as e:
+            raise KeyboardInterrupt(f"{e.what}; to resume, call sgns.fit again with the same corpus and settings "
+                                    f"and run_dir={str(run_path)!r}") from None
+    return Run(run_path, metrics)

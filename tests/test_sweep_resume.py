@@ -1,0 +1,111 @@
+"""A search with a real database survives a SIGKILL of its driver: the same command continues the study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["corpus.synthetic.sentences=3000", "corpus.synthetic.filler_words=200", "corpus.synthetic.pairs=6",
+         "corpus.synthetic.relations=2", "trainer.epochs=1", "trainer.progress=false", "trainer.threads=1",
+         "model.dim=choice(8,16)"]
+
+
+def needs_database_support() -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    if int(sqlalchemy.__version__.split(".")[0]) >= 2:
+        pytest.skip(f"optuna 2.10 (hydra-optuna-sweeper's pin) needs SQLAlchemy<2, found {sqlalchemy.__version__}")
+
+
+def search_command(tmp_path: Path, n_trials: int) -> List[str]:
+    return [sys.executable, "-m", "sgns.train", "-m", "hparams_search=optuna_sgns",
+            f"hydra.sweeper.n_trials={n_trials}",
+            "hydra.sweeper.storage=sqlite:///search.db", "hydra.sweeper.study_name=resume-test",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}", *SMALL]
+
+
+def environment() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_a_killed_search_continues_its_study(tmp_path: Path) -> None:
+    needs_database_support()
+    import optuna
+    from optuna.trial import TrialState
+
+    sweep = tmp_path / "sweep"
+    command = search_command(tmp_path, n_trials=3)
+    driver = subprocess.Popen(command, cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (sweep / "1" / ".hydra").is_dir() and time.monotonic() < deadline:
+            assert driver.poll() is None, driver.communicate()[1][-3000:]
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGKILL)  # trial 1 is running: it dies with the driver
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+    first = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert first["status"] == "finished"
+    first_stamp = (sweep / "0" / "metrics.json").stat().st_mtime_ns
+
+    again = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "trial 1 was running when the search stopped: marked failed" in log
+    assert "1 trials finished, 2 of hydra.sweeper.n_trials=3 left to run (job numbers from 2)" in log
+
+    study = optuna.load_study(study_name="resume-test", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[2].params == study.trials[1].params  # the killed trial's parameters ran again
+    assert study.trials[3].params != study.trials[0].params  # the sampler, seeded anew, did not replay its draws
+    assert [t.user_attrs["hydra_job_num"] for t in study.trials] == [0, 1, 2, 3]
+    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == first_stamp  # the finished trial was not re-run
+    killed = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert killed["status"] == "failed" and "the search stopped while trial 1 ran" in killed["error"]
+    for job in (2, 3):
+        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
+        assert metrics["objective"] == study.trials[job].value
+
+    summary = subprocess.run([sys.executable, "-m", "sgns.cli.summarize", str(sweep), "--no-plots"], cwd=tmp_path,
+                             env=environment(), capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0, summary.stderr
+    assert "4 runs (3 finished, 1 failed)" in summary.stdout
+
+
+@pytest.mark.slow  # two searches (~45 s); the kill test above covers the counting of trials left
+def test_a_finished_search_runs_no_trial_again(tmp_path: Path) -> None:
+    needs_database_support()
+    command = search_command(tmp_path, n_trials=1)
+    for _ in range(2):
+        result = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 trials finished, 0 of hydra.sweeper.n_trials=1 left to run" in result.stdout + result.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == ["0"]
+    assert (tmp_path / "sweep" / "optimization_results.yaml").is_file()
+
+
+def test_without_sqlalchemy_1_a_database_fails_in_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    if int(sqlalchemy.__version__.split(".")[0]) < 2:
+        pytest.skip("SQLAlchemy<2 is installed: the database works")
+    result = subprocess.run(search_command(tmp_path, n_trials=1), cwd=tmp_path, env=environment(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("sgns-train: error: hydra.sweeper.storage=sqlite:///"
+                                                             "search.db needs SQLAlchemy<2 with optuna 2.10")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sweep" / "0").exists()
