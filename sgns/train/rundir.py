@@ -30,11 +30,11 @@ from sgns.train.checkpoint import (
     checkpoint_dir,
     latest_loadable,
     list_checkpoints,
-    load_checkpoint,
     remove_stale_temp_files,
     save_checkpoint,
 )
 from sgns.train.metrics import objective, read_metrics, write_metrics
+from sgns.train.runs import read_checkpoint
 from sgns.train.tblog import NullTBLog, TBLog
 from sgns.vectors import save_word2vec
 
@@ -118,8 +118,7 @@ def check_run_dir(run_dir: str | Path, config: Mapping[str, Any] | DictConfig, w
         if own and Path(mode).resolve() not in own:
             raise SGNSError(f"trainer.resume={mode} would continue another run inside {run_dir}, which holds its own "
                             f"checkpoints: choose a new hydra.run.dir for the continued run")
-        path = Path(mode)
-        found = (path, load_checkpoint(path, mmap=mmap))
+        found = read_checkpoint(mode, warn=warn, mmap=mmap)
     elif run_dir.is_dir():
         found = latest_loadable(run_dir, warn=warn, mmap=mmap)
         if found is None and list_checkpoints(run_dir):
