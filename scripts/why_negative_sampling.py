@@ -92,7 +92,7 @@ def equal_time(objective: str, budget: float, points: int, device: torch.device,
                    "trainer.epochs=1000", *model_override, *overrides])
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.trainer.seed)
-    corpus, vocab = read_corpus(cfg, run_dir)
+    corpus, vocab = read_corpus(cfg)
     model = make_model(cfg.model, len(vocab)).to(device)
     backend = make_backend(cfg, corpus, vocab, model, device)
     eval_cfg = evaluation_config(cfg)

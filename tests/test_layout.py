@@ -1,4 +1,5 @@
-"""The layout's rules: imports run one way (stages <- train <- commands), and the package installs anywhere."""
+"""The layout's rules: imports run one way (stages <- train <- commands) with no cycle, and the package installs
+anywhere."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
@@ -17,7 +18,7 @@ import sgns
 PACKAGE = Path(sgns.__file__).resolve().parent
 # The stages the train loop is built from: none of them may import the loop, the loaders or a command.
 STAGES = ("config", "errors", "device", "corpus", "synthetic", "vocab", "pairs", "negatives", "model", "kernels",
-          "vectors", "evaluate")
+          "vectors", "evaluate", "distributed")
 
 
 def imports(path: Path) -> Iterator[Tuple[int, str]]:
@@ -55,6 +56,87 @@ def test_stages_do_not_import_the_train_loop_or_what_comes_after_it() -> None:
         found += [f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}" for line, module in imports(path)
                   if any(module == m or module.startswith(m + ".") for m in later)]
     assert not found, "stages come before training:\n" + "\n".join(found)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    """Every sgns module -> the sgns modules it imports, wherever the import stands (top, function body,
+    TYPE_CHECKING block): an import hidden in a function still ties the two modules together. `from p import m`
+    counts as importing p.m when that is a module. Importing p.m also runs p/__init__.py, but that implicit edge
+    is left out: a package's __init__ may gather names from its own modules. `__main__.py` files are entry points
+    that nothing imports: left out too."""
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py"}
+    graph: Dict[str, Set[str]] = {}
+    for name, path in paths.items():
+        targets: Set[str] = set()
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    base = ".".join(package[: len(package) - node.level + 1] + [base]).strip(".")
+                for alias in node.names:
+                    targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[name] = {t for t in targets if t in paths and t != name}
+    return graph
+
+
+def find_cycle(graph: Dict[str, Set[str]]) -> Optional[List[str]]:
+    """One import cycle of `graph` as [a, b, ..., a], or None."""
+    done: Set[str] = set()
+    for root in sorted(graph):
+        if root in done:
+            continue
+        path, on_path = [root], {root}
+        stack = [(root, iter(sorted(graph.get(root, ()))))]
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                done.add(node)
+                on_path.discard(path.pop())
+            elif child in on_path:
+                return path[path.index(child):] + [child]
+            elif child not in done:
+                path.append(child)
+                on_path.add(child)
+                stack.append((child, iter(sorted(graph.get(child, ())))))
+    return None
+
+
+def part_of(module: str) -> str:
+    """The part of sgns a module belongs to: a top-level module or a sub-package (sgns.train, sgns.load ...)."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycle_between_modules() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_import_cycle_between_parts() -> None:
+    """Nor between the parts of the package: sgns.load -> sgns.train.x -> sgns.load is a cycle even when no
+    single module imports itself back."""
+    parts: Dict[str, Set[str]] = {}
+    for module, targets in import_graph().items():
+        parts.setdefault(part_of(module), set()).update(part_of(t) for t in targets if part_of(t) != part_of(module))
+    cycle = find_cycle(parts)
+    assert cycle is None, "import cycle between parts of sgns: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_check_sees_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+    assert part_of("sgns.train.loop") == "sgns.train" and part_of("sgns.load") == "sgns.load"
+    assert import_graph()["sgns.load"] >= {"sgns.train.runs"}, "imports are found"
 
 
 def test_the_guard_sees_an_import(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from sgns.cli.common import OneLineParser
 from sgns.errors import SGNSError, exit_with_error
-from sgns.load import VECTOR_CHOICES, read_checkpoint, state_vectors, vocab_words
+from sgns.train.runs import VECTOR_CHOICES, checkpoint_vectors, read_checkpoint
 from sgns.vectors import save_word2vec
 
 
@@ -22,8 +22,8 @@ def export_main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     try:
         source, state = read_checkpoint(args.checkpoint)
-        words = vocab_words(state, source)
-        vectors = state_vectors(state, args.vectors, source)
+        run = checkpoint_vectors(state, source)
+        words, vectors = run.words, run.vectors(args.vectors)
         out = Path(args.out)
         if not out.parent.is_dir():
             raise SGNSError(f"cannot write {out}: folder {out.parent} does not exist")

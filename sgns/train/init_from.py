@@ -1,9 +1,9 @@
 """Start from earlier vectors (`model.init_from`), optionally keeping them fixed (`model.freeze_init`).
 
 The source is a word2vec file (text or binary: the C tool's, gensim's, ours), an sgns checkpoint, or a run
-directory (its newest loadable checkpoint, else its vectors file). Every word of the new vocabulary found
-there starts from its input vector, and from its output vector too when the source is a checkpoint (a
-word2vec file holds only input vectors); the other words get the usual initialisation.
+directory (its newest loadable checkpoint, else its vectors file), read by sgns.train.runs. Every word of the
+new vocabulary found there starts from its input vector, and from its output vector too when the source is a
+checkpoint (a word2vec file holds only input vectors); the other words get the usual initialisation.
 
 Frozen rows are kept bit-identical by restoring them after each step, and only the rows the step could
 have touched: whatever kernel ran the step, a word's input vector changes only when it is a center word,
@@ -12,61 +12,21 @@ so restoring the batch's frozen centers costs a few rows, not the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from sgns.errors import SGNSError
-from sgns.vectors import load_word2vec
+from sgns.train.runs import RunVectors, read_vectors
 
 
-@dataclass
-class InitialVectors:
-    words: List[str]
-    input: np.ndarray  # (len(words), dim) float32
-    output: Optional[np.ndarray]  # the same shape, or None for a word2vec file
-    source: str
-
-    @property
-    def dim(self) -> int:
-        return int(self.input.shape[1])
-
-
-def read_initial_vectors(path: str | Path) -> InitialVectors:
+def read_initial_vectors(path: str | Path) -> RunVectors:
     """Read `path` (word2vec file, checkpoint or run dir); raise one-line SGNSErrors for unusable sources."""
-    from sgns.load import is_checkpoint_file, read_checkpoint, vocab_words
-
-    p = Path(path).expanduser()
     key = f"model.init_from={path}"
-    if not p.exists():
-        raise SGNSError(f"{key}: no such file or directory")
     try:
-        if p.is_dir():
-            from sgns.train.checkpoint import list_checkpoints
-
-            if not list_checkpoints(p):
-                found = next((p / n for n in ("vectors.bin", "vectors.txt") if (p / n).is_file()), None)
-                if found is None:
-                    raise SGNSError(f"{key}: not a run directory (no checkpoints/, no vectors.bin or vectors.txt)")
-                words, vectors = load_word2vec(found)
-                return InitialVectors(words, vectors, None, str(found))
-        if p.is_dir() or is_checkpoint_file(p):
-            source, state = read_checkpoint(p)
-            words = vocab_words(state, source)
-            weights = state.get("model", {})
-            if "input.weight" not in weights or "output.weight" not in weights:
-                raise SGNSError(f"checkpoint {source} has no input/output embedding tables")
-            vin = weights["input.weight"].detach().float().cpu().numpy()
-            vout = weights["output.weight"].detach().float().cpu().numpy()
-            if vin.shape != vout.shape or len(vin) != len(words):
-                raise SGNSError(f"checkpoint {source} is inconsistent: {len(words)} words, tables of shapes "
-                                f"{tuple(vin.shape)} and {tuple(vout.shape)}")
-            return InitialVectors(words, vin, vout, str(source))
-        words, vectors = load_word2vec(p)
-        return InitialVectors(words, vectors, None, str(p))
+        return read_vectors(path, fall_back=False)
     except SGNSError as e:
         message = str(e)
         raise SGNSError(message if message.startswith(key) else f"{key}: {message}") from None
@@ -75,7 +35,7 @@ def read_initial_vectors(path: str | Path) -> InitialVectors:
 
 
 def import_vectors(input_weight: torch.Tensor, output_weight: torch.Tensor, words: Sequence[str],
-                   init: InitialVectors, log: Callable[[str], None] = print) -> np.ndarray:
+                   init: RunVectors, log: Callable[[str], None] = print) -> np.ndarray:
     """Copy the vectors of `words` found in `init` into the model's tables; return their row indices.
 
     Raises SGNSError when the dimensions differ or no word is shared. A word repeated in the source keeps

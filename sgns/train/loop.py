@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -18,27 +17,23 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm  # a notebook's widget bar where ipywidgets is installed
 
 from sgns.config import check_resolvable, validate
 from sgns.corpus import EncodedCorpus, encode, make_source
-from sgns.device import resolve_device
-from sgns.distributed import Cluster, FollowerExit, Team, first_then_others, join_cluster, share_resume
+from sgns.distributed.team import Team, join_team
 from sgns.errors import SGNSError, Stopped
 from sgns.evaluate import evaluate_all
 from sgns.kernels import Backend, learning_rate, make_backend
 from sgns.model import SGNS, make_model
 from sgns.phrases import apply_phrases
 from sgns.synthetic import evaluation_config
-from sgns.train.checkpoint import list_checkpoints, remove_stale_temp_files, save_checkpoint
+from sgns.train.checkpoint import list_checkpoints
 from sgns.train.eval_schedule import EvalSchedule
 from sgns.train.init_from import start_from
-from sgns.train.metrics import objective, read_metrics, write_metrics
-from sgns.train.rundir import RunLock, check_run_dir
+from sgns.train.rundir import RunDir, open_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
 from sgns.train.state import TrainState, seed_everything
-from sgns.train.tblog import NullTBLog, TBLog
-from sgns.vectors import save_word2vec
+from sgns.train.tblog import TBLog
 from sgns.vocab import Vocabulary
 
 log = logging.getLogger("sgns")
@@ -52,61 +47,48 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     """
     validate(cfg)
     check_resolvable(cfg)
-    cluster = join_cluster(cfg)  # None unless torchrun started this process with others
-    lock = RunLock(cfg.trainer.run_dir).acquire() if cluster is None or cluster.rank == 0 else None
+    team = join_team(cfg)  # a team of one unless torchrun started this process with others
+    run = open_run_dir(cfg.trainer.run_dir, writer=team.is_main)  # under torchrun rank 0 alone writes files
     try:
-        with sigterm_interrupts():
-            return _train(cfg, Path(cfg.trainer.run_dir), cluster)
+        with run.locked(), sigterm_interrupts():
+            return _train(cfg, run, team)
     except KeyboardInterrupt:
         raise Stopped("interrupted outside the training loop", cfg.trainer.run_dir,
                       f"nothing is lost: run the same command again to continue (hydra.run.dir={cfg.trainer.run_dir})"
                       ) from None
-    finally:
-        if lock is not None:
-            lock.release()
 
 
-def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[str, Any]:
+def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     # ------------------------------------------------------------------------------------------- setup
     started = time.perf_counter()
     t = cfg.trainer
-    # Under torchrun every rank trains its share; rank 0 (`main`) alone reads the checkpoint, logs, evaluates and
-    # writes the outputs (save() writes checkpoints on rank 0 too): the few `main` checks below, nothing else.
-    main = cluster is None or cluster.rank == 0
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        log.setLevel(logging.WARNING)  # rank 0 tells the story
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = cluster.device if cluster is not None else resolve_device(t.device)
+    device = team.device
     seed_everything(t.seed)
-    resume = find_resume(cfg, run_dir) if main else None
-    resume, rank_state = share_resume(cluster, resume)
+    resume, rank_state = team.share_resume(run.find_resume(cfg))
     if resume is not None and resume["progress"].get("finished"):
-        return metrics_of_finished_run(run_dir, resume) if main else {}
+        return run.finished_metrics(resume)
 
-    corpus, vocab = first_then_others(cluster, lambda: read_corpus(cfg, run_dir, write_vocab=main),
-                                      "reading the corpus")
+    corpus, vocab = team.first_then_others(lambda: read_corpus(cfg), "reading the corpus")
+    run.write_vocab(vocab)
     model = make_model(cfg.model, len(vocab)).to(device)
-    team = Team.form(cfg, cluster, corpus, vocab, model) if cluster is not None else None
-    backend = make_backend(cfg, corpus, vocab, model, device, team.shard if team is not None else None)
+    team.form(cfg, corpus, vocab, model)
+    backend = make_backend(cfg, corpus, vocab, model, device, team.shard)
     backend = start_from(cfg.model, model, vocab.words, backend, resumed=resume is not None, log=log.info)
     state = TrainState(loss_sum=torch.zeros((), device=device))
     if resume is not None:
-        restore(resume, vocab, model, backend, state, rank_state, team)
-    if team is not None:
-        team.start()  # every rank from rank 0's tables (fresh or restored)
-    tb = TBLog(run_dir / "tb", words_done=state.words_done) if main else NullTBLog()
-    eval_cfg = evaluation_config(cfg)
+        restore(resume, vocab, model, backend, state, team, rank_state)
+    team.start()  # every rank from rank 0's tables (fresh or restored)
+    tb = run.tblog(state.words_done)
+    eval_cfg = run.benchmarks(evaluation_config(cfg))
     evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, backend.total_words, state.words_done,
                          bool(eval_cfg.analogies or eval_cfg.similarities))
-    guard = DivergenceGuard(cfg, run_dir, len(vocab), ranks=cluster.world_size if cluster is not None else 1)
+    guard = DivergenceGuard(cfg, run.path, len(vocab), ranks=team.world_size)
 
     # ------------------------------------------------------------------------------------------- the loop
     total_words = backend.total_words
-    bar = tqdm(total=total_words, initial=int(state.words_done), unit="w", unit_scale=True, delay=2.0,
-               disable=not (t.progress and main), dynamic_ncols=True, file=sys.stderr)
+    bar = run.progress_bar(total_words, state.words_done, enabled=t.progress)
     next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
     last_loss = float("nan")
     interrupted = None
@@ -117,10 +99,9 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
             loss = backend.step(batch, lr)
             bar.update(int(batch.words_done) - int(state.words_done))
             state.advance(batch, loss)
-            stop_now = stop.signal is not None
-            checkpoint_now = next_checkpoint is not None and state.step >= next_checkpoint
-            if team is not None:  # merge the ranks' tables when due; stop and checkpoint only as all agree
-                stop_now, checkpoint_now = team.after_batch(batch, stop_now, checkpoint_now)
+            # merge the ranks' tables when due; stop and checkpoint only as all agree
+            stop_now, checkpoint_now = team.after_batch(
+                batch, stop.signal is not None, next_checkpoint is not None and state.step >= next_checkpoint)
 
             if state.step % t.log_every == 0:
                 now = time.perf_counter()
@@ -131,11 +112,11 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
                 tb.train_point(state.words_done, last_loss, lr, speed)
                 bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
                 state.reset_window()
-            if main and evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
+            if evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
                 tb.evaluation(evals.run(evaluate, eval_cfg, vocab, model, device), state.words_done)
                 tick += evals.last_seconds  # evaluating is not training: words/s and train_seconds leave it out
             if checkpoint_now:
-                save(cfg, run_dir, state, model, backend, vocab, tb, guard, team=team)
+                save(cfg, run, state, model, backend, vocab, tb, guard, team)
                 next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every
             if stop_now:
                 interrupted = stop.signal or signal.SIGTERM  # another rank's signal
@@ -145,25 +126,22 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
             last_loss = guard.check_loss(state.step, state.window_loss())
         bar.close()
         if interrupted is not None:
-            save(cfg, run_dir, state, model, backend, vocab, tb, guard, team=team)
+            save(cfg, run, state, model, backend, vocab, tb, guard, team)
             tb.close()
-            if not main:
-                raise FollowerExit("stopped by a signal")  # rank 0 says where the checkpoint is
-            raise Stopped(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, checkpoint saved "
-                          f"in {run_dir / 'checkpoints'}", run_dir)
+            raise team.error(Stopped(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, "
+                                     f"checkpoint saved in {run.path / 'checkpoints'}", run.path))
 
     # ------------------------------------------------------------------------------------------- finish
-    distributed = team.report() if team is not None else None
-    if not main:
-        return {}  # rank 0 alone writes the outputs
+    distributed = team.report()  # every rank's figures, gathered (None for a team of one)
     vectors = guard.check(state.step, "the vectors", model.input.weight.detach().cpu().numpy())
-    save_word2vec(run_dir / ("vectors.bin" if t.export_binary else "vectors.txt"), vocab.words, vectors,
-                  binary=t.export_binary)
+    run.write_vectors(vocab.words, vectors, binary=t.export_binary)
     tb.projector(vocab.words, vectors, vocab.counts, cfg.eval.projector_words, state.words_done)
     results = evals.run(evaluate, eval_cfg, vocab, model, device)
     tb.evaluation(results, state.words_done)
     tb.evaluation_summary(results, state.words_done)
     log_evaluation(results, evals, state.train_seconds)
+    words_per_sec = state.words_done / state.train_seconds if state.train_seconds else 0.0
+    wall_seconds = time.perf_counter() - started
     metrics: Dict[str, Any] = {
         "status": "finished",
         "loss": last_loss,
@@ -174,50 +152,30 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
         "corpus_words": corpus.total_tokens,
         "replaced_bytes": corpus.replaced_bytes,
         "train_seconds": state.train_seconds,
-        "words_per_sec": state.words_done / state.train_seconds if state.train_seconds else 0.0,
-        "wall_seconds": time.perf_counter() - started,
+        "words_per_sec": words_per_sec,
+        "wall_seconds": wall_seconds,
         "device": str(device),
         "eval_seconds": evals.seconds,
         "eval": results,
+        **({"distributed": distributed} if distributed is not None else {}),
     }
-    if distributed is not None:
-        metrics["distributed"] = distributed
-    metrics["objective"] = objective(cfg.objective, metrics)
-    write_metrics(run_dir, metrics)
+    metrics = run.write_metrics(metrics, cfg.objective)  # with the objective
     if state.step % t.log_every:  # the last, partial log interval (a full one was logged in the loop)
         tb.final_loss(state.words_done, last_loss)
     tb.hparams(cfg, state.words_done)
     tb.close()
     state.finished = True  # last: a finished checkpoint means every output exists
-    save(cfg, run_dir, state, model, backend, vocab, tb, guard, metrics)
-    log.info(f"done: {metrics['train_words']:,} words in {metrics['wall_seconds']:.1f}s "
-             f"({metrics['words_per_sec']:,.0f} words/s training), loss {last_loss:.4f}; outputs in {run_dir}")
+    save(cfg, run, state, model, backend, vocab, tb, guard, team, metrics)
+    log.info(f"done: {int(state.words_done):,} words in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
+             f"training), loss {last_loss:.4f}; outputs in {run.path}")
     return metrics
 
 
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def find_resume(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
-    """The checkpoint to continue from (None: start fresh); SGNSError if run_dir holds a different run."""
-    if remove_stale_temp_files(run_dir):
-        log.info(f"removed a half-written checkpoint left in {run_dir / 'checkpoints'} by an interrupted write")
-    found = check_run_dir(run_dir, cfg, warn=log.warning, mmap=False, locked_by_us=True)
-    if found is not None:
-        log.info(f"continuing from checkpoint {found[0]}")
-    return found[1] if found else None
-
-
-def metrics_of_finished_run(run_dir: Path, checkpoint: dict) -> Dict[str, Any]:
-    """A finished run trains nothing again: its metrics (restoring metrics.json from the final checkpoint)."""
-    log.info(f"the run in {run_dir} already finished; nothing to do (a new hydra.run.dir trains again)")
-    if not (run_dir / "metrics.json").is_file() and checkpoint.get("metrics"):
-        write_metrics(run_dir, checkpoint["metrics"])  # deleted since: the final checkpoint holds a copy
-    return checkpoint.get("metrics") or read_metrics(run_dir)
-
-
-def read_corpus(cfg: DictConfig, run_dir: Path, write_vocab: bool = True) -> tuple[EncodedCorpus, Vocabulary]:
-    """corpus -> token ids (cached) -> vocabulary, written to run_dir/vocab.txt (unless `write_vocab` is false)."""
+def read_corpus(cfg: DictConfig) -> tuple[EncodedCorpus, Vocabulary]:
+    """corpus -> token ids (cached) -> vocabulary."""
     d = cfg.data
     source = make_source(cfg.corpus, d.cache_dir)
     corpus = encode(source, d.cache_dir, log=log.info)
@@ -226,14 +184,12 @@ def read_corpus(cfg: DictConfig, run_dir: Path, write_vocab: bool = True) -> tup
     c = cfg.corpus
     corpus = apply_phrases(corpus, c.phrases, c.phrase_threshold, c.phrase_min_count, d.cache_dir, log=log.info)
     vocab = Vocabulary.build(corpus.words, corpus.counts, d.min_count, d.max_vocab_size)
-    if write_vocab:
-        vocab.save(run_dir / "vocab.txt")
     log.info(f"corpus: {corpus.total_tokens:,} words, vocabulary {len(vocab):,} (min_count={d.min_count})")
     return corpus, vocab
 
 
-def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, state: TrainState,
-            rank_state: Optional[dict] = None, team: Optional[Team] = None) -> None:
+def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, state: TrainState, team: Team,
+            rank_state: Optional[dict] = None) -> None:
     """Put model, backend and state where the checkpoint's run stopped (under torchrun: ranks other than 0 get
     the model from rank 0 later, and their own data position and negatives from `rank_state`)."""
     if "model" in checkpoint:  # rank 0's, or a single process's
@@ -245,7 +201,7 @@ def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, 
         state.load_state_dict(checkpoint)
     else:
         state.load_state_dict({**checkpoint, "torch_rng": torch.get_rng_state()})
-    if rank_state is not None and team is not None:
+    if rank_state is not None:
         backend.load_state_dict(rank_state["backend"])
         state.position = tuple(rank_state["position"])
         state.words_done = rank_state["words_done"]  # this rank's own estimate (the lr it continues with)
@@ -315,34 +271,32 @@ def all_finite(values: torch.Tensor | np.ndarray) -> bool:
     return math.isfinite(float(np.sum(values, dtype=np.float64)))
 
 
-def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend: Backend, vocab: Vocabulary,
-         tb: TBLog, guard: DivergenceGuard, metrics: Optional[dict] = None,
-         team: Optional[Team] = None) -> None:
+def save(cfg: DictConfig, run: RunDir, state: TrainState, model: SGNS, backend: Backend, vocab: Vocabulary,
+         tb: TBLog, guard: DivergenceGuard, team: Team, metrics: Optional[dict] = None) -> None:
     """Write a checkpoint: the state, the model, the backend's state, the vocabulary and the config in one dict.
 
     Under torchrun every rank calls this at the same merge: rank 0 gathers each rank's data position and
     negative-sampler state and writes the one checkpoint (the tables are identical after a merge)."""
-    section = None
-    if team is not None and metrics is None:
-        section = team.checkpoint_section({"position": list(state.position), "words_done": state.words_done,
-                                           "backend": backend.state_dict(), **team.rank_state()})
-        if not team.is_main:
-            return
-    # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
-    guard.check(state.step, "the parameters", model.parameters())
-    if state.loss_pairs:
-        guard.check_loss(state.step, state.window_loss())
-    tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
-    checkpoint = {
-        "model": model.state_dict(),
-        **backend.state_dict(),
-        **state.state_dict(),
-        "vocab": vocab.state_dict(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "metrics": metrics,
-        **({"distributed": section} if section is not None else {}),  # every rank's position (torchrun)
-    }
-    save_checkpoint(checkpoint, run_dir, state.step, cfg.trainer.keep_checkpoints)
+    section = None if metrics is not None else team.checkpoint_section(
+        lambda: {"position": list(state.position), "words_done": state.words_done, "backend": backend.state_dict()})
+
+    def checkpoint() -> dict:
+        # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
+        guard.check(state.step, "the parameters", model.parameters())
+        if state.loss_pairs:
+            guard.check_loss(state.step, state.window_loss())
+        tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
+        return {
+            "model": model.state_dict(),
+            **backend.state_dict(),
+            **state.state_dict(),
+            "vocab": vocab.state_dict(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "metrics": metrics,
+            **({"distributed": section} if section is not None else {}),  # every rank's position (torchrun)
+        }
+
+    run.save_checkpoint(checkpoint, state.step, cfg.trainer.keep_checkpoints)
 
 
 def evaluate(eval_cfg: DictConfig, vocab: Vocabulary, model: SGNS, device: torch.device) -> Dict[str, dict]:

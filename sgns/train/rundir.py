@@ -1,4 +1,8 @@
-"""Run directories: the lock a training process holds, and whether a directory may be (re)used.
+"""Run directories: what training writes there (RunDir), the lock it holds, and whether a directory may be (re)used.
+
+`RunDir` is the train loop's one way to the run's files: the resume decision, vocab.txt, TensorBoard,
+checkpoints, the vectors and metrics.json. Under torchrun rank 0 alone writes them; the other ranks hold an
+`OtherRankRunDir`, whose writers do nothing, so the loop never asks which rank it is.
 
 `check_run_dir` refuses, before anything is written, a directory in use by another process, one that holds a
 different run (other result settings, see sgns.config.result_settings), or checkpoints that
@@ -7,19 +11,35 @@ different run (other result settings, see sgns.config.result_settings), or check
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from omegaconf import DictConfig
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm  # a notebook's widget bar where ipywidgets is installed
 
 from sgns.config import result_settings
 from sgns.errors import SGNSError
-from sgns.train.checkpoint import checkpoint_dir, latest_loadable, list_checkpoints, load_checkpoint
+from sgns.train.checkpoint import (
+    checkpoint_dir,
+    latest_loadable,
+    list_checkpoints,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
+from sgns.train.metrics import objective, read_metrics, write_metrics
+from sgns.train.runs import read_checkpoint
+from sgns.train.tblog import NullTBLog, TBLog
+from sgns.vectors import save_word2vec
 
 LOCK_NAME = ".sgns.lock"
+log = logging.getLogger("sgns")
 
 
 def settings_differences(previous: Mapping[str, Any], current: Mapping[str, Any] | DictConfig) -> List[str]:
@@ -98,8 +118,7 @@ def check_run_dir(run_dir: str | Path, config: Mapping[str, Any] | DictConfig, w
         if own and Path(mode).resolve() not in own:
             raise SGNSError(f"trainer.resume={mode} would continue another run inside {run_dir}, which holds its own "
                             f"checkpoints: choose a new hydra.run.dir for the continued run")
-        path = Path(mode)
-        found = (path, load_checkpoint(path, mmap=mmap))
+        found = read_checkpoint(mode, warn=warn, mmap=mmap)
     elif run_dir.is_dir():
         found = latest_loadable(run_dir, warn=warn, mmap=mmap)
         if found is None and list_checkpoints(run_dir):
@@ -122,3 +141,109 @@ def _finished_record(run_dir: Path) -> bool:
         return json.loads((run_dir / "metrics.json").read_text()).get("status") == "finished"
     except (OSError, ValueError, AttributeError):
         return False
+
+
+class RunDir:
+    """The run directory as the train loop writes it (under torchrun: rank 0's)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        """Hold the run dir's lock (creating the directory) while the run trains in it."""
+        lock = RunLock(self.path).acquire()
+        try:
+            yield self
+        finally:
+            lock.release()
+
+    def find_resume(self, cfg: DictConfig) -> Optional[dict]:
+        """The checkpoint to continue from (None: start fresh); SGNSError if the directory holds a different run."""
+        if remove_stale_temp_files(self.path):
+            log.info(f"removed a half-written checkpoint left in {checkpoint_dir(self.path)} by an interrupted write")
+        found = check_run_dir(self.path, cfg, warn=log.warning, mmap=False, locked_by_us=True)
+        if found is not None:
+            log.info(f"continuing from checkpoint {found[0]}")
+        return found[1] if found else None
+
+    def finished_metrics(self, checkpoint: dict) -> Dict[str, Any]:
+        """A finished run trains nothing again: its metrics (restoring metrics.json from the final checkpoint)."""
+        log.info(f"the run in {self.path} already finished; nothing to do (a new hydra.run.dir trains again)")
+        if not (self.path / "metrics.json").is_file() and checkpoint.get("metrics"):
+            write_metrics(self.path, checkpoint["metrics"])  # deleted since: the final checkpoint holds a copy
+        return checkpoint.get("metrics") or read_metrics(self.path)
+
+    def write_vocab(self, vocab: Any) -> None:
+        vocab.save(self.path / "vocab.txt")
+
+    def tblog(self, words_done: float) -> TBLog:
+        """The run's TensorBoard log, continuing at `words_done`."""
+        return TBLog(self.path / "tb", words_done=words_done)
+
+    def progress_bar(self, total: float, initial: float, enabled: bool) -> tqdm:
+        """The console progress bar over corpus words."""
+        return tqdm(total=total, initial=int(initial), unit="w", unit_scale=True, delay=2.0, disable=not enabled,
+                    dynamic_ncols=True, file=sys.stderr)
+
+    def benchmarks(self, eval_cfg: DictConfig) -> DictConfig:
+        """The evaluations whose results this run dir records: all of `eval_cfg`."""
+        return eval_cfg
+
+    def save_checkpoint(self, build: Callable[[], dict], step: int, keep: int) -> None:
+        """Write the checkpoint `build()` returns (it may refuse, raising SGNSError) as step `step`."""
+        save_checkpoint(build(), self.path, step, keep)
+
+    def write_vectors(self, words: Sequence[str], vectors: np.ndarray, binary: bool) -> None:
+        save_word2vec(self.path / ("vectors.bin" if binary else "vectors.txt"), words, vectors, binary=binary)
+
+    def write_metrics(self, metrics: Dict[str, Any], objective_setting: str) -> Dict[str, Any]:
+        """Add the objective to `metrics` and write them as metrics.json; return them."""
+        metrics = {**metrics, "objective": objective(objective_setting, metrics)}
+        write_metrics(self.path, metrics)
+        return metrics
+
+
+class OtherRankRunDir(RunDir):
+    """The run directory as a torchrun rank other than 0 sees it: rank 0 decides, writes, evaluates and tells the
+    story; this one writes nothing, evaluates nothing (the ranks' tables are the same) and logs only warnings."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        log.setLevel(logging.WARNING)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        yield self
+
+    def find_resume(self, cfg: DictConfig) -> Optional[dict]:
+        return None  # rank 0's decision reaches every rank through the team
+
+    def finished_metrics(self, checkpoint: dict) -> Dict[str, Any]:
+        return {}
+
+    def write_vocab(self, vocab: Any) -> None:
+        pass
+
+    def tblog(self, words_done: float) -> TBLog:
+        return NullTBLog()
+
+    def progress_bar(self, total: float, initial: float, enabled: bool) -> tqdm:
+        return super().progress_bar(total, initial, enabled=False)
+
+    def benchmarks(self, eval_cfg: DictConfig) -> DictConfig:
+        return OmegaConf.create({**OmegaConf.to_container(eval_cfg), "analogies": [], "similarities": []})
+
+    def save_checkpoint(self, build: Callable[[], dict], step: int, keep: int) -> None:
+        pass
+
+    def write_vectors(self, words: Sequence[str], vectors: np.ndarray, binary: bool) -> None:
+        pass
+
+    def write_metrics(self, metrics: Dict[str, Any], objective_setting: str) -> Dict[str, Any]:
+        return {}  # the run's metrics are rank 0's
+
+
+def open_run_dir(path: str | Path, writer: bool) -> RunDir:
+    """The run dir as this process uses it: the writer's (a process alone, rank 0), or another rank's."""
+    return RunDir(path) if writer else OtherRankRunDir(path)

@@ -1,0 +1,196 @@
+"""The process group of a torchrun run: where this process stands (Topology), joining and leaving the group
+(Cluster), and the few collectives training needs, each failing as one line (PeerLost).
+
+Faults: the process group times out after `timeout_s`, so a silent peer ends every collective with a clear
+error; a peer that died is usually noticed at once (its connections close), and torchrun stops the other
+workers of a failed group in any case.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, List, Optional, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from sgns.device import resolve_device
+from sgns.errors import SGNSError
+
+PATIENT_TIMEOUT_S = 24 * 3600  # how long ranks wait for rank 0 to read and cache the corpus
+T = TypeVar("T")
+
+
+# -------------------------------------------------------------------------------------------- topology
+
+
+@dataclass(frozen=True)
+class Topology:
+    """This process's place among the workers torchrun started (one process, alone, when not under torchrun)."""
+
+    rank: int = 0  # global rank, 0 .. world_size - 1
+    world_size: int = 1  # processes training the one model
+    local_rank: int = 0  # rank on this machine: the GPU this process uses
+    local_world_size: int = 1  # processes on this machine
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def topology_from_env(env: Optional[dict] = None) -> Topology:
+    """The topology torchrun (or srun, mpirun with the same variables) describes in the environment."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" not in env:
+        return Topology()
+    try:
+        world = int(env["WORLD_SIZE"])
+        rank = int(env.get("RANK", "0"))
+        local_rank = int(env.get("LOCAL_RANK", "0"))
+        local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+    except ValueError:
+        raise SGNSError(f"bad torchrun environment: RANK={env.get('RANK')!r} WORLD_SIZE={env.get('WORLD_SIZE')!r} "
+                        f"LOCAL_RANK={env.get('LOCAL_RANK')!r} must be integers") from None
+    if world < 1 or not 0 <= rank < world or not 0 <= local_rank < max(local_world, 1):
+        raise SGNSError(f"bad torchrun environment: RANK={rank} LOCAL_RANK={local_rank} WORLD_SIZE={world}")
+    if world > 1 and not (env.get("MASTER_ADDR") and env.get("MASTER_PORT")):
+        raise SGNSError(f"WORLD_SIZE={world} but MASTER_ADDR/MASTER_PORT are not set: start the processes with "
+                        f"torchrun (e.g. torchrun --nproc_per_node={world} -m sgns.train ...)")
+    return Topology(rank, world, local_rank, local_world)
+
+
+# ---------------------------------------------------------------------------------------- process group
+
+
+class PeerLost(SGNSError):
+    """A collective failed: another rank died, stalled past the timeout, or the network broke."""
+
+
+_GLOO_PREFIX = re.compile(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*")
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of a backend error, without gloo's source-file prefix."""
+    text = str(error).strip().splitlines()
+    first = _GLOO_PREFIX.sub("", text[0]) if text else type(error).__name__
+    return first.split(". ")[0].rstrip(".")[:200]  # gloo appends generic advice after the first sentence
+
+
+class Cluster:
+    """The process group of a distributed run and the few collectives training needs.
+
+    Tensor collectives on the tables run on the data group (NCCL on CUDA, Gloo on CPU); barriers and small
+    Python objects go through a Gloo control group. Every collective turns a backend failure into
+    `PeerLost`, one line naming this rank and what it was doing.
+    """
+
+    def __init__(self, topology: Topology, device: torch.device, timeout_s: float):
+        self.topology, self.device, self.timeout_s = topology, device, timeout_s
+        self.rank, self.world_size = topology.rank, topology.world_size
+        self.backend = "nccl" if device.type == "cuda" else "gloo"
+        self.control: Any = None  # Gloo group for barriers and objects (None: the default group is Gloo)
+        self.patient: Any = None  # Gloo group with a long timeout, for waiting while rank 0 builds caches
+
+    def start(self) -> Cluster:
+        """Join the process group torchrun describes (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE)."""
+        timeout = timedelta(seconds=self.timeout_s)
+        try:
+            if not dist.is_initialized():
+                kwargs: dict = {}
+                if self.backend == "nccl":
+                    torch.cuda.set_device(self.device)
+                    kwargs["device_id"] = self.device
+                dist.init_process_group(self.backend, timeout=timeout, **kwargs)
+            if dist.get_backend() != "gloo":
+                self.control = dist.new_group(backend="gloo", timeout=timeout)
+            self.patient = dist.new_group(backend="gloo", timeout=timedelta(seconds=PATIENT_TIMEOUT_S))
+        except (RuntimeError, ValueError) as e:  # DistError, DistNetworkError, DistStoreError are RuntimeErrors
+            raise PeerLost(f"rank {self.rank} of {self.world_size}: could not join the process group at "
+                           f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within "
+                           f"{self.timeout_s:g}s ({_reason(e)})") from None
+        return self
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def _run(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except RuntimeError as e:
+            raise PeerLost(f"rank {self.rank} of {self.world_size}: lost the other ranks while {what} "
+                           f"({_reason(e)}); a rank died or stalled longer than dist.timeout_s="
+                           f"{self.timeout_s:g}s. The last checkpoint is intact: run the same command again "
+                           f"to resume") from None
+
+    def barrier(self, what: str, timeout_s: Optional[float] = None) -> None:
+        """Wait for every rank; a rank that does not arrive within the timeout is named in the error."""
+        timeout = timedelta(seconds=timeout_s or self.timeout_s)
+        self._run(what, lambda: dist.monitored_barrier(group=self.control, timeout=timeout, wait_all_ranks=True))
+
+    def broadcast_object(self, obj: Any, what: str) -> Any:
+        """Rank 0's `obj` on every rank."""
+        box = [obj]
+        self._run(what, lambda: dist.broadcast_object_list(box, src=0, group=self.control))
+        return box[0]
+
+    def patient_broadcast(self, obj: Any, what: str) -> Any:
+        """`broadcast_object` without the short timeout (a dead rank 0 is still noticed: its sockets close)."""
+        box = [obj]
+        self._run(what, lambda: dist.broadcast_object_list(box, src=0, group=self.patient))
+        return box[0]
+
+    def patient_barrier(self, what: str) -> None:
+        self._run(what, lambda: dist.barrier(group=self.patient))
+
+    def gather_objects(self, obj: Any, what: str) -> List[Any]:
+        """Every rank's `obj`, in rank order, on every rank (small objects only: they travel pickled)."""
+        out: List[Any] = [None] * self.world_size
+        self._run(what, lambda: dist.all_gather_object(out, obj, group=self.control))
+        return out
+
+    def broadcast_tensors(self, tensors: Sequence[torch.Tensor], what: str) -> None:
+        """Overwrite `tensors` in place with rank 0's."""
+        def run() -> None:
+            for t in tensors:
+                dist.broadcast(t.data, src=0)
+        self._run(what, run)
+
+    def all_reduce_sum(self, tensors: Sequence[torch.Tensor], what: str) -> None:
+        """Sum each tensor over ranks, in place (the collectives are started together, then awaited)."""
+        def run() -> None:
+            for handle in [dist.all_reduce(t, async_op=True) for t in tensors]:
+                handle.wait()
+        self._run(what, run)
+
+
+_cluster: Optional[Cluster] = None  # this process's, once joined
+
+
+def join_cluster(cfg: Any) -> Optional[Cluster]:
+    """The process group when torchrun started this process with others (joined once), else None."""
+    global _cluster
+    topology = topology_from_env()
+    if not topology.distributed:
+        return None
+    if _cluster is None:
+        device = resolve_device(cfg.trainer.device)
+        if device.type == "cuda":
+            device = torch.device("cuda", topology.local_rank)  # one GPU per process
+        _cluster = Cluster(topology, device, cfg.dist.timeout_s).start()
+    return _cluster
+
+
+def leave_cluster() -> None:
+    """Leave the process group, if joined (a process that exits without it may abort in gloo's threads)."""
+    global _cluster
+    if _cluster is not None:
+        _cluster.close()
+        _cluster = None

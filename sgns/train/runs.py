@@ -1,0 +1,147 @@
+"""Reading a run back: the one reader of run directories, checkpoints and word2vec files.
+
+sgns.load (load_model, load_vectors), `model.init_from` (sgns.train.init_from), resuming (sgns.train.rundir)
+and the commands (sgns-eval, sgns-export) all read through here:
+
+- `read_checkpoint(path)`: a checkpoint file, or the newest loadable checkpoint of a run directory;
+- `checkpoint_tables(state, source)`: a checkpoint's words and both tables, checked to fit together;
+- `read_vectors(path)`: words and vectors from a run directory (its newest loadable checkpoint, else its
+  vectors file), a checkpoint or a word2vec file (text or binary: the C tool's, gensim's, ours).
+
+The checkpoint file format itself (atomic writes, checksums, safe loading) is sgns.train.checkpoint's.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from sgns.errors import SGNSError
+from sgns.train.checkpoint import latest_loadable, list_checkpoints, load_checkpoint
+from sgns.vectors import load_word2vec
+
+VECTOR_CHOICES = ("input", "average")  # which vectors of a checkpoint to use: input, or input + output averaged
+VECTOR_FILES = ("vectors.bin", "vectors.txt")  # a finished run's word2vec file, as the train loop names it
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (default) zip container
+
+
+def warn_on_stderr(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def is_checkpoint_file(path: str | Path) -> bool:
+    """A torch checkpoint (zip container or .pt name) rather than a word2vec file."""
+    p = Path(path)
+    if p.suffix in (".pt", ".pth"):
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) == ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def read_checkpoint(path: str | Path, warn: Callable[[str], None] = warn_on_stderr,
+                    mmap: bool = False) -> Tuple[Path, dict]:
+    """A checkpoint file, or the newest loadable checkpoint of a run directory (a damaged newer one is reported
+    through `warn` and skipped), with the path it came from. `mmap=True` only maps the tensors."""
+    p = Path(path)
+    if p.is_dir():
+        found = latest_loadable(p, warn=warn, mmap=mmap)
+        if found is None:
+            raise SGNSError(f"{p} holds no loadable checkpoint (expected {p / 'checkpoints'}/step-N.pt)")
+        return found
+    return p, load_checkpoint(p, mmap=mmap)
+
+
+def vocab_words(state: dict, source: str | Path) -> List[str]:
+    """The vocabulary of a checkpoint, in row order."""
+    vocab = state.get("vocab")
+    if not isinstance(vocab, dict) or "words" not in vocab:
+        raise SGNSError(f"checkpoint {source} holds no vocabulary: not an sgns training checkpoint")
+    return list(vocab["words"])
+
+
+def checkpoint_tables(state: dict, source: str | Path) -> Tuple[List[str], torch.Tensor, torch.Tensor]:
+    """(words, input table, output table) of a checkpoint; SGNSError when they do not fit together."""
+    words = vocab_words(state, source)
+    weights = state.get("model", {})
+    if "input.weight" not in weights or "output.weight" not in weights:
+        raise SGNSError(f"checkpoint {source} has no input/output embedding tables")
+    vin, vout = weights["input.weight"].detach(), weights["output.weight"].detach()
+    if vin.shape != vout.shape or len(vin) != len(words):
+        raise SGNSError(f"checkpoint {source} is inconsistent: {len(words)} words, tables of shapes "
+                        f"{tuple(vin.shape)} and {tuple(vout.shape)}")
+    return words, vin, vout
+
+
+@dataclass
+class RunVectors:
+    """Words and their vectors, as a run left them."""
+
+    words: List[str]
+    input: np.ndarray  # (len(words), dim) float32
+    output: Optional[np.ndarray]  # the same shape; None for a word2vec file, which holds input vectors only
+    source: str  # the file they were read from
+
+    @property
+    def dim(self) -> int:
+        return int(self.input.shape[1])
+
+    def vectors(self, which: str = "input") -> np.ndarray:
+        """The input vectors, or the average of input and output vectors (Levy et al. 2015: often better on
+        similarity tasks)."""
+        if which not in VECTOR_CHOICES:
+            raise SGNSError(f"unknown vectors choice {which!r}: use {' or '.join(VECTOR_CHOICES)}")
+        if which == "input":
+            return self.input
+        if self.output is None:
+            raise SGNSError(f"{self.source} is a word2vec file: it holds one set of vectors, so only `input` applies "
+                           f"(`average` needs a checkpoint)")
+        return (self.input + self.output) / 2
+
+
+def checkpoint_vectors(state: dict, source: str | Path) -> RunVectors:
+    words, vin, vout = checkpoint_tables(state, source)
+    return RunVectors(words, vin.float().cpu().numpy(), vout.float().cpu().numpy(), str(source))
+
+
+def file_vectors(path: Path) -> RunVectors:
+    words, vectors = load_word2vec(path)
+    return RunVectors(words, vectors, None, str(path))
+
+
+def read_vectors(path: str | Path, fall_back: bool = True,
+                 warn: Callable[[str], None] = warn_on_stderr) -> RunVectors:
+    """Words and vectors from a run directory, a checkpoint or a word2vec file.
+
+    A run directory gives its newest loadable checkpoint (both tables), else its vectors file; with `fall_back`
+    also when it has checkpoints but none loads any more (damaged, an older format), with a warning.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SGNSError(f"not found: {p} (no such file or directory)")
+    if p.is_dir():
+        kept = next((p / name for name in VECTOR_FILES if (p / name).is_file()), None)
+        if not list_checkpoints(p):
+            if kept is None:
+                raise SGNSError(f"{p} is not a run directory: it holds no checkpoints/ and no "
+                                f"{' or '.join(VECTOR_FILES)}")
+            return file_vectors(kept)
+        try:
+            source, state = read_checkpoint(p, warn)
+        except SGNSError as e:
+            if kept is None or not fall_back:
+                raise
+            warn(f"warning: {e}; using {kept}")
+            return file_vectors(kept)
+        return checkpoint_vectors(state, source)
+    if is_checkpoint_file(p):
+        source, state = read_checkpoint(p, warn)
+        return checkpoint_vectors(state, source)
+    return file_vectors(p)
