@@ -26,9 +26,9 @@ from sgns.device import resolve_device
 from sgns.distributed import Cluster, FollowerExit, Team, first_then_others, join_cluster, share_resume
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_all
-from sgns.kernels import Backend, learning_rate, make_backend
 from sgns.model import SGNS, make_model
 from sgns.phrases import apply_phrases
+from sgns.pipelines import Backend, learning_rate, make_backend
 from sgns.synthetic import evaluation_config
 from sgns.train.checkpoint import list_checkpoints, remove_stale_temp_files, save_checkpoint
 from sgns.train.eval_schedule import EvalSchedule
