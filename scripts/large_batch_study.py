@@ -11,7 +11,7 @@ of `sgns-train`) on the first `--max-words` words of a corpus, then scores the v
     shared  positives sharing one draw of negatives (default 1)
     kernel  torch (the device pipeline, default) | numba (the CPU default: the fused span kernel, all cores)
 
-Both train through the backends `sgns-train` uses (sgns.kernels: DeviceBackend, SpanBackend). For whole
+Both train through the backends `sgns-train` uses (sgns.pipelines: DeviceBackend, SpanBackend). For whole
 `sgns-train` runs over several seeds see scripts/seed_study.py.
 
     python scripts/large_batch_study.py --max-words 4000000 --run ref=kernel:numba \\
@@ -37,11 +37,11 @@ from benchmark import DEFAULT_CORPUS, EVAL_DIR, prefix_corpus  # noqa: E402
 
 from sgns.corpus import encode, text_source  # noqa: E402
 from sgns.evaluate import evaluate_analogies, evaluate_similarity  # noqa: E402
-from sgns.kernels import DeviceBackend  # noqa: E402
-from sgns.kernels.numba_kernels import SpanBackend  # noqa: E402
 from sgns.model import SGNS  # noqa: E402
-from sgns.pairs_device import DevicePairBatches  # noqa: E402
-from sgns.spans import TokenSpans  # noqa: E402
+from sgns.pipelines import DeviceBackend  # noqa: E402
+from sgns.pipelines.device import DevicePairBatches  # noqa: E402
+from sgns.pipelines.plan import TokenSpans  # noqa: E402
+from sgns.pipelines.span import SpanBackend  # noqa: E402
 from sgns.vocab import Vocabulary  # noqa: E402
 
 DEFAULTS = {"batch": 4096, "cap": 0.0, "lr": 0.025, "scale": 1.0, "shared": 1, "kernel": "torch"}

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from sgns.corpus import encode, text_source
-from sgns.negatives import NegativeSampler, unigram_table
-from sgns.pairs import PairBatches
+from sgns.pipelines.negatives import NegativeSampler, unigram_table
+from sgns.pipelines.pairs import PairBatches
 from sgns.vocab import Vocabulary
 
 

@@ -28,11 +28,10 @@ import torch
 
 from sgns.config import CONFIG_DIR
 from sgns.device import resolve_device
-from sgns.kernels import make_backend
-from sgns.kernels.softmax import full_softmax_sgd_step
-from sgns.kernels.torch_kernels import sgd_step
-from sgns.model import SGNS, make_model
-from sgns.softmax import FullSoftmax
+from sgns.model import SGNS, FullSoftmax, make_model
+from sgns.pipelines import make_backend
+from sgns.pipelines.softmax import full_softmax_sgd_step
+from sgns.pipelines.torch_step import sgd_step
 from sgns.synthetic import evaluation_config
 from sgns.train.loop import evaluate, read_corpus
 

@@ -1,4 +1,4 @@
-"""Model stage: two embedding tables and the SGNS objective.
+"""Model stage: two embedding tables and the SGNS objective (and the full softmax it replaces).
 
 P(pair is real) = sigmoid(w . v), w the center word's input vector, v the other word's output vector.
 A positive (center, context) pair has label 1; each of its K negatives label 0. The loss is binary
@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgns.negatives import group_size
+
+def group_size(positives: int, rows: int) -> int:
+    """Positives served by each of `rows` rows of negatives: row r serves positives r*size .. (r+1)*size-1."""
+    return -(-positives // rows)
 
 
 class SGNS(nn.Module):
@@ -52,10 +55,40 @@ def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
             + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative), reduction="sum"))
 
 
+# Full-softmax skip-gram (`model=full_softmax`), the objective negative sampling replaces:
+# P(context | center) = softmax over the whole vocabulary of C @ w, w the center's input vector and C the
+# output table; the loss is the cross-entropy of the true context, summed over the batch. Every pair costs
+# |V| dot products (and its gradient touches every output row) where negative sampling costs K + 1: that is
+# what `scripts/why_negative_sampling.py` measures. Same tables, names and initialisation as SGNS (`input`,
+# `output`), so checkpoints, vector export, `load_model` and `model.init_from` work unchanged. The training
+# step is sgns.pipelines.softmax.
+
+
+class FullSoftmax(nn.Module):
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.input = nn.Embedding(vocab_size, dim)  # center-word vectors (the embeddings)
+        self.output = nn.Embedding(vocab_size, dim)  # one softmax row per vocabulary word
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        dim = self.input.embedding_dim
+        with torch.no_grad():  # word2vec's initialisation, as SGNS
+            self.input.weight.uniform_(-0.5 / dim, 0.5 / dim)
+            self.output.weight.zero_()
+
+    def forward(self, centers: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole vocabulary, (B, |V|)."""
+        return self.input(centers) @ self.output.weight.T
+
+
+def full_softmax_loss(model: FullSoftmax, centers: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the true contexts over all |V| logits, summed over the batch (the reference)."""
+    return F.cross_entropy(model(centers), contexts, reduction="sum")
+
+
 def make_model(cfg_model: Any, vocab_size: int) -> nn.Module:
     """The model group's module: SGNS, or the full softmax it replaces (`model=full_softmax`)."""
     if cfg_model.name == "full_softmax":
-        from sgns.softmax import FullSoftmax
-
         return FullSoftmax(vocab_size, cfg_model.dim)
     return SGNS(vocab_size, cfg_model.dim)

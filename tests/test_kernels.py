@@ -16,9 +16,9 @@ from conftest import copy_model as _copy
 from conftest import random_model as _model
 
 from sgns.errors import SGNSError
-from sgns.kernels import uses_numba
-from sgns.kernels.torch_kernels import optimizer_step, sgd_step
 from sgns.model import SGNS, sgns_loss
+from sgns.pipelines import uses_numba
+from sgns.pipelines.torch_step import optimizer_step, sgd_step
 
 
 def _batch(vocab: int, size: int, k: int, groups: int, seed: int = 1):
@@ -118,7 +118,7 @@ def test_numba_kernel_refuses_what_it_cannot_run_in_one_line():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_step_matches_cpu():
-    from sgns.negatives import NegativeSampler
+    from sgns.pipelines.negatives import NegativeSampler
 
     ref = _model()
     centers, contexts, negatives = _batch(60, 256, 5, 64)
@@ -137,7 +137,7 @@ def test_million_word_vocabulary_at_dim_300_needs_no_dense_gradient_memory():
     # 1.2 GB more, batch-sized buffers a few MB.
     code = textwrap.dedent("""
         import torch
-        from sgns.kernels.torch_kernels import sgd_step
+        from sgns.pipelines.torch_step import sgd_step
         from sgns.model import SGNS
         def hwm():
             for line in open("/proc/self/status"):

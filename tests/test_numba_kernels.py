@@ -10,7 +10,9 @@ import pytest
 import torch
 from numba import njit
 
-from sgns.kernels.numba_kernels import (
+from sgns.model import SGNS, sgns_loss
+from sgns.pipelines.plan import span_starts
+from sgns.pipelines.span import (
     SpanTrainer,
     _draw,
     _kept_words,
@@ -20,8 +22,6 @@ from sgns.kernels.numba_kernels import (
     piece_bounds,
     train_piece,
 )
-from sgns.model import SGNS, sgns_loss
-from sgns.spans import span_starts
 
 # ------------------------------------------------------------------------------------- reference match
 
@@ -195,7 +195,7 @@ def test_span_starts_and_piece_bounds():
 
 
 def test_token_spans_cover_each_epoch_once_and_resume_anywhere():
-    from sgns.spans import TokenSpans
+    from sgns.pipelines.plan import TokenSpans
 
     offsets = np.array([0, 700, 1500, 2600, 4000, 5200], dtype=np.int64)
     corpus = SimpleNamespace(total_tokens=5200, offsets=offsets, ids=np.arange(5200, dtype=np.int32))
@@ -342,7 +342,7 @@ def test_deterministic_runs_give_the_same_vectors_whatever_the_thread_count(tmp_
 @pytest.mark.parametrize("world,every,hot", [(2, 3000, None), (3, 700, None), (2, 10**6, None), (2, 6000, 1500)])
 def test_sharded_spans_cover_each_epoch_once_over_the_ranks_and_end_at_every_merge(world, every, hot):
     from sgns.distributed import MergeClock, plan_shard
-    from sgns.spans import TokenSpans
+    from sgns.pipelines.plan import TokenSpans
 
     total = 23_456
     offsets = np.arange(0, total, 37, dtype=np.int64)

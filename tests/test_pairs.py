@@ -6,8 +6,8 @@ import torch
 from scipy import stats
 
 from sgns.corpus import encode, text_source
-from sgns.negatives import NegativeSampler, unigram_table
-from sgns.pairs import PairBatches, keep_probabilities, window_pairs
+from sgns.pipelines.negatives import NegativeSampler, unigram_table
+from sgns.pipelines.pairs import PairBatches, keep_probabilities, window_pairs
 from sgns.vocab import Vocabulary
 
 

@@ -1,4 +1,4 @@
-"""The torch device pipeline (sgns.pairs_device) on the CPU: its pair, subsampling, window and negative
+"""The torch device pipeline (sgns.pipelines.device) on the CPU: its pair, subsampling, window and negative
 distributions against the numpy pipeline's and the exact ones, its step against autograd, exact resume,
 learning on the planted corpus; the same on CUDA where it exists; memory at a 1M-word vocabulary (slow)."""
 
@@ -21,13 +21,9 @@ from scipy import stats
 from sgns.config import SyntheticConfig
 from sgns.corpus import encode, text_source
 from sgns.evaluate import evaluate_analogies
-from sgns.kernels import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, DeviceBackend
-from sgns.kernels.torch_kernels import RowCounter
-from sgns.kernels.torch_kernels import sgd_step as capped_sgd_step
 from sgns.model import SGNS, sgns_loss
-from sgns.negatives import unigram_table
-from sgns.pairs import PairBatches, keep_probabilities
-from sgns.pairs_device import (
+from sgns.pipelines import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, DeviceBackend
+from sgns.pipelines.device import (
     AliasTable,
     DevicePairBatches,
     seeded_generator,
@@ -35,6 +31,10 @@ from sgns.pairs_device import (
     unpack,
     window_pairs,
 )
+from sgns.pipelines.negatives import unigram_table
+from sgns.pipelines.pairs import PairBatches, keep_probabilities
+from sgns.pipelines.torch_step import RowCounter
+from sgns.pipelines.torch_step import sgd_step as capped_sgd_step
 from sgns.synthetic import ensure_synthetic
 from sgns.vocab import Vocabulary
 
@@ -386,8 +386,8 @@ def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
 
 
 def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
-    from sgns.kernels import make_backend
-    from sgns.kernels.numba_kernels import SpanBackend
+    from sgns.pipelines import make_backend
+    from sgns.pipelines.span import SpanBackend
 
     corpus, vocab = _corpus(tmp_path)
     model = SGNS(len(vocab), 8)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import sgns.kernels.softmax as softmax
-from sgns.kernels.softmax import full_softmax_sgd_step
-from sgns.softmax import FullSoftmax, full_softmax_loss
+import sgns.pipelines.softmax as softmax
+from sgns.model import FullSoftmax, full_softmax_loss
+from sgns.pipelines.softmax import full_softmax_sgd_step
 
 
 def devices():

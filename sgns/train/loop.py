@@ -23,9 +23,9 @@ from sgns.corpus import EncodedCorpus, encode, make_source
 from sgns.distributed.team import Team, join_team
 from sgns.errors import SGNSError, Stopped
 from sgns.evaluate import evaluate_all
-from sgns.kernels import Backend, learning_rate, make_backend
 from sgns.model import SGNS, make_model
 from sgns.phrases import apply_phrases
+from sgns.pipelines import Backend, learning_rate, make_backend
 from sgns.synthetic import evaluation_config
 from sgns.train.checkpoint import list_checkpoints
 from sgns.train.eval_schedule import EvalSchedule

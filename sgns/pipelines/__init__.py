@@ -8,14 +8,14 @@ The training loop sees a `Backend` and nothing else of the hot path:
 
 so every kernel and optimizer is one `step(batch, lr)`, and the loop never branches on them. Three backends:
 
-- `SpanBackend` (sgns.kernels.numba_kernels; `trainer.kernel=numba`, the CPU default, also under torchrun):
-  batches are token spans (sgns.spans) and one compiled pass does subsampling, windows, negatives and the SGD
+- `SpanBackend` (sgns.pipelines.span; `trainer.kernel=numba`, the CPU default, also under torchrun):
+  batches are token spans (sgns.pipelines.plan) and one compiled pass does subsampling, windows, negatives and the SGD
   update, on all cores racing as word2vec does, or deterministic (`trainer.deterministic=true`).
 - `DeviceBackend` (`trainer.kernel=torch`, the CUDA default): pairs and negatives built as torch ops on the
-  training device (sgns.pairs_device), stepped by the torch kernel (sgns.kernels.torch_kernels).
+  training device (sgns.pipelines.device), stepped by the torch kernel (sgns.pipelines.torch_step).
 - `PairBackend` (`optimizer=sparse_adam` on the CPU, `model=full_softmax`): shuffled positive pairs built by
-  numpy (sgns.pairs) with negatives drawn in (sgns.negatives), stepped by the torch kernel or an autograd step
-  through torch.optim.SparseAdam.
+  numpy (sgns.pipelines.pairs) with negatives drawn in (sgns.pipelines.negatives), stepped by the torch kernel
+  or an autograd step through torch.optim.SparseAdam.
 
 (The modules are not named torch.py / numba.py: a submodule becomes an attribute of its package, so it would
 shadow the library.)
@@ -32,10 +32,14 @@ from sgns.corpus import EncodedCorpus
 from sgns.errors import SGNSError
 
 try:  # numba is a dependency, but the torch path must keep working where it cannot be imported
-    from sgns.kernels import numba_kernels
+    from sgns.pipelines import span as numba_kernels
 except ImportError:  # pragma: no cover
     numba_kernels = None  # type: ignore[assignment]
-from sgns.kernels.torch_kernels import (  # the torch backends, and the defaults they are chosen with
+from sgns.model import SGNS
+from sgns.pipelines.negatives import NegativeSampler, unigram_table
+from sgns.pipelines.pairs import PairBatches
+from sgns.pipelines.plan import Position
+from sgns.pipelines.torch_step import (  # the torch backends, and the defaults they are chosen with
     CPU_BATCH_SIZE,
     DEVICE_BATCH_SIZE,
     DEVICE_LR_SCALE,
@@ -45,10 +49,6 @@ from sgns.kernels.torch_kernels import (  # the torch backends, and the defaults
     make_device_backend,
     make_pair_step,
 )
-from sgns.model import SGNS
-from sgns.negatives import NegativeSampler, unigram_table
-from sgns.pairs import PairBatches
-from sgns.spans import Position
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS
         if uses_device_pipeline(t.kernel, device):
             return make_device_backend(cfg, corpus, vocab, model, device, shard)
         if uses_numba(cfg, device):
-            from sgns.spans import TokenSpans
+            from sgns.pipelines.plan import TokenSpans
 
             return numba_kernels.SpanBackend(TokenSpans(corpus, d.span_tokens, t.epochs, shard), model, vocab, d.window,
                                              d.negatives, d.subsample, d.ns_exponent, t.seed, t.threads,
@@ -134,7 +134,7 @@ def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS
     pairs = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size or CPU_BATCH_SIZE, d.chunk_tokens,
                         t.epochs, t.seed, device, d.prefetch, shard)
     if cfg.model.name == "full_softmax":
-        from sgns.kernels.softmax import SoftmaxBackend
+        from sgns.pipelines.softmax import SoftmaxBackend
 
         if t.kernel not in ("auto", "torch") or cfg.optimizer.name != "sgd":
             raise SGNSError(f"model=full_softmax trains with its own torch SGD step: use trainer.kernel=auto and "

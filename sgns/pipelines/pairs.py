@@ -5,7 +5,7 @@ out-of-vocabulary tokens dropped, frequent words subsampled with keep probabilit
 then for every kept position a radius drawn uniformly in [1, window] and every word within that radius in
 the same sentence paired with it. Each chunk's randomness comes from its own generator seeded by
 (seed, epoch, chunk), so any position can be regenerated exactly: that is what makes resume exact.
-Negatives are not drawn here: sgns.negatives draws them per batch (sgns.kernels puts them into the batch).
+Negatives are not drawn here: sgns.pipelines.negatives draws them per batch (sgns.pipelines puts them into the batch).
 """
 
 from __future__ import annotations

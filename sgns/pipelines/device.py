@@ -11,7 +11,7 @@ Randomness comes from `torch.Generator`s seeded by (seed, epoch, chunk) for a ch
 makes resume exact on this path too. (CPU and CUDA generators differ, so the two devices draw different
 but identically distributed samples.)
 
-The batches are trained by the torch backend (`sgns.kernels.DeviceBackend`, step `sgns.kernels.torch_kernels`).
+The batches are trained by the torch backend (`sgns.pipelines.DeviceBackend`, step `sgns.pipelines.torch_step`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from sgns.corpus import EncodedCorpus
-from sgns.negatives import NegativeSampler, unigram_table
-from sgns.pairs import keep_probabilities, read_ids
+from sgns.pipelines.negatives import NegativeSampler, unigram_table
+from sgns.pipelines.pairs import keep_probabilities, read_ids
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:

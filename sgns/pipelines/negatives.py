@@ -12,16 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sgns.model import group_size
+
 
 def unigram_table(counts: np.ndarray, exponent: float) -> np.ndarray:
     """Negative-sampling probabilities: unigram counts raised to `exponent`, normalised."""
     p = np.asarray(counts, dtype=np.float64) ** exponent
     return p / p.sum()
-
-
-def group_size(positives: int, rows: int) -> int:
-    """Positives served by each of `rows` rows of negatives: row r serves positives r*size .. (r+1)*size-1."""
-    return -(-positives // rows)
 
 
 class NegativeSampler:

@@ -11,8 +11,8 @@ from typing import Iterator
 
 import torch
 
-from sgns.pairs import Batch, PairBatches
-from sgns.softmax import FullSoftmax
+from sgns.model import FullSoftmax
+from sgns.pipelines.pairs import Batch, PairBatches
 
 CHUNK_LOGITS = 1 << 24  # logits held at once (64 MiB in float32)
 

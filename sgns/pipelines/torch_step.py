@@ -16,11 +16,11 @@ import torch.nn.functional as F
 
 from sgns.corpus import EncodedCorpus
 from sgns.errors import SGNSError
-from sgns.model import SGNS, sgns_loss
-from sgns.negatives import NegativeSampler, group_size
-from sgns.pairs import Batch, PairBatches
-from sgns.pairs_device import DeviceBatch, DevicePairBatches
-from sgns.spans import Position
+from sgns.model import SGNS, group_size, sgns_loss
+from sgns.pipelines.device import DeviceBatch, DevicePairBatches
+from sgns.pipelines.negatives import NegativeSampler
+from sgns.pipelines.pairs import Batch, PairBatches
+from sgns.pipelines.plan import Position
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ WRONG_SOURCE = ("this run's checkpoint was trained with {ran}, which builds diff
 
 
 class DeviceBackend:
-    """The torch backend: pairs and negatives built as torch ops on the training device (sgns.pairs_device),
+    """The torch backend: pairs and negatives built as torch ops on the training device (sgns.pipelines.device),
     trained by the torch SGD step (row-capped for large batches) or SparseAdam. The same code on CPU and CUDA.
 
     Its randomness is a pure function of the batch position, so its checkpoint state is only a tag saying

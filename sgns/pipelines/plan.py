@@ -1,6 +1,6 @@
 """Batch source for the fused CPU kernel: the corpus as spans of token ids with their sentence starts.
 
-No pairs are built here: the kernel (sgns.kernels.numba_kernels) drops out-of-vocabulary words, subsamples,
+No pairs are built here: the kernel (sgns.pipelines.span) drops out-of-vocabulary words, subsamples,
 draws windows and negatives itself. A span is `data.span_tokens` consecutive corpus positions (a sentence cut
 by a span edge is trained as two), read from the token cache as an in-memory copy (its pages then dropped, so
 memory stays flat); the position a run continues from is (epoch, span, piece), so spans are regenerated
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 import numpy as np
 
 from sgns.corpus import EncodedCorpus
-from sgns.pairs import read_ids
+from sgns.pipelines.pairs import read_ids
 
 if TYPE_CHECKING:
     from sgns.distributed import Shard

@@ -17,8 +17,8 @@ before the window: exactly a batch SGD step on the BCE-with-logits loss of that 
 Pieces are aligned to sentence starts and defined by positions alone (`piece_bounds`), never by the thread
 count. `SpanTrainer` runs a span's pieces on several threads at once, racing on shared rows exactly as
 word2vec and gensim do (Hogwild, the fast default), or, deterministic, on one thread in piece order.
-`SpanBackend` is the training loop's view of it (sgns.kernels.Backend): batches are token spans
-(sgns.spans), the step trains one.
+`SpanBackend` is the training loop's view of it (sgns.pipelines.Backend): batches are token spans
+(sgns.pipelines.plan), the step trains one.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from numba.extending import intrinsic
 from sgns.device import cpu_threads
 from sgns.errors import SGNSError
 from sgns.model import SGNS
-from sgns.negatives import unigram_table
-from sgns.pairs import keep_probabilities
-from sgns.spans import Span, TokenSpans
+from sgns.pipelines.negatives import unigram_table
+from sgns.pipelines.pairs import keep_probabilities
+from sgns.pipelines.plan import Span, TokenSpans
 from sgns.vocab import Vocabulary
 
 # Reassociation lets LLVM vectorise the dot products; the compiled code is fixed, so one machine gives
@@ -419,8 +419,8 @@ def _run_threads(fn: Callable[[int], Tuple[float, int, int, int]], items: range,
 
 
 class SpanBackend:
-    """The fused kernel behind the loop's step interface (sgns.kernels.Backend): batches are token spans
-    (sgns.spans), `step` trains one with plain SGD, lr falling linearly across it as the schedule says."""
+    """The fused kernel behind the loop's step interface (sgns.pipelines.Backend): batches are token spans
+    (sgns.pipelines.plan), `step` trains one with plain SGD, lr falling linearly across it as the schedule says."""
 
     def __init__(self, spans: TokenSpans, model: SGNS, vocab: Vocabulary, window: int, negatives: int,
                  subsample: float, ns_exponent: float, seed: int, threads: int, deterministic: bool,
