@@ -1,6 +1,6 @@
 """The training loop, read top to bottom: setup, the loop, finish.
 
-corpus -> vocabulary -> model + backend (pairs and negatives, the kernel's step) -> the loop over batches
+corpus -> vocabulary -> model + pipeline (batches and the step) -> the loop over batches
 -> checkpoints, TensorBoard points, vectors, evaluation, metrics.json. `train(cfg)` is a plain function
 returning the run's metrics; the command line around it is sgns.cli.train.
 """
@@ -28,7 +28,7 @@ from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_all
 from sgns.model import SGNS, make_model
 from sgns.phrases import apply_phrases
-from sgns.pipelines import Backend, learning_rate, make_backend
+from sgns.pipelines import Pipeline, learning_rate, make_pipeline, resolve_settings
 from sgns.synthetic import evaluation_config
 from sgns.train.checkpoint import list_checkpoints, remove_stale_temp_files, save_checkpoint
 from sgns.train.eval_schedule import EvalSchedule
@@ -89,8 +89,14 @@ def _train(cfg: DictConfig, run_dir: Path, cluster: Optional[Cluster]) -> Dict[s
                                       "reading the corpus")
     model = make_model(cfg.model, len(vocab)).to(device)
     team = Team.form(cfg, cluster, corpus, vocab, model) if cluster is not None else None
-    backend = make_backend(cfg, corpus, vocab, model, device, team.shard if team is not None else None)
-    backend = start_from(cfg.model, model, vocab.words, backend, resumed=resume is not None, log=log.info)
+    settings = resolve_settings(cfg, device, corpus.total_tokens)  # every "auto"/null setting, resolved once
+    log.info(f"resolved: {settings.describe()}")
+    if main:
+        (run_dir / "resolved.yaml").write_text(OmegaConf.to_yaml(settings.with_asked(cfg)))
+    backend = make_pipeline(settings, cfg, corpus, vocab, model, device, team.shard if team is not None else None)
+    rows = start_from(cfg.model, model, vocab.words, resumed=resume is not None, log=log.info)
+    if cfg.model.freeze_init:
+        backend.freeze(model.input.weight, rows)
     state = TrainState(loss_sum=torch.zeros((), device=device))
     if resume is not None:
         restore(resume, vocab, model, backend, state, rank_state, team)
@@ -232,7 +238,7 @@ def read_corpus(cfg: DictConfig, run_dir: Path, write_vocab: bool = True) -> tup
     return corpus, vocab
 
 
-def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, state: TrainState,
+def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Pipeline, state: TrainState,
             rank_state: Optional[dict] = None, team: Optional[Team] = None) -> None:
     """Put model, backend and state where the checkpoint's run stopped (under torchrun: ranks other than 0 get
     the model from rank 0 later, and their own data position and negatives from `rank_state`)."""
@@ -315,7 +321,7 @@ def all_finite(values: torch.Tensor | np.ndarray) -> bool:
     return math.isfinite(float(np.sum(values, dtype=np.float64)))
 
 
-def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend: Backend, vocab: Vocabulary,
+def save(cfg: DictConfig, run_dir: Path, state: TrainState, model: SGNS, backend: Pipeline, vocab: Vocabulary,
          tb: TBLog, guard: DivergenceGuard, metrics: Optional[dict] = None,
          team: Optional[Team] = None) -> None:
     """Write a checkpoint: the state, the model, the backend's state, the vocabulary and the config in one dict.
