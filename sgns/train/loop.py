@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from sgns.config import check_resolvable, validate
+from sgns.config import USUAL_LR, check_resolvable, validate
 from sgns.corpus import EncodedCorpus, encode, make_source
 from sgns.device import resolve_device
 from sgns.distributed import Cluster, FollowerExit, Team, first_then_others, join_cluster, share_resume
@@ -263,15 +263,13 @@ class DivergenceGuard:
     """The one divergence check: NaN/inf in the loss, parameters or vectors, or a finite mean loss far above an
     untrained model's; the error names the step and the likely cause."""
 
-    # A diverging run can stay finite (a torchrun dist.merge=sum run reached 1e21 per pair and "finished"). An
-    # untrained model (output vectors zero: every logit 0) costs (1 + K) ln 2 per pair under SGNS, ln |V| under the
-    # full softmax. Measured on a 50k-word Zipf corpus, runs that still learn never passed 3x it, and runs that blow
-    # up passed 100x within a few log points; 100x leaves a wide margin for noisy windows and high learning rates.
+    # A diverging run can stay finite; runs that still learn stay far below 100x an untrained model's loss
+    # (every logit 0: (1 + K) ln 2 per pair, ln |V| for the full softmax). Measurements: docs/notes_from_code.md.
     LOSS_LIMIT_FACTOR = 100
 
     def __init__(self, cfg: DictConfig, run_dir: Path, vocab_size: int, ranks: int = 1) -> None:
         self.optimizer, self.run_dir = cfg.optimizer, run_dir
-        # Under torchrun the merge can diverge where one process does not (measured: a 20-word corpus, every merge)
+        # Under torchrun the merge can diverge where one process does not
         self.merge = (f"; with {ranks} ranks, dist.merge={cfg.dist.merge} every dist.sync_every_words="
                       f"{cfg.dist.sync_every_words} may be the cause: try the same config in one process"
                       if ranks > 1 else "")
@@ -301,7 +299,7 @@ class DivergenceGuard:
 
     def diverged(self, what_happened: str) -> SGNSError:
         o = self.optimizer
-        usual = {"sgd": 0.025, "sparse_adam": 0.001}.get(o.name)
+        usual = USUAL_LR.get(o.name)
         advice = f"try {usual}" if usual is not None and o.lr > usual else f"try a smaller one, e.g. {o.lr / 4:g}"
         kept = list_checkpoints(self.run_dir)
         where = (f"the last good one, {kept[-1]}, is kept" if kept else "none was written before it either")
