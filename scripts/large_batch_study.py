@@ -11,7 +11,7 @@ of `sgns-train`) on the first `--max-words` words of a corpus, then scores the v
     shared  positives sharing one draw of negatives (default 1)
     kernel  torch (the device pipeline, default) | numba (the CPU default: the fused span kernel, all cores)
 
-Both train through the backends `sgns-train` uses (sgns.pipelines: DeviceBackend, SpanBackend). For whole
+Both train through the pipelines `sgns-train` uses (sgns.pipelines: DevicePipeline, SpanPipeline). For whole
 `sgns-train` runs over several seeds see scripts/seed_study.py.
 
     python scripts/large_batch_study.py --max-words 4000000 --run ref=kernel:numba \\
@@ -38,10 +38,8 @@ from benchmark import DEFAULT_CORPUS, EVAL_DIR, prefix_corpus  # noqa: E402
 from sgns.corpus import encode, text_source  # noqa: E402
 from sgns.evaluate import evaluate_analogies, evaluate_similarity  # noqa: E402
 from sgns.model import SGNS  # noqa: E402
-from sgns.pipelines import DeviceBackend  # noqa: E402
-from sgns.pipelines.device import DevicePairBatches  # noqa: E402
-from sgns.pipelines.plan import TokenSpans  # noqa: E402
-from sgns.pipelines.span import SpanBackend  # noqa: E402
+from sgns.pipelines.device import DevicePairBatches, DevicePipeline  # noqa: E402
+from sgns.pipelines.span import SpanPipeline, TokenSpans  # noqa: E402
 from sgns.vocab import Vocabulary  # noqa: E402
 
 DEFAULTS = {"batch": 4096, "cap": 0.0, "lr": 0.025, "scale": 1.0, "shared": 1, "kernel": "torch"}
@@ -67,12 +65,12 @@ def train_one(run: Dict, corpus, vocab: Vocabulary, args) -> Dict:
         return run["lr"] * max(1.0 - progress, 1e-4)
 
     if run["kernel"] == "numba":
-        backend = SpanBackend(TokenSpans(corpus, 131_072, args.epochs), model, vocab, args.window, args.negatives,
-                              1e-3, 0.75, args.seed, 0, False, schedule)
+        backend = SpanPipeline(TokenSpans(corpus, 131_072, args.epochs), model, vocab, args.window, args.negatives,
+                               1e-3, 0.75, args.seed, 0, False, schedule)
     else:
         data = DevicePairBatches(corpus, vocab, args.window, 1e-3, run["batch"], args.chunk_tokens, args.epochs,
                                  args.seed, args.negatives, run["shared"], 0.75, device)
-        backend = DeviceBackend(data, model, run["cap"], lr_scale=run["scale"])
+        backend = DevicePipeline(data, model, run["cap"], lr_scale=run["scale"])
 
     total = backend.total_words
     words_done, loss_sum, pairs, steps = 0.0, torch.zeros((), device=device), 0, 0

@@ -29,7 +29,7 @@ import torch
 from sgns.config import CONFIG_DIR
 from sgns.device import resolve_device
 from sgns.model import SGNS, FullSoftmax, make_model
-from sgns.pipelines import make_backend
+from sgns.pipelines import make_pipeline, resolve_settings
 from sgns.pipelines.softmax import full_softmax_sgd_step
 from sgns.pipelines.torch_step import sgd_step
 from sgns.synthetic import evaluation_config
@@ -93,7 +93,7 @@ def equal_time(objective: str, budget: float, points: int, device: torch.device,
     torch.manual_seed(cfg.trainer.seed)
     corpus, vocab = read_corpus(cfg)
     model = make_model(cfg.model, len(vocab)).to(device)
-    backend = make_backend(cfg, corpus, vocab, model, device)
+    backend = make_pipeline(resolve_settings(cfg, device, corpus.total_tokens), cfg, corpus, vocab, model, device)
     eval_cfg = evaluation_config(cfg)
     lr0, floor = cfg.optimizer.lr, cfg.optimizer.min_lr_ratio
     curve: Dict[str, List[float]] = {"seconds": [], "accuracy": [], "pairs": []}

@@ -1,4 +1,4 @@
-"""Typed config schemas, registered in Hydra's ConfigStore, and their range checks.
+"""Typed config schemas, registered in Hydra's ConfigStore, and their range checks (generated from the schema).
 
 Each group (corpus, data, model, optimizer, trainer, eval) has one dataclass, and every setting is defined
 once: its field, its default and its one-line comment are here. The YAML files under `sgns/conf/` (shipped
@@ -9,20 +9,23 @@ Each field also says what kind of setting it is (`role` metadata; unmarked field
 - result: changes what a run computes; a run is resumed only with the same values (`result_settings`).
 - choice: a hyperparameter that may change on resume (device, kernel, evaluation); shown in HParams.
 - bookkeeping: where and how often things are written, caches, threads; neither compared nor shown.
-To add a key: add the field with its comment (and `choice(...)` / `bookkeeping(...)` unless it changes the
-result), a range check in `validate` if it is numeric, and a line in the option YAML only if an option
-needs a value other than the default.
+Each field may also carry a `Check` (`check` metadata): the range or choices its values must be in. `validate`
+checks every such field, and tests/test_faults.py tries each check's bad values, so a new key is checked as
+soon as it is declared. To add a key: add the field with its comment, through `result(...)`, `choice(...)` or
+`bookkeeping(...)` with its check (every numeric key needs one), and a line in the option YAML only if an
+option needs a value other than the default.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import numbers
 import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -32,38 +35,115 @@ from sgns.errors import SGNSError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # the YAML groups, package data
 RESULT, CHOICE, BOOKKEEPING = "result", "choice", "bookkeeping"  # a setting's role (see above)
-KERNELS = ("auto", "numba", "torch")  # trainer.kernel values (sgns/kernels/)
+KERNELS = ("auto", "numba", "torch")  # trainer.kernel values (sgns/pipelines/)
 OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
 CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
 MODELS = ("sgns", "full_softmax")  # model.name values (the model group's options)
-MERGES = ("sum", "rows", "average")  # dist.merge values (sgns/distributed.py)
+MERGES = ("sum", "rows", "average")  # dist.merge values (sgns/distributed/merge.py)
+ANALOGY_METHODS = ("3cosadd", "3cosmul")  # eval.method values (sgns/evaluate.py)
+RESTRICT_VOCAB = 30000  # analogy answers among this many most frequent words (gensim's default)
+USUAL_LR = {"sgd": 0.025, "sparse_adam": 0.001}  # the usual optimizer.lr per optimizer (word2vec's; Adam's)
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")  # trainer.device values (sgns/device.py resolves them)
+SEED_LIMIT = 2**63  # seeds are in [0, 2**63): numpy refuses negative seeds
 
 
-def choice(default: Any = MISSING, factory: Optional[Callable[[], Any]] = None) -> Any:
-    """A field that is a hyperparameter but may change when a run is resumed."""
+@dataclass(frozen=True)
+class Check:
+    """The values a setting may take: `validate` raises "KEY=VALUE is out of range: must be ALLOWED"."""
+
+    allowed: str  # what the value must be, in the error's words
+    ok: Callable[[Any], bool]
+    bad: Tuple[Any, ...] = ()  # values it refuses: tests/test_faults.py tries each one
+    example: Any = None  # a good value the error suggests ("e.g. KEY=EXAMPLE")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def at_least(low: int, note: str = "", null: bool = False, example: Any = None) -> Check:
+    """>= low (an integer setting); `null` also allows None."""
+    return Check(f">= {low}{' or null' if null else ''}{note}",
+                 lambda v: (null and v is None) or (v is not None and v >= low), (low - 1,), example)
+
+
+def finite_from(low: float, strict: bool = False, null: bool = False, example: Any = None) -> Check:
+    """> low (`strict`) or >= low, and finite; `null` also allows None."""
+    words = f"{'>' if strict else '>='} {low:g} and finite{', or null' if null else ''}"
+    return Check(words, lambda v: (null and v is None) or (_finite(v) and (v > low if strict else v >= low)),
+                 (low if strict else low - 1, math.inf, math.nan), example)
+
+
+def between(low: float, high: float, open_high: bool = False, note: str = "") -> Check:
+    """In [low, high], or [low, high) with `open_high`."""
+
+    def ok(v: Any) -> bool:
+        return _finite(v) and low <= v and (v < high if open_high else v <= high)
+
+    return Check(f"in [{low:g}, {high:g}{')' if open_high else ']'}{note}", ok, (low - 0.5, high + 0.5, math.nan))
+
+
+def seed() -> Check:
+    return Check("in [0, 2**63)", lambda v: 0 <= v < SEED_LIMIT, (-1,))
+
+
+def one_of(values: Tuple[str, ...], joined: str = "", note: str = "") -> Check:
+    """One of `values`; the error lists them ("one of a, b, c", or `joined`)."""
+    return Check((joined or "one of " + ", ".join(values)) + note, lambda v: v in values, ("nope",))
+
+
+def existing_path(allowed: str, *names: str, directory: bool = True, null: bool = False) -> Check:
+    """A path that exists (a file, or with `directory` a directory too), or one of `names`, or None with `null`."""
+
+    def ok(v: Any) -> bool:
+        if v is None or v in names:
+            return v is not None or null
+        path = Path(v).expanduser()
+        return path.exists() if directory else path.is_file()
+
+    return Check(allowed, ok, ("/nonexistent/sgns-path",))
+
+
+INIT_SOURCE = existing_path("null or an existing word2vec file, sgns checkpoint or run directory", null=True)
+RESUME = existing_path("auto, never or the path of an existing checkpoint file", "auto", "never", directory=False)
+DEVICE = Check("auto, cpu, cuda or cuda:N", lambda v: DEVICE_NAME.fullmatch(str(v)) is not None, ("tpu",))
+
+
+def _field(role: str, default: Any, check: Optional[Check], factory: Optional[Callable[[], Any]]) -> Any:
+    metadata = {"role": role, **({"check": check} if check is not None else {})}
     if factory is not None:
-        return field(default_factory=factory, metadata={"role": CHOICE})
-    return field(default=default, metadata={"role": CHOICE})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def bookkeeping(default: Any) -> Any:
+def result(default: Any, check: Optional[Check] = None) -> Any:
+    """A field that changes what a run computes (a run is resumed only with the same value)."""
+    return _field(RESULT, default, check, None)
+
+
+def choice(default: Any = MISSING, check: Optional[Check] = None, factory: Optional[Callable[[], Any]] = None) -> Any:
+    """A field that is a hyperparameter but may change when a run is resumed."""
+    return _field(CHOICE, default, check, factory)
+
+
+def bookkeeping(default: Any, check: Optional[Check] = None) -> Any:
     """A field that changes no result (paths, caches, cadence of logs and checkpoints, threads)."""
-    return field(default=default, metadata={"role": BOOKKEEPING})
+    return _field(BOOKKEEPING, default, check, None)
 
 
 @dataclass
 class SyntheticConfig:
-    relations: int = 4  # how many planted relations (analogy sections)
-    pairs: int = 24  # entity pairs per relation
-    filler_words: int = 2000  # size of the Zipf-distributed filler vocabulary
-    sentences: int = 60000  # sentences to generate
-    seed: int = 0  # generator seed (independent of the training seed)
+    relations: int = result(4, at_least(1))  # how many planted relations (analogy sections)
+    pairs: int = result(24, at_least(2))  # entity pairs per relation
+    filler_words: int = result(2000, at_least(10))  # size of the Zipf-distributed filler vocabulary
+    sentences: int = result(60000, at_least(1))  # sentences to generate
+    seed: int = result(0, seed())  # generator seed (independent of the training seed)
     evaluate: bool = choice(True)  # also score the generated analogy file (metrics key eval.planted_analogies)
 
 
 @dataclass
 class CorpusConfig:
-    kind: str = "synthetic"  # where text comes from: synthetic | text | hf (CORPUS_KINDS)
+    kind: str = result("synthetic", one_of(CORPUS_KINDS))  # where text comes from: synthetic | text | hf
     path: Optional[str] = None  # text: file to read (.gz/.bz2/.xz decompressed on the fly)
     name: Optional[str] = None  # hf: dataset name on the hub, or a loader (json, csv, parquet, text)
     config_name: Optional[str] = None  # hf: dataset configuration (second argument of load_dataset)
@@ -72,60 +152,60 @@ class CorpusConfig:
     column: str = "text"  # hf: column holding the text
     revision: Optional[str] = None  # hf: dataset revision (part of the cache key)
     lowercase: bool = False  # lowercase tokens while reading
-    max_sentence_len: int = 10000  # cut longer lines into pieces of this many tokens (gensim: 10000)
-    phrases: int = 0  # word2phrase passes joining frequent pairs into one token (new_york); 0: off
-    phrase_threshold: float = 100.0  # join a pair whose word2phrase score exceeds this (higher: fewer phrases)
-    phrase_min_count: int = 5  # words and pairs seen fewer times never join (word2phrase's -min-count)
+    max_sentence_len: int = result(10000, at_least(1))  # cut longer lines into pieces of this many tokens (gensim)
+    phrases: int = result(0, at_least(0, " (0: off)"))  # word2phrase passes joining frequent pairs (new_york); 0: off
+    phrase_threshold: float = result(100.0, finite_from(0))  # join a pair scoring above this (higher: fewer phrases)
+    phrase_min_count: int = result(5, at_least(1))  # words and pairs seen fewer times never join (word2phrase's)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # synthetic: generator settings
 
 
 @dataclass
 class DataConfig:
-    min_count: int = 5  # drop words seen fewer times than this
-    max_vocab_size: Optional[int] = None  # keep at most this many most frequent words (None: no cap)
-    window: int = 5  # maximum distance between center and context; radius drawn uniformly in [1, window]
-    negatives: int = 5  # negative samples per positive pair
-    ns_exponent: float = 0.75  # negatives are drawn from unigram counts raised to this power
-    subsample: float = 1e-3  # frequent-word subsampling threshold t (0 disables)
-    batch_size: Optional[int] = None  # pair pipelines: positive pairs per step (null: 4096 on CPU, 65536 on torch)
-    chunk_tokens: int = 1_000_000  # pair pipelines: tokens turned into pairs at once (shuffled within a chunk)
-    span_tokens: int = 131_072  # numba kernel: corpus words per step, at most (~100 steps an epoch on small corpora)
-    shared_negatives: int = 1  # pair pipelines: positives sharing one draw of negatives (the numba kernel: a window)
+    min_count: int = result(5, at_least(1))  # drop words seen fewer times than this
+    max_vocab_size: Optional[int] = result(None, at_least(1, null=True))  # keep at most this many words (None: all)
+    window: int = result(5, at_least(1, example=5))  # maximum distance center-context; radius uniform in [1, window]
+    negatives: int = result(5, at_least(1, example=5))  # negative samples per positive pair
+    ns_exponent: float = result(0.75, between(0, 2))  # negatives are drawn from unigram counts raised to this power
+    subsample: float = result(1e-3, between(0, 1, True, " (0 disables)"))  # frequent-word subsampling threshold t
+    batch_size: Optional[int] = result(None, at_least(1, null=True))  # pair pipelines: pairs per step (null: auto)
+    chunk_tokens: int = result(1_000_000, at_least(1000))  # pair pipelines: tokens made into pairs, shuffled, at once
+    span_tokens: int = result(131_072, at_least(1000))  # numba kernel: corpus words per step, at most (~100 an epoch)
+    shared_negatives: int = result(1, at_least(1))  # pair pipelines: positives sharing one draw of negatives
     cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
     prefetch: bool = bookkeeping(True)  # build the next batches in a background thread while the model trains
 
 
 @dataclass
 class ModelConfig:
-    name: str = "sgns"  # objective (MODELS): sgns (negative sampling) | full_softmax (softmax over all |V| words)
-    dim: int = 100  # embedding dimension
-    init_from: Optional[str] = None  # start from earlier vectors: word2vec file, sgns checkpoint or run dir
+    name: str = result("sgns", one_of(MODELS, note=" (pick it with model=NAME)"))  # sgns | full_softmax (MODELS)
+    dim: int = result(100, at_least(1, example=100))  # embedding dimension
+    init_from: Optional[str] = result(None, INIT_SOURCE)  # start from earlier vectors: word2vec file, checkpoint, run
     freeze_init: bool = False  # keep the imported input vectors bit-identical (gensim's lockf=0); needs init_from
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "sgd"  # sgd (word2vec's linear decay) | sparse_adam
-    lr: float = 0.025  # starting learning rate
-    min_lr_ratio: float = 1e-4  # decay floor as a fraction of lr (word2vec: 1e-4)
+    name: str = result("sgd", one_of(OPTIMIZERS, " or ".join(OPTIMIZERS)))  # sgd (word2vec's decay) | sparse_adam
+    lr: float = result(USUAL_LR["sgd"], finite_from(0, True, example=USUAL_LR["sgd"]))  # starting learning rate
+    min_lr_ratio: float = result(1e-4, between(0, 1))  # decay floor as a fraction of lr (word2vec: 1e-4)
     decay: bool = True  # linear decay to the floor over the whole run
-    row_cap: Optional[float] = None  # torch pipeline: cap on terms summed into a row per step (0: none; null: auto)
-    lr_scale: Optional[float] = None  # torch pipeline, sgd: lr multiplier for its batch size (null: auto)
+    row_cap: Optional[float] = result(None, finite_from(0, null=True))  # device pipeline: row terms cap (null: auto)
+    lr_scale: Optional[float] = result(None, finite_from(0, True, null=True))  # device pipeline: lr factor (null: auto)
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 5  # passes over the corpus (gensim and word2vec default to 5)
-    device: str = choice("auto")  # auto | cpu | cuda | cuda:N
-    seed: int = 1  # seeds every random choice (subsampling, windows, negatives, init)
-    threads: int = bookkeeping(0)  # torch intra-op threads, and the numba kernel's (0: one per core)
-    kernel: str = choice("auto")  # hot path (KERNELS): auto is numba on CPU with sgd, torch elsewhere; see sgns/kernels
+    epochs: int = result(5, at_least(1))  # passes over the corpus (gensim and word2vec default to 5)
+    device: str = choice("auto", DEVICE)  # auto | cpu | cuda | cuda:N
+    seed: int = result(1, seed())  # seeds every random choice (subsampling, windows, negatives, init)
+    threads: int = bookkeeping(0, at_least(0))  # torch intra-op threads, and the numba kernel's (0: one per core)
+    kernel: str = choice("auto", one_of(KERNELS))  # hot path: auto is numba on CPU with sgd, else torch
     deterministic: bool = choice(False)  # numba kernel on one thread in a fixed order: same bits, exact resume
     run_dir: str = bookkeeping("${hydra:runtime.output_dir}")  # where checkpoints, logs and vectors go
-    log_every: int = bookkeeping(10)  # steps between TensorBoard scalar points (a numba span step is ~131k words)
-    checkpoint_every: int = bookkeeping(0)  # steps between checkpoints (0: only at the end)
-    keep_checkpoints: int = bookkeeping(2)  # how many recent checkpoints to keep
-    resume: str = bookkeeping("auto")  # auto | never | PATH of a checkpoint
+    log_every: int = bookkeeping(10, at_least(1))  # steps between TensorBoard scalar points (a span step: ~131k words)
+    checkpoint_every: int = bookkeeping(0, at_least(0))  # steps between checkpoints (0: only at the end)
+    keep_checkpoints: int = bookkeeping(2, at_least(1))  # how many recent checkpoints to keep
+    resume: str = bookkeeping("auto", RESUME)  # auto | never | PATH of a checkpoint
     progress: bool = bookkeeping(True)  # show a progress bar
     export_binary: bool = choice(True)  # write vectors.bin (word2vec binary); false writes vectors.txt
 
@@ -134,20 +214,20 @@ class TrainerConfig:
 class EvalConfig:
     analogies: List[str] = choice(factory=list)  # questions-words style files
     similarities: List[str] = choice(factory=list)  # word1 TAB word2 TAB score files
-    restrict_vocab: int = choice(30000)  # analogy answers searched among this many most frequent words
-    every_words: Optional[int] = bookkeeping(None)  # evaluate every N words while training (null: auto; 0: at the end)
-    points: int = bookkeeping(15)  # auto cadence: evaluations per run (fewer if over 10% of train time)
-    method: str = choice("3cosadd")  # 3cosadd | 3cosmul
-    projector_words: int = choice(1000)  # top-N words written to TensorBoard's embedding projector at the end (0: none)
+    restrict_vocab: int = choice(RESTRICT_VOCAB, at_least(1))  # analogy answers among this many most frequent words
+    every_words: Optional[int] = bookkeeping(None, at_least(0, " (auto)", null=True))  # evaluate every N words (0: end)
+    points: int = bookkeeping(15, at_least(1))  # auto cadence: evaluations per run (fewer if over 10% of train time)
+    method: str = choice("3cosadd", one_of(ANALOGY_METHODS, " or ".join(ANALOGY_METHODS)))  # 3cosadd | 3cosmul
+    projector_words: int = choice(1000, at_least(0, " (0: no projector)"))  # top-N words for TensorBoard's projector
 
 
 @dataclass
 class DistConfig:
-    merge: str = choice("sum")  # torchrun runs: how ranks combine table changes (MERGES): sum | rows | average
-    sync_every_words: int = choice(200_000)  # torchrun runs: corpus words (all ranks together) between merges
-    hot_rows: int = choice(1000)  # torchrun runs: the most frequent words' rows, also merged more often (0: none)
-    hot_sync_every_words: int = choice(20_000)  # torchrun runs: corpus words (all ranks) between merges of hot rows
-    timeout_s: float = bookkeeping(300.0)  # torchrun runs: seconds to wait for a silent peer before failing
+    merge: str = choice("sum", one_of(MERGES))  # torchrun runs: how ranks combine table changes: sum | rows | average
+    sync_every_words: int = choice(200_000, at_least(1))  # torchrun runs: corpus words (all ranks) between merges
+    hot_rows: int = choice(1000, at_least(0))  # torchrun runs: the most frequent words' rows, also merged more often
+    hot_sync_every_words: int = choice(20_000, at_least(1))  # torchrun runs: corpus words between merges of hot rows
+    timeout_s: float = bookkeeping(300.0, finite_from(0, True))  # torchrun runs: seconds to wait for a silent peer
 
 
 @dataclass
@@ -158,7 +238,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # update rule and learning rate
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # loop, device, checkpoints, logs
     eval: EvalConfig = field(default_factory=EvalConfig)  # benchmarks scored during and after training
-    dist: DistConfig = field(default_factory=DistConfig)  # one model over processes (torchrun); see sgns/distributed.py
+    dist: DistConfig = field(default_factory=DistConfig)  # one model over processes (torchrun); see sgns/distributed/
     objective: str = choice("auto")  # what the entry point returns to sweepers: auto | loss | a metrics.json path
     experiment: Optional[str] = choice(None)  # name of the experiment delta applied, if any
 
@@ -210,66 +290,50 @@ def _check(ok: bool, key: str, allowed: str, value: Any, fix: str = "") -> None:
         raise SGNSError(f"{key}={value!r} is out of range: must be {allowed}{hint}")
 
 
+def _walk(schema: type, prefix: str) -> Dict[str, Any]:
+    found: Dict[str, Any] = {}
+    hints = typing.get_type_hints(schema)
+    for f in fields(schema):
+        if is_dataclass(hints[f.name]):
+            found.update(_walk(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            found[f"{prefix}{f.name}"] = (f, hints[f.name])
+    return found
+
+
+@functools.cache
+def _schema_fields() -> Dict[str, Any]:
+    """Every setting of the schema: dotted key -> (its dataclass field, its type)."""
+    return _walk(Config, "")
+
+
+@functools.cache
+def checks() -> Dict[str, Check]:
+    """The range or choices of every setting that has one (`check` metadata), by dotted key."""
+    return {key: f.metadata["check"] for key, (f, _) in _schema_fields().items() if "check" in f.metadata}
+
+
+def check_value(key: str, value: Any) -> None:
+    """SGNSError "KEY=VALUE is out of range: must be ..." unless `value` passes the setting's check."""
+    f, hint = _schema_fields()[key]
+    c: Check = f.metadata["check"]
+    integer = int in (typing.get_args(hint) or (hint,))
+    if integer and value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        _check(False, key, "an integer " + c.allowed, value)
+    _check(c.ok(value), key, c.allowed, value, f"e.g. {key}={c.example}" if c.example is not None else "")
+
+
 def validate(cfg: Any) -> None:
-    """Range-check every numeric key; raise SGNSError naming the key and the allowed range."""
-    c, d, m, o, t, e = cfg.corpus, cfg.data, cfg.model, cfg.optimizer, cfg.trainer, cfg.eval
-    _check(c.kind in CORPUS_KINDS, "corpus.kind", "one of " + ", ".join(CORPUS_KINDS), c.kind)
-    _check(c.max_sentence_len >= 1, "corpus.max_sentence_len", ">= 1", c.max_sentence_len)
-    s = c.synthetic
-    _check(s.relations >= 1, "corpus.synthetic.relations", ">= 1", s.relations)
-    _check(s.pairs >= 2, "corpus.synthetic.pairs", ">= 2", s.pairs)
-    _check(s.filler_words >= 10, "corpus.synthetic.filler_words", ">= 10", s.filler_words)
-    _check(s.sentences >= 1, "corpus.synthetic.sentences", ">= 1", s.sentences)
-    _check(0 <= s.seed < 2**63, "corpus.synthetic.seed", "in [0, 2**63)", s.seed)
-    _check(d.min_count >= 1, "data.min_count", ">= 1", d.min_count)
-    _check(d.max_vocab_size is None or d.max_vocab_size >= 1, "data.max_vocab_size", ">= 1 or null",
-           d.max_vocab_size)
-    _check(d.window >= 1, "data.window", ">= 1", d.window, "e.g. data.window=5")
-    _check(d.negatives >= 1, "data.negatives", ">= 1", d.negatives, "e.g. data.negatives=5")
-    _check(0 <= d.ns_exponent <= 2, "data.ns_exponent", "in [0, 2]", d.ns_exponent)
-    _check(0 <= d.subsample < 1, "data.subsample", "in [0, 1) (0 disables)", d.subsample)
-    _check(d.batch_size is None or d.batch_size >= 1, "data.batch_size", ">= 1 or null", d.batch_size)
-    _check(d.chunk_tokens >= 1000, "data.chunk_tokens", ">= 1000", d.chunk_tokens)
-    _check(d.span_tokens >= 1000, "data.span_tokens", ">= 1000", d.span_tokens)
-    _check(d.shared_negatives >= 1, "data.shared_negatives", ">= 1", d.shared_negatives)
-    _check(c.phrases >= 0, "corpus.phrases", ">= 0 (0: off)", c.phrases)
-    _check(0 <= c.phrase_threshold < math.inf, "corpus.phrase_threshold", ">= 0 and finite", c.phrase_threshold)
-    _check(c.phrase_min_count >= 1, "corpus.phrase_min_count", ">= 1", c.phrase_min_count)
-    _check(m.name in MODELS, "model.name", "one of " + ", ".join(MODELS) + " (pick it with model=NAME)", m.name)
-    _check(m.dim >= 1, "model.dim", ">= 1", m.dim, "e.g. model.dim=100")
-    _check(m.init_from is None or Path(m.init_from).expanduser().exists(), "model.init_from",
-           "null or an existing word2vec file, sgns checkpoint or run directory", m.init_from)
+    """Check every setting that has a range or choices (the schema's `check` metadata), then the settings that
+    depend on one another; raise SGNSError naming the key and what it must be."""
+    for key in checks():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        check_value(key, node)
+    m = cfg.model
     _check(not m.freeze_init or bool(m.init_from), "model.freeze_init", "false unless model.init_from is set",
            m.freeze_init, "set model.init_from=PATH")
-    _check(o.name in OPTIMIZERS, "optimizer.name", " or ".join(OPTIMIZERS), o.name)
-    _check(0 < o.lr < math.inf, "optimizer.lr", "> 0 and finite", o.lr, "e.g. optimizer.lr=0.025")
-    _check(0 <= o.min_lr_ratio <= 1, "optimizer.min_lr_ratio", "in [0, 1]", o.min_lr_ratio)
-    _check(o.row_cap is None or 0 <= o.row_cap < math.inf, "optimizer.row_cap", ">= 0 and finite, or null",
-           o.row_cap)
-    _check(o.lr_scale is None or 0 < o.lr_scale < math.inf, "optimizer.lr_scale", "> 0 and finite, or null",
-           o.lr_scale)
-    _check(t.epochs >= 1, "trainer.epochs", ">= 1", t.epochs)
-    _check(0 <= t.seed < 2**63, "trainer.seed", "in [0, 2**63)", t.seed)  # numpy refuses negative seeds
-    _check(t.threads >= 0, "trainer.threads", ">= 0", t.threads)
-    _check(t.kernel in KERNELS, "trainer.kernel", "one of " + ", ".join(KERNELS), t.kernel)
-    _check(t.log_every >= 1, "trainer.log_every", ">= 1", t.log_every)
-    _check(t.checkpoint_every >= 0, "trainer.checkpoint_every", ">= 0", t.checkpoint_every)
-    _check(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", ">= 1", t.keep_checkpoints)
-    _check(e.restrict_vocab >= 1, "eval.restrict_vocab", ">= 1", e.restrict_vocab)
-    _check(e.every_words is None or e.every_words >= 0, "eval.every_words", ">= 0 or null (auto)", e.every_words)
-    _check(e.points >= 1, "eval.points", ">= 1", e.points)
-    _check(e.method in ("3cosadd", "3cosmul"), "eval.method", "3cosadd or 3cosmul", e.method)
-    _check(e.projector_words >= 0, "eval.projector_words", ">= 0 (0: no projector)", e.projector_words)
-    _check(cfg.dist.merge in MERGES, "dist.merge", "one of " + ", ".join(MERGES), cfg.dist.merge)
-    _check(cfg.dist.sync_every_words >= 1, "dist.sync_every_words", ">= 1", cfg.dist.sync_every_words)
-    _check(cfg.dist.hot_rows >= 0, "dist.hot_rows", ">= 0", cfg.dist.hot_rows)
-    _check(cfg.dist.hot_sync_every_words >= 1, "dist.hot_sync_every_words", ">= 1", cfg.dist.hot_sync_every_words)
-    _check(0 < cfg.dist.timeout_s < math.inf, "dist.timeout_s", "> 0 and finite", cfg.dist.timeout_s)
-    dev = str(t.device)
-    _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "trainer.device",
-           "auto, cpu, cuda or cuda:N", dev)
-    _check(t.resume in ("auto", "never") or Path(t.resume).expanduser().is_file(), "trainer.resume",
-           "auto, never or the path of an existing checkpoint file", t.resume)
 
 
 @functools.cache

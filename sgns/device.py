@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 
+from sgns.config import DEVICE_NAME
 from sgns.errors import SGNSError
 
 
@@ -16,7 +16,7 @@ def resolve_device(name: str, option: str = "trainer.device=") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SGNSError(f"{option}{name} but CUDA is not available here: use {option}cpu")
-    if name not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+    if not DEVICE_NAME.fullmatch(name):
         raise SGNSError(f"{option}{name!r}: use auto, cpu, cuda or cuda:N")
     return torch.device(name)
 

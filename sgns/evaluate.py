@@ -20,13 +20,14 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from sgns.config import ANALOGY_METHODS, RESTRICT_VOCAB
 from sgns.errors import SGNSError
 
 Question = Tuple[str, str, str, str]
 ANALOGY_CANDIDATES = 5  # gensim asks most_similar for 5 answers and takes the first not a variant of a, b, c
 SIMILARITY_RESTRICT_VOCAB = 300000  # evaluate_word_pairs' default
 SCORE_BLOCK_ELEMENTS = 1 << 25  # questions x vocabulary scores held at once (128 MiB of float32)
-METHODS = ("3cosadd", "3cosmul")
+METHODS = ANALOGY_METHODS  # eval.method values
 
 
 def _read_lines(path: str | Path) -> List[str]:
@@ -144,11 +145,11 @@ def _solve(unit: torch.Tensor, canonical: torch.Tensor, ids: torch.Tensor, metho
 
 
 def evaluate_analogies(words: Sequence[str], vectors: np.ndarray | torch.Tensor, path: str | Path,
-                       restrict_vocab: int = 30000, method: str = "3cosadd",
+                       restrict_vocab: int = RESTRICT_VOCAB, method: str = "3cosadd",
                        device: str | torch.device | None = None) -> Dict[str, Any]:
     """Score a questions-words file; accuracy is over the questions with all four words known (gensim's)."""
     if method not in METHODS:
-        raise SGNSError(f"unknown analogy method {method!r}: use 3cosadd or 3cosmul")
+        raise SGNSError(f"unknown analogy method {method!r}: use {' or '.join(METHODS)}")
     if restrict_vocab < 1:
         raise SGNSError(f"restrict_vocab={restrict_vocab} is out of range: must be >= 1")
     sections, malformed = load_analogies(path)

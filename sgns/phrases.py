@@ -31,6 +31,7 @@ from typing import Callable, Dict, List
 import numba
 import numpy as np
 
+from sgns.config import check_value
 from sgns.corpus import EncodedCorpus, _load_encoded, load_cached, publish_cache_entry
 from sgns.errors import SGNSError
 
@@ -55,14 +56,10 @@ class PassReport:
 
 
 def check_settings(passes: int, threshold: float, min_count: int) -> None:
-    """Raise SGNSError naming the key when a phrase setting is out of range."""
-    if not isinstance(passes, (int, np.integer)) or passes < 0:
-        raise SGNSError(f"corpus.phrases={passes!r} is out of range: must be an integer >= 0 (0: off)")
-    if not (isinstance(threshold, (int, float)) and 0 <= threshold < float("inf")):
-        raise SGNSError(f"corpus.phrase_threshold={threshold!r} is out of range: must be >= 0 and finite "
-                        f"(word2phrase's default: 100)")
-    if not isinstance(min_count, (int, np.integer)) or min_count < 1:
-        raise SGNSError(f"corpus.phrase_min_count={min_count!r} is out of range: must be an integer >= 1")
+    """Raise SGNSError naming the key when a phrase setting is out of range (the ranges of sgns/config.py)."""
+    for key, value in (("corpus.phrases", passes), ("corpus.phrase_threshold", threshold),
+                       ("corpus.phrase_min_count", min_count)):
+        check_value(key, value)
 
 
 _EMPTY = -1  # an unused hash-table slot (pair keys are >= 0)

@@ -176,3 +176,9 @@ def test_a_misspelled_launcher_key_fails_at_compose() -> None:
     need_plugin("hydra/launcher/slurm")
     with pytest.raises(Exception, match="partitoin"):
         compose_train(["hydra/launcher=slurm", "hydra.launcher.partitoin=gpu"], hydra_config=True)
+
+
+def test_the_usual_learning_rates_are_the_option_defaults() -> None:
+    """DivergenceGuard advises config.USUAL_LR: it must be what optimizer=sgd and optimizer=sparse_adam set."""
+    for name, lr in config_module.USUAL_LR.items():
+        assert compose_train([f"optimizer={name}"]).optimizer.lr == lr, name

@@ -162,11 +162,12 @@ def test_two_processes_train_one_model_into_one_run_dir(corpus, tmp_path, kernel
     assert sum(dist["words_per_rank"]) == 2 * metrics["corpus_words"] == metrics["train_words"]
     assert min(dist["words_per_rank"]) > 0.45 * sum(dist["words_per_rank"])
     final = torch.load(max((run_dir / "checkpoints").glob("step-*.pt")), weights_only=False)
-    assert ("spans" in final) == (kernel == "auto") and (final.get("pair_source") == "device") == (kernel == "torch")
+    assert ("spans" in final) == (kernel == "auto") and final["pipeline"] == {"auto": "span", "torch": "device"}[kernel]
     assert dist["merges"] == 2 * dist["chunks_per_epoch"] // 2 * dist["merges_per_chunk"]
     # one run dir, written by rank 0 alone: one set of Hydra files, one log, one vectors file, one "done"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        ".hydra", ".sgns.lock", "checkpoints", "metrics.json", "tb", "train.log", "vectors.bin", "vocab.txt"]
+        ".hydra", ".sgns.lock", "checkpoints", "metrics.json", "resolved.yaml", "tb", "train.log", "vectors.bin",
+        "vocab.txt"]
     assert (run_dir / "train.log").read_text().count("done:") == 1
     assert len(list((run_dir / "tb").rglob("events.out.tfevents.*"))) == 1
     from sgns.vectors import load_word2vec

@@ -259,7 +259,7 @@ def test_missing_or_directory_corpus_is_a_clear_error(tmp_path: Path):
 
 # ---------------------------------------------------------------------------------------------- config
 
-# (key, a bad value, words the message must hold). Every numeric key of the schema must be here: see below.
+# (key, a bad value, words the message must hold), written out: boundaries, NaN and inf.
 BAD_VALUES = [
     ("corpus.max_sentence_len", "0", ">= 1"),
     ("corpus.phrases", "-1", ">= 0"),
@@ -305,9 +305,13 @@ BAD_VALUES = [
     ("eval.points", "0", ">= 1"),
     ("eval.projector_words", "-1", ">= 0"),
 ]
+# ...and the bad values every checked key's schema metadata names (sgns.config.Check), so a new key is tried as
+# soon as it is declared with its check.
+GENERATED_BAD_VALUES = [(key, str(bad), check.allowed) for key, check in config_module.checks().items()
+                        for bad in check.bad]
 
 
-@pytest.mark.parametrize("key,value,allowed", BAD_VALUES)
+@pytest.mark.parametrize("key,value,allowed", BAD_VALUES + GENERATED_BAD_VALUES)
 def test_every_numeric_key_is_range_checked_with_a_message_naming_it(tmp_path: Path, key: str, value: str,
                                                                    allowed: str):
     cfg = compose_cfg(tmp_path, [f"{key}={value}"])
@@ -331,11 +335,11 @@ def _numeric_keys(schema: type, prefix: str) -> set:
 
 
 def test_the_bad_value_table_covers_every_numeric_key_of_the_schema():
-    schema = {f.name: f.type for f in dataclasses.fields(config_module.Config)}
-    numeric = set()
-    for group in ("corpus", "data", "model", "optimizer", "trainer", "eval"):
-        numeric |= _numeric_keys(typing.get_type_hints(config_module.Config)[group], f"{group}.")
-    assert schema and numeric == {key for key, _, _ in BAD_VALUES}
+    numeric = _numeric_keys(config_module.Config, "")  # every group, dist included
+    assert {"data.window", "dist.timeout_s", "corpus.synthetic.seed"} <= numeric
+    assert numeric <= set(config_module.checks()), "numeric keys without a range check"
+    assert numeric <= {key for key, _, _ in BAD_VALUES + GENERATED_BAD_VALUES}
+    assert {key for key, _, _ in BAD_VALUES} <= set(config_module.checks())
 
 
 def test_valid_boundaries_pass(tmp_path: Path):

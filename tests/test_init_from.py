@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sgns.errors import SGNSError
-from sgns.train.init_from import FrozenRows, import_vectors, read_initial_vectors
+from sgns.pipelines.base import FrozenRows
+from sgns.train.init_from import import_vectors, read_initial_vectors
 from sgns.vectors import save_word2vec
 
 

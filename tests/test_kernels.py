@@ -17,7 +17,7 @@ from conftest import random_model as _model
 
 from sgns.errors import SGNSError
 from sgns.model import SGNS, sgns_loss
-from sgns.pipelines import uses_numba
+from sgns.pipelines import choose_pipeline
 from sgns.pipelines.torch_step import optimizer_step, sgd_step
 
 
@@ -98,7 +98,12 @@ def test_sparse_adam_path_uses_sparse_gradients():
 def _kernel_cfg(kernel: str, optimizer: str = "sgd"):
     from types import SimpleNamespace
 
-    return SimpleNamespace(trainer=SimpleNamespace(kernel=kernel), optimizer=SimpleNamespace(name=optimizer))
+    return SimpleNamespace(trainer=SimpleNamespace(kernel=kernel), optimizer=SimpleNamespace(name=optimizer),
+                           model=SimpleNamespace(name="sgns"))
+
+
+def uses_numba(cfg, device) -> bool:
+    return choose_pipeline(cfg, device) == "span"
 
 
 def test_kernel_choice():

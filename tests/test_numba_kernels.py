@@ -1,4 +1,4 @@
-"""The fused CPU kernel (sgns.fused) against the nn.Module + BCE-with-logits reference, its random draws
+"""The fused CPU kernel (sgns.pipelines.span) against the nn.Module + BCE-with-logits reference, its random draws
 checked statistically, learning on a generated corpus, and determinism across thread counts."""
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ import torch
 from numba import njit
 
 from sgns.model import SGNS, sgns_loss
-from sgns.pipelines.plan import span_starts
 from sgns.pipelines.span import (
     SpanTrainer,
     _draw,
     _kept_words,
     _negative,
     _radius,
-    alias_table,
+    compiled_train_piece,
+    kernel_alias_table,
     piece_bounds,
+    piece_seed,
+    span_starts,
     train_piece,
 )
 
@@ -30,7 +32,7 @@ def _one_negative_table(vocab: int, word: int):
     """An alias table that always draws `word` (a distribution with all its mass there)."""
     p = np.zeros(vocab)
     p[word] = 1.0
-    return alias_table(p)
+    return kernel_alias_table(p)
 
 
 def _run_kernel(W, C, sentence, negative, k, lr, window=1):
@@ -149,7 +151,7 @@ def _negatives(accept, alias, draws, seed):
 def test_negatives_follow_unigram_to_the_three_quarters():
     counts = np.array([5000, 1200, 700, 300, 90, 40, 12, 5, 5, 1], dtype=np.float64)
     p = counts**0.75 / (counts**0.75).sum()
-    accept, alias = alias_table(p)
+    accept, alias = kernel_alias_table(p)
     draws = 400000
     got = _negatives(accept, alias, draws, 5)
     expected = p * draws
@@ -169,7 +171,7 @@ def test_pair_count_matches_the_window_expectation():
     C = np.zeros_like(W)
     raw = rng.integers(0, vocab, size=n).astype(np.int32)
     remap = np.arange(vocab, dtype=np.int32)
-    accept, alias = alias_table(np.full(vocab, 1.0 / vocab))
+    accept, alias = kernel_alias_table(np.full(vocab, 1.0 / vocab))
     keep = np.ones(vocab, dtype=np.float32)
     starts = np.array([0, n], dtype=np.int64)
     totals = [train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, 2, 1e-6, 1e-6,
@@ -195,7 +197,7 @@ def test_span_starts_and_piece_bounds():
 
 
 def test_token_spans_cover_each_epoch_once_and_resume_anywhere():
-    from sgns.pipelines.plan import TokenSpans
+    from sgns.pipelines.span import TokenSpans
 
     offsets = np.array([0, 700, 1500, 2600, 4000, 5200], dtype=np.int64)
     corpus = SimpleNamespace(total_tokens=5200, offsets=offsets, ids=np.arange(5200, dtype=np.int32))
@@ -221,7 +223,7 @@ def _trainer(vocab: int, dim: int, threads: int, seed: int = 3):
     f = counts / counts.sum()
     keep = np.minimum((np.sqrt(f / 1e-2) + 1) * 1e-2 / f, 1.0)
     p = counts**0.75
-    accept, alias = alias_table(p / p.sum())
+    accept, alias = kernel_alias_table(p / p.sum())
     return SpanTrainer(W, C, np.arange(vocab, dtype=np.int32), keep, accept, alias, 5, 5, seed, threads,
                        piece_tokens=500)
 
@@ -246,15 +248,19 @@ def test_one_thread_is_bitwise_reproducible_and_seeded():
 
 
 def test_pieces_replay_exactly_from_any_piece():
-    # Resuming at piece p (first_piece) after training pieces < p gives the same weights as one pass.
+    # Each piece's random stream is keyed by (seed, epoch, span, piece): the pieces run one by one, in two
+    # batches, give the same weights as one pass over the span.
     raw, starts = _zipf_span(200, 20000)
     whole = _trainer(200, 16, 1)
     whole.train_span(raw, starts, 1, 4, 0.025, 0.02)
     parts = _trainer(200, 16, 1)
-    n_pieces = len(piece_bounds(starts, parts.piece_tokens)) - 1
-    cut = n_pieces // 2
-    parts.train_span(raw, starts, 1, 4, 0.025, 0.02, first_piece=0, last_piece=cut)
-    parts.train_span(raw, starts, 1, 4, 0.025, 0.02, first_piece=cut)
+    bounds = piece_bounds(starts, parts.piece_tokens)
+    kernel, span = compiled_train_piece(16), int(starts[-1])
+    for p in range(len(bounds) - 1):
+        a, b = int(bounds[p]), int(bounds[p + 1])
+        la, lb = (0.025 + (0.02 - 0.025) * int(starts[i]) / span for i in (a, b))
+        kernel(parts.W, parts.C, raw, parts.remap, starts, a, b, parts.keep, parts.accept, parts.alias,
+               parts.window, parts.negatives, la, lb, np.uint64(piece_seed(parts.seed, 1, 4, p)), 1, 16)
     assert np.array_equal(whole.W, parts.W) and np.array_equal(whole.C, parts.C)
 
 
@@ -303,7 +309,7 @@ def test_kernel_learns_planted_analogies(tmp_path):
     f = vocab.counts / vocab.counts.sum()
     keep = np.minimum((np.sqrt(f / 1e-3) + 1) * 1e-3 / f, 1.0)
     p = vocab.counts**0.75
-    accept, alias = alias_table(p / p.sum())
+    accept, alias = kernel_alias_table(p / p.sum())
 
     def accuracy(lr: float) -> float:
         W = ((rng.random((len(vocab), dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
@@ -342,7 +348,7 @@ def test_deterministic_runs_give_the_same_vectors_whatever_the_thread_count(tmp_
 @pytest.mark.parametrize("world,every,hot", [(2, 3000, None), (3, 700, None), (2, 10**6, None), (2, 6000, 1500)])
 def test_sharded_spans_cover_each_epoch_once_over_the_ranks_and_end_at_every_merge(world, every, hot):
     from sgns.distributed import MergeClock, plan_shard
-    from sgns.pipelines.plan import TokenSpans
+    from sgns.pipelines.span import TokenSpans
 
     total = 23_456
     offsets = np.arange(0, total, 37, dtype=np.int64)

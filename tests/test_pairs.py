@@ -7,7 +7,8 @@ from scipy import stats
 
 from sgns.corpus import encode, text_source
 from sgns.pipelines.negatives import NegativeSampler, unigram_table
-from sgns.pipelines.pairs import PairBatches, keep_probabilities, window_pairs
+from sgns.pipelines.pairs import PairBatches, window_pairs
+from sgns.pipelines.plan import keep_probabilities
 from sgns.vocab import Vocabulary
 
 

@@ -22,17 +22,21 @@ from sgns.config import SyntheticConfig
 from sgns.corpus import encode, text_source
 from sgns.evaluate import evaluate_analogies
 from sgns.model import SGNS, sgns_loss
-from sgns.pipelines import DEVICE_BATCH_SIZE, DEVICE_LR_SCALE, DEVICE_ROW_CAP, DeviceBackend
 from sgns.pipelines.device import (
+    DEVICE_BATCH_SIZE,
+    DEVICE_LR_SCALE,
+    DEVICE_ROW_CAP,
     AliasTable,
     DevicePairBatches,
+    DevicePipeline,
     seeded_generator,
     subsample,
     unpack,
     window_pairs,
 )
 from sgns.pipelines.negatives import unigram_table
-from sgns.pipelines.pairs import PairBatches, keep_probabilities
+from sgns.pipelines.pairs import PairBatches
+from sgns.pipelines.plan import keep_probabilities
 from sgns.pipelines.torch_step import RowCounter
 from sgns.pipelines.torch_step import sgd_step as capped_sgd_step
 from sgns.synthetic import ensure_synthetic
@@ -249,7 +253,7 @@ def _train_planted(corpus, vocab, analogies, batch_size: int, row_cap: float, lr
     torch.manual_seed(seed)
     model = SGNS(len(vocab), 50).to(device)
     data = DevicePairBatches(corpus, vocab, 5, 1e-3, batch_size, 10**6, epochs, seed, 5, device=device)
-    backend = DeviceBackend(data, model, row_cap, lr_scale=lr_scale)
+    backend = DevicePipeline(data, model, row_cap, lr_scale=lr_scale)
     done = 0.0
     for batch in backend.batches((0, 0, 0)):
         backend.step(batch, lr * max(1.0 - done / backend.total_words, 1e-4))
@@ -354,7 +358,7 @@ TORCH_RUN = ["model.dim=16", "trainer.epochs=2", "data.min_count=1", "data.batch
 def _interrupt_at(monkeypatch, step_to_stop: int) -> None:
     """SIGINT this process from inside backend step N: the loop stops after it with a checkpoint."""
     calls = [0]
-    real_step = DeviceBackend.step
+    real_step = DevicePipeline.step
 
     def step(self, batch, lr):
         calls[0] += 1
@@ -362,7 +366,7 @@ def _interrupt_at(monkeypatch, step_to_stop: int) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return real_step(self, batch, lr)
 
-    monkeypatch.setattr(DeviceBackend, "step", step)
+    monkeypatch.setattr(DevicePipeline, "step", step)
 
 
 def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
@@ -385,19 +389,20 @@ def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
     assert (tmp_path / "cut" / "vectors.bin").read_bytes() == (tmp_path / "ref" / "vectors.bin").read_bytes()
 
 
-def test_make_backend_picks_the_torch_pipeline_and_its_defaults(tmp_path):
-    from sgns.pipelines import make_backend
-    from sgns.pipelines.span import SpanBackend
+def test_make_pipeline_picks_the_torch_pipeline_and_its_defaults(tmp_path):
+    from sgns.pipelines import make_pipeline, resolve_settings
+    from sgns.pipelines.span import SpanPipeline
 
     corpus, vocab = _corpus(tmp_path)
     model = SGNS(len(vocab), 8)
 
     def backend(*overrides):
-        return make_backend(compose_cfg(tmp_path / "run", list(overrides)), corpus, vocab, model, CPU)
+        cfg = compose_cfg(tmp_path / "run", list(overrides))
+        return make_pipeline(resolve_settings(cfg, CPU, corpus.total_tokens), cfg, corpus, vocab, model, CPU)
 
-    assert isinstance(backend("trainer.kernel=auto"), SpanBackend)  # the CPU default is untouched
+    assert isinstance(backend("trainer.kernel=auto"), SpanPipeline)  # the CPU default is untouched
     torch_backend = backend("trainer.kernel=torch")
-    assert isinstance(torch_backend, DeviceBackend)
+    assert isinstance(torch_backend, DevicePipeline)
     assert torch_backend.data.batch_size == DEVICE_BATCH_SIZE and torch_backend.row_cap == DEVICE_ROW_CAP
     assert torch_backend.lr_scale == DEVICE_LR_SCALE
     exact = backend("trainer.kernel=torch", "data.batch_size=4096")  # exact, at the given lr, up to the CPU batch

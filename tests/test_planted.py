@@ -45,13 +45,13 @@ def test_accuracy_collapses_without_negatives(tmp_path, monkeypatch, intact_accu
                 p.add_(p.grad, alpha=-lr)
         return loss.detach()
 
-    monkeypatch.setattr(sgns.pipelines.torch_step, "sgd_step", positives_only_step)
+    monkeypatch.setattr(sgns.pipelines.device, "sgd_step", positives_only_step)
     broken = planted_accuracy(tmp_path, BROKEN)
     assert broken < 0.3 and broken < intact_accuracy - 0.5
 
 
 def test_accuracy_collapses_with_a_frozen_output_table(tmp_path, monkeypatch, intact_accuracy):
-    real_step = sgns.pipelines.torch_step.sgd_step
+    real_step = sgns.pipelines.device.sgd_step
 
     def frozen_output_step(model, *step_args):
         saved = model.output.weight.detach().clone()  # the real step, then undo its output update
@@ -60,6 +60,6 @@ def test_accuracy_collapses_with_a_frozen_output_table(tmp_path, monkeypatch, in
             model.output.weight.copy_(saved)
         return loss
 
-    monkeypatch.setattr(sgns.pipelines.torch_step, "sgd_step", frozen_output_step)
+    monkeypatch.setattr(sgns.pipelines.device, "sgd_step", frozen_output_step)
     broken = planted_accuracy(tmp_path, BROKEN)
     assert broken < 0.1 and broken < intact_accuracy - 0.5

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from sgns.cli.common import OneLineParser, quiet_broken_pipe
+from sgns.config import RESTRICT_VOCAB
 from sgns.errors import SGNSError, exit_with_error
 from sgns.evaluate import METHODS, evaluate_analogies, evaluate_similarity, nearest
 from sgns.load import VECTOR_CHOICES, load_vectors
@@ -28,8 +29,8 @@ def _parser() -> OneLineParser:
                    help="questions-words style files (`: section` lines, then `a b c d`)")
     p.add_argument("--similarities", nargs="+", default=[], metavar="FILE",
                    help="word1 TAB word2 TAB score files (`#` comments)")
-    p.add_argument("--restrict-vocab", type=int, default=30000, metavar="N",
-                   help="analogy questions and answers use the N most frequent words (default 30000, gensim's)")
+    p.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, metavar="N",
+                   help=f"analogy questions and answers use the N most frequent words (default {RESTRICT_VOCAB})")
     p.add_argument("--method", choices=METHODS, default="3cosadd", help="analogy scoring (default 3cosadd)")
     p.add_argument("--vectors", choices=VECTOR_CHOICES, default="input",
                    help="from a checkpoint: input vectors (default) or input+output averaged")

@@ -1,4 +1,5 @@
-"""Device pipeline: a chunk's token ids -> subsampled, windowed, shuffled pairs + negatives, all as torch ops.
+"""The device pipeline: a chunk's token ids -> subsampled, windowed, shuffled pairs + negatives, all as torch ops,
+trained by the torch SGD step (row-capped for large batches) or SparseAdam.
 
 The same code runs on the CPU (`trainer.device=cpu trainer.kernel=torch`) and on CUDA: a chunk's token ids
 are copied to the device once, then out-of-vocabulary tokens are dropped, frequent words subsampled with
@@ -11,20 +12,23 @@ Randomness comes from `torch.Generator`s seeded by (seed, epoch, chunk) for a ch
 makes resume exact on this path too. (CPU and CUDA generators differ, so the two devices draw different
 but identically distributed samples.)
 
-The batches are trained by the torch backend (`sgns.pipelines.DeviceBackend`, step `sgns.pipelines.torch_step`).
+`DevicePipeline` steps the batches with sgns.pipelines.torch_step; `device_step_defaults` fills in its batch
+size, row cap and lr scale when they are left null.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 
 from sgns.corpus import EncodedCorpus
-from sgns.pipelines.negatives import NegativeSampler, unigram_table
-from sgns.pipelines.pairs import keep_probabilities, read_ids
+from sgns.model import SGNS
+from sgns.pipelines.base import PipelineBase
+from sgns.pipelines.negatives import alias_table, unigram_table
+from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids
+from sgns.pipelines.torch_step import RowCounter, optimizer_step, sgd_step
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -50,8 +54,9 @@ class AliasTable:
     """Walker alias tables of a fixed distribution on the device: O(1) per draw, two gathers, no host sync."""
 
     def __init__(self, probs: np.ndarray, device: torch.device):
-        tables = NegativeSampler(probs, device, seed=0)  # builds accept/alias; its generator is unused here
-        self.accept, self.alias = tables.accept, tables.alias.to(torch.int32)
+        accept, alias = alias_table(probs)
+        self.accept = torch.tensor(accept, dtype=torch.float32, device=device)
+        self.alias = torch.tensor(alias, dtype=torch.int32, device=device)
         self.size = len(probs)
 
     def sample(self, shape: Tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -93,27 +98,6 @@ def unpack(pairs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return (pairs >> 32).to(torch.int32), (pairs & 0xFFFFFFFF).to(torch.int32)
 
 
-@dataclass
-class DeviceBatch:
-    centers: torch.Tensor  # (B,) int32 vocabulary ids, on the training device
-    contexts: torch.Tensor  # (B,) int32
-    negatives: torch.Tensor  # (ceil(B / shared_negatives), K) int32
-    epoch: int
-    chunk: int
-    index: int  # batch index within the chunk
-    words_done: float  # corpus words covered once this batch is trained (for lr decay and words/s)
-    chunk_fraction: float = 1.0  # fraction of its chunk trained once this batch is (torchrun merges by it)
-
-    @property
-    def pairs(self) -> int:
-        return len(self.centers)
-
-    @property
-    def resume_position(self) -> Tuple[int, int, int]:
-        """(epoch, chunk, batch) the data continues from once this batch is trained."""
-        return self.epoch, self.chunk, self.index + 1
-
-
 class DevicePairBatches:
     """Iterable over device batches of (centers, contexts, negatives) for every epoch, resumable at any batch."""
 
@@ -121,26 +105,18 @@ class DevicePairBatches:
                  batch_size: int, chunk_tokens: int, epochs: int, seed: int, negatives: int,
                  shared_negatives: int = 1, ns_exponent: float = 0.75,
                  device: torch.device = torch.device("cpu"), shard: Optional[Shard] = None):
-        self.corpus, self.window, self.batch_size = corpus, window, batch_size
-        self.chunk_tokens, self.epochs, self.seed = chunk_tokens, epochs, seed
+        self.corpus, self.window, self.batch_size, self.seed = corpus, window, batch_size, seed
         self.k, self.shared, self.device = negatives, shared_negatives, device
         self.remap = torch.from_numpy(vocab.remap(len(corpus.words))).to(device)
         self.keep = torch.from_numpy(keep_probabilities(vocab.counts, subsample)).to(device, torch.float32)
         self.noise = AliasTable(unigram_table(vocab.counts, ns_exponent), device)
         self.total_tokens = corpus.total_tokens
-        self.n_chunks = max(1, -(-self.total_tokens // chunk_tokens))
-        self.shard = shard  # a torchrun rank's share of each epoch (its chunks, cut as the shard says), or all
-        self.start = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
-
-    def bounds(self, chunk: int) -> Tuple[int, int]:
-        """The token range [lo, hi) of a chunk."""
-        if self.shard is not None:
-            return self.shard.bounds(chunk)
-        return chunk * self.chunk_tokens, min((chunk + 1) * self.chunk_tokens, self.total_tokens)
+        self.plan = ChunkPlan(corpus.total_tokens, chunk_tokens, epochs, shard)
+        self.start: Position = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
 
     def chunk_tokens_on_device(self, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """(vocabulary ids, -1 for dropped words; sentence number) of a chunk's tokens, on the device."""
-        lo, hi = self.bounds(chunk)
+        lo, hi = self.plan.bounds(chunk)
         raw = torch.from_numpy(read_ids(self.corpus.ids, lo, hi))
         if self.device.type == "cuda":
             raw = raw.pin_memory()
@@ -166,26 +142,88 @@ class DevicePairBatches:
         generator = seeded_generator(self.device, self.seed, epoch, chunk, _NEGATIVES, index)
         return self.noise.sample((-(-size // self.shared), self.k), generator)
 
-    def __iter__(self) -> Iterator[DeviceBatch]:
-        e0, c0, b0 = self.start
-        for epoch in range(e0, self.epochs):
-            for chunk in self.shard.chunks() if self.shard is not None else range(self.n_chunks):
-                if epoch == e0 and chunk < c0:
-                    continue
-                pairs = self.chunk_pairs(epoch, chunk)
-                n = len(pairs)
-                n_batches = max(1, -(-n // self.batch_size))
-                lo, hi = self.bounds(chunk)
-                first = b0 if (epoch, chunk) == (e0, c0) else 0
-                for b in range(first, n_batches):
-                    centers, contexts = unpack(pairs[b * self.batch_size : (b + 1) * self.batch_size])
-                    fraction = (b + 1) / n_batches
-                    if self.shard is None:
-                        done = epoch * self.total_tokens + lo + (hi - lo) * fraction
-                    else:  # words done by all ranks together
-                        done = self.shard.global_words(epoch, chunk, fraction)
-                    yield DeviceBatch(centers, contexts, self.batch_negatives(epoch, chunk, b, len(centers)),
-                                      epoch, chunk, b, done, fraction)
+    def __iter__(self) -> Iterator[PairBatch]:
+        for epoch, chunk, first in self.plan.chunks(self.start):
+            pairs = self.chunk_pairs(epoch, chunk)
+            n_batches = max(1, -(-len(pairs) // self.batch_size))
+            for b in range(first, n_batches):
+                centers, contexts = unpack(pairs[b * self.batch_size : (b + 1) * self.batch_size])
+                done = self.plan.words_done(epoch, chunk, b + 1, n_batches)
+                yield PairBatch(centers, contexts, epoch, chunk, b, done, (b + 1) / n_batches,
+                                self.batch_negatives(epoch, chunk, b, len(centers)))
 
     def total_words(self) -> int:
-        return self.epochs * self.total_tokens
+        return self.plan.total_words()
+
+
+# ------------------------------------------------------------------------------- the step and its defaults
+
+CPU_BATCH_SIZE = 4096  # data.batch_size=null on the CPU pair pipelines; up to it the exact step at the given lr
+# data.batch_size, optimizer.row_cap and optimizer.lr_scale null on this pipeline: 65536 pairs, capped at 32 terms
+# per row, twice the lr (the CPU quality study behind them: docs/notes_from_code.md).
+DEVICE_BATCH_SIZE = 65536
+DEVICE_ROW_CAP = 32.0
+DEVICE_LR_SCALE = 2.0
+
+
+def device_step_defaults(corpus_words: int, batch_size: Optional[int], row_cap: Optional[float],
+                         lr_scale: Optional[float]) -> Tuple[int, float, float]:
+    """(data.batch_size, optimizer.row_cap, optimizer.lr_scale) of the device pipeline's SGD step, each null one
+    filled in: DEVICE_* above; the exact step at the given lr up to CPU_BATCH_SIZE pairs. (`corpus_words`, the
+    corpus size, is there for a rule that depends on it; this one does not.)"""
+    batch = batch_size or DEVICE_BATCH_SIZE
+    large = batch > CPU_BATCH_SIZE
+    return (batch, (DEVICE_ROW_CAP if large else 0.0) if row_cap is None else row_cap,
+            (DEVICE_LR_SCALE if large else 1.0) if lr_scale is None else lr_scale)
+
+
+class DevicePipeline(PipelineBase):
+    """Pairs and negatives built as torch ops on the training device, trained by the torch SGD step (row-capped
+    for large batches) or SparseAdam. The same code on CPU and CUDA.
+
+    Its randomness is a pure function of the batch position, so its checkpoint state is only its tag (and the
+    SparseAdam state).
+    """
+
+    name = "device"
+
+    def __init__(self, data: DevicePairBatches, model: SGNS, row_cap: float,
+                 optimizer: Optional[torch.optim.Optimizer] = None, fixed_lr: bool = False, lr_scale: float = 1.0):
+        self.data, self.model, self.row_cap, self.lr_scale = data, model, row_cap, lr_scale
+        self.optimizer, self.fixed_lr = optimizer, fixed_lr
+        self.counter = RowCounter(model.input.weight.shape[0], model.input.weight.device) if row_cap > 0 else None
+        self.total_words = data.total_words()
+
+    def batches(self, start: Position) -> Iterator[PairBatch]:
+        self.data.start = start
+        return iter(self.data)
+
+    def step(self, batch: PairBatch, lr: float) -> torch.Tensor:
+        if self.optimizer is not None:
+            loss = optimizer_step(self.model, self.optimizer, batch.centers, batch.contexts, batch.negatives,
+                                  None if self.fixed_lr else lr)
+        else:
+            loss = sgd_step(self.model, batch.centers, batch.contexts, batch.negatives, lr * self.lr_scale,
+                            self.row_cap, self.counter)
+        if self.frozen is not None:
+            self.frozen.restore(torch.cat((batch.centers, batch.contexts)))
+        return loss
+
+    def own_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+
+    def load_own_state(self, state: dict) -> None:
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def make_device_pipeline(cfg: Any, batch_size: int, row_cap: float, lr_scale: float, corpus: EncodedCorpus,
+                         vocab: Vocabulary, model: SGNS, device: torch.device,
+                         shard: Optional[Shard] = None) -> DevicePipeline:
+    d, t, o = cfg.data, cfg.trainer, cfg.optimizer
+    data = DevicePairBatches(corpus, vocab, d.window, d.subsample, batch_size, d.chunk_tokens, t.epochs, t.seed,
+                             d.negatives, d.shared_negatives, d.ns_exponent, device, shard)
+    if o.name == "sparse_adam":
+        optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=o.lr)
+        return DevicePipeline(data, model, 0.0, optimizer, fixed_lr=not o.decay)
+    return DevicePipeline(data, model, row_cap, lr_scale=lr_scale)

@@ -1,38 +1,35 @@
-"""Pairs stage: token ids -> shuffled (center, context) positive pairs, in batches.
+"""The pair pipeline: token ids -> shuffled (center, context) positive pairs in batches, negatives drawn per
+batch, trained by the torch SGD step or an autograd step through torch.optim.SparseAdam (`optimizer=sparse_adam`
+on the CPU). Its batches also feed the full softmax (sgns.pipelines.softmax).
 
 Word2vec semantics, vectorised per chunk of the corpus with numpy (no per-token Python):
 out-of-vocabulary tokens dropped, frequent words subsampled with keep probability (sqrt(f/t) + 1) * t / f,
 then for every kept position a radius drawn uniformly in [1, window] and every word within that radius in
 the same sentence paired with it. Each chunk's randomness comes from its own generator seeded by
 (seed, epoch, chunk), so any position can be regenerated exactly: that is what makes resume exact.
-Negatives are not drawn here: sgns.pipelines.negatives draws them per batch (sgns.pipelines puts them into the batch).
+Negatives are drawn per batch by a seeded sampler (sgns.pipelines.negatives), whose state checkpoints keep.
 """
 
 from __future__ import annotations
 
-import mmap
 import queue
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
 from sgns.corpus import EncodedCorpus
+from sgns.model import SGNS
+from sgns.pipelines.base import PipelineBase
+from sgns.pipelines.negatives import NegativeSampler
+from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids
+from sgns.pipelines.torch_step import optimizer_step, sgd_step
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from sgns.distributed import Shard
-
-
-def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
-    """Word2vec's subsampling keep probability per word, (sqrt(f/t) + 1) * t / f, capped at 1."""
-    if subsample <= 0:
-        return np.ones(len(counts), dtype=np.float64)
-    f = counts / counts.sum()
-    return np.minimum((np.sqrt(f / subsample) + 1) * subsample / f, 1.0)
 
 
 def _window_masks(sentence: np.ndarray, radius: np.ndarray, window: int) -> Iterator[Tuple[int, np.ndarray,
@@ -78,47 +75,6 @@ def _unpack(packed: np.ndarray, dtype: np.dtype = np.int32) -> Tuple[np.ndarray,
     return halves[:, 0].astype(dtype), halves[:, 1].astype(dtype)
 
 
-def read_ids(ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """ids[lo:hi] as an in-memory copy. From a memmap, the pages read are then dropped from this process
-    (madvise DONTNEED), so resident memory does not grow with the corpus as the pass goes on."""
-    part = np.array(ids[lo:hi])
-    if isinstance(ids, np.memmap) and hasattr(mmap, "MADV_DONTNEED"):
-        base = ids._mmap  # the whole mapping (offset 0 for our id files)
-        if base is not None:
-            page = mmap.PAGESIZE
-            start = (lo * ids.itemsize) // page * page
-            stop = min(-(-(hi * ids.itemsize) // page) * page, len(base))
-            try:
-                base.madvise(mmap.MADV_DONTNEED, start, stop - start)
-            except (OSError, ValueError):  # advisory only
-                pass
-    return part
-
-
-@dataclass
-class Batch:
-    """A batch of positive pairs; the training loop reads `words_done`, `pairs` and `resume_position`."""
-
-    centers: torch.Tensor  # (B,) int32 on the CPU (strided views of a chunk), int64 on other devices
-    contexts: torch.Tensor  # (B,) like centers
-    epoch: int
-    chunk: int
-    index: int  # batch index within the chunk
-    words_done: float  # corpus words covered once this batch is trained (for lr decay and words/s)
-    chunk_fraction: float  # fraction of its chunk trained once this batch is (1.0 for the chunk's last batch)
-    negatives: Optional[torch.Tensor] = None  # (ceil(B / shared), K), drawn by the backend's batch source
-
-    @property
-    def pairs(self) -> int:
-        """Positive pairs in the batch (the loss window averages over them)."""
-        return len(self.centers)
-
-    @property
-    def resume_position(self) -> Tuple[int, int, int]:
-        """(epoch, chunk, batch) the data continues from once this batch is trained."""
-        return (self.epoch, self.chunk, self.index + 1)
-
-
 class PairBatches(IterableDataset):
     """Iterable over batches of positive pairs for every epoch, resumable at any batch."""
 
@@ -126,20 +82,18 @@ class PairBatches(IterableDataset):
                  batch_size: int, chunk_tokens: int, epochs: int, seed: int,
                  device: torch.device = torch.device("cpu"), prefetch: bool = True,
                  shard: Optional[Shard] = None):
-        self.corpus, self.window, self.batch_size = corpus, window, batch_size
-        self.chunk_tokens, self.epochs, self.seed = chunk_tokens, epochs, seed
+        self.corpus, self.window, self.batch_size, self.seed = corpus, window, batch_size, seed
         self.device, self.prefetch = device, prefetch
         self.remap = vocab.remap(len(corpus.words))
         self.keep = keep_probabilities(vocab.counts, subsample)
         self.total_tokens = corpus.total_tokens
-        self.n_chunks = max(1, -(-self.total_tokens // chunk_tokens))
-        self.shard = shard  # a torchrun rank's share of each epoch (its chunks, cut as the shard says), or all
-        self.start = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
+        self.plan = ChunkPlan(corpus.total_tokens, chunk_tokens, epochs, shard)
+        self.start: Position = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
 
     def chunk_pairs(self, epoch: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
         """Shuffled (centers, contexts) for one chunk: a pure function of (seed, epoch, chunk)."""
         rng = np.random.default_rng([self.seed, epoch, chunk])
-        lo, hi = self.bounds(chunk)
+        lo, hi = self.plan.bounds(chunk)
         ids = self.remap[read_ids(self.corpus.ids, lo, hi)]
         starts = self.corpus.offsets[np.searchsorted(self.corpus.offsets, lo):]
         starts = starts[starts < hi] - lo
@@ -154,21 +108,11 @@ class PairBatches(IterableDataset):
         # int32 column views of the shuffled pairs (no copy): the kernels index with them directly.
         return halves[:, 0], halves[:, 1]
 
-    def bounds(self, chunk: int) -> Tuple[int, int]:
-        """The token range [lo, hi) of a chunk."""
-        if self.shard is not None:
-            return self.shard.bounds(chunk)
-        return chunk * self.chunk_tokens, min((chunk + 1) * self.chunk_tokens, self.total_tokens)
+    def _chunks(self) -> Iterator[Tuple[int, int, int, np.ndarray, np.ndarray]]:
+        for epoch, chunk, first in self.plan.chunks(self.start):
+            yield (epoch, chunk, first, *self.chunk_pairs(epoch, chunk))
 
-    def _chunks(self) -> Iterator[Tuple[int, int, np.ndarray, np.ndarray]]:
-        e0, c0, _ = self.start
-        for epoch in range(e0, self.epochs):
-            for chunk in self.shard.chunks() if self.shard is not None else range(self.n_chunks):
-                if epoch == e0 and chunk < c0:
-                    continue
-                yield (epoch, chunk, *self.chunk_pairs(epoch, chunk))
-
-    def _prefetched(self) -> Iterator[Tuple[int, int, np.ndarray, np.ndarray]]:
+    def _prefetched(self) -> Iterator[Tuple[int, int, int, np.ndarray, np.ndarray]]:
         """Build the next chunk in a background thread (numpy releases the GIL) while this one trains.
 
         The worker starts a chunk only once the consumer has taken the previous one, so at most two
@@ -206,28 +150,77 @@ class PairBatches(IterableDataset):
         finally:
             stop.set()
 
-    def __iter__(self) -> Iterator[Batch]:
-        e0, c0, b0 = self.start
+    def __iter__(self) -> Iterator[PairBatch]:
         chunks = self._prefetched() if self.prefetch else self._chunks()
-        for epoch, chunk, centers, contexts in chunks:
-            n = len(centers)
-            n_batches = max(1, -(-n // self.batch_size))
-            lo, hi = self.bounds(chunk)
+        for epoch, chunk, first, centers, contexts in chunks:
+            n_batches = max(1, -(-len(centers) // self.batch_size))
             if self.device.type == "cpu":  # strided int32 views; the CPU kernels take them as they are
                 centers_t, contexts_t = torch.from_numpy(centers), torch.from_numpy(contexts)
             else:  # one contiguous int64 copy per chunk on the device
                 centers_t = torch.from_numpy(centers).to(self.device, torch.int64)
                 contexts_t = torch.from_numpy(contexts).to(self.device, torch.int64)
-            first = b0 if (epoch, chunk) == (e0, c0) else 0
             for b in range(first, n_batches):
                 s = slice(b * self.batch_size, (b + 1) * self.batch_size)
-                fraction = (b + 1) / n_batches
-                if self.shard is None:
-                    done = epoch * self.total_tokens + lo + (hi - lo) * (b + 1) / n_batches
-                else:  # words done by all ranks together
-                    done = self.shard.global_words(epoch, chunk, fraction)
-                yield Batch(centers_t[s], contexts_t[s], epoch, chunk, b, done, fraction)
+                yield PairBatch(centers_t[s], contexts_t[s], epoch, chunk, b,
+                                self.plan.words_done(epoch, chunk, b + 1, n_batches), (b + 1) / n_batches)
 
     def total_words(self) -> int:
-        return self.epochs * self.total_tokens
+        return self.plan.total_words()
 
+
+# One training update on (centers, contexts, negatives) at `lr`, with the model (and optimizer) bound in.
+PairStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def make_pair_step(cfg: Any, model: SGNS) -> Tuple[PairStep, Optional[torch.optim.Optimizer]]:
+    """The update for `optimizer`, and the torch optimizer it steps (None for plain SGD: the exact torch step)."""
+    o = cfg.optimizer
+    if o.name == "sparse_adam":
+        optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=o.lr)
+        fixed_lr = not o.decay  # SparseAdam keeps its own lr unless the schedule decays it
+
+        def adam_step(centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
+                      lr: float) -> torch.Tensor:
+            return optimizer_step(model, optimizer, centers, contexts, negatives, None if fixed_lr else lr)
+
+        return adam_step, optimizer
+
+    def sgd(centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor, lr: float) -> torch.Tensor:
+        return sgd_step(model, centers, contexts, negatives, lr)
+
+    return sgd, None
+
+
+class PairPipeline(PipelineBase):
+    """Shuffled positive pairs with negatives drawn per batch, trained by one pair step."""
+
+    name = "pairs"
+
+    def __init__(self, pairs: PairBatches, sampler: NegativeSampler, negatives: int, shared: int,
+                 pair_step: PairStep, optimizer: Optional[torch.optim.Optimizer] = None):
+        self.pairs, self.sampler, self.k, self.shared = pairs, sampler, negatives, shared
+        self.pair_step, self.optimizer = pair_step, optimizer
+        self.total_words = pairs.total_words()
+
+    def batches(self, start: Position) -> Iterator[PairBatch]:
+        self.pairs.start = start
+        for batch in self.pairs:
+            # Drawn as the loop asks for the batch, so the sampler's state at a checkpoint is exactly "after
+            # the batches trained so far".
+            batch.negatives = self.sampler.draw(batch.pairs, self.k, self.shared)
+            yield batch
+
+    def step(self, batch: PairBatch, lr: float) -> torch.Tensor:
+        loss = self.pair_step(batch.centers, batch.contexts, batch.negatives, lr)
+        if self.frozen is not None:
+            self.frozen.restore(torch.cat((batch.centers, batch.contexts)))
+        return loss
+
+    def own_state(self) -> dict:
+        return {"sampler": self.sampler.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+
+    def load_own_state(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])

@@ -1,102 +1,106 @@
-"""Batch source for the fused CPU kernel: the corpus as spans of token ids with their sentence starts.
+"""What every batch source shares: the epoch/chunk plan, reading a chunk's ids, subsampling, the pair batch.
 
-No pairs are built here: the kernel (sgns.pipelines.span) drops out-of-vocabulary words, subsamples,
-draws windows and negatives itself. A span is `data.span_tokens` consecutive corpus positions (a sentence cut
-by a span edge is trained as two), read from the token cache as an in-memory copy (its pages then dropped, so
-memory stays flat); the position a run continues from is (epoch, span, piece), so spans are regenerated
-exactly on resume.
-
-Under torchrun a rank trains only its shard's chunks (sgns.distributed.Shard): each chunk is cut into
-spans ending at the points where the ranks merge their tables, so a merge always falls between two steps.
+A batch source walks the corpus epoch by epoch in chunks of consecutive positions (under torchrun: only its
+rank's chunks, as sgns.distributed.Shard cuts them) and cuts each chunk into batches (pairs) or spans. The
+position a run continues from is (epoch, chunk, index within the chunk), so any batch can be regenerated
+exactly from its position and the seed: that is what makes resume exact on every pipeline.
 """
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 import numpy as np
-
-from sgns.corpus import EncodedCorpus
-from sgns.pipelines.pairs import read_ids
+import torch
 
 if TYPE_CHECKING:
     from sgns.distributed import Shard
 
-Position = Tuple[int, int, int]  # (epoch, chunk, batch or piece or span) a batch source continues from
-STEPS_PER_EPOCH = 100  # a small corpus gets spans shorter than data.span_tokens: about this many steps an epoch
-MIN_SPAN = 1000  # ...but never shorter than this
+Position = Tuple[int, int, int]  # (epoch, chunk, batch or span within the chunk) a batch source continues from
 
 
-def span_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Sentence starts within corpus positions [lo, hi) relative to lo (a sentence cut by lo starts at 0),
-    then hi - lo."""
-    inner = offsets[np.searchsorted(offsets, lo) : np.searchsorted(offsets, hi)]
-    head = [] if len(inner) and inner[0] == lo else [lo]
-    return (np.concatenate([head, inner, [hi]]) - lo).astype(np.int64)
+def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
+    """Word2vec's subsampling keep probability per word, (sqrt(f/t) + 1) * t / f, capped at 1."""
+    if subsample <= 0:
+        return np.ones(len(counts), dtype=np.float64)
+    f = counts / counts.sum()
+    return np.minimum((np.sqrt(f / subsample) + 1) * subsample / f, 1.0)
 
 
-@dataclass
-class Span:
-    """One chunk of the corpus for the fused kernel (what the loop hands to its step)."""
+def read_ids(ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """ids[lo:hi] as an in-memory copy. From a memmap, the pages read are then dropped from this process
+    (madvise DONTNEED), so resident memory does not grow with the corpus as the pass goes on."""
+    part = np.array(ids[lo:hi])
+    if isinstance(ids, np.memmap) and hasattr(mmap, "MADV_DONTNEED"):
+        base = ids._mmap  # the whole mapping (offset 0 for our id files)
+        if base is not None:
+            page = mmap.PAGESIZE
+            start = (lo * ids.itemsize) // page * page
+            stop = min(-(-(hi * ids.itemsize) // page) * page, len(base))
+            try:
+                base.madvise(mmap.MADV_DONTNEED, start, stop - start)
+            except (OSError, ValueError):  # advisory only
+                pass
+    return part
 
-    ids: np.ndarray  # int32 corpus ids (first-seen order) of the chunk's positions
-    starts: np.ndarray  # int64 sentence starts within the chunk, then its length
-    epoch: int
-    chunk: int  # the span's index within the epoch (under torchrun: the shard chunk it is part of)
-    stream: int  # with the seed and epoch, keys the span's random streams: unique within an epoch
-    first_piece: int  # pieces before this one were trained before a resume
-    words_before: float  # corpus words covered before this span (all epochs; all ranks together)
-    words_done: float  # corpus words covered once it is trained
-    resume_position: Position  # where the spans continue once this one is trained
-    chunk_fraction: float = 1.0  # under torchrun: how far into its chunk the rank is once this span is trained
-    pairs: int = 0  # positive pairs trained, filled in by the step
 
+class ChunkPlan:
+    """The chunks of every epoch in training order, from a position on: `chunk_tokens`-long chunks of the
+    corpus, or under torchrun the rank's shard's chunks."""
 
-class TokenSpans:
-    """Spans for every epoch from a position on; a pure function of the corpus and the position."""
+    def __init__(self, total_tokens: int, chunk_tokens: int, epochs: int, shard: Optional[Shard] = None):
+        self.total_tokens, self.chunk_tokens, self.epochs, self.shard = total_tokens, chunk_tokens, epochs, shard
+        self.n_chunks = max(1, -(-total_tokens // chunk_tokens))
 
-    def __init__(self, corpus: EncodedCorpus, span_tokens: int, epochs: int, shard: Optional[Shard] = None):
-        self.corpus, self.epochs, self.shard = corpus, epochs, shard
-        self.total_tokens = corpus.total_tokens
-        # Steps are what logs, evaluation and checkpoints count: a small corpus still gets enough of them.
-        self.span_tokens = min(span_tokens, max(MIN_SPAN, -(-self.total_tokens // STEPS_PER_EPOCH)))
-        self.n_spans = max(1, -(-self.total_tokens // self.span_tokens))
-        if shard is not None:  # spans per chunk: at most span_tokens long, a multiple of the merge points per chunk
-            longest = -(-self.total_tokens // shard.n_chunks)
-            per_chunk, m = -(-longest // self.span_tokens), shard.points_per_chunk
-            self.spans_per_chunk = -(-per_chunk // m) * m
+    def bounds(self, chunk: int) -> Tuple[int, int]:
+        """The token range [lo, hi) of a chunk."""
+        if self.shard is not None:
+            return self.shard.bounds(chunk)
+        return chunk * self.chunk_tokens, min((chunk + 1) * self.chunk_tokens, self.total_tokens)
+
+    def chunks(self, start: Position) -> Iterator[Tuple[int, int, int]]:
+        """(epoch, chunk, first index to train in it) for every chunk from `start` on."""
+        e0, c0, i0 = start
+        for epoch in range(e0, self.epochs):
+            for chunk in self.shard.chunks() if self.shard is not None else range(self.n_chunks):
+                if epoch == e0 and chunk < c0:
+                    continue
+                yield epoch, chunk, i0 if (epoch, chunk) == (e0, c0) else 0
+
+    def words_done(self, epoch: int, chunk: int, done: int, parts: int) -> float:
+        """Corpus words covered once `done` of a chunk's `parts` equal parts are trained (under torchrun: by
+        all ranks together)."""
+        if self.shard is not None:
+            return self.shard.global_words(epoch, chunk, done / parts)
+        lo, hi = self.bounds(chunk)
+        return epoch * self.total_tokens + lo + (hi - lo) * done / parts
 
     def total_words(self) -> int:
         return self.epochs * self.total_tokens
 
-    def __call__(self, start: Position) -> Iterator[Span]:
-        """Spans from `start`: (epoch, span, first piece), or under torchrun (epoch, shard chunk, span in it)."""
-        if self.shard is not None:
-            yield from self._sharded(start)
-            return
-        e0, c0, p0 = start
-        for epoch in range(e0, self.epochs):
-            for chunk in range(c0 if epoch == e0 else 0, self.n_spans):
-                lo = chunk * self.span_tokens
-                hi = min(lo + self.span_tokens, self.total_tokens)
-                before = epoch * self.total_tokens + lo
-                yield Span(read_ids(self.corpus.ids, lo, hi), span_starts(self.corpus.offsets, lo, hi), epoch, chunk,
-                           chunk, p0 if (epoch, chunk) == (e0, c0) else 0, before, before + hi - lo,
-                           (epoch, chunk + 1, 0))
 
-    def _sharded(self, start: Position) -> Iterator[Span]:
-        """This rank's chunks, each as `spans_per_chunk` near-equal spans; words counted over all ranks."""
-        shard, m = self.shard, self.spans_per_chunk
-        assert shard is not None
-        e0, c0, i0 = start
-        for epoch in range(e0, self.epochs):
-            for chunk in shard.chunks():
-                if epoch == e0 and chunk < c0:
-                    continue
-                lo, hi = shard.bounds(chunk)
-                for i in range(i0 if (epoch, chunk) == (e0, c0) else 0, m):
-                    a, b = lo + (hi - lo) * i // m, lo + (hi - lo) * (i + 1) // m
-                    yield Span(read_ids(self.corpus.ids, a, b), span_starts(self.corpus.offsets, a, b), epoch, chunk,
-                               chunk * m + i, 0, shard.global_words(epoch, chunk, i / m),
-                               shard.global_words(epoch, chunk, (i + 1) / m), (epoch, chunk, i + 1), (i + 1) / m)
+@dataclass
+class PairBatch:
+    """A batch of positive pairs (pairs, device and softmax pipelines); the loop reads `words_done`, `pairs`
+    and `resume_position`."""
+
+    centers: torch.Tensor  # (B,) int32 on the CPU (strided views of a chunk), int64 or int32 on other devices
+    contexts: torch.Tensor  # (B,) like centers
+    epoch: int
+    chunk: int
+    index: int  # batch index within the chunk
+    words_done: float  # corpus words covered once this batch is trained (for lr decay and words/s)
+    chunk_fraction: float = 1.0  # fraction of its chunk trained once this batch is (torchrun merges by it)
+    negatives: Optional[torch.Tensor] = None  # (ceil(B / shared), K), drawn by the pipeline's batch source
+
+    @property
+    def pairs(self) -> int:
+        """Positive pairs in the batch (the loss window averages over them)."""
+        return len(self.centers)
+
+    @property
+    def resume_position(self) -> Position:
+        """(epoch, chunk, batch) the data continues from once this batch is trained."""
+        return self.epoch, self.chunk, self.index + 1

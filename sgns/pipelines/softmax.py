@@ -1,4 +1,5 @@
-"""The full-softmax step (`model=full_softmax`) and its backend: sgns's pairs, no negatives, torch on any device.
+"""The full-softmax pipeline (`model=full_softmax`): the pair pipeline's batches, no negatives, trained by a
+hand-written softmax SGD step, torch on any device (the model itself: sgns.model.FullSoftmax).
 
 The step writes the gradient of the summed cross-entropy out by hand (no autograd graph of |V| logits per
 pair); logits are computed in chunks of rows so memory stays bounded (about CHUNK_LOGITS floats) whatever
@@ -12,7 +13,9 @@ from typing import Iterator
 import torch
 
 from sgns.model import FullSoftmax
-from sgns.pipelines.pairs import Batch, PairBatches
+from sgns.pipelines.base import PipelineBase
+from sgns.pipelines.pairs import PairBatches
+from sgns.pipelines.plan import PairBatch, Position
 
 CHUNK_LOGITS = 1 << 24  # logits held at once (64 MiB in float32)
 
@@ -47,22 +50,22 @@ def full_softmax_sgd_step(model: FullSoftmax, centers: torch.Tensor, contexts: t
     return loss
 
 
-class SoftmaxBackend:
-    """Shuffled positive pairs (the same batches as negative sampling), trained with the full softmax."""
+class SoftmaxPipeline(PipelineBase):
+    """Shuffled positive pairs (the same batches as negative sampling), trained with the full softmax. Plain SGD
+    and no sampler: the pairs are keyed by the position and the seed, so the checkpoint state is its tag."""
+
+    name = "softmax"
 
     def __init__(self, pairs: PairBatches, model: FullSoftmax):
         self.pairs, self.model = pairs, model
         self.total_words = pairs.total_words()
 
-    def batches(self, start: tuple) -> Iterator[Batch]:
+    def batches(self, start: Position) -> Iterator[PairBatch]:
         self.pairs.start = start
         return iter(self.pairs)
 
-    def step(self, batch: Batch, lr: float) -> torch.Tensor:
-        return full_softmax_sgd_step(self.model, batch.centers, batch.contexts, lr)
-
-    def state_dict(self) -> dict:
-        return {}  # plain SGD and no sampler: the pairs are keyed by the position and the seed
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def step(self, batch: PairBatch, lr: float) -> torch.Tensor:
+        loss = full_softmax_sgd_step(self.model, batch.centers, batch.contexts, lr)
+        if self.frozen is not None:
+            self.frozen.restore(torch.cat((batch.centers, batch.contexts)))
+        return loss

@@ -17,8 +17,14 @@ before the window: exactly a batch SGD step on the BCE-with-logits loss of that 
 Pieces are aligned to sentence starts and defined by positions alone (`piece_bounds`), never by the thread
 count. `SpanTrainer` runs a span's pieces on several threads at once, racing on shared rows exactly as
 word2vec and gensim do (Hogwild, the fast default), or, deterministic, on one thread in piece order.
-`SpanBackend` is the training loop's view of it (sgns.pipelines.Backend): batches are token spans
-(sgns.pipelines.plan), the step trains one.
+`SpanPipeline` is the training loop's view of it (sgns.pipelines.Pipeline): batches are token spans
+(`TokenSpans`), the step trains one.
+
+No pairs are built for it: a span is `data.span_tokens` consecutive corpus positions (a sentence cut by a span
+edge is trained as two), read from the token cache as an in-memory copy (its pages then dropped, so memory
+stays flat); the position a run continues from is (epoch, span, 0), so spans are regenerated exactly on
+resume. Under torchrun a rank trains only its shard's chunks (sgns.distributed.Shard): each chunk is cut
+into spans ending at the points where the ranks merge their tables, so a merge always falls between two steps.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -35,13 +42,16 @@ from numba import literally, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from sgns.device import cpu_threads
+from sgns.corpus import EncodedCorpus
 from sgns.errors import SGNSError
 from sgns.model import SGNS
-from sgns.pipelines.negatives import unigram_table
-from sgns.pipelines.pairs import keep_probabilities
-from sgns.pipelines.plan import Span, TokenSpans
+from sgns.pipelines.base import PipelineBase
+from sgns.pipelines.negatives import alias_table, unigram_table
+from sgns.pipelines.plan import ChunkPlan, Position, keep_probabilities, read_ids
 from sgns.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from sgns.distributed import Shard
 
 # Reassociation lets LLVM vectorise the dot products; the compiled code is fixed, so one machine gives
 # bit-identical results run to run.
@@ -288,20 +298,11 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
     return loss, loss_pairs, pairs, logits
 
 
-def alias_table(probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Walker's alias table for `probs`: (accept threshold as an integer in [0, 2^32], alias index)."""
-    n = len(probs)
-    scaled = np.asarray(probs, dtype=np.float64) * n
-    accept = np.ones(n, dtype=np.float64)
-    alias = np.arange(n, dtype=np.int32)
-    small = [i for i in np.flatnonzero(scaled < 1.0).tolist()]
-    large = [i for i in np.flatnonzero(scaled >= 1.0).tolist()]
-    while small and large:
-        s, g = small.pop(), large.pop()
-        accept[s], alias[s] = scaled[s], g
-        scaled[g] -= 1.0 - scaled[s]
-        (small if scaled[g] < 1.0 else large).append(g)
-    return np.minimum(np.round(accept * 4294967296.0), 4294967296.0).astype(np.int64), alias
+def kernel_alias_table(probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The alias table of `probs` as the kernel reads it: (accept threshold as an integer in [0, 2^32], int32
+    alias index)."""
+    accept, alias = alias_table(probs)
+    return np.minimum(np.round(accept * 4294967296.0), 4294967296.0).astype(np.int64), alias.astype(np.int32)
 
 
 def piece_bounds(starts: np.ndarray, piece_tokens: int) -> np.ndarray:
@@ -352,16 +353,12 @@ class SpanTrainer:
         self.deterministic = deterministic
         self._pool: Optional[ThreadPoolExecutor] = None  # the helper threads, started on first use
 
-    def n_pieces(self, starts: np.ndarray) -> int:
-        return len(piece_bounds(starts, self.piece_tokens)) - 1
-
-    def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float, lr1: float,
-                   first_piece: int = 0, last_piece: Optional[int] = None) -> Tuple[float, int, int]:
-        """Train on pieces first_piece..last_piece-1 of one span (its ids and sentence starts); lr falls
-        linearly from lr0 at the span's start to lr1 at its end. Returns (summed loss of the sampled windows,
-        their positive pairs, all positive pairs)."""
+    def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float,
+                   lr1: float) -> Tuple[float, int, int]:
+        """Train on one span (its ids and sentence starts); lr falls linearly from lr0 at the span's start to
+        lr1 at its end. Returns (summed loss of the sampled windows, their positive pairs, all positive pairs)."""
         bounds = piece_bounds(starts, self.piece_tokens)
-        last = len(bounds) - 1 if last_piece is None else last_piece
+        pieces = len(bounds) - 1
         span = max(int(starts[-1]), 1)
         # A short span (a small corpus) sums the loss of every window: a 1-in-16 sample of it may hold none.
         loss_every = self.loss_every if span >= 1 << 16 else min(self.loss_every, 1)
@@ -376,12 +373,12 @@ class SpanTrainer:
                                self.window, self.negatives, la, lb, np.uint64(piece_seed(self.seed, epoch, chunk, p)),
                                loss_every, self.W.shape[1])
 
-        if self.deterministic or self.threads <= 1 or last - first_piece <= 1:
-            results = [run(p) for p in range(first_piece, last)]
+        if self.deterministic or self.threads <= 1 or pieces <= 1:
+            results = [run(p) for p in range(pieces)]
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="sgns-numba")
-            results = _run_threads(run, range(first_piece, last), self.threads, self._pool)
+            results = _run_threads(run, range(pieces), self.threads, self._pool)
         return sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results)
 
 
@@ -418,9 +415,74 @@ def _run_threads(fn: Callable[[int], Tuple[float, int, int, int]], items: range,
     return results  # type: ignore[return-value]
 
 
-class SpanBackend:
-    """The fused kernel behind the loop's step interface (sgns.pipelines.Backend): batches are token spans
-    (sgns.pipelines.plan), `step` trains one with plain SGD, lr falling linearly across it as the schedule says."""
+# ------------------------------------------------------------------------------- the batch source: spans
+
+STEPS_PER_EPOCH = 100  # a small corpus gets spans shorter than data.span_tokens: about this many steps an epoch
+MIN_SPAN = 1000  # ...but never shorter than this
+
+
+def span_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Sentence starts within corpus positions [lo, hi) relative to lo (a sentence cut by lo starts at 0),
+    then hi - lo."""
+    inner = offsets[np.searchsorted(offsets, lo) : np.searchsorted(offsets, hi)]
+    head = [] if len(inner) and inner[0] == lo else [lo]
+    return (np.concatenate([head, inner, [hi]]) - lo).astype(np.int64)
+
+
+@dataclass
+class Span:
+    """One chunk of the corpus for the fused kernel (what the loop hands to its step)."""
+
+    ids: np.ndarray  # int32 corpus ids (first-seen order) of the chunk's positions
+    starts: np.ndarray  # int64 sentence starts within the chunk, then its length
+    epoch: int
+    chunk: int  # the span's index within the epoch (under torchrun: the shard chunk it is part of)
+    stream: int  # with the seed and epoch, keys the span's random streams: unique within an epoch
+    words_before: float  # corpus words covered before this span (all epochs; all ranks together)
+    words_done: float  # corpus words covered once it is trained
+    resume_position: Position  # where the spans continue once this one is trained
+    chunk_fraction: float = 1.0  # under torchrun: how far into its chunk the rank is once this span is trained
+    pairs: int = 0  # positive pairs trained, filled in by the step
+
+
+class TokenSpans:
+    """Spans for every epoch from a position on; a pure function of the corpus and the position."""
+
+    def __init__(self, corpus: EncodedCorpus, span_tokens: int, epochs: int, shard: Optional[Shard] = None):
+        self.corpus, self.epochs, self.shard = corpus, epochs, shard
+        self.total_tokens = corpus.total_tokens
+        # Steps are what logs, evaluation and checkpoints count: a small corpus still gets enough of them.
+        self.span_tokens = min(span_tokens, max(MIN_SPAN, -(-self.total_tokens // STEPS_PER_EPOCH)))
+        # Alone, a chunk is one span; under torchrun a shard chunk is cut into spans_per_chunk spans: at most
+        # span_tokens long, a multiple of the merge points per chunk.
+        self.plan = ChunkPlan(self.total_tokens, self.span_tokens, epochs, shard)
+        self.spans_per_chunk = 1
+        if shard is not None:
+            longest = -(-self.total_tokens // shard.n_chunks)
+            per_chunk, m = -(-longest // self.span_tokens), shard.points_per_chunk
+            self.spans_per_chunk = -(-per_chunk // m) * m
+
+    def total_words(self) -> int:
+        return self.plan.total_words()
+
+    def __call__(self, start: Position) -> Iterator[Span]:
+        """Spans from `start`: (epoch, span, 0), or under torchrun (epoch, shard chunk, span in it)."""
+        m = self.spans_per_chunk
+        for epoch, chunk, first in self.plan.chunks(start):
+            lo, hi = self.plan.bounds(chunk)
+            for i in range(first, m):
+                a, b = lo + (hi - lo) * i // m, lo + (hi - lo) * (i + 1) // m
+                yield Span(read_ids(self.corpus.ids, a, b), span_starts(self.corpus.offsets, a, b), epoch, chunk,
+                           chunk * m + i, self.plan.words_done(epoch, chunk, i, m),
+                           self.plan.words_done(epoch, chunk, i + 1, m),
+                           (epoch, chunk + 1, 0) if self.shard is None else (epoch, chunk, i + 1), (i + 1) / m)
+
+
+class SpanPipeline(PipelineBase):
+    """The fused kernel behind the loop's step interface (sgns.pipelines.Pipeline): batches are token spans,
+    `step` trains one with plain SGD, lr falling linearly across it as the schedule says."""
+
+    name = "span"
 
     def __init__(self, spans: TokenSpans, model: SGNS, vocab: Vocabulary, window: int, negatives: int,
                  subsample: float, ns_exponent: float, seed: int, threads: int, deterministic: bool,
@@ -430,32 +492,26 @@ class SpanBackend:
             raise SGNSError("the numba kernel trains contiguous float32 CPU weights: use trainer.kernel=torch")
         self.spans, self.lr_at = spans, lr_at
         self.total_words = spans.total_words()
-        accept, alias = alias_table(unigram_table(vocab.counts, ns_exponent))
-        threads = cpu_threads(threads)
+        accept, alias = kernel_alias_table(unigram_table(vocab.counts, ns_exponent))
         self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.words)),
                                    keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
                                    seed, threads, deterministic=deterministic)
 
-    def batches(self, start: Tuple[int, int, int]) -> Iterator[Span]:
+    def batches(self, start: Position) -> Iterator[Span]:
         return self.spans(start)
 
     def step(self, batch: Span, lr: float) -> float:
         """Train one span; its summed loss (estimated from the sampled windows, see `train_piece`)."""
         lr_end = self.lr_at(batch.words_done / self.total_words)
         loss, loss_pairs, pairs = self.trainer.train_span(batch.ids, batch.starts, batch.epoch, batch.stream, lr,
-                                                          lr_end, batch.first_piece)
+                                                          lr_end)
+        if self.frozen is not None:
+            self.frozen.restore()  # a span says no rows: every frozen row
         batch.pairs = pairs
         return loss * pairs / loss_pairs if loss_pairs else 0.0
 
-    def state_dict(self) -> dict:
+    def own_state(self) -> dict:
         # No random state to keep: every piece's stream is a function of (seed, epoch, span, piece). Plain SGD
         # has no optimizer state (the key is there as in every checkpoint).
         return {"spans": {"span_tokens": self.spans.span_tokens, "piece_tokens": self.trainer.piece_tokens},
                 "optimizer": None}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "spans" not in state:
-            ran = ("the torch device pipeline (trainer.kernel=torch or a CUDA device)"
-                   if state.get("pair_source") == "device" else "the CPU pair pipeline (optimizer.name=sparse_adam)")
-            raise SGNSError(f"this run's checkpoint was written by {ran}, which builds other batches: resume it with "
-                            f"those settings, or start a new run (another hydra.run.dir)")

@@ -1,6 +1,6 @@
 """The training loop, read top to bottom: setup, the loop, finish.
 
-corpus -> vocabulary -> model + backend (pairs and negatives, the kernel's step) -> the loop over batches
+corpus -> vocabulary -> model + pipeline (batches and the step) -> the loop over batches
 -> checkpoints, TensorBoard points, vectors, evaluation, metrics.json. `train(cfg)` is a plain function
 returning the run's metrics; the command line around it is sgns.cli.train.
 """
@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sgns.config import check_resolvable, validate
+from sgns.config import USUAL_LR, check_resolvable, validate
 from sgns.corpus import EncodedCorpus, encode, make_source
 from sgns.distributed.team import Team, join_team
 from sgns.errors import SGNSError, Stopped
 from sgns.evaluate import evaluate_all
 from sgns.model import SGNS, make_model
 from sgns.phrases import apply_phrases
-from sgns.pipelines import Backend, learning_rate, make_backend
+from sgns.pipelines import Pipeline, learning_rate, make_pipeline, resolve_settings
 from sgns.synthetic import evaluation_config
 from sgns.train.checkpoint import list_checkpoints
 from sgns.train.eval_schedule import EvalSchedule
@@ -74,29 +74,34 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     run.write_vocab(vocab)
     model = make_model(cfg.model, len(vocab)).to(device)
     team.form(cfg, corpus, vocab, model)
-    backend = make_backend(cfg, corpus, vocab, model, device, team.shard)
-    backend = start_from(cfg.model, model, vocab.words, backend, resumed=resume is not None, log=log.info)
+    settings = resolve_settings(cfg, device, corpus.total_tokens)  # every "auto"/null setting, resolved once
+    log.info(f"resolved: {settings.describe()}")
+    run.write_resolved(OmegaConf.to_yaml(settings.with_asked(cfg)))
+    pipeline = make_pipeline(settings, cfg, corpus, vocab, model, device, team.shard)
+    rows = start_from(cfg.model, model, vocab.words, resumed=resume is not None, log=log.info)
+    if cfg.model.freeze_init:
+        pipeline.freeze(model.input.weight, rows)
     state = TrainState(loss_sum=torch.zeros((), device=device))
     if resume is not None:
-        restore(resume, vocab, model, backend, state, team, rank_state)
+        restore(resume, vocab, model, pipeline, state, team, rank_state)
     team.start()  # every rank from rank 0's tables (fresh or restored)
     tb = run.tblog(state.words_done)
     eval_cfg = run.benchmarks(evaluation_config(cfg))
-    evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, backend.total_words, state.words_done,
+    evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, pipeline.total_words, state.words_done,
                          bool(eval_cfg.analogies or eval_cfg.similarities))
     guard = DivergenceGuard(cfg, run.path, len(vocab), ranks=team.world_size)
 
     # ------------------------------------------------------------------------------------------- the loop
-    total_words = backend.total_words
+    total_words = pipeline.total_words
     bar = run.progress_bar(total_words, state.words_done, enabled=t.progress)
     next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
     last_loss = float("nan")
     interrupted = None
     with StopRequest() as stop:
         tick, tick_words = time.perf_counter(), state.words_done
-        for batch in backend.batches(state.position):
+        for batch in pipeline.batches(state.position):
             lr = learning_rate(cfg.optimizer, state.words_done / total_words)
-            loss = backend.step(batch, lr)
+            loss = pipeline.step(batch, lr)
             bar.update(int(batch.words_done) - int(state.words_done))
             state.advance(batch, loss)
             # merge the ranks' tables when due; stop and checkpoint only as all agree
@@ -116,7 +121,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
                 tb.evaluation(evals.run(evaluate, eval_cfg, vocab, model, device), state.words_done)
                 tick += evals.last_seconds  # evaluating is not training: words/s and train_seconds leave it out
             if checkpoint_now:
-                save(cfg, run, state, model, backend, vocab, tb, guard, team)
+                save(cfg, run, state, model, pipeline, vocab, tb, guard, team)
                 next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every
             if stop_now:
                 interrupted = stop.signal or signal.SIGTERM  # another rank's signal
@@ -126,7 +131,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
             last_loss = guard.check_loss(state.step, state.window_loss())
         bar.close()
         if interrupted is not None:
-            save(cfg, run, state, model, backend, vocab, tb, guard, team)
+            save(cfg, run, state, model, pipeline, vocab, tb, guard, team)
             tb.close()
             raise team.error(Stopped(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, "
                                      f"checkpoint saved in {run.path / 'checkpoints'}", run.path))
@@ -165,7 +170,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     tb.hparams(cfg, state.words_done)
     tb.close()
     state.finished = True  # last: a finished checkpoint means every output exists
-    save(cfg, run, state, model, backend, vocab, tb, guard, team, metrics)
+    save(cfg, run, state, model, pipeline, vocab, tb, guard, team, metrics)
     log.info(f"done: {int(state.words_done):,} words in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
              f"training), loss {last_loss:.4f}; outputs in {run.path}")
     return metrics
@@ -188,21 +193,21 @@ def read_corpus(cfg: DictConfig) -> tuple[EncodedCorpus, Vocabulary]:
     return corpus, vocab
 
 
-def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, backend: Backend, state: TrainState, team: Team,
+def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, pipeline: Pipeline, state: TrainState, team: Team,
             rank_state: Optional[dict] = None) -> None:
-    """Put model, backend and state where the checkpoint's run stopped (under torchrun: ranks other than 0 get
+    """Put model, pipeline and state where the checkpoint's run stopped (under torchrun: ranks other than 0 get
     the model from rank 0 later, and their own data position and negatives from `rank_state`)."""
     if "model" in checkpoint:  # rank 0's, or a single process's
         if list(checkpoint["vocab"]["words"]) != vocab.words:
             raise SGNSError("the checkpoint's vocabulary differs from this corpus and config: resume with the "
                             "same corpus and data settings, or start a new run (another hydra.run.dir)")
         model.load_state_dict(checkpoint["model"])
-        backend.load_state_dict(checkpoint)
+        pipeline.load_state_dict(checkpoint)
         state.load_state_dict(checkpoint)
     else:
         state.load_state_dict({**checkpoint, "torch_rng": torch.get_rng_state()})
     if rank_state is not None:
-        backend.load_state_dict(rank_state["backend"])
+        pipeline.load_state_dict(rank_state["backend"])
         state.position = tuple(rank_state["position"])
         state.words_done = rank_state["words_done"]  # this rank's own estimate (the lr it continues with)
         team.load_rank_state(rank_state)
@@ -213,15 +218,13 @@ class DivergenceGuard:
     """The one divergence check: NaN/inf in the loss, parameters or vectors, or a finite mean loss far above an
     untrained model's; the error names the step and the likely cause."""
 
-    # A diverging run can stay finite (a torchrun dist.merge=sum run reached 1e21 per pair and "finished"). An
-    # untrained model (output vectors zero: every logit 0) costs (1 + K) ln 2 per pair under SGNS, ln |V| under the
-    # full softmax. Measured on a 50k-word Zipf corpus, runs that still learn never passed 3x it, and runs that blow
-    # up passed 100x within a few log points; 100x leaves a wide margin for noisy windows and high learning rates.
+    # A diverging run can stay finite; runs that still learn stay far below 100x an untrained model's loss
+    # (every logit 0: (1 + K) ln 2 per pair, ln |V| for the full softmax). Measurements: docs/notes_from_code.md.
     LOSS_LIMIT_FACTOR = 100
 
     def __init__(self, cfg: DictConfig, run_dir: Path, vocab_size: int, ranks: int = 1) -> None:
         self.optimizer, self.run_dir = cfg.optimizer, run_dir
-        # Under torchrun the merge can diverge where one process does not (measured: a 20-word corpus, every merge)
+        # Under torchrun the merge can diverge where one process does not
         self.merge = (f"; with {ranks} ranks, dist.merge={cfg.dist.merge} every dist.sync_every_words="
                       f"{cfg.dist.sync_every_words} may be the cause: try the same config in one process"
                       if ranks > 1 else "")
@@ -251,7 +254,7 @@ class DivergenceGuard:
 
     def diverged(self, what_happened: str) -> SGNSError:
         o = self.optimizer
-        usual = {"sgd": 0.025, "sparse_adam": 0.001}.get(o.name)
+        usual = USUAL_LR.get(o.name)
         advice = f"try {usual}" if usual is not None and o.lr > usual else f"try a smaller one, e.g. {o.lr / 4:g}"
         kept = list_checkpoints(self.run_dir)
         where = (f"the last good one, {kept[-1]}, is kept" if kept else "none was written before it either")
@@ -271,14 +274,14 @@ def all_finite(values: torch.Tensor | np.ndarray) -> bool:
     return math.isfinite(float(np.sum(values, dtype=np.float64)))
 
 
-def save(cfg: DictConfig, run: RunDir, state: TrainState, model: SGNS, backend: Backend, vocab: Vocabulary,
+def save(cfg: DictConfig, run: RunDir, state: TrainState, model: SGNS, pipeline: Pipeline, vocab: Vocabulary,
          tb: TBLog, guard: DivergenceGuard, team: Team, metrics: Optional[dict] = None) -> None:
-    """Write a checkpoint: the state, the model, the backend's state, the vocabulary and the config in one dict.
+    """Write a checkpoint: the state, the model, the pipeline's state, the vocabulary and the config in one dict.
 
     Under torchrun every rank calls this at the same merge: rank 0 gathers each rank's data position and
     negative-sampler state and writes the one checkpoint (the tables are identical after a merge)."""
     section = None if metrics is not None else team.checkpoint_section(
-        lambda: {"position": list(state.position), "words_done": state.words_done, "backend": backend.state_dict()})
+        lambda: {"position": list(state.position), "words_done": state.words_done, "backend": pipeline.state_dict()})
 
     def checkpoint() -> dict:
         # Never save a diverged model: it would push the last good checkpoint out of the kept ones.
@@ -288,7 +291,7 @@ def save(cfg: DictConfig, run: RunDir, state: TrainState, model: SGNS, backend: 
         tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
         return {
             "model": model.state_dict(),
-            **backend.state_dict(),
+            **pipeline.state_dict(),
             **state.state_dict(),
             "vocab": vocab.state_dict(),
             "config": OmegaConf.to_container(cfg, resolve=True),

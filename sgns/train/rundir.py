@@ -177,6 +177,10 @@ class RunDir:
     def write_vocab(self, vocab: Any) -> None:
         vocab.save(self.path / "vocab.txt")
 
+    def write_resolved(self, text: str) -> None:
+        """resolved.yaml: what the run asked for beside the values its "auto"/null settings resolved to."""
+        (self.path / "resolved.yaml").write_text(text)
+
     def tblog(self, words_done: float) -> TBLog:
         """The run's TensorBoard log, continuing at `words_done`."""
         return TBLog(self.path / "tb", words_done=words_done)
@@ -223,6 +227,9 @@ class OtherRankRunDir(RunDir):
         return {}
 
     def write_vocab(self, vocab: Any) -> None:
+        pass
+
+    def write_resolved(self, text: str) -> None:
         pass
 
     def tblog(self, words_done: float) -> TBLog:

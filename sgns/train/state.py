@@ -1,4 +1,4 @@
-"""TrainState: where a run is (counters, the open loss window, the data position, the global RNG states).
+"""TrainState: where a run is (counters, the open loss window, the data position, torch's global RNG state).
 
 `state_dict()` is the part of a checkpoint that says how far the run got; with the model, the backend's
 state (negative-sampler RNG, optimizer), the vocabulary and the config it makes the whole checkpoint, and
@@ -13,21 +13,6 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 import torch
-
-
-def random_states() -> Dict[str, Any]:
-    """Python's and numpy's global RNG states as checkpoint-safe plain data (nothing here draws from them
-    today; kept so that code which does stays exact on resume)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                     cached]}
-
-
-def set_random_states(state: Dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 def seed_everything(seed: int) -> None:
@@ -74,7 +59,6 @@ class TrainState:
                          "words_done": self.words_done, "train_seconds": self.train_seconds,
                          "finished": self.finished, "loss_sum": float(self.loss_sum), "loss_pairs": self.loss_pairs},
             "torch_rng": torch.get_rng_state(),
-            "random_states": random_states(),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -85,5 +69,3 @@ class TrainState:
         self.loss_sum.fill_(p.get("loss_sum", 0.0))
         self.loss_pairs = p.get("loss_pairs", 0)
         torch.set_rng_state(state["torch_rng"])
-        if "random_states" in state:
-            set_random_states(state["random_states"])

@@ -1,0 +1,159 @@
+"""The pipelines package's shared parts: the rules that pick a pipeline, the settings resolved once, the checkpoint
+tag checked on restore, the one alias table and the one epoch/chunk plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import compose_cfg
+
+import sgns.train
+from sgns.errors import SGNSError
+from sgns.pipelines import choose_pipeline, resolve_settings
+from sgns.pipelines.base import PipelineBase, checkpoint_pipeline
+from sgns.pipelines.device import (
+    CPU_BATCH_SIZE,
+    DEVICE_BATCH_SIZE,
+    DEVICE_LR_SCALE,
+    DEVICE_ROW_CAP,
+    device_step_defaults,
+)
+from sgns.pipelines.negatives import alias_table
+from sgns.pipelines.plan import ChunkPlan
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def _cfg(kernel: str = "auto", optimizer: str = "sgd", model: str = "sgns") -> SimpleNamespace:
+    return SimpleNamespace(trainer=SimpleNamespace(kernel=kernel), optimizer=SimpleNamespace(name=optimizer),
+                           model=SimpleNamespace(name=model))
+
+
+@pytest.mark.parametrize("kernel,optimizer,model,device,expected", [
+    ("auto", "sgd", "sgns", CPU, "span"),
+    ("numba", "sgd", "sgns", CPU, "span"),
+    ("auto", "sgd", "sgns", CUDA, "device"),
+    ("torch", "sgd", "sgns", CPU, "device"),
+    ("torch", "sparse_adam", "sgns", CPU, "device"),
+    ("auto", "sparse_adam", "sgns", CUDA, "device"),
+    ("auto", "sparse_adam", "sgns", CPU, "pairs"),
+    ("auto", "sgd", "full_softmax", CPU, "softmax"),
+    ("torch", "sgd", "full_softmax", CUDA, "softmax"),
+])
+def test_choose_pipeline_holds_every_rule(kernel, optimizer, model, device, expected):
+    assert choose_pipeline(_cfg(kernel, optimizer, model), device) == expected
+
+
+@pytest.mark.parametrize("kernel,optimizer,model,device,words", [
+    ("numba", "sgd", "sgns", CUDA, "CPU only"),
+    ("numba", "sparse_adam", "sgns", CPU, "plain SGD"),
+    ("numba", "sgd", "full_softmax", CPU, "full_softmax"),
+    ("auto", "sparse_adam", "full_softmax", CPU, "full_softmax"),
+])
+def test_choose_pipeline_refuses_what_no_pipeline_runs_in_one_line(kernel, optimizer, model, device, words):
+    with pytest.raises(SGNSError, match=words) as error:
+        choose_pipeline(_cfg(kernel, optimizer, model), device)
+    assert "\n" not in str(error.value)
+
+
+def test_device_step_defaults_fill_in_only_what_is_null():
+    assert device_step_defaults(10**6, None, None, None) == (DEVICE_BATCH_SIZE, DEVICE_ROW_CAP, DEVICE_LR_SCALE)
+    assert device_step_defaults(10**6, CPU_BATCH_SIZE, None, None) == (CPU_BATCH_SIZE, 0.0, 1.0)  # the exact step
+    assert device_step_defaults(10**6, None, 8.0, 1.5) == (DEVICE_BATCH_SIZE, 8.0, 1.5)
+    assert device_step_defaults(10**6, 100_000, 0.0, None) == (100_000, 0.0, DEVICE_LR_SCALE)
+
+
+def test_resolve_settings_turns_every_auto_into_a_value(tmp_path: Path):
+    def resolved(*overrides):
+        return resolve_settings(compose_cfg(tmp_path, list(overrides)), CPU, 10**6)
+
+    span = resolved()
+    assert (span.pipeline, span.device, span.batch_size, span.row_cap, span.lr_scale) == ("span", "cpu", None, None,
+                                                                                          None)
+    assert span.threads >= 1 and resolved("trainer.threads=3").threads == 3
+    device = resolved("trainer.kernel=torch")
+    assert (device.batch_size, device.row_cap, device.lr_scale) == (DEVICE_BATCH_SIZE, DEVICE_ROW_CAP,
+                                                                    DEVICE_LR_SCALE)
+    adam = resolved("trainer.kernel=torch", "optimizer=sparse_adam")
+    assert (adam.row_cap, adam.lr_scale) == (0.0, 1.0)  # the autograd step neither caps nor scales
+    assert resolved("optimizer=sparse_adam").batch_size == CPU_BATCH_SIZE
+    assert resolved("model=full_softmax", "data.batch_size=128").batch_size == 128
+    asked = resolved("trainer.kernel=torch").with_asked(compose_cfg(tmp_path, ["trainer.kernel=torch"]))
+    assert asked["asked"]["data.batch_size"] is None and asked["resolved"]["data.batch_size"] == DEVICE_BATCH_SIZE
+    assert asked["asked"]["trainer.kernel"] == "torch" and asked["resolved"]["trainer.kernel"] == "device"
+
+
+def test_a_run_writes_what_it_resolved_next_to_what_was_asked(tmp_path: Path):
+    run = tmp_path / "run"
+    sgns.train.train(compose_cfg(run, ["corpus.synthetic.sentences=2000", "trainer.epochs=1", "model.dim=8",
+                                       "trainer.kernel=torch", "data.batch_size=512", "eval.every_words=0"]))
+    written = yaml.safe_load((run / "resolved.yaml").read_text())
+    assert written["asked"]["optimizer.row_cap"] is None and written["resolved"]["optimizer.row_cap"] == 0.0
+    assert written["resolved"]["data.batch_size"] == 512 and written["resolved"]["trainer.kernel"] == "device"
+
+
+class _Tagged(PipelineBase):
+    def __init__(self, name: str):
+        self.name = name  # type: ignore[misc]
+        self.loaded = None
+
+    def own_state(self) -> dict:
+        return {"own": self.name}
+
+    def load_own_state(self, state: dict) -> None:
+        self.loaded = state["own"]
+
+
+def test_the_tag_is_written_and_checked_on_restore():
+    span, device = _Tagged("span"), _Tagged("device")
+    state = span.state_dict()
+    assert state["pipeline"] == "span" and checkpoint_pipeline(state) == "span"
+    _Tagged("span").load_state_dict(state)
+    with pytest.raises(SGNSError, match=r"written by the numba kernel over token spans .*resume it with those"):
+        device.load_state_dict(state)
+    assert device.loaded is None  # refused before anything was restored
+
+
+def test_checkpoints_from_before_the_tag_name_their_pipeline():
+    assert checkpoint_pipeline({"spans": {}, "optimizer": None}) == "span"
+    assert checkpoint_pipeline({"pair_source": "device", "optimizer": None}) == "device"
+    assert checkpoint_pipeline({"sampler": {}, "optimizer": None}) == "pairs"
+    assert checkpoint_pipeline({}) == "softmax"
+
+
+def test_frozen_rows_travel_with_the_state():
+    weight = torch.arange(12, dtype=torch.float32).view(6, 2).clone()
+    source = _Tagged("pairs")
+    source.freeze(weight, np.array([1, 4]))
+    state = source.state_dict()
+    assert state["frozen_rows"].tolist() == [1, 4]
+    resumed = _Tagged("pairs")
+    resumed.freeze(weight, None)  # on resume the rows come with the checkpoint
+    resumed.load_state_dict(state)
+    assert resumed.frozen.rows.tolist() == [1, 4]
+    with pytest.raises(SGNSError, match="no frozen rows"):
+        resumed.load_state_dict(_Tagged("pairs").state_dict())
+
+
+@pytest.mark.parametrize("probs", [np.full(7, 1 / 7), np.array([0.5, 0.25, 0.125, 0.125]), np.array([1.0, 0.0, 0.0]),
+                                   (lambda p: p / p.sum())(1.0 / np.arange(1, 2001) ** 0.75)])
+def test_the_alias_table_holds_exactly_the_distribution(probs):
+    accept, alias = alias_table(probs)
+    n = len(probs)
+    assert ((0 <= accept) & (accept <= 1)).all() and ((0 <= alias) & (alias < n)).all()
+    mass = accept.copy()  # slot i keeps accept[i] / n for itself, gives the rest to alias[i]
+    np.add.at(mass, alias, 1.0 - accept)
+    assert np.allclose(mass / n, probs, atol=1e-12)
+
+
+def test_the_chunk_plan_walks_every_epoch_from_any_position():
+    plan = ChunkPlan(total_tokens=2500, chunk_tokens=1000, epochs=2)
+    assert [plan.bounds(c) for c in range(plan.n_chunks)] == [(0, 1000), (1000, 2000), (2000, 2500)]
+    assert list(plan.chunks((0, 0, 0))) == [(e, c, 0) for e in range(2) for c in range(3)]
+    assert list(plan.chunks((0, 2, 5))) == [(0, 2, 5), (1, 0, 0), (1, 1, 0), (1, 2, 0)]  # resume inside chunk 2
+    assert plan.words_done(1, 2, 1, 2) == 2500 + 2000 + 250 and plan.total_words() == 5000
