@@ -17,6 +17,8 @@ each checkout, as any installation's first run does.
 
     python scripts/bench_startup.py --repeats 5
     python scripts/bench_startup.py --cases help,tiny --baseline /tmp/base
+    python scripts/bench_startup.py --phases --repeats 5      # what the fixed cost is made of
+    python scripts/bench_startup.py --overlap --repeats 8     # does a background import thread help?
 """
 
 from __future__ import annotations
@@ -38,6 +40,43 @@ from benchmark import DEFAULT_CORPUS, contract_command, prefix_corpus  # noqa: E
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("help", "tiny", "1m")
+
+# `--phases`: what the fixed cost is made of, in the order a run meets it, as CPU seconds of one process.
+PHASES = """
+import os, sys, time
+laps = []
+def lap(name):
+    laps.append((name, time.process_time()))
+lap("interpreter")
+import numpy
+lap("numpy")
+import hydra, omegaconf
+from hydra import compose, initialize_config_dir
+lap("hydra, omegaconf")
+from sgns.config import CONFIG_DIR
+lap("sgns.config (the schema)")
+with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    compose("train", overrides=[], return_hydra_config=True)
+lap("composing the config once")
+import torch
+lap("torch")
+from sgns.kernels import numba_kernels
+lap("numba, sgns.kernels")
+from numba.core.registry import cpu_target
+cpu_target.target_context.refresh()
+lap("numba's registries (first compile or cache load)")
+numba_kernels.compiled_train_piece(100)
+lap("the cached kernel itself (dim 100)")
+from torch.utils.tensorboard import SummaryWriter
+lap("torch.utils.tensorboard")
+before = 0.0
+for name, at in laps:
+    print(f"{name}\t{at - before:.3f}")
+    before = at
+sys.stdout.flush()
+if sys.argv[1] == "skip-teardown":
+    os._exit(0)
+"""
 
 
 def timed(cmd: List[str], env: Dict[str, str], cwd: Path, log: Path) -> Tuple[float, float]:
@@ -63,6 +102,75 @@ def tiny_corpus(folder: Path, words: int = 9000, vocabulary: int = 300, line_wor
     return path
 
 
+def phases(repeats: int) -> None:
+    """Print the median CPU seconds of each part of the fixed cost (PHASES), and of the interpreter's teardown
+    at exit (a process ending normally against one ending with os._exit, alternated)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    parts: Dict[str, List[float]] = {}
+    teardown: Dict[str, List[float]] = {"normal": [], "skip-teardown": []}
+    for _ in range(repeats):
+        for mode in teardown:
+            before = os.times()
+            out = subprocess.run([sys.executable, "-c", PHASES, mode], env=env, capture_output=True, text=True,
+                                 check=True).stdout
+            after = os.times()
+            teardown[mode].append(after.children_user + after.children_system - before.children_user
+                                  - before.children_system)
+            for line in out.splitlines():
+                name, seconds = line.split("\t")
+                parts.setdefault(name, []).append(float(seconds))
+    print(f"median CPU seconds of {repeats} x 2 processes; load average {os.getloadavg()[0]:.1f}\n")
+    print("| part | CPU s |")
+    print("|---|---|")
+    for name, values in parts.items():
+        print(f"| {name} | {statistics.median(values):.3f} |")
+    cost = statistics.median(teardown["normal"]) - statistics.median(teardown["skip-teardown"])
+    print(f"| the interpreter's teardown at exit (normal exit minus os._exit) | {cost:.3f} |")
+
+
+OVERLAP = """
+import resource, sys, threading, time
+start = time.perf_counter()
+def import_torch():
+    import torch
+def the_rest():  # what a run does besides: numba's registries (loading the cached kernel), composing the config
+    from numba.core.registry import cpu_target
+    cpu_target.target_context.refresh()
+    from hydra import compose, initialize_config_dir
+    from sgns.config import CONFIG_DIR
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        compose("train", overrides=[])
+if sys.argv[1] == "thread":
+    thread = threading.Thread(target=import_torch)
+    thread.start()
+    the_rest()
+    thread.join()
+else:
+    import_torch()
+    the_rest()
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(time.perf_counter() - start, usage.ru_utime + usage.ru_stime)
+"""
+
+
+def overlap(repeats: int) -> None:
+    """Whether importing torch in a background thread, while the main thread does the rest of the start-up's
+    slow imports, saves time: median wall and CPU seconds of `repeats` alternated pairs of processes."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    runs: Dict[str, List[Tuple[float, float]]] = {"one after the other": [], "torch in a thread": []}
+    for _ in range(repeats):
+        for name, mode in (("one after the other", "serial"), ("torch in a thread", "thread")):
+            out = subprocess.run([sys.executable, "-c", OVERLAP, mode], env=env, capture_output=True, text=True,
+                                 check=True).stdout.split()
+            runs[name].append((float(out[0]), float(out[1])))
+    print(f"medians of {repeats} alternated pairs; load average {os.getloadavg()[0]:.1f}\n")
+    print("| imports | wall s | CPU s |")
+    print("|---|---|---|")
+    for name, values in runs.items():
+        print(f"| {name} | {statistics.median(w for w, _ in values):.2f} | "
+              f"{statistics.median(c for _, c in values):.2f} |")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
@@ -72,7 +180,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--words", type=int, default=1_000_000, help="the 1m case's number of leading words")
     ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
     ap.add_argument("--workdir", type=Path, default=None, help="keep runs here (default: a temp dir)")
+    ap.add_argument("--phases", action="store_true", help="instead: the fixed cost's parts, in CPU seconds")
+    ap.add_argument("--overlap", action="store_true",
+                    help="instead: importing torch in a background thread against one import after the other")
     args = ap.parse_args(argv)
+    if args.phases:
+        phases(args.repeats)
+        return
+    if args.overlap:
+        overlap(args.repeats)
+        return
     cases = [c for c in args.cases.split(",") if c]
     if set(cases) - set(CASES):
         ap.error(f"unknown case(s): {', '.join(sorted(set(cases) - set(CASES)))}")
