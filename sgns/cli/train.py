@@ -203,11 +203,12 @@ def run_command(argv: List[str]) -> None:
         else:
             return  # run_once ran it
     except SGNSError as e:
-        distributed = sys.modules.get("sgns.distributed")  # only imported where its errors can occur
-        if distributed is not None and isinstance(e, distributed.FollowerExit):
-            sys.exit(2)
-        if rank != 0 and not isinstance(e, distributed.PeerLost):
-            sys.exit(2)  # the same line as rank 0's (the same arguments): said once
+        distributed = sys.modules.get("sgns.distributed")  # imported where its errors can occur (torchrun)
+        if distributed is not None:
+            if isinstance(e, distributed.FollowerExit):
+                sys.exit(2)  # rank 0 reports it, in one line
+            if rank != 0 and not isinstance(e, distributed.PeerLost):
+                sys.exit(2)  # the same line as rank 0's (the same arguments): said once
         exit_with_error("sgns-train", e)
     hydra_main()
 
