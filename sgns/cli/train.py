@@ -10,7 +10,7 @@ importing torch. Start-up costs and what is imported when: docs/startup.md.
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import copy
 import logging
 import os
@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import hydra
 from omegaconf import DictConfig
 
+from sgns.cli.common import exit_without_teardown
 from sgns.config import CONFIG_DIR, check_resolvable, config_error, validate
 from sgns.errors import SGNSError, exit_with_error
 from sgns.train.metrics import mark_failed, objective
@@ -149,38 +150,15 @@ def prepare_distributed(argv: List[str]) -> List[str]:
 
 def main() -> None:
     """Console entry point: `sgns-train [overrides]`, also `torchrun ... -m sgns.train [overrides]`. Ends the
-    process (see `end_process_without_teardown`)."""
-    exit_status: List[int] = []  # set once run_command has returned or exited
-    if "WORLD_SIZE" not in os.environ:  # under torchrun, Python's own exit, after leaving the process group
-        atexit.register(end_process_without_teardown, exit_status)
-    try:
-        run_command(sys.argv[1:])
-        exit_status.append(0)
-    except SystemExit as e:
-        exit_status.append(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
-        raise
-    finally:
-        distributed = sys.modules.get("sgns.distributed")
-        if distributed is not None:  # under torchrun; a process that exits still in the group may abort in gloo
-            distributed.leave_cluster()
-
-
-def end_process_without_teardown(exit_status: List[int]) -> None:
-    """End the process once everything it did is on disk, skipping the interpreter's teardown: with torch, numba
-    and tensorboard loaded it costs about as much CPU time as importing torch (libtorch's static destructors and
-    the modules' cleanup; docs/startup.md). Registered by `main` before any other library's atexit handler but
-    logging's, it runs after them all, once Python has joined the threads; it closes the log files (logging's
-    own handler would run after it) and flushes stdout and stderr. After an exception other than SystemExit
-    (a traceback), Python exits as usual."""
-    if not exit_status:
-        return
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
+    process without the interpreter's teardown (sgns.cli.common.exit_without_teardown), except under torchrun."""
+    distributed_run = "WORLD_SIZE" in os.environ
+    with contextlib.nullcontext() if distributed_run else exit_without_teardown():
         try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said on it
-            pass
-    os._exit(exit_status[0])
+            run_command(sys.argv[1:])
+        finally:
+            distributed = sys.modules.get("sgns.distributed")
+            if distributed is not None:  # under torchrun; a process that exits still in the group may abort in gloo
+                distributed.leave_cluster()
 
 
 def run_command(argv: List[str]) -> None:
