@@ -17,7 +17,8 @@ each checkout, as any installation's first run does.
 
     python scripts/bench_startup.py --repeats 5
     python scripts/bench_startup.py --cases help,tiny --baseline /tmp/base
-    python scripts/bench_startup.py --phases --repeats 5      # what the fixed cost is made of
+    python scripts/bench_startup.py --phases --repeats 5      # what the fixed cost is made of (after a run:
+                                                              # the kernel in numba's cache)
     python scripts/bench_startup.py --overlap --repeats 8     # does a background import thread help?
 """
 
