@@ -5,7 +5,7 @@ this script's `--gensim-worker` mode), started one after the other so they never
 `--repeats` times in turn. Wall time covers the whole process (start-up, vocabulary, data, training, saving
 vectors); CPU s is its user + system time (steadier than wall time on a shared machine); peak RSS is the
 process's maximum resident set. "Beyond imports" subtracts the peak RSS of a process that only imports
-what the run imports (sgns.cli.train; gensim's Word2Vec), so the libraries' fixed size (torch, numba,
+what the run imports (sgns.cli.train and the train loop; gensim's Word2Vec), so the libraries' fixed size (torch, numba,
 scipy) does not count. Both vector files are then scored by the same evaluator (sgns.evaluate: analogies
 over the top-30k words as gensim's evaluate_word_analogies, WordSim353 and SimLex-999 Spearman). Prints a
 markdown table of medians and ratios. By default it times sgns's default, its deterministic mode and gensim.
@@ -72,7 +72,7 @@ def timed(cmd: List[str], env: Dict[str, str], log_path: Path) -> Dict[str, floa
 
 
 IMPORTS = {  # what each kind of run imports before it reads any data
-    "sgns": "import sgns.cli.train",
+    "sgns": "import sgns.cli.train, sgns.train.loop",  # the command imports the loop (torch, numba) when it runs
     "gensim": "from gensim.models import Word2Vec; from gensim.models.word2vec import LineSentence",
 }
 

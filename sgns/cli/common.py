@@ -1,13 +1,16 @@
-"""Helpers every command shares: argparse with one-line usage errors, and quiet exits on a closed pipe.
-(One-line errors for SGNSError: sgns.errors.exit_with_error; device names: sgns.device.resolve_device.)"""
+"""Helpers every command shares: argparse with one-line usage errors, quiet exits on a closed pipe, and an exit
+without the interpreter's teardown. (One-line errors for SGNSError: sgns.errors.exit_with_error; device names:
+sgns.device.resolve_device.)"""
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import logging
 import os
 import sys
-from typing import Iterator, NoReturn
+from typing import Iterator, List, NoReturn
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,3 +27,35 @@ def quiet_broken_pipe() -> Iterator[None]:
         yield
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail
+
+
+@contextlib.contextmanager
+def exit_without_teardown() -> Iterator[None]:
+    """Around a command's whole body: once it has returned or exited (SystemExit), end the process without the
+    interpreter's teardown, which with torch, numba and tensorboard loaded costs about as much CPU time as
+    importing torch (module cleanup, libtorch's static destructors; measured in docs/startup.md).
+
+    The exit happens in an atexit handler registered here, before any library's but logging's, so it runs after
+    the others, once Python has joined the threads: it closes the log files (logging's own handler would run
+    after it), flushes stdout and stderr, and ends with the command's exit status. After any other exception (a
+    traceback), Python exits as usual. Only for a process's entry point: it ends the process."""
+    status: List[int] = []
+    atexit.register(_end_process, status)
+    try:
+        yield
+        status.append(0)
+    except SystemExit as e:
+        status.append(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
+        raise
+
+
+def _end_process(status: List[int]) -> None:
+    if not status:
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said on it
+            pass
+    os._exit(status[0])

@@ -1,0 +1,263 @@
+"""sgns-train's fixed cost: whole-process wall and CPU time of `--help`, a tiny run and a 1M-word run vs gensim.
+
+Every measurement is its own process, started one after the other and alternated across the systems compared,
+repeated `--repeats` times; the table holds medians. Wall time is what a user waits; CPU s (user + system of
+the process) is steadier on a shared machine. The cases:
+
+- `help`: `sgns-train --help`.
+- `tiny`: a 9,000-word text corpus (generated into the work dir, 300 distinct words), 1 epoch, a fresh token
+  cache each run.
+- `1m`: the first 1M words of the dev corpus, with scripts/benchmark.py's contract settings (dim 100, window
+  5, 5 negatives, min_count 5, subsample 1e-3, 1 epoch; the same command line), a fresh token cache each run,
+  against gensim 4 (`--workers` threads) through scripts/benchmark.py's gensim worker.
+
+`--baseline DIR` adds the same sgns runs from another checkout (e.g. `git worktree add /tmp/base main`), so a
+change is measured against what it changes, side by side. A warm-up run first fills numba's on-disk cache for
+each checkout, as any installation's first run does.
+
+    python scripts/bench_startup.py --repeats 5
+    python scripts/bench_startup.py --cases help,tiny --baseline /tmp/base
+    python scripts/bench_startup.py --phases --repeats 5      # what the fixed cost is made of (after a run:
+                                                              # the kernel in numba's cache)
+    python scripts/bench_startup.py --overlap --repeats 8     # does a background import thread help?
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark import DEFAULT_CORPUS, contract_command, prefix_corpus  # noqa: E402 (a script beside this one)
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ("help", "tiny", "1m")
+
+# `--phases`: what the fixed cost is made of, in the order a run meets it, as CPU seconds of one process.
+PHASES = """
+import os, sys, time
+laps = []
+def lap(name):
+    laps.append((name, time.process_time()))
+lap("interpreter")
+import numpy
+lap("numpy")
+import hydra, omegaconf
+from hydra import compose, initialize_config_dir
+lap("hydra, omegaconf")
+from sgns.config import CONFIG_DIR
+lap("sgns.config (the schema)")
+with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    compose("train", overrides=[], return_hydra_config=True)
+lap("composing the config once")
+import torch
+lap("torch")
+from sgns.kernels import numba_kernels
+lap("numba, sgns.kernels")
+from numba.core.registry import cpu_target
+cpu_target.target_context.refresh()
+lap("numba's registries (first compile or cache load)")
+numba_kernels.compiled_train_piece(100)
+lap("the cached kernel itself (dim 100)")
+from torch.utils.tensorboard import SummaryWriter
+lap("torch.utils.tensorboard")
+before = 0.0
+for name, at in laps:
+    print(f"{name}\t{at - before:.3f}")
+    before = at
+sys.stdout.flush()
+if sys.argv[1] == "skip-teardown":
+    os._exit(0)
+"""
+
+
+def timed(cmd: List[str], env: Dict[str, str], cwd: Path, log: Path) -> Tuple[float, float]:
+    """Run `cmd` to completion: (wall seconds, CPU seconds of the process and its children); raises if it fails."""
+    with open(log, "w") as out:
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"bench_startup: {' '.join(cmd[:6])} ... failed ({child.returncode}); see {log}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def tiny_corpus(folder: Path, words: int = 9000, vocabulary: int = 300, line_words: int = 15) -> Path:
+    """A deterministic text file of `words` words drawn uniformly from `vocabulary` distinct ones."""
+    path = folder / "tiny.txt"
+    rng = random.Random(0)
+    names = [f"w{i}" for i in range(vocabulary)]
+    lines = [" ".join(rng.choice(names) for _ in range(line_words)) for _ in range(words // line_words)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def phases(repeats: int) -> None:
+    """Print the median CPU seconds of each part of the fixed cost (PHASES), and of the interpreter's teardown
+    at exit (a process ending normally against one ending with os._exit, alternated)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    parts: Dict[str, List[float]] = {}
+    teardown: Dict[str, List[float]] = {"normal": [], "skip-teardown": []}
+    for _ in range(repeats):
+        for mode in teardown:
+            before = os.times()
+            out = subprocess.run([sys.executable, "-c", PHASES, mode], env=env, capture_output=True, text=True,
+                                 check=True).stdout
+            after = os.times()
+            teardown[mode].append(after.children_user + after.children_system - before.children_user
+                                  - before.children_system)
+            for line in out.splitlines():
+                name, seconds = line.split("\t")
+                parts.setdefault(name, []).append(float(seconds))
+    print(f"median CPU seconds of {repeats} x 2 processes; load average {os.getloadavg()[0]:.1f}\n")
+    print("| part | CPU s |")
+    print("|---|---|")
+    for name, values in parts.items():
+        print(f"| {name} | {statistics.median(values):.3f} |")
+    cost = statistics.median(teardown["normal"]) - statistics.median(teardown["skip-teardown"])
+    print(f"| the interpreter's teardown at exit (normal exit minus os._exit) | {cost:.3f} |")
+
+
+OVERLAP = """
+import resource, sys, threading, time
+start = time.perf_counter()
+def import_torch():
+    import torch
+def the_rest():  # what a run does besides: numba's registries (loading the cached kernel), composing the config
+    from numba.core.registry import cpu_target
+    cpu_target.target_context.refresh()
+    from hydra import compose, initialize_config_dir
+    from sgns.config import CONFIG_DIR
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        compose("train", overrides=[])
+if sys.argv[1] == "thread":
+    thread = threading.Thread(target=import_torch)
+    thread.start()
+    the_rest()
+    thread.join()
+else:
+    import_torch()
+    the_rest()
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(time.perf_counter() - start, usage.ru_utime + usage.ru_stime)
+"""
+
+
+def overlap(repeats: int) -> None:
+    """Whether importing torch in a background thread, while the main thread does the rest of the start-up's
+    slow imports, saves time: median wall and CPU seconds of `repeats` alternated pairs of processes."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    runs: Dict[str, List[Tuple[float, float]]] = {"one after the other": [], "torch in a thread": []}
+    for _ in range(repeats):
+        for name, mode in (("one after the other", "serial"), ("torch in a thread", "thread")):
+            out = subprocess.run([sys.executable, "-c", OVERLAP, mode], env=env, capture_output=True, text=True,
+                                 check=True).stdout.split()
+            runs[name].append((float(out[0]), float(out[1])))
+    print(f"medians of {repeats} alternated pairs; load average {os.getloadavg()[0]:.1f}\n")
+    print("| imports | wall s | CPU s |")
+    print("|---|---|---|")
+    for name, values in runs.items():
+        print(f"| {name} | {statistics.median(w for w, _ in values):.2f} | "
+              f"{statistics.median(c for _, c in values):.2f} |")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--baseline", type=Path, default=None, help="another checkout's root, timed alongside")
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="the 1m case's corpus (its first words)")
+    ap.add_argument("--words", type=int, default=1_000_000, help="the 1m case's number of leading words")
+    ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep runs here (default: a temp dir)")
+    ap.add_argument("--phases", action="store_true", help="instead: the fixed cost's parts, in CPU seconds")
+    ap.add_argument("--overlap", action="store_true",
+                    help="instead: importing torch in a background thread against one import after the other")
+    args = ap.parse_args(argv)
+    if args.phases:
+        phases(args.repeats)
+        return
+    if args.overlap:
+        overlap(args.repeats)
+        return
+    cases = [c for c in args.cases.split(",") if c]
+    if set(cases) - set(CASES):
+        ap.error(f"unknown case(s): {', '.join(sorted(set(cases) - set(CASES)))}")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sgns-startup-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkouts = {"sgns": ROOT}
+    if args.baseline is not None:
+        checkouts["baseline"] = args.baseline.resolve()
+    base_env = {k: v for k, v in os.environ.items() if k not in ("SGNS_CACHE_DIR", "PYTHONPATH")}
+    base_env["PYTHONUNBUFFERED"] = "1"
+    tiny = tiny_corpus(workdir)
+    million = prefix_corpus(args.corpus.resolve(), args.words, workdir) if "1m" in cases else None
+
+    def sgns_command(case: str, run_dir: Path) -> List[str]:
+        if case == "help":
+            return [sys.executable, "-m", "sgns.train", "--help"]
+        corpus = tiny if case == "tiny" else million
+        assert corpus is not None
+        return contract_command(corpus, run_dir, 1, [])
+
+    for name, root in checkouts.items():  # numba compiles the kernel once per checkout into its on-disk cache
+        env = dict(base_env, PYTHONPATH=str(root), SGNS_CACHE_DIR=str(workdir / f"cache-warmup-{name}"))
+        timed(sgns_command("tiny", workdir / f"warmup-{name}"), env, root, workdir / f"warmup-{name}.log")
+
+    results: Dict[Tuple[str, str], List[Tuple[float, float]]] = {}
+    for case in cases:
+        systems = list(checkouts) + (["gensim"] if case == "1m" else [])
+        for rep in range(args.repeats):
+            for system in systems:  # alternate: one run of each per repetition
+                tag = f"{case}-{system}-{rep}"
+                run_dir = workdir / tag
+                shutil.rmtree(run_dir, ignore_errors=True)
+                if system == "gensim":
+                    assert million is not None
+                    run_dir.mkdir(parents=True)
+                    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--gensim-worker", str(million),
+                           str(run_dir / "vectors.bin"), "1", str(args.workers)]
+                    env, cwd = base_env, ROOT
+                else:
+                    cmd = sgns_command(case, run_dir)
+                    cache = workdir / f"cache-{tag}"
+                    env = dict(base_env, PYTHONPATH=str(checkouts[system]), SGNS_CACHE_DIR=str(cache))
+                    cwd = checkouts[system]
+                wall, cpu = timed(cmd, env, cwd, workdir / f"{tag}.log")
+                shutil.rmtree(workdir / f"cache-{tag}", ignore_errors=True)
+                results.setdefault((case, system), []).append((wall, cpu))
+                print(f"[{rep + 1}/{args.repeats}] {case} {system}: {wall:.2f} s wall, {cpu:.2f} s CPU",
+                      file=sys.stderr, flush=True)
+
+    load = os.getloadavg()
+    print(f"\nmedians of {args.repeats} alternating runs; {os.cpu_count()} CPUs; load average at the end "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; gensim workers={args.workers}"
+          + (f"; 1m: first {args.words:,} words of {args.corpus}" if million else "") + "\n")
+    print("| case | system | wall s | CPU s | wall vs first | speed vs gensim (wall) |")
+    print("|---|---|---|---|---|---|")
+    for case in cases:
+        first = statistics.median(w for w, _ in results[(case, "sgns")])
+        gensim = statistics.median(w for w, _ in results[(case, "gensim")]) if (case, "gensim") in results else None
+        for (c, system), runs in results.items():
+            if c != case:
+                continue
+            wall, cpu = statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+            print(f"| {case} | {system} | {wall:.2f} | {cpu:.2f} | {wall / first:.2f}x | "
+                  f"{f'{gensim / wall:.2f}x' if gensim else '-'} |")
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
