@@ -36,6 +36,7 @@ from sgns.errors import SGNSError
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # the YAML groups, package data
 RESULT, CHOICE, BOOKKEEPING = "result", "choice", "bookkeeping"  # a setting's role (see above)
 KERNELS = ("auto", "numba", "torch")  # trainer.kernel values (sgns/pipelines/)
+TORCH_STEPS = ("eager", "static", "compiled", "cuda_graph", "compiled_cuda_graph")  # trainer.torch_step values
 OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
 CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
 MODELS = ("sgns", "full_softmax")  # model.name values (the model group's options)
@@ -200,6 +201,7 @@ class TrainerConfig:
     seed: int = result(1, seed())  # seeds every random choice (subsampling, windows, negatives, init)
     threads: int = bookkeeping(0, at_least(0))  # torch intra-op threads, and the numba kernel's (0: one per core)
     kernel: str = choice("auto", one_of(KERNELS))  # hot path: auto is numba on CPU with sgd, else torch
+    torch_step: str = choice("eager", one_of(TORCH_STEPS))  # torch pipeline's sgd step: eager | static | compiled | ...
     deterministic: bool = choice(False)  # numba kernel on one thread in a fixed order: same bits, exact resume
     run_dir: str = bookkeeping("${hydra:runtime.output_dir}")  # where checkpoints, logs and vectors go
     log_every: int = bookkeeping(10, at_least(1))  # steps between TensorBoard scalar points (a span step: ~131k words)

@@ -62,15 +62,17 @@ def test_choose_pipeline_refuses_what_no_pipeline_runs_in_one_line(kernel, optim
 
 
 def test_device_step_defaults_fill_in_only_what_is_null():
-    assert device_step_defaults(10**6, None, None, None) == (DEVICE_BATCH_SIZE, DEVICE_ROW_CAP, DEVICE_LR_SCALE)
-    assert device_step_defaults(10**6, CPU_BATCH_SIZE, None, None) == (CPU_BATCH_SIZE, 0.0, 1.0)  # the exact step
-    assert device_step_defaults(10**6, None, 8.0, 1.5) == (DEVICE_BATCH_SIZE, 8.0, 1.5)
-    assert device_step_defaults(10**6, 100_000, 0.0, None) == (100_000, 0.0, DEVICE_LR_SCALE)
+    big = 10**8  # a corpus big enough for the largest default batch
+    assert device_step_defaults(big, 5, None, None, None) == (DEVICE_BATCH_SIZE, DEVICE_ROW_CAP, DEVICE_LR_SCALE)
+    assert device_step_defaults(big, 5, CPU_BATCH_SIZE, None, None) == (CPU_BATCH_SIZE, 0.0, 1.0)  # the exact step
+    assert device_step_defaults(big, 5, None, 8.0, 1.5) == (DEVICE_BATCH_SIZE, 8.0, 1.5)
+    assert device_step_defaults(big, 5, 100_000, 0.0, None) == (100_000, 0.0, DEVICE_LR_SCALE)
+    assert device_step_defaults(10**6, 5, None, None, None) == (CPU_BATCH_SIZE, 0.0, 1.0)  # a small corpus
 
 
 def test_resolve_settings_turns_every_auto_into_a_value(tmp_path: Path):
-    def resolved(*overrides):
-        return resolve_settings(compose_cfg(tmp_path, list(overrides)), CPU, 10**6)
+    def resolved(*overrides):  # on a corpus big enough for the device pipeline's largest default batch
+        return resolve_settings(compose_cfg(tmp_path, list(overrides)), CPU, 10**8)
 
     span = resolved()
     assert (span.pipeline, span.device, span.batch_size, span.row_cap, span.lr_scale) == ("span", "cpu", None, None,

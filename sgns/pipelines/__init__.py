@@ -145,7 +145,8 @@ def resolve_settings(cfg: Any, device: torch.device, corpus_words: int) -> Setti
     d, o = cfg.data, cfg.optimizer
     batch_size, row_cap, lr_scale = None, None, None
     if pipeline == "device":
-        batch_size, row_cap, lr_scale = device_step_defaults(corpus_words, d.batch_size, o.row_cap, o.lr_scale)
+        batch_size, row_cap, lr_scale = device_step_defaults(corpus_words, d.window, d.batch_size, o.row_cap,
+                                                             o.lr_scale)
         if o.name == "sparse_adam":
             row_cap, lr_scale = 0.0, 1.0  # the autograd step neither caps rows nor scales the lr
     elif pipeline in ("pairs", "softmax"):

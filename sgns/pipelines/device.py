@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from sgns.corpus import EncodedCorpus
+from sgns.errors import SGNSError
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import alias_table, unigram_table
 from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids
-from sgns.pipelines.torch_step import RowCounter, optimizer_step, sgd_step
+from sgns.pipelines.torch_step import FixedShapeStep, RowCounter, optimizer_step, sgd_step
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class DevicePairBatches:
         (seed, epoch, chunk)."""
         generator = seeded_generator(self.device, self.seed, epoch, chunk, _PAIRS)
         ids, sentence = self.chunk_tokens_on_device(chunk)
-        kept = subsample(ids, self.keep, generator)
+        kept = subsample(ids, self.keep, generator).nonzero().squeeze(1)  # one sync for both selections
         pairs = window_pairs(ids[kept], sentence[kept], self.window, generator)
         return pairs[torch.randperm(len(pairs), generator=generator, device=self.device)]
 
@@ -144,10 +145,11 @@ class DevicePairBatches:
 
     def __iter__(self) -> Iterator[PairBatch]:
         for epoch, chunk, first in self.plan.chunks(self.start):
-            pairs = self.chunk_pairs(epoch, chunk)
-            n_batches = max(1, -(-len(pairs) // self.batch_size))
+            centers_all, contexts_all = unpack(self.chunk_pairs(epoch, chunk))  # once a chunk: batches are views
+            n_batches = max(1, -(-len(centers_all) // self.batch_size))
             for b in range(first, n_batches):
-                centers, contexts = unpack(pairs[b * self.batch_size : (b + 1) * self.batch_size])
+                rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                centers, contexts = centers_all[rows], contexts_all[rows]
                 done = self.plan.words_done(epoch, chunk, b + 1, n_batches)
                 yield PairBatch(centers, contexts, epoch, chunk, b, done, (b + 1) / n_batches,
                                 self.batch_negatives(epoch, chunk, b, len(centers)))
@@ -159,19 +161,32 @@ class DevicePairBatches:
 # ------------------------------------------------------------------------------- the step and its defaults
 
 CPU_BATCH_SIZE = 4096  # data.batch_size=null on the CPU pair pipelines; up to it the exact step at the given lr
-# data.batch_size, optimizer.row_cap and optimizer.lr_scale null on this pipeline: 65536 pairs, capped at 32 terms
-# per row, twice the lr (the CPU quality study behind them: docs/notes_from_code.md).
+# The device pipeline's largest default batch, and the row cap and lr multiplier above CPU_BATCH_SIZE (how they
+# were chosen: docs/device_pipeline.md, docs/notes_from_code.md).
 DEVICE_BATCH_SIZE = 65536
 DEVICE_ROW_CAP = 32.0
 DEVICE_LR_SCALE = 2.0
+DEVICE_MIN_STEPS_PER_EPOCH = 1000  # the default batch leaves at least this many steps in an epoch
+PAIRS_PER_KEPT_WORD_SHARE = 0.7  # positive pairs per corpus word / (window + 1), on English text at 1e-3
 
 
-def device_step_defaults(corpus_words: int, batch_size: Optional[int], row_cap: Optional[float],
+def default_batch_size(corpus_words: int, window: int) -> int:
+    """data.batch_size=null on this pipeline: the largest power of two of pairs per step that still leaves
+    DEVICE_MIN_STEPS_PER_EPOCH steps an epoch, within [CPU_BATCH_SIZE, DEVICE_BATCH_SIZE]. Pairs per epoch are
+    estimated as corpus_words * (window + 1) * PAIRS_PER_KEPT_WORD_SHARE (a radius uniform in [1, window] gives
+    window + 1 pairs per kept word on average). Too few steps (65,536 pairs on a 3M-word corpus: ~200 an epoch)
+    starve the capped rows and the vectors come out far worse (docs/device_pipeline.md)."""
+    pairs_per_epoch = corpus_words * (window + 1) * PAIRS_PER_KEPT_WORD_SHARE
+    fits = max(1, int(pairs_per_epoch // DEVICE_MIN_STEPS_PER_EPOCH))
+    return min(DEVICE_BATCH_SIZE, max(CPU_BATCH_SIZE, 1 << (fits.bit_length() - 1)))
+
+
+def device_step_defaults(corpus_words: int, window: int, batch_size: Optional[int], row_cap: Optional[float],
                          lr_scale: Optional[float]) -> Tuple[int, float, float]:
     """(data.batch_size, optimizer.row_cap, optimizer.lr_scale) of the device pipeline's SGD step, each null one
-    filled in: DEVICE_* above; the exact step at the given lr up to CPU_BATCH_SIZE pairs. (`corpus_words`, the
-    corpus size, is there for a rule that depends on it; this one does not.)"""
-    batch = batch_size or DEVICE_BATCH_SIZE
+    filled in: the batch from the corpus size (default_batch_size); up to CPU_BATCH_SIZE pairs the exact step at
+    the given lr, above it DEVICE_ROW_CAP terms per row at DEVICE_LR_SCALE x lr."""
+    batch = batch_size or default_batch_size(corpus_words, window)
     large = batch > CPU_BATCH_SIZE
     return (batch, (DEVICE_ROW_CAP if large else 0.0) if row_cap is None else row_cap,
             (DEVICE_LR_SCALE if large else 1.0) if lr_scale is None else lr_scale)
@@ -188,10 +203,16 @@ class DevicePipeline(PipelineBase):
     name = "device"
 
     def __init__(self, data: DevicePairBatches, model: SGNS, row_cap: float,
-                 optimizer: Optional[torch.optim.Optimizer] = None, fixed_lr: bool = False, lr_scale: float = 1.0):
+                 optimizer: Optional[torch.optim.Optimizer] = None, fixed_lr: bool = False, lr_scale: float = 1.0,
+                 step_mode: str = "eager"):
         self.data, self.model, self.row_cap, self.lr_scale = data, model, row_cap, lr_scale
         self.optimizer, self.fixed_lr = optimizer, fixed_lr
         self.counter = RowCounter(model.input.weight.shape[0], model.input.weight.device) if row_cap > 0 else None
+        if step_mode != "eager" and optimizer is not None:
+            raise SGNSError(f"trainer.torch_step={step_mode} is the sgd step: use trainer.torch_step=eager with "
+                            f"optimizer=sparse_adam")
+        self.fixed = (FixedShapeStep(model, data.batch_size, data.shared, data.k, row_cap, step_mode)
+                      if step_mode != "eager" else None)
         self.total_words = data.total_words()
 
     def batches(self, start: Position) -> Iterator[PairBatch]:
@@ -202,6 +223,8 @@ class DevicePipeline(PipelineBase):
         if self.optimizer is not None:
             loss = optimizer_step(self.model, self.optimizer, batch.centers, batch.contexts, batch.negatives,
                                   None if self.fixed_lr else lr)
+        elif self.fixed is not None:
+            loss = self.fixed(batch.centers, batch.contexts, batch.negatives, lr * self.lr_scale)
         else:
             loss = sgd_step(self.model, batch.centers, batch.contexts, batch.negatives, lr * self.lr_scale,
                             self.row_cap, self.counter)
@@ -225,5 +248,5 @@ def make_device_pipeline(cfg: Any, batch_size: int, row_cap: float, lr_scale: fl
                              d.negatives, d.shared_negatives, d.ns_exponent, device, shard)
     if o.name == "sparse_adam":
         optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=o.lr)
-        return DevicePipeline(data, model, 0.0, optimizer, fixed_lr=not o.decay)
-    return DevicePipeline(data, model, row_cap, lr_scale=lr_scale)
+        return DevicePipeline(data, model, 0.0, optimizer, fixed_lr=not o.decay, step_mode=t.torch_step)
+    return DevicePipeline(data, model, row_cap, lr_scale=lr_scale, step_mode=t.torch_step)

@@ -9,11 +9,12 @@ bounds each row's summed update (large batches). `optimizer_step` goes through a
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from sgns.errors import SGNSError
 from sgns.model import SGNS, group_size, sgns_loss
 
 
@@ -75,6 +76,114 @@ def sgd_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negativ
     C.index_add_(0, contexts, grad_c, alpha=-lr)
     C.index_add_(0, flat_negatives, grad_n, alpha=-lr)
     return loss
+
+
+def _row_scale(counts: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, cap: float) -> torch.Tensor:
+    """RowCounter.scale on a bare (V,) buffer: min(1, cap / n_row) per entry, the buffer left zero."""
+    counts.index_add_(0, rows, weights)
+    n = counts[rows]
+    counts[rows] = 0.0
+    return cap / n.clamp(min=cap)
+
+
+def fixed_shape_step(W: torch.Tensor, C: torch.Tensor, counts: torch.Tensor, centers: torch.Tensor,
+                     contexts: torch.Tensor, negatives: torch.Tensor, weight: torch.Tensor, lr: torch.Tensor,
+                     row_cap: float) -> torch.Tensor:
+    """`sgd_step` with every shape fixed by the batch size, for torch.compile and CUDA graphs; the summed loss.
+
+    W, C: the input and output tables (updated in place); counts: a zero (V,) buffer when row_cap > 0 (left
+    zero); centers, contexts (B,); negatives (G, K) with B a multiple of G; weight (B,) 1 for a real pair and
+    0 for padding (a padded entry changes nothing); lr: a 0-d tensor, so a new value needs no recompile or
+    recapture. No host sync and no shape that depends on the data.
+    """
+    b, (groups, k), d = centers.shape[0], negatives.shape, W.shape[1]
+    size = b // groups
+    flat_negatives = negatives.reshape(-1)
+    w, c = W[centers], C[contexts]
+    n = C[flat_negatives].view(groups, k, d)
+    positive = (w * c).sum(1)
+    wg = w.view(groups, size, d)
+    negative = torch.bmm(wg, n.transpose(1, 2))  # (groups, size, K)
+    loss = ((F.softplus(-positive) + F.softplus(negative).view(b, k).sum(1)) * weight).sum()
+    g_pos = (torch.sigmoid(positive) - 1.0) * weight
+    g_neg = torch.sigmoid(negative) * weight.view(groups, size, 1)
+    grad_w = torch.bmm(g_neg, n).view(b, d) + g_pos.unsqueeze(1) * c
+    grad_c = g_pos.unsqueeze(1) * w
+    grad_n = torch.bmm(g_neg.transpose(1, 2), wg).reshape(groups * k, d)
+    step_w = step_c = step_n = -lr
+    if row_cap > 0:
+        # As sgd_step: a shared draw counts once per positive sharing it (`size` for any group with a real pair).
+        group_weight = weight.view(groups, size).amax(1) * size
+        step_w = _row_scale(counts, centers, weight, row_cap).unsqueeze(1) * step_w
+        out_rows = torch.cat([contexts.to(flat_negatives.dtype), flat_negatives])
+        out_weights = torch.cat([weight, group_weight.unsqueeze(1).expand(groups, k).reshape(-1)])
+        out_step = _row_scale(counts, out_rows, out_weights, row_cap).unsqueeze(1) * step_c
+        step_c, step_n = out_step[:b], out_step[b:]
+    W.index_add_(0, centers, grad_w * step_w)
+    C.index_add_(0, contexts, grad_c * step_c)
+    C.index_add_(0, flat_negatives, grad_n * step_n)
+    return loss
+
+
+class FixedShapeStep:
+    """The torch SGD step at one batch shape: a short batch (a chunk's last) is padded with weight-0 pairs.
+
+    mode: static (eager `fixed_shape_step`), compiled (under torch.compile: elementwise work fused), cuda_graph
+    / compiled_cuda_graph (captured once, then each step is four copies into fixed buffers and one replay).
+    With cuda_graph the returned loss is a buffer the next step overwrites: read or add it before then.
+    """
+
+    def __init__(self, model: SGNS, batch_size: int, shared: int, negatives: int, row_cap: float, mode: str):
+        W = model.input.weight
+        self.W, self.C = W.detach(), model.output.weight.detach()  # aliases: updated in place, no autograd
+        self.groups = -(-batch_size // shared)
+        self.size, self.k, self.row_cap, self.mode = self.groups * shared, negatives, row_cap, mode
+        self.counts = torch.zeros(W.shape[0] if row_cap > 0 else 1, dtype=torch.float32, device=W.device)
+        self.ones = torch.ones(self.size, dtype=torch.float32, device=W.device)
+        self.lr = torch.zeros((), dtype=torch.float32, device=W.device)
+        self.fn = torch.compile(fixed_shape_step, dynamic=False, fullgraph=True) if "compiled" in mode \
+            else fixed_shape_step
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        if mode.endswith("cuda_graph") and W.device.type != "cuda":
+            raise SGNSError(f"trainer.torch_step={mode} needs a CUDA device (got {W.device})")
+
+    def padded(self, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = len(centers)
+        if b == self.size:
+            return centers, contexts, negatives, self.ones
+        weight = (torch.arange(self.size, device=centers.device) < b).to(torch.float32)
+        return (F.pad(centers, (0, self.size - b)), F.pad(contexts, (0, self.size - b)),
+                F.pad(negatives, (0, 0, 0, self.groups - len(negatives))), weight)
+
+    @torch.no_grad()
+    def __call__(self, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
+                 lr: float) -> torch.Tensor:
+        inputs = self.padded(centers, contexts, negatives)
+        self.lr.fill_(lr)
+        if not self.mode.endswith("cuda_graph"):
+            return self.fn(self.W, self.C, self.counts, *inputs, self.lr, self.row_cap)
+        if self.graph is None:
+            self.capture(inputs)
+        for buffer, value in zip(self.buffers, inputs, strict=True):
+            buffer.copy_(value, non_blocking=True)
+        self.graph.replay()
+        return self.loss
+
+    def capture(self, inputs: Tuple[torch.Tensor, ...]) -> None:
+        """Warm up (compiling, if so) and capture the step on fixed buffers; weight 0 while warming up, so the
+        warm-up steps change no parameter."""
+        self.buffers = [x.clone() for x in inputs]
+        self.buffers[3].zero_()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.fn(self.W, self.C, self.counts, *self.buffers, self.lr, self.row_cap)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = self.fn(self.W, self.C, self.counts, *self.buffers, self.lr, self.row_cap)
 
 
 def optimizer_step(model: SGNS, optimizer: torch.optim.Optimizer, centers: torch.Tensor,
