@@ -23,7 +23,9 @@ word2vec and gensim do (Hogwild, the fast default), or, deterministic, on one th
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, List, Optional, Tuple
@@ -408,6 +410,30 @@ def alias_table(probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         scaled[g] -= 1.0 - scaled[s]
         (small if scaled[g] < 1.0 else large).append(g)
     return np.minimum(np.round(accept * 4294967296.0), 4294967296.0).astype(np.int64), alias
+
+
+HUGE_PAGE = 1 << 21
+_MADV_HUGEPAGE, _MADV_COLLAPSE = 14, 25  # Linux madvise advice values (COLLAPSE: Linux >= 6.1)
+
+
+def advise_huge_pages(table: np.ndarray) -> bool:
+    """Back `table`'s memory with 2 MiB transparent huge pages where Linux allows (THP `madvise` mode): the
+    kernel's rows are random accesses, and with 4 KiB pages a big table misses the TLB on nearly every row.
+    MADV_COLLAPSE converts the already-written pages now (older kernels: khugepaged, later). Returns whether
+    the advice was taken; a no-op elsewhere and for tables under a huge page."""
+    if not sys.platform.startswith("linux") or table.nbytes < 2 * HUGE_PAGE:
+        return False
+    lo = (table.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+    hi = (table.ctypes.data + table.nbytes) & ~(HUGE_PAGE - 1)
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return False
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if madvise(lo, hi - lo, _MADV_HUGEPAGE) != 0:
+        return False
+    madvise(lo, hi - lo, _MADV_COLLAPSE)  # best effort: EINVAL before Linux 6.1, EAGAIN/ENOMEM under pressure
+    return True
 
 
 def piece_bounds(starts: np.ndarray, piece_tokens: int) -> np.ndarray:
