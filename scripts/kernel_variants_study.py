@@ -28,6 +28,7 @@ VARIANTS = {  # name -> variant flags (see sgns.kernels.numba_kernels)
     "per_context": 1,  # a draw of K negatives per (context, center) pair
     "sequential": 2,  # pair-by-pair exact update, the window's shared negatives
     "word2vec": 3,  # both: word2vec's (and gensim's) inner loop
+    "word2vec_fused": 11,  # the same, each pair's logits first, then one pass over its output rows
     "per_word_lr": 4,  # lr decayed per center word
     "per_context_lr": 5,
 }

@@ -159,6 +159,63 @@ def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
 PER_CONTEXT_NEGATIVES = 1  # each (context, center) pair draws its own K negatives (word2vec) instead of one per window
 SEQUENTIAL = 2  # word2vec's exact order: pair by pair, each output row stepped before the next logit is taken
 PER_WORD_LR = 4  # lr decays per center word, not per sentence
+FUSED = 8  # with SEQUENTIAL: each pair's K + 1 logits first, then one pass steps its output rows (`_pair_step`)
+
+
+@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
+def _pair_step(W: np.ndarray, C: np.ndarray, word: int, targets: np.ndarray, g: np.ndarray, k1: int,
+               alpha: np.float32, with_loss: bool, da: np.ndarray, d: int) -> Tuple[float, int]:
+    """Word2vec's step for one (context `word`, center targets[0]) pair with negatives targets[1:]: the K + 1
+    logits of W[word] from the output rows as they are, then one pass that sums W[word]'s step from the old
+    output rows and steps them, then W[word] moves. A negative equal to the center is skipped. Rows are taken
+    two at a time (an odd last one with itself, its second gradient 0); two equal rows of a pass take the sum
+    of their gradients once. Returns (loss if with_loss, logits)."""
+    wa = W[word]
+    center = targets[0]
+    loss = 0.0
+    logits = 0
+    for k in range(0, k1, 2):
+        k2 = min(k + 1, k1 - 1)
+        c0 = C[targets[k]]
+        c1 = C[targets[k2]]
+        x0 = np.float32(0.0)
+        x1 = np.float32(0.0)
+        for t in range(d):
+            x0 += wa[t] * c0[t]
+            x1 += wa[t] * c1[t]
+        g0, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+        skip = k > 0 and targets[k] == center
+        g[k] = 0.0 if skip else g0
+        loss += 0.0 if skip else l_
+        logits += 0 if skip else 1
+        if k2 != k:
+            g1, l_ = _logit_grad(x1, False, alpha, with_loss)
+            skip = targets[k2] == center
+            g[k2] = 0.0 if skip else g1
+            loss += 0.0 if skip else l_
+            logits += 0 if skip else 1
+    for k in range(0, k1, 2):
+        k2 = min(k + 1, k1 - 1)
+        g0 = g[k]
+        g1 = g[k2] if k2 != k else np.float32(0.0)
+        c0 = C[targets[k]]
+        c1 = C[targets[k2]]
+        if targets[k] == targets[k2]:
+            g0 += g1
+            for t in range(d):
+                old = c0[t]
+                da[t] = (da[t] if k > 0 else np.float32(0.0)) + g0 * old
+                c0[t] = old + g0 * wa[t]
+        else:
+            for t in range(d):
+                o0 = c0[t]
+                o1 = c1[t]
+                da[t] = (da[t] if k > 0 else np.float32(0.0)) + g0 * o0 + g1 * o1
+                c0[t] = o0 + g0 * wa[t]
+                c1[t] = o1 + g1 * wa[t]
+    for t in range(d):
+        wa[t] += da[t]
+    return loss, logits
 
 
 @njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
@@ -177,6 +234,12 @@ def _window_variant(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, out: 
                 negs[a, k] = out[k]
     loss = 0.0
     logits = 0
+    if flags & FUSED:
+        for a in range(m):
+            l_, x_ = _pair_step(W, C, ctx[a], negs[a], grad[a], k1, alpha, with_loss, dw[a], d)
+            loss += l_
+            logits += x_
+        return state, loss, logits
     if flags & SEQUENTIAL:  # word2vec: for each context, each target's logit from the rows as they are now
         for a in range(m):
             wa = W[ctx[a]]
