@@ -22,10 +22,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {  # name -> variant flags (see sgns.kernels.numba_kernels)
     "default": 0,
     "per_context": 1,  # a draw of K negatives per (context, center) pair
+    "per_context_batch": 17,  # the same step, its row passes two rows at a time (the candidate default)
     "sequential": 2,  # pair-by-pair exact update, the window's shared negatives
     "word2vec": 3,  # both: word2vec's (and gensim's) inner loop
     "word2vec_fused": 11,  # the same, each pair's logits first, then one pass over its output rows
@@ -43,8 +46,9 @@ def compose(overrides: List[str]) -> Any:
         return hydra_compose("train", overrides=overrides)
 
 
-def train_once(cfg: Any, corpus: Any, vocab: Any, flags: int) -> Dict[str, float]:
-    """Train a fresh model with `flags`; (training seconds, words/s, the input table)."""
+def train_once(cfg: Any, corpus: Any, vocab: Any, flags: int, max_spans: int = 0) -> Dict[str, Any]:
+    """Train a fresh model with `flags` (only its first `max_spans` spans if > 0); training seconds, words/s
+    and the input table."""
     import torch
 
     from sgns.kernels import learning_rate, make_backend
@@ -55,13 +59,16 @@ def train_once(cfg: Any, corpus: Any, vocab: Any, flags: int) -> Dict[str, float
     model = make_model(cfg.model, len(vocab))
     backend = make_backend(cfg, corpus, vocab, model, torch.device("cpu"))
     backend.trainer.variant_flags = flags
+    backend.trainer.train_span(np.zeros(2, np.int32), np.array([0, 2]), 0, 0, 0.0, 0.0)  # compile outside the timing
     done = 0.0
     start = time.perf_counter()
-    for batch in backend.batches((0, 0, 0)):
+    for i, batch in enumerate(backend.batches((0, 0, 0))):
+        if max_spans and i == max_spans:
+            break
         backend.step(batch, learning_rate(cfg.optimizer, done / backend.total_words))
         done = batch.words_done
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "words_per_sec": backend.total_words / seconds,
+    return {"seconds": seconds, "words_per_sec": done / seconds,
             "vectors": model.input.weight.detach().numpy().copy()}
 
 
@@ -108,6 +115,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--variants", nargs="+", default=["default", "per_context"], choices=sorted(VARIANTS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--override", action="append", default=[], help="an extra Hydra override for every run")
+    ap.add_argument("--speed-spans", type=int, default=0,
+                    help="speed only: train each variant on this many spans, no scores (repeat with more seeds)")
     ap.add_argument("--out", type=Path, help="append one JSON line per run here")
     ap.add_argument("--summarize", type=Path, nargs="+", help="print the table of these result files and exit")
     args = ap.parse_args(argv)
@@ -125,10 +134,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                  *args.override]
     cfg = compose(overrides)
     corpus, vocab = read_corpus(cfg, Path("/nonexistent"), write_vocab=False)
+    speeds: Dict[str, List[float]] = {}
     for seed in args.seeds:
         for variant in args.variants:
             run_cfg = compose(overrides + [f"trainer.seed={seed}"])
-            result = train_once(run_cfg, corpus, vocab, VARIANTS[variant])
+            result = train_once(run_cfg, corpus, vocab, VARIANTS[variant], args.speed_spans)
+            if args.speed_spans:
+                print(f"{variant} seed {seed}: {result['words_per_sec']:,.0f} words/s", flush=True)
+                speeds.setdefault(variant, []).append(result["words_per_sec"])
+                continue
             row = {"variant": variant, "flags": VARIANTS[variant], "seed": seed, "epochs": args.epochs,
                    "threads": args.threads, "overrides": args.override, "file": str(args.out),
                    "seconds": result["seconds"], "words_per_sec": result["words_per_sec"],
@@ -137,6 +151,13 @@ def main(argv: Optional[List[str]] = None) -> None:
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
+    if speeds:
+        base = speeds.get(args.variants[0])
+        print(f"\nwords/s over the first {args.speed_spans} spans, median of {len(args.seeds)} alternating runs")
+        for variant, values in speeds.items():
+            ratios = [v / b for v, b in zip(values, base or [], strict=False)]
+            print(f"| {variant} | {statistics.median(values):,.0f} | "
+                  f"{statistics.median(ratios) if ratios else float('nan'):.3f} |")
 
 
 if __name__ == "__main__":

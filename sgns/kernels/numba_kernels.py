@@ -159,7 +159,85 @@ def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
 PER_CONTEXT_NEGATIVES = 1  # each (context, center) pair draws its own K negatives (word2vec) instead of one per window
 SEQUENTIAL = 2  # word2vec's exact order: pair by pair, each output row stepped before the next logit is taken
 PER_WORD_LR = 4  # lr decays per center word, not per sentence
+PER_CONTEXT_BATCH = 16  # PER_CONTEXT_NEGATIVES, row passes taken two rows at a time (`_window_per_context`)
 FUSED = 8  # with SEQUENTIAL: each pair's K + 1 logits first, then one pass steps its output rows (`_pair_step`)
+
+
+@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
+def _window_per_context(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, center: int, negs: np.ndarray,
+                        grad: np.ndarray, dw: np.ndarray, accept: np.ndarray, alias: np.ndarray, k1: int,
+                        alpha: np.float32, with_loss: bool, state: np.uint64,
+                        d: int) -> Tuple[np.uint64, float, int]:
+    """One window, each context with its own K negatives: a batch SGD step on the window's m * (K + 1) logits,
+    all from the weights before the window. Returns (next state, loss if with_loss, logits)."""
+    for a in range(m):
+        negs[a, 0] = center
+        for k in range(1, k1):
+            state, r = _draw(state)
+            negs[a, k] = _negative(r, accept, alias)
+    loss = 0.0
+    logits = 0
+    for a in range(m):  # logits, two output rows per pass over the input row
+        wa = W[ctx[a]]
+        na = negs[a]
+        for k in range(0, k1, 2):
+            k2 = min(k + 1, k1 - 1)
+            c0 = C[na[k]]
+            c1 = C[na[k2]]
+            x0 = np.float32(0.0)
+            x1 = np.float32(0.0)
+            for t in range(d):
+                x0 += wa[t] * c0[t]
+                x1 += wa[t] * c1[t]
+            g, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+            skip = k > 0 and na[k] == center
+            grad[a, k] = 0.0 if skip else g
+            loss += 0.0 if skip else l_
+            logits += 0 if skip else 1
+            if k2 != k:
+                g, l_ = _logit_grad(x1, False, alpha, with_loss)
+                skip = na[k2] == center
+                grad[a, k2] = 0.0 if skip else g
+                loss += 0.0 if skip else l_
+                logits += 0 if skip else 1
+    for a in range(m):  # input-row steps from the old output rows
+        da = dw[a]
+        ga = grad[a]
+        na = negs[a]
+        for k in range(0, k1, 2):
+            k2 = min(k + 1, k1 - 1)
+            g0 = ga[k]
+            g1 = ga[k2] if k2 != k else np.float32(0.0)
+            c0 = C[na[k]]
+            c1 = C[na[k2]]
+            if k == 0:
+                for t in range(d):
+                    da[t] = g0 * c0[t] + g1 * c1[t]
+            else:
+                for t in range(d):
+                    da[t] += g0 * c0[t] + g1 * c1[t]
+    co = C[center]  # output steps from the old input rows: the center's from every context, two per pass
+    for a in range(0, m, 2):
+        a2 = min(a + 1, m - 1)
+        g0 = grad[a, 0]
+        g1 = grad[a2, 0] if a2 != a else np.float32(0.0)
+        w0 = W[ctx[a]]
+        w1 = W[ctx[a2]]
+        for t in range(d):
+            co[t] += g0 * w0[t] + g1 * w1[t]
+    for a in range(m):  # ...each negative's from its one context
+        wa = W[ctx[a]]
+        for k in range(1, k1):
+            g0 = grad[a, k]
+            cn = C[negs[a, k]]
+            for t in range(d):
+                cn[t] += g0 * wa[t]
+    for a in range(m):
+        wa = W[ctx[a]]
+        da = dw[a]
+        for t in range(d):
+            wa[t] += da[t]
+    return state, loss, logits
 
 
 @njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
@@ -225,6 +303,9 @@ def _window_variant(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, out: 
                     d: int) -> Tuple[np.uint64, float, int]:
     """One window's update as `flags` says (see PER_CONTEXT_NEGATIVES, SEQUENTIAL): (next state, loss, logits)."""
     center = out[0]
+    if flags & PER_CONTEXT_BATCH:
+        return _window_per_context(W, C, ctx, m, center, negs, grad, dw, accept, alias, k1, alpha, with_loss,
+                                   state, d)
     for a in range(m):
         for k in range(k1):
             if k > 0 and flags & PER_CONTEXT_NEGATIVES:
