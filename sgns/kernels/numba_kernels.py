@@ -170,11 +170,12 @@ def _window_per_context(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, c
                         d: int) -> Tuple[np.uint64, float, int]:
     """One window, each context with its own K negatives: a batch SGD step on the window's m * (K + 1) logits,
     all from the weights before the window. Returns (next state, loss if with_loss, logits)."""
-    for a in range(m):
+    for a in range(m):  # all draws first, each row's load started at once: the misses overlap
         negs[a, 0] = center
         for k in range(1, k1):
             state, r = _draw(state)
             negs[a, k] = _negative(r, accept, alias)
+            _prefetch_row(C, negs[a, k], d)
     loss = 0.0
     logits = 0
     for a in range(m):  # logits, two output rows per pass over the input row
