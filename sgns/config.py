@@ -91,6 +91,7 @@ class DataConfig:
     chunk_tokens: int = 1_000_000  # pair pipelines: tokens turned into pairs at once (shuffled within a chunk)
     span_tokens: int = 131_072  # numba kernel: corpus words per step, at most (~100 steps an epoch on small corpora)
     shared_negatives: int = 1  # pair pipelines: positives sharing one draw of negatives (the numba kernel: a window)
+    window_negatives: bool = choice(True)  # numba kernel: one draw of negatives per window (fast); false: per context
     cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
     prefetch: bool = bookkeeping(True)  # build the next batches in a background thread while the model trains
 

@@ -130,7 +130,8 @@ def make_backend(cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS
 
             return numba_kernels.SpanBackend(TokenSpans(corpus, d.span_tokens, t.epochs, shard), model, vocab, d.window,
                                              d.negatives, d.subsample, d.ns_exponent, t.seed, t.threads,
-                                             t.deterministic, lambda progress: learning_rate(cfg.optimizer, progress))
+                                             t.deterministic, lambda progress: learning_rate(cfg.optimizer, progress),
+                                             d.window_negatives)
     pairs = PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size or CPU_BATCH_SIZE, d.chunk_tokens,
                         t.epochs, t.seed, device, d.prefetch, shard)
     if cfg.model.name == "full_softmax":

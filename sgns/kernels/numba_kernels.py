@@ -154,8 +154,9 @@ def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
         _prefetch(matrix, row, col)
 
 
-# Study-only variants of the window update (scripts/kernel_variants_study.py, docs/kernel_quality.md); 0 is the
-# default kernel. Bits of `flags`:
+# Variants of the window update (docs/kernel_quality.md), bits of `flags`: 0 is the default kernel (HogBatch's
+# shared negatives), PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH is data.window_negatives=false, the rest are
+# for scripts/kernel_variants_study.py only.
 PER_CONTEXT_NEGATIVES = 1  # each (context, center) pair draws its own K negatives (word2vec) instead of one per window
 SEQUENTIAL = 2  # word2vec's exact order: pair by pair, each output row stepped before the next logit is taken
 PER_WORD_LR = 4  # lr decays per center word, not per sentence
@@ -628,7 +629,7 @@ class SpanTrainer:
         self.window, self.negatives, self.seed = window, negatives, seed
         self.threads, self.piece_tokens, self.loss_every = threads, piece_tokens, loss_every
         self.deterministic = deterministic
-        self.variant_flags = 0  # study-only (scripts/kernel_variants_study.py): PER_CONTEXT_NEGATIVES | ...
+        self.variant_flags = 0  # the window update (0: HogBatch's shared negatives; see PER_CONTEXT_NEGATIVES)
         self._pool: Optional[ThreadPoolExecutor] = None  # the helper threads, started on first use
 
     def n_pieces(self, starts: np.ndarray) -> int:
@@ -705,7 +706,7 @@ class SpanBackend:
 
     def __init__(self, spans: TokenSpans, model: SGNS, vocab: Vocabulary, window: int, negatives: int,
                  subsample: float, ns_exponent: float, seed: int, threads: int, deterministic: bool,
-                 lr_at: Callable[[float], float]):
+                 lr_at: Callable[[float], float], window_negatives: bool = True):
         W, C = model.input.weight, model.output.weight
         if W.device.type != "cpu" or W.dtype != torch.float32 or not (W.is_contiguous() and C.is_contiguous()):
             raise SGNSError("the numba kernel trains contiguous float32 CPU weights: use trainer.kernel=torch")
@@ -716,6 +717,8 @@ class SpanBackend:
         self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.words)),
                                    keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
                                    seed, threads, deterministic=deterministic)
+        if not window_negatives:  # data.window_negatives=false: each context draws its own negatives
+            self.trainer.variant_flags = PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH
 
     def batches(self, start: Tuple[int, int, int]) -> Iterator[Span]:
         return self.spans(start)
