@@ -12,7 +12,8 @@ share one draw of K negatives, so for a center with contexts c_1..c_m the logits
 product of the contexts' input rows with the output rows of [center, negatives], and both gradients are
 small products of the same loaded rows. Gradients of one window are computed from the weights as they were
 before the window: exactly a batch SGD step on the BCE-with-logits loss of that window's m * (K+1) logits
-(tests/test_numba_kernels.py checks it against the nn.Module reference).
+(tests/test_numba_kernels.py checks it against the nn.Module reference). With data.window_negatives=false each
+context draws its own K negatives instead (word2vec's draws, the same batch step; `_window_per_context`).
 
 Pieces are aligned to sentence starts and defined by positions alone (`piece_bounds`), never by the thread
 count. `SpanTrainer` runs a span's pieces on several threads at once, racing on shared rows exactly as
