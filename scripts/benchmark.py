@@ -118,8 +118,10 @@ def score(vectors: Path, restrict: int) -> Dict[str, Optional[float]]:
     from sgns.vectors import load_word2vec
 
     words, matrix = load_word2vec(vectors)
-    result: Dict[str, Optional[float]] = {
-        "analogy": evaluate_analogies(words, matrix, EVAL_DIR / "questions-words.txt", restrict)["accuracy"]}
+    analogies = evaluate_analogies(words, matrix, EVAL_DIR / "questions-words.txt", restrict)
+    result: Dict[str, Optional[float]] = {"analogy": analogies["accuracy"],
+                                          "semantic": analogies["semantic_accuracy"],
+                                          "syntactic": analogies["syntactic_accuracy"]}
     for name, file in (("ws353", "wordsim353.tsv"), ("simlex", "simlex999.txt")):
         result[name] = evaluate_similarity(words, matrix, EVAL_DIR / file)["spearman"]
     return result
@@ -215,7 +217,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             runs[name].append(result)
             print(f"[{rep + 1}/{args.repeats}] {name}: {result['wall']:.1f} s, {result['cpu']:.1f} CPU s, "
                   f"{result['words_per_sec']:,.0f} w/s, {result['rss_mib']:.0f} MiB ({result['rss_beyond_mib']:.0f} "
-                  f"beyond imports), analogy {result['analogy']:.4f}, ws353 {fmt(result['ws353'], '.4f')}",
+                  f"beyond imports), analogy {result['analogy']:.4f} (semantic {result['semantic']:.4f}, syntactic "
+                  f"{result['syntactic']:.4f}), ws353 {fmt(result['ws353'], '.4f')}",
                   file=sys.stderr, flush=True)
 
     table = {name: {k: median([r[k] for r in rs]) for k in rs[0]} for name, rs in runs.items()}
@@ -223,9 +226,9 @@ def main(argv: Optional[List[str]] = None) -> None:
           f"{words:,} words, {args.epochs} epoch(s); medians of {args.repeats} alternating runs; "
           f"{os.cpu_count()} CPUs; gensim workers={args.workers}; sgns extra: {common or 'none'}; peak RSS of the "
           f"imports alone: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in base_rss.items()) + "\n")
-    print("| run | wall s | CPU s | words/s | peak RSS MiB | beyond imports MiB | analogy top-30k | WS353 | SimLex "
-          "| speed vs gensim | CPU s vs gensim | beyond imports vs gensim |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | wall s | CPU s | words/s | peak RSS MiB | beyond imports MiB | analogy top-30k | semantic "
+          "| syntactic | WS353 | SimLex | speed vs gensim | CPU s vs gensim | beyond imports vs gensim |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ref = table.get("gensim")
     for name, m in table.items():
         speed = f"{m['words_per_sec'] / ref['words_per_sec']:.2f}x" if ref else "-"
@@ -233,7 +236,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         rss = f"{m['rss_beyond_mib'] / ref['rss_beyond_mib']:.2f}x" if ref else "-"
         label = name if systems[name] is None else f"{name} ({' '.join(systems[name][len(common):]) or 'default'})"
         print(f"| {label} | {m['wall']:.1f} | {m['cpu']:.1f} | {m['words_per_sec']:,.0f} | {m['rss_mib']:.0f} | "
-              f"{m['rss_beyond_mib']:.0f} | {fmt(m['analogy'], '.4f')} | {fmt(m['ws353'], '.4f')} | "
+              f"{m['rss_beyond_mib']:.0f} | {fmt(m['analogy'], '.4f')} | {fmt(m['semantic'], '.4f')} | "
+              f"{fmt(m['syntactic'], '.4f')} | {fmt(m['ws353'], '.4f')} | "
               f"{fmt(m['simlex'], '.4f')} | {speed} | {cpu} | {rss} |")
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "medians": table, "words": words, "import_rss": base_rss},

@@ -12,6 +12,8 @@ from numba import njit
 
 from sgns.model import SGNS, sgns_loss
 from sgns.pipelines.span import (
+    PER_CONTEXT_BATCH,
+    PER_CONTEXT_NEGATIVES,
     SpanTrainer,
     _draw,
     _kept_words,
@@ -23,6 +25,7 @@ from sgns.pipelines.span import (
     piece_seed,
     span_starts,
     train_piece,
+    train_piece_variant,
 )
 
 # ------------------------------------------------------------------------------------- reference match
@@ -35,19 +38,26 @@ def _one_negative_table(vocab: int, word: int):
     return kernel_alias_table(p)
 
 
-def _run_kernel(W, C, sentence, negative, k, lr, window=1):
+PER_CONTEXT = PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH  # data.window_negatives=false
+
+
+def _run_kernel(W, C, sentence, negative, k, lr, window=1, flags=0):
     vocab = len(W)
     raw = np.asarray(sentence, dtype=np.int32)
     remap = np.arange(vocab, dtype=np.int32)
     starts = np.array([0, len(raw)], dtype=np.int64)
     accept, alias = _one_negative_table(vocab, negative)
     keep = np.ones(vocab, dtype=np.float32)
+    if flags:
+        return train_piece_variant(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, k, lr, lr,
+                                   np.uint64(7), 1, flags, W.shape[1])
     return train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, k, lr, lr, np.uint64(7), 1,
                        W.shape[1])
 
 
+@pytest.mark.parametrize("flags", [0, PER_CONTEXT])  # one draw per window, or per context: here the same draws
 @pytest.mark.parametrize("k", [3, 4])  # an even and an odd number of output rows (the kernel pairs rows up)
-def test_kernel_matches_autograd_on_windows_of_one_draw(k):
+def test_kernel_matches_autograd_on_windows_of_one_draw(k, flags):
     # window=1 makes every radius 1 and a one-word negative distribution fixes the draws, so the kernel's
     # work is known: per center, one batch SGD step on the BCE loss of its (context -> center) pairs with
     # the window's shared negatives. Word2vec's skip-gram predicts the center from each context's input
@@ -62,7 +72,7 @@ def test_kernel_matches_autograd_on_windows_of_one_draw(k):
         ref.output.weight.normal_(0, 0.5)
     W = ref.input.weight.detach().numpy().copy()
     C = ref.output.weight.detach().numpy().copy()
-    loss, loss_pairs, pairs, logits = _run_kernel(W, C, sentence, negative, k, lr)
+    loss, loss_pairs, pairs, logits = _run_kernel(W, C, sentence, negative, k, lr, flags=flags)
 
     expected_loss = 0.0
     optimizer = torch.optim.SGD(ref.parameters(), lr=lr)
@@ -80,13 +90,31 @@ def test_kernel_matches_autograd_on_windows_of_one_draw(k):
     np.testing.assert_allclose(C, ref.output.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_negative_equal_to_the_center_is_skipped():
+@pytest.mark.parametrize("flags", [0, PER_CONTEXT])
+def test_negative_equal_to_the_center_is_skipped(flags):
     # word2vec skips a negative that is the positive word itself; with every draw equal to the center,
     # only the positive logits remain.
     W = np.full((4, 3), 0.1, dtype=np.float32)
     C = np.zeros((4, 3), dtype=np.float32)
-    _, _, pairs, logits = _run_kernel(W, C, [1, 1], negative=1, k=4, lr=0.1)
+    _, _, pairs, logits = _run_kernel(W, C, [1, 1], negative=1, k=4, lr=0.1, flags=flags)
     assert pairs == 2 and logits == 2
+
+
+@pytest.mark.parametrize("flags, rows", [(0, 3 * 5), (PER_CONTEXT, 4 * 5)])
+def test_negatives_are_drawn_per_window_or_per_context(flags, rows):
+    # Three words, window 1: windows of 1, 2 and 1 contexts, K = 5. From a uniform law over 100k words the
+    # draws almost never repeat, so the output rows stepped as negatives count the draws: one per window
+    # (15) or one per context (20).
+    vocab, k = 100_000, 5
+    W = np.full((vocab, 4), 0.1, dtype=np.float32)
+    C = np.zeros((vocab, 4), dtype=np.float32)
+    raw = np.array([0, 1, 2], dtype=np.int32)
+    accept, alias = kernel_alias_table(np.full(vocab, 1.0 / vocab))
+    args = (W, C, raw, np.arange(vocab, dtype=np.int32), np.array([0, 3], dtype=np.int64), 0, 1,
+            np.ones(vocab, np.float32), accept, alias, 1, k, 0.1, 0.1, np.uint64(5), 1)
+    _, _, pairs, _ = train_piece_variant(*args, flags, 4) if flags else train_piece(*args, 4)
+    assert pairs == 4
+    assert np.count_nonzero(np.abs(C[3:]).sum(1)) == rows
 
 
 # ------------------------------------------------------------------------------- random draws, statistically
@@ -264,12 +292,14 @@ def test_pieces_replay_exactly_from_any_piece():
     assert np.array_equal(whole.W, parts.W) and np.array_equal(whole.C, parts.C)
 
 
-def test_deterministic_mode_ignores_the_thread_count():
+@pytest.mark.parametrize("flags", [0, PER_CONTEXT])
+def test_deterministic_mode_ignores_the_thread_count(flags):
     raw, starts = _zipf_span(200, 20000)
     results = []
     for threads in (1, 2, 3):
         tr = _trainer(200, 16, threads)
         tr.deterministic = True
+        tr.variant_flags = flags
         tr.train_span(raw, starts, 0, 0, 0.025, 0.02)
         results.append((tr.W.copy(), tr.C.copy()))
     for W, C in results[1:]:

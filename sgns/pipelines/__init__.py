@@ -166,7 +166,7 @@ def make_pipeline(settings: Settings, cfg: Any, corpus: EncodedCorpus, vocab: Vo
     if settings.pipeline == "span":
         return SpanPipeline(TokenSpans(corpus, d.span_tokens, t.epochs, shard), model, vocab, d.window, d.negatives,
                             d.subsample, d.ns_exponent, t.seed, settings.threads, t.deterministic,
-                            lambda progress: learning_rate(cfg.optimizer, progress))
+                            lambda progress: learning_rate(cfg.optimizer, progress), d.window_negatives)
     if settings.pipeline == "device":
         return make_device_pipeline(cfg, settings.batch_size, settings.row_cap, settings.lr_scale, corpus, vocab,
                                     model, device, shard)

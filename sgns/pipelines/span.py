@@ -12,7 +12,8 @@ share one draw of K negatives, so for a center with contexts c_1..c_m the logits
 product of the contexts' input rows with the output rows of [center, negatives], and both gradients are
 small products of the same loaded rows. Gradients of one window are computed from the weights as they were
 before the window: exactly a batch SGD step on the BCE-with-logits loss of that window's m * (K+1) logits
-(tests/test_numba_kernels.py checks it against the nn.Module reference).
+(tests/test_numba_kernels.py checks it against the nn.Module reference). With data.window_negatives=false each
+context draws its own K negatives instead (word2vec's draws, the same batch step; `_window_per_context`).
 
 Pieces are aligned to sentence starts and defined by positions alone (`piece_bounds`), never by the thread
 count. `SpanTrainer` runs a span's pieces on several threads at once, racing on shared rows exactly as
@@ -162,6 +163,235 @@ def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
         _prefetch(matrix, row, col)
 
 
+# Variants of the window update (docs/kernel_quality.md), bits of `flags`: 0 is the default kernel (HogBatch's
+# shared negatives), PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH is data.window_negatives=false, the rest are
+# for scripts/kernel_variants_study.py only.
+PER_CONTEXT_NEGATIVES = 1  # each (context, center) pair draws its own K negatives (word2vec) instead of one per window
+SEQUENTIAL = 2  # word2vec's exact order: pair by pair, each output row stepped before the next logit is taken
+PER_WORD_LR = 4  # lr decays per center word, not per sentence
+PER_CONTEXT_BATCH = 16  # PER_CONTEXT_NEGATIVES, row passes taken two rows at a time (`_window_per_context`)
+FUSED = 8  # with SEQUENTIAL: each pair's K + 1 logits first, then one pass steps its output rows (`_pair_step`)
+
+
+@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
+def _window_per_context(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, center: int, negs: np.ndarray,
+                        grad: np.ndarray, dw: np.ndarray, accept: np.ndarray, alias: np.ndarray, k1: int,
+                        alpha: np.float32, with_loss: bool, state: np.uint64,
+                        d: int) -> Tuple[np.uint64, float, int]:
+    """One window, each context with its own K negatives: a batch SGD step on the window's m * (K + 1) logits,
+    all from the weights before the window. Returns (next state, loss if with_loss, logits)."""
+    for a in range(m):  # all draws first, each row's load started at once: the misses overlap
+        negs[a, 0] = center
+        for k in range(1, k1):
+            state, r = _draw(state)
+            negs[a, k] = _negative(r, accept, alias)
+            _prefetch_row(C, negs[a, k], d)
+    loss = 0.0
+    logits = 0
+    for a in range(m):  # logits, two output rows per pass over the input row
+        wa = W[ctx[a]]
+        na = negs[a]
+        for k in range(0, k1, 2):
+            k2 = min(k + 1, k1 - 1)
+            c0 = C[na[k]]
+            c1 = C[na[k2]]
+            x0 = np.float32(0.0)
+            x1 = np.float32(0.0)
+            for t in range(d):
+                x0 += wa[t] * c0[t]
+                x1 += wa[t] * c1[t]
+            g, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+            skip = k > 0 and na[k] == center
+            grad[a, k] = 0.0 if skip else g
+            loss += 0.0 if skip else l_
+            logits += 0 if skip else 1
+            if k2 != k:
+                g, l_ = _logit_grad(x1, False, alpha, with_loss)
+                skip = na[k2] == center
+                grad[a, k2] = 0.0 if skip else g
+                loss += 0.0 if skip else l_
+                logits += 0 if skip else 1
+    for a in range(m):  # input-row steps from the old output rows
+        da = dw[a]
+        ga = grad[a]
+        na = negs[a]
+        for k in range(0, k1, 2):
+            k2 = min(k + 1, k1 - 1)
+            g0 = ga[k]
+            g1 = ga[k2] if k2 != k else np.float32(0.0)
+            c0 = C[na[k]]
+            c1 = C[na[k2]]
+            if k == 0:
+                for t in range(d):
+                    da[t] = g0 * c0[t] + g1 * c1[t]
+            else:
+                for t in range(d):
+                    da[t] += g0 * c0[t] + g1 * c1[t]
+    co = C[center]  # output steps from the old input rows: the center's from every context, two per pass
+    for a in range(0, m, 2):
+        a2 = min(a + 1, m - 1)
+        g0 = grad[a, 0]
+        g1 = grad[a2, 0] if a2 != a else np.float32(0.0)
+        w0 = W[ctx[a]]
+        w1 = W[ctx[a2]]
+        for t in range(d):
+            co[t] += g0 * w0[t] + g1 * w1[t]
+    for a in range(m):  # ...each negative's from its one context
+        wa = W[ctx[a]]
+        for k in range(1, k1):
+            g0 = grad[a, k]
+            cn = C[negs[a, k]]
+            for t in range(d):
+                cn[t] += g0 * wa[t]
+    for a in range(m):
+        wa = W[ctx[a]]
+        da = dw[a]
+        for t in range(d):
+            wa[t] += da[t]
+    return state, loss, logits
+
+
+@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
+def _pair_step(W: np.ndarray, C: np.ndarray, word: int, targets: np.ndarray, g: np.ndarray, k1: int,
+               alpha: np.float32, with_loss: bool, da: np.ndarray, d: int) -> Tuple[float, int]:
+    """Word2vec's step for one (context `word`, center targets[0]) pair with negatives targets[1:]: the K + 1
+    logits of W[word] from the output rows as they are, then one pass that sums W[word]'s step from the old
+    output rows and steps them, then W[word] moves. A negative equal to the center is skipped. Rows are taken
+    two at a time (an odd last one with itself, its second gradient 0); two equal rows of a pass take the sum
+    of their gradients once. Returns (loss if with_loss, logits)."""
+    wa = W[word]
+    center = targets[0]
+    loss = 0.0
+    logits = 0
+    for k in range(0, k1, 2):
+        k2 = min(k + 1, k1 - 1)
+        c0 = C[targets[k]]
+        c1 = C[targets[k2]]
+        x0 = np.float32(0.0)
+        x1 = np.float32(0.0)
+        for t in range(d):
+            x0 += wa[t] * c0[t]
+            x1 += wa[t] * c1[t]
+        g0, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+        skip = k > 0 and targets[k] == center
+        g[k] = 0.0 if skip else g0
+        loss += 0.0 if skip else l_
+        logits += 0 if skip else 1
+        if k2 != k:
+            g1, l_ = _logit_grad(x1, False, alpha, with_loss)
+            skip = targets[k2] == center
+            g[k2] = 0.0 if skip else g1
+            loss += 0.0 if skip else l_
+            logits += 0 if skip else 1
+    for k in range(0, k1, 2):
+        k2 = min(k + 1, k1 - 1)
+        g0 = g[k]
+        g1 = g[k2] if k2 != k else np.float32(0.0)
+        c0 = C[targets[k]]
+        c1 = C[targets[k2]]
+        if targets[k] == targets[k2]:
+            g0 += g1
+            for t in range(d):
+                old = c0[t]
+                da[t] = (da[t] if k > 0 else np.float32(0.0)) + g0 * old
+                c0[t] = old + g0 * wa[t]
+        else:
+            for t in range(d):
+                o0 = c0[t]
+                o1 = c1[t]
+                da[t] = (da[t] if k > 0 else np.float32(0.0)) + g0 * o0 + g1 * o1
+                c0[t] = o0 + g0 * wa[t]
+                c1[t] = o1 + g1 * wa[t]
+    for t in range(d):
+        wa[t] += da[t]
+    return loss, logits
+
+
+@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
+def _window_variant(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, out: np.ndarray, negs: np.ndarray,
+                    grad: np.ndarray, dw: np.ndarray, accept: np.ndarray, alias: np.ndarray, k1: int,
+                    alpha: np.float32, with_loss: bool, flags: int, state: np.uint64,
+                    d: int) -> Tuple[np.uint64, float, int]:
+    """One window's update as `flags` says (see PER_CONTEXT_NEGATIVES, SEQUENTIAL): (next state, loss, logits)."""
+    center = out[0]
+    if flags & PER_CONTEXT_BATCH:
+        return _window_per_context(W, C, ctx, m, center, negs, grad, dw, accept, alias, k1, alpha, with_loss,
+                                   state, d)
+    for a in range(m):
+        for k in range(k1):
+            if k > 0 and flags & PER_CONTEXT_NEGATIVES:
+                state, r = _draw(state)
+                negs[a, k] = _negative(r, accept, alias)
+            else:
+                negs[a, k] = out[k]
+    loss = 0.0
+    logits = 0
+    if flags & FUSED:
+        for a in range(m):
+            l_, x_ = _pair_step(W, C, ctx[a], negs[a], grad[a], k1, alpha, with_loss, dw[a], d)
+            loss += l_
+            logits += x_
+        return state, loss, logits
+    if flags & SEQUENTIAL:  # word2vec: for each context, each target's logit from the rows as they are now
+        for a in range(m):
+            wa = W[ctx[a]]
+            da = dw[a]
+            for t in range(d):
+                da[t] = 0.0
+            for k in range(k1):
+                target = negs[a, k]
+                if k > 0 and target == center:
+                    continue
+                co = C[target]
+                x = np.float32(0.0)
+                for t in range(d):
+                    x += wa[t] * co[t]
+                g, l_ = _logit_grad(x, k == 0, alpha, with_loss)
+                loss += l_
+                logits += 1
+                for t in range(d):
+                    da[t] += g * co[t]
+                for t in range(d):
+                    co[t] += g * wa[t]
+            for t in range(d):
+                wa[t] += da[t]
+        return state, loss, logits
+    for a in range(m):  # one batch step from the weights before the window
+        wa = W[ctx[a]]
+        for k in range(k1):
+            co = C[negs[a, k]]
+            x = np.float32(0.0)
+            for t in range(d):
+                x += wa[t] * co[t]
+            g, l_ = _logit_grad(x, k == 0, alpha, with_loss)
+            skip = k > 0 and negs[a, k] == center
+            grad[a, k] = 0.0 if skip else g
+            loss += 0.0 if skip else l_
+            logits += 0 if skip else 1
+    for a in range(m):
+        da = dw[a]
+        for t in range(d):
+            da[t] = 0.0
+        for k in range(k1):
+            g = grad[a, k]
+            co = C[negs[a, k]]
+            for t in range(d):
+                da[t] += g * co[t]
+    for a in range(m):
+        wa = W[ctx[a]]
+        for k in range(k1):
+            g = grad[a, k]
+            co = C[negs[a, k]]
+            for t in range(d):
+                co[t] += g * wa[t]
+    for a in range(m):
+        wa = W[ctx[a]]
+        da = dw[a]
+        for t in range(d):
+            wa[t] += da[t]
+    return state, loss, logits
+
+
 @njit(nogil=True, cache=True)
 def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
                 s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
@@ -170,14 +400,24 @@ def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray
     """Train on sentences s0..s1-1 of a span (see `_train_piece`), compiled for `dim` (W's width) as a constant
     (the row loops then vectorise without a generic remainder path)."""
     return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
-                        state, loss_every, literally(dim))
+                        state, loss_every, literally(dim), 0)
+
+
+@njit(nogil=True, cache=True)
+def train_piece_variant(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
+                        s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
+                        negatives: int, lr0: float, lr1: float, state: np.uint64,
+                        loss_every: int, flags: int, dim: int) -> Tuple[float, int, int, int]:
+    """`train_piece` with the study-only variant `flags` (PER_CONTEXT_NEGATIVES | SEQUENTIAL | PER_WORD_LR)."""
+    return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
+                        state, loss_every, literally(dim), flags)
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
 def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
                  s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
                  negatives: int, lr0: float, lr1: float, state: np.uint64,
-                 loss_every: int, d: int) -> Tuple[float, int, int, int]:
+                 loss_every: int, d: int, flags: int) -> Tuple[float, int, int, int]:
     """Train on sentences s0..s1-1 of a span; returns (summed loss of the sampled windows, their positive
     pairs, all positive pairs, logits computed).
 
@@ -186,7 +426,7 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
     keep: per-word keep probability (float32); accept/alias: Walker's alias table of the negative
     distribution (accept as a threshold in [0, 2^32] in an int64 array). lr falls linearly from lr0 to lr1
     over the piece. The loss (a log per logit) is summed over a random 1 in `loss_every` windows (0: none),
-    an unbiased sample for the logged mean.
+    an unbiased sample for the logged mean. flags: 0, or a study-only variant (`_window_variant`).
     """
     k1 = negatives + 1
     lo, hi = starts[s0], starts[s1]
@@ -200,6 +440,7 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
     ahead = np.empty(k1, dtype=np.int32)  # the next center's negatives, drawn early to prefetch their rows
     grad = np.empty((2 * window, k1), dtype=np.float32)  # lr * (label - sigmoid(logit))
     dw = np.empty((2 * window, d), dtype=np.float32)  # pending input-row updates
+    negs = np.empty((2 * window if flags else 0, k1), dtype=np.int32)  # variants: each context's output rows
     loss = 0.0
     loss_pairs = 0
     pairs = 0
@@ -236,6 +477,18 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
                     ctx[m] = sen[j]
                     m += 1
             if m == 0:
+                continue
+            if flags:
+                if flags & PER_WORD_LR:
+                    alpha = np.float32(lr0 + (lr1 - lr0) * (starts[s] - lo + i * (starts[s + 1] - starts[s]) / n)
+                                       / span)
+                state, l_, x_ = _window_variant(W, C, ctx, m, out, negs, grad, dw, accept, alias, k1, alpha,
+                                                with_loss, flags, state, d)
+                loss += l_
+                logits += x_
+                pairs += m
+                if with_loss:
+                    loss_pairs += m
                 continue
             # 4. logits and their gradients, all from the weights before this window. Rows are taken two
             # at a time (an odd last one twice), so each pass over a loaded row serves two products.
@@ -314,26 +567,27 @@ def piece_bounds(starts: np.ndarray, piece_tokens: int) -> np.ndarray:
 
 
 PIECE_TOKENS = 1 << 12  # corpus positions per piece: the unit of parallel work and of random streams
-_COMPILED: dict = {}  # dim -> train_piece's compiled entry point for that dim
+_COMPILED: dict = {}  # (dim, variant) -> train_piece's (or train_piece_variant's) compiled entry point for that dim
 
 
-def compiled_train_piece(dim: int) -> Callable[..., Tuple[float, int, int, int]]:
-    """`train_piece` compiled for `dim`, as a directly callable entry point.
+def compiled_train_piece(dim: int, variant: bool = False) -> Callable[..., Tuple[float, int, int, int]]:
+    """`train_piece` (`train_piece_variant` if `variant`) compiled for `dim`, as a directly callable entry point.
 
     Through the dispatcher, every call with `dim` as a plain int would go through numba's literal-argument
     resolution again (about 6 ms a call, measured); the entry point of the compiled overload costs about
     2 us. Falls back to the dispatcher if numba's overload table does not look as expected."""
-    entry = _COMPILED.get(dim)
+    entry = _COMPILED.get((dim, variant))
     if entry is None:
+        fn = train_piece_variant if variant else train_piece
         W = np.zeros((1, dim), dtype=np.float32)
-        train_piece(W, W.copy(), np.zeros(1, np.int32), np.zeros(1, np.int32), np.array([0, 1], np.int64), 0, 0,
-                    np.ones(1, np.float32), np.ones(1, np.int64), np.zeros(1, np.int32), 1, 1, 0.0, 0.0,
-                    np.uint64(0), 0, dim)  # compiles (or loads from numba's cache) the version for dim
-        entry = train_piece
-        for signature, compiled in getattr(train_piece, "overloads", {}).items():
+        fn(W, W.copy(), np.zeros(1, np.int32), np.zeros(1, np.int32), np.array([0, 1], np.int64), 0, 0,
+           np.ones(1, np.float32), np.ones(1, np.int64), np.zeros(1, np.int32), 1, 1, 0.0, 0.0,
+           np.uint64(0), 0, *((0,) if variant else ()), dim)  # compiles (or loads from numba's cache) dim's version
+        entry = fn
+        for signature, compiled in getattr(fn, "overloads", {}).items():
             if getattr(signature[-1], "literal_value", None) == dim and hasattr(compiled, "entry_point"):
                 entry = compiled.entry_point
-        _COMPILED[dim] = entry
+        _COMPILED[(dim, variant)] = entry
     return entry
 
 
@@ -351,6 +605,7 @@ class SpanTrainer:
         self.window, self.negatives, self.seed = window, negatives, seed
         self.threads, self.piece_tokens, self.loss_every = threads, piece_tokens, loss_every
         self.deterministic = deterministic
+        self.variant_flags = 0  # the window update (0: HogBatch's shared negatives; see PER_CONTEXT_NEGATIVES)
         self._pool: Optional[ThreadPoolExecutor] = None  # the helper threads, started on first use
 
     def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float,
@@ -363,7 +618,9 @@ class SpanTrainer:
         # A short span (a small corpus) sums the loss of every window: a 1-in-16 sample of it may hold none.
         loss_every = self.loss_every if span >= 1 << 16 else min(self.loss_every, 1)
 
-        kernel = compiled_train_piece(self.W.shape[1])
+        flags = self.variant_flags
+        kernel = compiled_train_piece(self.W.shape[1], variant=bool(flags))
+        tail = (flags, self.W.shape[1]) if flags else (self.W.shape[1],)
 
         def run(p: int) -> Tuple[float, int, int, int]:
             a, b = int(bounds[p]), int(bounds[p + 1])
@@ -371,7 +628,7 @@ class SpanTrainer:
             lb = lr0 + (lr1 - lr0) * int(starts[b]) / span
             return kernel(self.W, self.C, raw, self.remap, starts, a, b, self.keep, self.accept, self.alias,
                                self.window, self.negatives, la, lb, np.uint64(piece_seed(self.seed, epoch, chunk, p)),
-                               loss_every, self.W.shape[1])
+                               loss_every, *tail)
 
         if self.deterministic or self.threads <= 1 or pieces <= 1:
             results = [run(p) for p in range(pieces)]
@@ -486,7 +743,7 @@ class SpanPipeline(PipelineBase):
 
     def __init__(self, spans: TokenSpans, model: SGNS, vocab: Vocabulary, window: int, negatives: int,
                  subsample: float, ns_exponent: float, seed: int, threads: int, deterministic: bool,
-                 lr_at: Callable[[float], float]):
+                 lr_at: Callable[[float], float], window_negatives: bool = True):
         W, C = model.input.weight, model.output.weight
         if W.device.type != "cpu" or W.dtype != torch.float32 or not (W.is_contiguous() and C.is_contiguous()):
             raise SGNSError("the numba kernel trains contiguous float32 CPU weights: use trainer.kernel=torch")
@@ -496,6 +753,8 @@ class SpanPipeline(PipelineBase):
         self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.words)),
                                    keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
                                    seed, threads, deterministic=deterministic)
+        if not window_negatives:  # data.window_negatives=false: each context draws its own negatives
+            self.trainer.variant_flags = PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH
 
     def batches(self, start: Position) -> Iterator[Span]:
         return self.spans(start)
