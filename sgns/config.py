@@ -73,6 +73,7 @@ class CorpusConfig:
     revision: Optional[str] = None  # hf: dataset revision (part of the cache key)
     lowercase: bool = False  # lowercase tokens while reading
     max_sentence_len: int = 10000  # cut longer lines into pieces of this many tokens (gensim: 10000)
+    read_workers: int = bookkeeping(0)  # processes tokenising the corpus (0: one per core); same ids for any count
     phrases: int = 0  # word2phrase passes joining frequent pairs into one token (new_york); 0: off
     phrase_threshold: float = 100.0  # join a pair whose word2phrase score exceeds this (higher: fewer phrases)
     phrase_min_count: int = 5  # words and pairs seen fewer times never join (word2phrase's -min-count)
@@ -215,6 +216,7 @@ def validate(cfg: Any) -> None:
     c, d, m, o, t, e = cfg.corpus, cfg.data, cfg.model, cfg.optimizer, cfg.trainer, cfg.eval
     _check(c.kind in CORPUS_KINDS, "corpus.kind", "one of " + ", ".join(CORPUS_KINDS), c.kind)
     _check(c.max_sentence_len >= 1, "corpus.max_sentence_len", ">= 1", c.max_sentence_len)
+    _check(c.read_workers >= 0, "corpus.read_workers", ">= 0 (0: one per core)", c.read_workers)
     s = c.synthetic
     _check(s.relations >= 1, "corpus.synthetic.relations", ">= 1", s.relations)
     _check(s.pairs >= 2, "corpus.synthetic.pairs", ">= 2", s.pairs)
