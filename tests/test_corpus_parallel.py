@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_corpus_fuzz import fuzz_bytes, reference
 
 from sgns.corpus import encode, file_ranges, iter_chunks, text_source, tokenise
-from test_corpus_fuzz import fuzz_bytes, reference
 
 HARD_TIMEOUT_S = 180  # multi-process reads run in a child process killed after this: a hang fails the test
 ROOT = Path(__file__).resolve().parents[1]
