@@ -33,6 +33,7 @@ from sgns.errors import SGNSError
 CACHE_FORMAT = 2  # bump when the reader or the cache layout changes: old caches are then ignored
 CHUNK_BYTES = 8 << 20  # text tokenised as one piece by one worker, at most (a longer token is cut)
 BLOCK_BYTES = 1 << 20  # `iter_sentences`'s pieces (one process: small, so memory stays flat)
+COMPILED_MIN_CHARS = 1 << 20  # pieces this long are tokenised by the compiled scanner (sgns.token_scan)
 MAX_TOKEN_BYTES = 1 << 20  # a "word" longer than this (binary junk, no whitespace) is cut: memory stays bounded
 _READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)  # truncated or corrupt files, I/O errors
 
@@ -100,10 +101,16 @@ class Piece:
     replaced: int = 0  # undecodable bytes replaced by U+FFFD
 
 
-def tokenise(text: str, lowercase: bool = False) -> Piece:
-    """Split `text` into lines on "\n" and tokens on whitespace (str.split), as ids into its distinct words."""
+def tokenise(text: str, lowercase: bool = False, compiled: Optional[bool] = None) -> Piece:
+    """Split `text` into lines on "\n" and tokens on whitespace (str.split), as ids into its distinct words.
+    `compiled`: use the numba scanner (default: for pieces of COMPILED_MIN_CHARS or more; same result)."""
     if lowercase:
         text = text.lower()  # the whole piece at once: it is cut only at whitespace, so the same as per line
+    if compiled or (compiled is None and len(text) >= COMPILED_MIN_CHARS):
+        from sgns.token_scan import scan  # numba: loaded only when a corpus is big enough to gain from it
+
+        words, ids, lines = scan(text)
+        return Piece(words, ids, lines)
     index: defaultdict[str, int] = defaultdict(itertools.count().__next__)
     if "\x00" in text:  # NUL is a word character here (dataset text): no room for the line-end marker
         segments = [line.split() for line in text.split("\n")]

@@ -167,3 +167,17 @@ print(json.dumps(c.words))
         assert json.loads(done.stdout.strip().splitlines()[-1]) == expected[0]
         assert np.array_equal(np.load(out / "ids.npy"), expected[1])
         assert np.array_equal(np.load(out / "offsets.npy"), expected[2])
+
+
+spaces = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000"
+texts = st.text(alphabet=st.sampled_from(list(spaces) + list("aAbΣσς\x00\ufffdé€😀\u200b\u180e")), max_size=200)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=texts, lowercase=st.booleans())
+def test_compiled_scanner_gives_the_same_piece_as_str_split(text: str, lowercase: bool):
+    """sgns.token_scan (used for big pieces) against the dict-and-str.split path, whitespace of every kind."""
+    slow, fast = tokenise(text, lowercase, compiled=False), tokenise(text, lowercase, compiled=True)
+    assert fast.words == slow.words
+    assert fast.ids.tolist() == slow.ids.tolist() and fast.lines.tolist() == slow.lines.tolist()
+    assert [slow.words[i] for i in slow.ids] == (text.lower() if lowercase else text).split()
