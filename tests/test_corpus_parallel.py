@@ -120,7 +120,7 @@ def test_file_ranges_cut_where_the_stream_is_cut(tmp_path_factory, data: bytes, 
     assert b"".join(pieces) == data and all(pieces)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=fuzz_bytes, chunk=st.integers(1, 24), max_len=st.integers(1, 5), lowercase=st.booleans())
 def test_in_process_encode_matches_reference_for_any_piece_size(tmp_path_factory, data: bytes, chunk: int,
                                                                  max_len: int, lowercase: bool):
