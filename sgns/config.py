@@ -74,6 +74,7 @@ class CorpusConfig:
     lowercase: bool = False  # lowercase tokens while reading
     max_sentence_len: int = 10000  # cut longer lines into pieces of this many tokens (gensim: 10000)
     read_workers: int = bookkeeping(0)  # processes tokenising the corpus (0: one per core); same ids for any count
+    max_distinct_words: Optional[int] = None  # counting holds at most this many words, pruning rare ones; null: all
     phrases: int = 0  # word2phrase passes joining frequent pairs into one token (new_york); 0: off
     phrase_threshold: float = 100.0  # join a pair whose word2phrase score exceeds this (higher: fewer phrases)
     phrase_min_count: int = 5  # words and pairs seen fewer times never join (word2phrase's -min-count)
@@ -217,6 +218,8 @@ def validate(cfg: Any) -> None:
     _check(c.kind in CORPUS_KINDS, "corpus.kind", "one of " + ", ".join(CORPUS_KINDS), c.kind)
     _check(c.max_sentence_len >= 1, "corpus.max_sentence_len", ">= 1", c.max_sentence_len)
     _check(c.read_workers >= 0, "corpus.read_workers", ">= 0 (0: one per core)", c.read_workers)
+    _check(c.max_distinct_words is None or c.max_distinct_words >= 1, "corpus.max_distinct_words", ">= 1 or null",
+           c.max_distinct_words)
     s = c.synthetic
     _check(s.relations >= 1, "corpus.synthetic.relations", ">= 1", s.relations)
     _check(s.pairs >= 2, "corpus.synthetic.pairs", ">= 2", s.pairs)

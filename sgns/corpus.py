@@ -344,6 +344,10 @@ class CorpusSource:
     pieces: Callable[[int], Iterator[Piece]]  # the text as tokenised pieces, using this many processes
     max_len: int  # lines are cut into pieces of at most this many tokens
     workers: int = 0  # processes `encode` uses (0: one per core)
+    max_distinct: Optional[int] = None  # prune rare words while counting when more are held (None: never)
+
+    def cache_key(self) -> str:
+        return self.key if self.max_distinct is None else f"{self.key}:prune{self.max_distinct}"
 
     def sentences(self, stats: Optional[ReadStats] = None) -> Iterator[List[str]]:
         """Token lists, one per (piece of a) line, read in this process."""
@@ -445,13 +449,16 @@ def make_source(cfg: Any, cache_dir: str | Path) -> CorpusSource:
     if cfg.kind == "text":
         if not cfg.path:
             raise SGNSError("corpus=text needs a file: set corpus.path=FILE")
-        return text_source(cfg.path, cfg.max_sentence_len, cfg.lowercase, workers)
-    if cfg.kind == "hf":
-        return hf_source(cfg)
-    from sgns.synthetic import ensure_synthetic
+        source = text_source(cfg.path, cfg.max_sentence_len, cfg.lowercase, workers)
+    elif cfg.kind == "hf":
+        source = hf_source(cfg)
+    else:
+        from sgns.synthetic import ensure_synthetic
 
-    corpus_path, _ = ensure_synthetic(cfg.synthetic, cache_dir)
-    return text_source(corpus_path, cfg.max_sentence_len, cfg.lowercase, workers)
+        corpus_path, _ = ensure_synthetic(cfg.synthetic, cache_dir)
+        source = text_source(corpus_path, cfg.max_sentence_len, cfg.lowercase, workers)
+    source.max_distinct = getattr(cfg, "max_distinct_words", None)
+    return source
 
 
 # ------------------------------------------------------------------------------------------- encoding
@@ -512,10 +519,12 @@ class _Merger:
     """Joins pieces in order: local ids -> corpus ids (first-seen order over the whole corpus), ids appended to
     the cache file, counts summed, line lengths joined across piece boundaries."""
 
-    def __init__(self, out: BinaryIO):
+    def __init__(self, out: BinaryIO, max_distinct: Optional[int] = None):
         self.out = out
         self.index: defaultdict[str, int] = defaultdict(itertools.count().__next__)  # word -> id on first sight
+        self.ids = 0  # ids handed out (more than len(index) once words were pruned)
         self.counts = np.zeros(1 << 16, dtype=np.int64)
+        self.max_distinct, self.min_reduce, self.pruned = max_distinct, 1, 0
         self.lines = array.array("q")  # tokens of every finished line, 8 bytes a line
         self.open_line = 0  # tokens of the line the last piece ended inside
         self.tokens = self.replaced = 0
@@ -523,8 +532,9 @@ class _Merger:
     def add(self, piece: Piece) -> None:
         # New words get ids in the piece's first-seen order, after every earlier piece's: first-seen order.
         table = np.fromiter(map(self.index.__getitem__, piece.words), dtype=np.int32, count=len(piece.words))
-        if len(self.index) > len(self.counts):
-            self.counts = np.pad(self.counts, (0, max(len(self.index), 2 * len(self.counts)) - len(self.counts)))
+        self.ids = max(self.ids, int(table.max()) + 1) if len(table) else self.ids
+        if self.ids > len(self.counts):
+            self.counts = np.pad(self.counts, (0, max(self.ids, 2 * len(self.counts)) - len(self.counts)))
         self.counts[table] += np.bincount(piece.ids, minlength=len(table))  # table holds distinct ids
         table[piece.ids].tofile(self.out)
         lines = piece.lines.copy()
@@ -533,6 +543,30 @@ class _Merger:
         self.open_line = int(lines[-1])
         self.tokens += len(piece.ids)
         self.replaced += piece.replaced
+        if self.max_distinct is not None and len(self.index) > self.max_distinct:
+            self.prune()
+
+    def prune(self) -> None:
+        """word2vec's and gensim's rule (max_vocab_size): forget every word counted at most `min_reduce` times so
+        far, then raise `min_reduce`, until at most `max_distinct` words are held. A forgotten word keeps its id
+        with count 0 (its tokens stay in the id file, and no vocabulary keeps them); seen again, it starts over
+        with a new id, so a word can end up under-counted, as in gensim."""
+        counts = self.counts
+        while len(self.index) > self.max_distinct:
+            rare = [w for w, i in self.index.items() if counts[i] <= self.min_reduce]
+            for w in rare:
+                counts[self.index.pop(w)] = 0
+            self.pruned += len(rare)
+            self.min_reduce += 1
+
+    def words(self) -> Iterable[str]:
+        """Words by id ("" for a pruned id)."""
+        if len(self.index) == self.ids:
+            return self.index
+        words = [""] * self.ids
+        for w, i in self.index.items():
+            words[i] = w
+        return words
 
     def offsets(self, max_len: int) -> np.ndarray:
         """Sentence start offsets (non-empty lines cut into `max_len` pieces), plus the total at the end."""
@@ -550,7 +584,7 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
            workers: Optional[int] = None) -> EncodedCorpus:
     """Tokenise the corpus once into `cache_dir` (in `workers` processes, default the source's), or reuse the
     cached ids for the same content. The result is the same for any number of workers."""
-    key = hashlib.blake2b(f"{CACHE_FORMAT}:{source.key}".encode(), digest_size=12).hexdigest()
+    key = hashlib.blake2b(f"{CACHE_FORMAT}:{source.cache_key()}".encode(), digest_size=12).hexdigest()
     cache_dir = Path(cache_dir).expanduser()
     folder = cache_dir / f"tokens-{key}"
     encoded = load_cached(folder)
@@ -567,18 +601,22 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
     log(f"corpus: reading {source.description} ({workers} process{'es' if workers > 1 else ''})")
     try:
         with open(tmp / "ids.bin", "wb") as out:
-            merger = _Merger(out)
+            merger = _Merger(out, source.max_distinct)
             for piece in source.pieces(workers):
                 merger.add(piece)
-        counts = merger.counts[: len(merger.index)]
+        counts = merger.counts[: merger.ids]
         offsets = merger.offsets(source.max_len)
-        publish_cache_entry(tmp, folder, offsets, counts, merger.index,
-                            {"tokens": merger.tokens, "sentences": len(offsets) - 1, "distinct": len(merger.index),
-                             "replaced_bytes": merger.replaced, "source": source.description})
+        publish_cache_entry(tmp, folder, offsets, counts, merger.words(),
+                            {"tokens": merger.tokens, "sentences": len(offsets) - 1, "distinct": merger.ids,
+                             "pruned": merger.pruned, "replaced_bytes": merger.replaced,
+                             "source": source.description})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if merger.replaced:
         log(f"corpus: {merger.replaced} undecodable bytes replaced by U+FFFD")
+    if merger.pruned:
+        log(f"corpus: {merger.pruned:,} rare words forgotten while counting (corpus.max_distinct_words="
+            f"{source.max_distinct:,}; words counted at most {merger.min_reduce - 1} times when pruned)")
     del merger  # every distinct word as a dict: freed before the word list is read back (peak memory)
     return _load_encoded(folder)

@@ -181,3 +181,26 @@ def test_compiled_scanner_gives_the_same_piece_as_str_split(text: str, lowercase
     assert fast.words == slow.words
     assert fast.ids.tolist() == slow.ids.tolist() and fast.lines.tolist() == slow.lines.tolist()
     assert [slow.words[i] for i in slow.ids] == (text.lower() if lowercase else text).split()
+
+
+def test_counting_with_a_cap_on_distinct_words_prunes_rare_ones_as_gensim_does(tmp_path: Path):
+    """corpus.max_distinct_words: at most that many words held; the frequent ones keep exact counts, pruned ids
+    keep count 0 (never in a vocabulary), and the result is the same for any worker count."""
+    rng = np.random.default_rng(2)
+    ranks = np.minimum(rng.zipf(1.3, size=60_000), 50_000)
+    corpus = tmp_path / "z.txt"
+    corpus.write_text("\n".join(" ".join(f"t{r}" for r in ranks[i : i + 20]) for i in range(0, len(ranks), 20)))
+    full = encode(text_source(corpus, 10000, False, 1, 4096), tmp_path / "full", log=lambda _: None)
+    capped_source = text_source(corpus, 10000, False, 1, 4096)
+    capped_source.max_distinct = 500
+    capped = encode(capped_source, tmp_path / "capped", log=lambda _: None)
+    assert len(full.words) > 2000 and capped.total_tokens == full.total_tokens
+    assert len(capped.words) > len(full.words)  # pruned ids stay, words seen again get new ids
+    exact = dict(zip(full.words, full.counts.tolist(), strict=True))
+    kept = {w: c for w, c in zip(capped.words, capped.counts.tolist(), strict=True) if c}
+    assert len(kept) < len(full.words)
+    for w in ("t1", "t2", "t3", "t10"):
+        assert kept[w] == exact[w]  # frequent words are never pruned
+    assert all(c <= exact[w] for w, c in kept.items())
+    assert all(capped.counts[i] == 0 for i, w in enumerate(capped.words) if w == "")
+    assert int(capped.counts.sum()) == sum(kept.values())
