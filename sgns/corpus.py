@@ -160,7 +160,8 @@ def _piece_end(window: bytes, full: bool, max_token_bytes: int) -> int:
     """Length of the piece that starts `window` (0: no cut point yet, read another chunk into the window).
 
     Through the window's last newline, else its last whitespace byte; a window with no whitespace at all grows
-    until it holds `max_token_bytes`, then is cut at its last character start (such a "token" is binary junk).
+    until it holds `max_token_bytes`, then is cut before its last character start (a "token" this long is binary
+    junk), never inside a character.
     A window that is not `full` reached the end of the text: all of it."""
     if not full:
         return len(window)
@@ -175,7 +176,8 @@ def _piece_end(window: bytes, full: bool, max_token_bytes: int) -> int:
     for p in range(len(window) - 1, max(len(window) - 4, 0), -1):
         if window[p] & 0xC0 != 0x80:  # not a UTF-8 continuation byte: a character starts here
             return p
-    return len(window)
+    # No character starts in the last 3 bytes: with 4 or more, the window ends a character (or stray bytes).
+    return len(window) if len(window) >= 4 else 0
 
 
 def _read_full(stream: BinaryIO, n: int) -> bytes:
