@@ -222,18 +222,18 @@ def test_file_truncated_while_being_read_is_a_clear_error(tmp_path: Path):
             pass
     # and through encode: no cache entry is left behind for the half-read content
     corpus = zipf_text(tmp_path / "d.txt", words=600_000)
-    source = text_source(corpus, 10000, False)
+    source = text_source(corpus, 10000, False, workers=1, chunk_bytes=1 << 18)  # ~12 pieces
     cache = tmp_path / "cache"
-    original = source.sentences
+    original = source.pieces
 
-    def truncating(stats: ReadStats):
-        for i, sentence in enumerate(original(stats)):
-            if i == 10:
+    def truncating(workers: int):
+        for i, piece in enumerate(original(workers)):
+            if i == 2:
                 with open(corpus, "r+b") as f:
                     f.truncate(1000)
-            yield sentence
+            yield piece
 
-    source.sentences = truncating
+    source.pieces = truncating
     with pytest.raises(SGNSError, match="changed while being read"):
         encode(source, cache, log=lambda _: None)
     assert not [p for p in cache.iterdir()]
