@@ -262,6 +262,8 @@ def test_missing_or_directory_corpus_is_a_clear_error(tmp_path: Path):
 # (key, a bad value, words the message must hold). Every numeric key of the schema must be here: see below.
 BAD_VALUES = [
     ("corpus.max_sentence_len", "0", ">= 1"),
+    ("corpus.read_workers", "-1", ">= 0"),
+    ("corpus.max_distinct_words", "0", ">= 1 or null"),
     ("corpus.phrases", "-1", ">= 0"),
     ("corpus.phrase_threshold", "-1", ">= 0 and finite"),
     ("corpus.phrase_threshold", "nan", ">= 0 and finite"),
