@@ -116,7 +116,7 @@ def gensim_worker(mode: str, corpus: str, out: str, workers: int, epochs: int, r
 
     model = Word2Vec(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, alpha=0.025,
                      min_alpha=0.0001, workers=workers, sg=1, hs=0, seed=1)
-    source = {"sentences": LineSentence(corpus)} if mode == "iterable" else {"corpus_file": corpus}
+    source = {"corpus_iterable": LineSentence(corpus)} if mode == "iterable" else {"corpus_file": corpus}
     start = time.perf_counter()
     model.build_vocab(**source)
     read = time.perf_counter() - start
