@@ -154,6 +154,8 @@ class CorpusConfig:
     revision: Optional[str] = None  # hf: dataset revision (part of the cache key)
     lowercase: bool = False  # lowercase tokens while reading
     max_sentence_len: int = result(10000, at_least(1))  # cut longer lines into pieces of this many tokens (gensim)
+    read_workers: int = bookkeeping(0, at_least(0, " (0: one per core)"))  # processes tokenising (0: one per core)
+    max_distinct_words: Optional[int] = result(None, at_least(1, null=True))  # words held while counting (prunes rare)
     phrases: int = result(0, at_least(0, " (0: off)"))  # word2phrase passes joining frequent pairs (new_york); 0: off
     phrase_threshold: float = result(100.0, finite_from(0))  # join a pair scoring above this (higher: fewer phrases)
     phrase_min_count: int = result(5, at_least(1))  # words and pairs seen fewer times never join (word2phrase's)

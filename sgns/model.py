@@ -8,11 +8,14 @@ gradient, so the sum, not the mean, matches its learning rate).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sgns.errors import SGNSError
 
 
 def group_size(positives: int, rows: int) -> int:
@@ -87,8 +90,31 @@ def full_softmax_loss(model: FullSoftmax, centers: torch.Tensor, contexts: torch
     return F.cross_entropy(model(centers), contexts, reduction="sum")
 
 
+def available_memory() -> int:
+    """Bytes this machine can still allocate without swapping (MemAvailable; physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_table_memory(vocab_size: int, dim: int, tables: int = 2, available: int | None = None) -> None:
+    """One clear SGNSError when the float32 tables cannot fit in memory (not an allocator traceback later)."""
+    need = tables * vocab_size * dim * 4
+    available = available_memory() if available is None else available
+    if need > available:
+        raise SGNSError(f"the model's {tables} tables of {vocab_size:,} words x {dim:,} dims need "
+                        f"{need / 2**30:,.1f} GiB but {available / 2**30:,.1f} GiB of memory is available: lower "
+                        f"model.dim, or shrink the vocabulary (raise data.min_count or set data.max_vocab_size)")
+
+
 def make_model(cfg_model: Any, vocab_size: int) -> nn.Module:
     """The model group's module: SGNS, or the full softmax it replaces (`model=full_softmax`)."""
+    check_table_memory(vocab_size, cfg_model.dim)
     if cfg_model.name == "full_softmax":
         return FullSoftmax(vocab_size, cfg_model.dim)
     return SGNS(vocab_size, cfg_model.dim)

@@ -18,6 +18,8 @@ import numpy as np
 
 from sgns.errors import SGNSError
 
+TEXT_BLOCK_ROWS = 4096  # rows turned into text at once when writing the text format
+
 
 @dataclass
 class WordVectors:
@@ -136,8 +138,10 @@ def save_word2vec(path: str | Path, words: Sequence[str], vectors: np.ndarray, b
                     f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
             else:
                 row_format = " ".join(["%.9g"] * vectors.shape[1])  # 9 significant digits round-trip float32
-                for word, row in zip(words, vectors.tolist(), strict=True):
-                    f.write((word + " " + row_format % tuple(row) + "\n").encode("utf-8"))
+                for start in range(0, len(words), TEXT_BLOCK_ROWS):  # as Python floats a block at a time:
+                    rows = vectors[start : start + TEXT_BLOCK_ROWS].tolist()  # never the whole table (~6x)
+                    f.write("".join(word + " " + row_format % tuple(row) + "\n" for word, row in
+                                    zip(words[start : start + TEXT_BLOCK_ROWS], rows, strict=True)).encode("utf-8"))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode

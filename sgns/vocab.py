@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -13,10 +13,12 @@ from sgns.errors import SGNSError
 class Vocabulary:
     """Words sorted by descending count, ties broken alphabetically so the order is deterministic."""
 
-    def __init__(self, words: List[str], counts: np.ndarray):
+    def __init__(self, words: List[str], counts: np.ndarray, source_ids: Optional[np.ndarray] = None):
         self.words = list(words)
         self.counts = np.asarray(counts, dtype=np.int64)
-        self.index: Dict[str, int] = {w: i for i, w in enumerate(self.words)}
+        self.index: Dict[str, int] = dict(zip(self.words, range(len(self.words)), strict=True))
+        # The corpus (first-seen) id of each word when built from a corpus's counts; None when loaded.
+        self.source_ids = source_ids
 
     def __len__(self) -> int:
         return len(self.words)
@@ -33,18 +35,23 @@ class Vocabulary:
             top = int(counts.max()) if len(counts) else 0
             raise SGNSError(f"no word occurs at least data.min_count={min_count} times (the most frequent "
                             f"occurs {top} times): lower data.min_count or use a larger corpus")
-        order = sorted(keep.tolist(), key=lambda i: (-counts[i], words[i]))
-        if max_vocab_size is not None:
-            order = order[:max_vocab_size]
-        vocab = cls([words[i] for i in order], counts[order])
-        vocab.source_ids = np.asarray(order, dtype=np.int64)  # first-seen id of each kept word
-        return vocab
+        # Alphabetical first (one C-keyed sort), then a stable sort by descending count: ties stay alphabetical.
+        alphabetical = np.asarray(sorted(keep.tolist(), key=words.__getitem__), dtype=np.int64)
+        order = alphabetical[np.argsort(-counts[alphabetical], kind="stable")][:max_vocab_size]
+        return cls(list(map(words.__getitem__, order.tolist())), counts[order], order)
 
-    def remap(self, n_source: int) -> np.ndarray:
-        """int32 table from a corpus's first-seen ids to vocabulary ids (-1: not kept)."""
-        table = np.full(n_source, -1, dtype=np.int32)
-        table[self.source_ids] = np.arange(len(self), dtype=np.int32)
-        return table
+    def remap(self, source: Union[int, Sequence[str]]) -> np.ndarray:
+        """int32 table from a corpus's first-seen ids to vocabulary ids (-1: not kept). `source` is the corpus's
+        word list, or only its length for a vocabulary built from that corpus's counts."""
+        if isinstance(source, int):
+            if self.source_ids is None:
+                raise SGNSError("this vocabulary was not built from the corpus's counts (it was loaded): pass "
+                                "the corpus's words to remap()")
+            table = np.full(source, -1, dtype=np.int32)
+            table[self.source_ids] = np.arange(len(self), dtype=np.int32)
+            return table
+        get = self.index.get
+        return np.fromiter((get(w, -1) for w in source), dtype=np.int32, count=len(source))
 
     def save(self, path: str | Path) -> None:
         """`word count` per line, as word2vec's -save-vocab writes it."""

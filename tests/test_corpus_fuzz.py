@@ -41,7 +41,7 @@ def reference(data: bytes, max_len: int, lowercase: bool) -> Tuple[List[List[str
 def streamed(data: bytes, max_len: int, lowercase: bool, block: int, max_token: int = 10**9):
     stats = ReadStats()
     out = list(iter_sentences(io.BytesIO(data), max_len, lowercase, stats, block_bytes=block,
-                              max_token_chars=max_token))
+                              max_token_bytes=max_token))
     return out, stats
 
 

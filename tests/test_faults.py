@@ -222,18 +222,18 @@ def test_file_truncated_while_being_read_is_a_clear_error(tmp_path: Path):
             pass
     # and through encode: no cache entry is left behind for the half-read content
     corpus = zipf_text(tmp_path / "d.txt", words=600_000)
-    source = text_source(corpus, 10000, False)
+    source = text_source(corpus, 10000, False, workers=1, chunk_bytes=1 << 18)  # ~12 pieces
     cache = tmp_path / "cache"
-    original = source.sentences
+    original = source.pieces
 
-    def truncating(stats: ReadStats):
-        for i, sentence in enumerate(original(stats)):
-            if i == 10:
+    def truncating(workers: int):
+        for i, piece in enumerate(original(workers)):
+            if i == 2:
                 with open(corpus, "r+b") as f:
                     f.truncate(1000)
-            yield sentence
+            yield piece
 
-    source.sentences = truncating
+    source.pieces = truncating
     with pytest.raises(SGNSError, match="changed while being read"):
         encode(source, cache, log=lambda _: None)
     assert not [p for p in cache.iterdir()]
@@ -262,6 +262,8 @@ def test_missing_or_directory_corpus_is_a_clear_error(tmp_path: Path):
 # (key, a bad value, words the message must hold), written out: boundaries, NaN and inf.
 BAD_VALUES = [
     ("corpus.max_sentence_len", "0", ">= 1"),
+    ("corpus.read_workers", "-1", ">= 0"),
+    ("corpus.max_distinct_words", "0", ">= 1 or null"),
     ("corpus.phrases", "-1", ">= 0"),
     ("corpus.phrase_threshold", "-1", ">= 0 and finite"),
     ("corpus.phrase_threshold", "nan", ">= 0 and finite"),

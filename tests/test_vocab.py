@@ -39,3 +39,21 @@ def test_save_load_and_state_dict_round_trip(tmp_path):
     assert loaded.words == vocab.words and loaded.counts.tolist() == [3, 2]
     again = Vocabulary.from_state_dict(vocab.state_dict())
     assert again.words == vocab.words and again.counts.tolist() == [3, 2]
+
+
+def test_order_equals_sorting_by_count_then_word_on_many_ties():
+    rng = np.random.default_rng(3)
+    words = [f"w{i:x}" for i in rng.permutation(20000)]
+    counts = rng.integers(0, 40, size=len(words))
+    vocab = Vocabulary.build(words, counts, min_count=5, max_vocab_size=15000)
+    expected = sorted((i for i in range(len(words)) if counts[i] >= 5), key=lambda i: (-counts[i], words[i]))
+    assert vocab.words == [words[i] for i in expected[:15000]]
+    assert vocab.remap(len(words)).tolist() == vocab.remap(words).tolist()
+
+
+def test_remap_of_a_loaded_vocabulary_takes_the_corpus_words(tmp_path):
+    Vocabulary.build(WORDS, COUNTS, min_count=5).save(tmp_path / "vocab.txt")
+    loaded = Vocabulary.load(tmp_path / "vocab.txt")
+    assert loaded.remap(WORDS).tolist() == [3, 1, 2, -1, 0]
+    with pytest.raises(SGNSError, match="pass the corpus's words"):
+        loaded.remap(len(WORDS))

@@ -1,0 +1,224 @@
+"""sgns and gensim at scale, on a generated Zipf corpus of N words over V types, one command.
+
+The corpus (lines of 5-30 words drawn from a Zipf law with exponent 1 over V types; seed fixed) is written
+once under --cache-dir and reused; it is never part of the repository. Then, each run its own process:
+
+* reading A/B (--reader-pairs K): the corpus stage alone (token ids + counts + the min_count=5 vocabulary,
+  cold token cache each time) with the reader of another checkout (--old, e.g. /work/main: today's reader)
+  and with this one's, alternated K times; medians, and words/s per core;
+* whole runs (unless --no-runs): sgns with word2vec's settings for --epochs, and gensim 4 in both its modes,
+  iterable (LineSentence) and corpus_file (C++ reading in every worker); whole-process wall time, reading
+  (+ vocabulary) time, training words/s and peak RSS (/usr/bin/time's maximum resident set of the main
+  process; reading worker processes are counted apart, as their own maximum).
+
+A Zipf corpus has no analogies or similarities to score, so no quality column: gensim's corpus_file mode
+decays the learning rate per worker, which changes its 1-epoch quality on real text (see the dev-corpus
+benchmark, scripts/benchmark.py). Run under `nice` on a shared machine.
+
+    python scripts/bench_scale.py --words 50_000_000 --types 2_000_000 --reader-pairs 3 --no-runs
+    python scripts/bench_scale.py --words 200_000_000 --types 8_000_000 --reader-pairs 1
+    python scripts/bench_scale.py --words 1_000_000_000 --types 20_000_000 --gensim-workers 32   # a big machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmark import contract_command, timed  # noqa: E402
+
+LINE_WORDS = (5, 31)  # words per line: uniform in [5, 30]
+BLOCK_WORDS = 5_000_000  # words generated at a time (memory stays flat)
+
+
+def type_names(types: int) -> np.ndarray:
+    """V distinct lowercase names, shorter for more frequent types (base-26 of the rank), as bytes objects."""
+    names, letters = [], "abcdefghijklmnopqrstuvwxyz"
+    for rank in range(types):
+        s, n = "", rank
+        while True:
+            s, n = letters[n % 26] + s, n // 26 - 1
+            if n < 0:
+                break
+        names.append(s.encode())
+    return np.asarray(names, dtype=object)
+
+
+def zipf_corpus(words: int, types: int, seed: int, cache_dir: Path) -> Path:
+    """The corpus file for (words, types, seed), generated on first use (written to a temp name, then renamed)."""
+    path = cache_dir / f"zipf-{words}-{types}-{seed}.txt"
+    if path.exists():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cdf = np.cumsum(1.0 / np.arange(1, types + 1))
+    cdf /= cdf[-1]
+    names = type_names(types)
+    spaced, ended = names + b" ", names + b"\n"
+    tmp = path.with_suffix(".tmp")
+    done = 0
+    with open(tmp, "wb") as f:
+        while done < words:
+            n = min(BLOCK_WORDS, words - done)
+            ranks = np.minimum(np.searchsorted(cdf, rng.random(n)), types - 1)
+            lengths = rng.integers(*LINE_WORDS, size=n // LINE_WORDS[0] + 1)
+            ends = np.cumsum(lengths)
+            line_end = np.zeros(n, dtype=bool)
+            line_end[ends[ends <= n] - 1] = True
+            line_end[-1] = True
+            f.write(b"".join(np.where(line_end, ended[ranks], spaced[ranks]).tolist()))
+            done += n
+    os.rename(tmp, path)
+    return path
+
+
+READER = """
+import json, sys, time
+start = time.perf_counter()
+from sgns.corpus import encode, text_source
+from sgns.vocab import Vocabulary
+imported = time.perf_counter()
+corpus = encode(text_source(sys.argv[1], 10000, False), sys.argv[2], log=lambda _: None)
+vocab = Vocabulary.build(corpus.words, corpus.counts, 5)
+done = time.perf_counter()
+print(json.dumps({"seconds": done - imported, "tokens": corpus.total_tokens, "distinct": len(corpus.words),
+                  "vocab": len(vocab)}))
+"""
+
+
+def read_once(checkout: Path, corpus: Path, workdir: Path, name: str) -> Dict[str, float]:
+    """The corpus stage of `checkout` in a fresh process with a cold token cache: seconds (after imports)."""
+    cache = workdir / f"cache-{name}"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    log = workdir / f"read-{name}.log"
+    usage = timed([sys.executable, "-c", READER, str(corpus), str(cache)], env, log)
+    shutil.rmtree(cache, ignore_errors=True)
+    result = json.loads(log.read_text().strip().splitlines()[-1])
+    return {**result, "wall": usage["wall"], "cpu": usage["cpu"], "rss_mib": usage["rss_mib"]}
+
+
+def gensim_worker(mode: str, corpus: str, out: str, workers: int, epochs: int, report: str) -> None:
+    """gensim skip-gram with word2vec's settings, reading `corpus` as an iterable or through corpus_file."""
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import LineSentence
+
+    model = Word2Vec(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, alpha=0.025,
+                     min_alpha=0.0001, workers=workers, sg=1, hs=0, seed=1)
+    source = {"corpus_iterable": LineSentence(corpus)} if mode == "iterable" else {"corpus_file": corpus}
+    start = time.perf_counter()
+    model.build_vocab(**source)
+    read = time.perf_counter() - start
+    start = time.perf_counter()
+    model.train(**source, total_examples=model.corpus_count, total_words=model.corpus_total_words, epochs=epochs)
+    train = time.perf_counter() - start
+    model.wv.save_word2vec_format(out, binary=True)
+    Path(report).write_text(json.dumps({"read_s": read, "train_s": train, "vocab": len(model.wv),
+                                        "words_per_s": model.corpus_total_words * epochs / train}))
+
+
+def sgns_run(corpus: Path, workdir: Path, epochs: int, extra: List[str]) -> Dict[str, float]:
+    run_dir = workdir / "sgns-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cache = workdir / "cache-run"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SGNS_CACHE_DIR": str(cache)}
+    usage = timed(contract_command(corpus, run_dir, epochs, extra), env, workdir / "sgns-run.log")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    shutil.rmtree(cache, ignore_errors=True)
+    train_s = metrics["train_seconds"]
+    return {**usage, "read_s": None, "train_s": train_s, "words_per_s": metrics["words_per_sec"],
+            "vocab": metrics["vocab_size"]}
+
+
+def gensim_run(mode: str, corpus: Path, workdir: Path, epochs: int, workers: int) -> Dict[str, float]:
+    report = workdir / f"gensim-{mode}.json"
+    cmd = [sys.executable, __file__, "--gensim-worker", mode, str(corpus), str(workdir / f"gensim-{mode}.bin"),
+           str(workers), str(epochs), str(report)]
+    usage = timed(cmd, dict(os.environ), workdir / f"gensim-{mode}.log")
+    return {**usage, **json.loads(report.read_text())}
+
+
+def fmt(value: Optional[float], spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--words", type=int, default=50_000_000)
+    ap.add_argument("--types", type=int, default=2_000_000, help="types in the Zipf law (seen: fewer)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("HOME", ".")) / ".cache" / "sgns-bench")
+    ap.add_argument("--workdir", type=Path, default=None, help="run folders (default: under --cache-dir)")
+    ap.add_argument("--old", type=Path, default=None, help="checkout whose reader is the A/B baseline")
+    ap.add_argument("--reader-pairs", type=int, default=0, help="alternated old/new reads (needs --old)")
+    ap.add_argument("--no-runs", action="store_true", help="only the reading A/B")
+    ap.add_argument("--no-gensim", action="store_true")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--gensim-workers", type=int, default=2)
+    ap.add_argument("--sgns-extra", default="", help="comma-separated overrides for the sgns run")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--gensim-worker", nargs=6, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.gensim_worker:
+        mode, corpus, out, workers, epochs, report = args.gensim_worker
+        gensim_worker(mode, corpus, out, int(workers), int(epochs), report)
+        return
+
+    start = time.perf_counter()
+    corpus = zipf_corpus(args.words, args.types, args.seed, args.cache_dir)
+    print(f"corpus {corpus} ({corpus.stat().st_size / 2**20:,.0f} MiB; ready in {time.perf_counter() - start:.0f}s)")
+    workdir = args.workdir or args.cache_dir / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cores = len(os.sched_getaffinity(0))
+    results: Dict[str, object] = {"words": args.words, "types": args.types, "cores": cores}
+
+    if args.reader_pairs and args.old:
+        rows: Dict[str, List[dict]] = {"old": [], "new": []}
+        for i in range(args.reader_pairs):
+            for name, checkout in (("old", args.old), ("new", ROOT)):
+                rows[name].append(read_once(checkout, corpus, workdir, name))
+                r = rows[name][-1]
+                print(f"pair {i + 1} {name}: {r['seconds']:.1f}s, {r['tokens'] / r['seconds']:,.0f} words/s, "
+                      f"peak RSS {r['rss_mib']:,.0f} MiB", flush=True)
+        results["reader"] = rows
+        old, new = (statistics.median(r["seconds"] for r in rows[k]) for k in ("old", "new"))
+        first = rows["new"][0]
+        print(f"\nreading + vocabulary, {first['tokens']:,} words, {first['distinct']:,} distinct, vocabulary "
+              f"{first['vocab']:,} (min_count 5), {cores} cores, medians of {args.reader_pairs}:\n")
+        print("| reader | seconds | words/s | words/s per core | peak RSS MiB |\n|---|---|---|---|---|")
+        for name, secs, used in (("old (one core)", old, 1), ("new (every core)", new, cores)):
+            rss = statistics.median(r["rss_mib"] for r in rows[name.split()[0]])
+            print(f"| {name} | {secs:.1f} | {first['tokens'] / secs:,.0f} | {first['tokens'] / secs / used:,.0f} "
+                  f"| {rss:,.0f} |")
+        print(f"\nnew / old time: {new / old:.2f}")
+
+    if not args.no_runs:
+        runs = {"sgns": sgns_run(corpus, workdir, args.epochs, [x for x in args.sgns_extra.split(",") if x])}
+        if not args.no_gensim:
+            for mode in ("iterable", "corpus_file"):
+                runs[f"gensim {mode}"] = gensim_run(mode, corpus, workdir, args.epochs, args.gensim_workers)
+        results["runs"] = runs
+        print(f"\nwhole runs, {args.words:,} words, {args.epochs} epoch(s), {cores} cores:\n")
+        print("| run | whole process s | reading + vocabulary s | training s | training words/s | peak RSS MiB "
+              "| vocabulary |\n|---|---|---|---|---|---|---|")
+        for name, r in runs.items():
+            print(f"| {name} | {r['wall']:.0f} | {fmt(r['read_s'], '.0f')} | {r['train_s']:.0f} | "
+                  f"{r['words_per_s']:,.0f} | {r['rss_mib']:,.0f} | {r['vocab']:,} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
