@@ -14,7 +14,7 @@ from typing import List
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["corpus.synthetic.sentences=3000", "corpus.synthetic.filler_words=200", "corpus.synthetic.pairs=6",
+SMALL = ["corpus.synthetic.sentences=20000", "corpus.synthetic.filler_words=200", "corpus.synthetic.pairs=6",
          "corpus.synthetic.relations=2", "trainer.epochs=1", "trainer.progress=false", "trainer.threads=1",
          "model.dim=choice(8,16)"]
 
