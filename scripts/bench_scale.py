@@ -138,8 +138,19 @@ def sgns_run(corpus: Path, workdir: Path, epochs: int, extra: List[str]) -> Dict
     metrics = json.loads((run_dir / "metrics.json").read_text())
     shutil.rmtree(cache, ignore_errors=True)
     train_s = metrics["train_seconds"]
-    return {**usage, "read_s": None, "train_s": train_s, "words_per_s": metrics["words_per_sec"],
-            "vocab": metrics["vocab_size"]}
+    return {**usage, "read_s": reading_seconds(workdir / "sgns-run.log"), "train_s": train_s,
+            "words_per_s": metrics["words_per_sec"], "vocab": metrics["vocab_size"]}
+
+
+def reading_seconds(log: Path) -> Optional[float]:
+    """Seconds between the run log's `corpus: reading` line and its `corpus: N words, vocabulary` line."""
+    stamps = {}
+    for line in log.read_text(errors="replace").splitlines():
+        for key, marker in (("start", "corpus: reading"), ("end", "words, vocabulary")):
+            if marker in line and line.startswith("["):
+                stamps.setdefault(key, time.mktime(time.strptime(line[1:20], "%Y-%m-%d %H:%M:%S"))
+                                  + int(line[21:24]) / 1000)
+    return stamps["end"] - stamps["start"] if len(stamps) == 2 else None
 
 
 def gensim_run(mode: str, corpus: Path, workdir: Path, epochs: int, workers: int) -> Dict[str, float]:
