@@ -9,7 +9,7 @@ order, as a Python dict would give them — at a fraction of a dict's cost per t
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import numba
 import numpy as np
@@ -103,12 +103,238 @@ def _scan(text: np.ndarray, low: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np
     return ids[:n_tokens], lines[: n_lines + 1], first[:n_words], length[:n_words], n_words
 
 
+def code_points(text: str) -> np.ndarray:
+    """The text as uint8 (ASCII) or uint32 code points, as the scanner reads it."""
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
 def scan(text: str) -> Tuple[list, np.ndarray, np.ndarray]:
     """(distinct words in first-seen order, int32 id of every token, int64 tokens per "\\n"-separated segment)."""
-    if text.isascii():
-        points = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    else:
-        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    ids, lines, first, length, _ = _scan(points, _SPACES_BELOW_256)
+    ids, lines, first, length, _ = _scan(code_points(text), _SPACES_BELOW_256)
     words = [text[s : s + n] for s, n in zip(first.tolist(), length.tolist(), strict=True)]
     return words, ids, lines
+
+
+def scan_utf8(points: np.ndarray, spaces: np.ndarray = _SPACES_BELOW_256) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`scan` over code points (uint8 or uint32), the distinct words as ONE UTF-8 buffer, each word followed by
+    "\\n" (no Python string per word: a piece sends the parent a few arrays). `spaces`: the whitespace flags
+    of code points below 256 (NUL_IS_SPACE makes NUL whitespace too)."""
+    ids, lines, first, length, _ = _scan(points, spaces)
+    return _utf8_lines(points, first, length), ids, lines
+
+
+NUL_IS_SPACE = _SPACES_BELOW_256.copy()
+NUL_IS_SPACE[0] = True
+
+
+@numba.njit(cache=True, nogil=True)
+def _utf8_lines(text: np.ndarray, first: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The words text[first[w]:first[w] + length[w]], UTF-8 encoded, each followed by "\\n"."""
+    size = 0
+    for w in range(len(first)):
+        size += 1
+        for k in range(first[w], first[w] + length[w]):
+            c = text[k]
+            size += 1 if c < 0x80 else (2 if c < 0x800 else (3 if c < 0x10000 else 4))
+    out = np.empty(size, dtype=np.uint8)
+    p = 0
+    for w in range(len(first)):
+        for k in range(first[w], first[w] + length[w]):
+            c = np.uint32(text[k])
+            if c < 0x80:
+                out[p] = c
+                p += 1
+            elif c < 0x800:
+                out[p] = 0xC0 | (c >> 6)
+                out[p + 1] = 0x80 | (c & 0x3F)
+                p += 2
+            elif c < 0x10000:
+                out[p] = 0xE0 | (c >> 12)
+                out[p + 1] = 0x80 | ((c >> 6) & 0x3F)
+                out[p + 2] = 0x80 | (c & 0x3F)
+                p += 3
+            else:
+                out[p] = 0xF0 | (c >> 18)
+                out[p + 1] = 0x80 | ((c >> 12) & 0x3F)
+                out[p + 2] = 0x80 | ((c >> 6) & 0x3F)
+                out[p + 3] = 0x80 | (c & 0x3F)
+                p += 4
+        out[p] = 10
+        p += 1
+    return out
+
+
+# ------------------------------------------------------------------------------ the corpus-wide word table
+# The parent numbers every piece's distinct words with one compiled call per piece: an open-addressing table of
+# 64-bit hashes of the words' UTF-8 bytes whose hits are confirmed by comparing the bytes with the stored word,
+# so two words never share an id. The words themselves stay in one growing UTF-8 buffer ("\\n" after each,
+# i.e. the cache's words.txt); Python strings are made only when the word list is read back.
+
+
+@numba.njit(cache=True, inline="always")
+def _mix(h: np.uint64) -> np.uint64:
+    """murmur3's finaliser: FNV-1a's low bits (the table's slot) depend on every byte."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, keys: np.ndarray, hashes: np.ndarray,
+                  ends: np.ndarray, store: np.ndarray, n_ids: int, used: int) -> Tuple[int, int]:
+    """Corpus ids of the words in `utf8` (each ended by "\\n") into `local`; new words get the next ids, in
+    order, and are appended to `store`. The caller made room for every word being new. Returns (ids, used)."""
+    mask = len(slots) - 1
+    start = 0
+    w = 0
+    n = len(utf8)
+    while start < n:
+        end = start
+        h = np.uint64(14695981039346656037)
+        while utf8[end] != 10:
+            h = (h ^ np.uint64(utf8[end])) * np.uint64(1099511628211)
+            end += 1
+        h = _mix(h)
+        size = end - start
+        slot = np.int64(h & np.uint64(mask))
+        while True:
+            word = slots[slot]
+            if word < 0:  # first sight in the corpus
+                word = n_ids
+                slots[slot] = word
+                keys[slot] = h
+                hashes[word] = h
+                store[used : used + size + 1] = utf8[start : end + 1]
+                used += size + 1
+                ends[word + 1] = used
+                n_ids += 1
+                break
+            if keys[slot] == h:
+                other = ends[word]
+                if ends[word + 1] - other == size + 1:
+                    same = True
+                    for k in range(size):
+                        if store[other + k] != utf8[start + k]:
+                            same = False
+                            break
+                    if same:
+                        break
+            slot = (slot + 1) & mask
+        local[w] = word
+        w += 1
+        start = end + 1
+    return n_ids, used
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_lines(utf8: np.ndarray, hashes: np.ndarray, ends: np.ndarray) -> None:
+    """Hash and end of every word of `utf8` (each ended by "\\n"), as `_number_words` computes them."""
+    w = 0
+    h = np.uint64(14695981039346656037)
+    for p in range(len(utf8)):
+        if utf8[p] == 10:
+            hashes[w] = _mix(h)
+            ends[w + 1] = p + 1
+            w += 1
+            h = np.uint64(14695981039346656037)
+        else:
+            h = (h ^ np.uint64(utf8[p])) * np.uint64(1099511628211)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_table(slots: np.ndarray, keys: np.ndarray, hashes: np.ndarray, alive: np.ndarray, n_ids: int) -> None:
+    """Insert every live id 0..n_ids-1 (by its stored hash) into an empty table."""
+    mask = len(slots) - 1
+    for word in range(n_ids):
+        if alive[word]:
+            h = hashes[word]
+            slot = np.int64(h & np.uint64(mask))
+            while slots[slot] >= 0:
+                slot = (slot + 1) & mask
+            slots[slot] = word
+            keys[slot] = h
+
+
+def _grown(a: np.ndarray, need: int) -> np.ndarray:
+    if need <= len(a):
+        return a
+    out = np.empty(max(need, 2 * len(a)), dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class WordTable:
+    """word (UTF-8 bytes) -> corpus id in first-seen order; ids of forgotten words are never reused."""
+
+    def __init__(self) -> None:
+        self.ids = 0  # ids handed out
+        self.live = 0  # ids in the table (ids minus forgotten ones)
+        self.slots = np.full(1 << 16, -1, dtype=np.int32)
+        self.keys = np.zeros(1 << 16, dtype=np.uint64)
+        self.hashes = np.empty(1 << 12, dtype=np.uint64)  # of each id
+        self.ends = np.zeros((1 << 12) + 1, dtype=np.int64)  # id i's bytes (with its "\\n"): ends[i]:ends[i + 1]
+        self.store = np.empty(1 << 20, dtype=np.uint8)
+        self.used = 0
+        self.alive: np.ndarray | None = None  # set once a word was forgotten
+
+    def add(self, utf8: np.ndarray) -> np.ndarray:
+        """int32 corpus ids of the words in `utf8` (each followed by "\\n"), numbering the new ones."""
+        k = int(np.count_nonzero(utf8 == 10))
+        local = np.empty(k, dtype=np.int32)
+        if not k:
+            return local
+        self.hashes = _grown(self.hashes, self.ids + k)
+        self.ends = _grown(self.ends, self.ids + k + 1)
+        self.store = _grown(self.store, self.used + len(utf8))
+        if self.alive is not None:
+            self.alive = _grown(self.alive, self.ids + k)
+            self.alive[self.ids : self.ids + k] = True
+        if 2 * (self.live + k) > len(self.slots):
+            self._rebuild(1 << (2 * (self.live + k)).bit_length())
+        before = self.ids
+        self.ids, self.used = _number_words(utf8, local, self.slots, self.keys, self.hashes, self.ends, self.store,
+                                            self.ids, self.used)
+        self.live += self.ids - before
+        return local
+
+    def preload(self, words: List[str]) -> None:
+        """Start from a word list by id ("" for a forgotten id) numbered elsewhere (`corpus._Merger`'s dict)."""
+        utf8 = np.frombuffer("".join(w + "\\n" for w in words).encode("utf-8"), dtype=np.uint8)
+        n = len(words)
+        self.hashes, self.ends, self.store = (np.empty(max(n, 1 << 12), dtype=np.uint64),
+                                              np.zeros(max(n, 1 << 12) + 1, dtype=np.int64), utf8.copy())
+        _hash_lines(utf8, self.hashes, self.ends)
+        self.ids, self.used = n, len(utf8)
+        alive = np.fromiter(map(bool, words), dtype=np.bool_, count=n)
+        self.live = int(np.count_nonzero(alive))
+        self.alive = None if self.live == n else _grown(alive, len(self.hashes))
+        self._rebuild(max(1 << 16, 1 << (2 * self.live).bit_length()))
+
+    def _rebuild(self, size: int) -> None:
+        self.slots = np.full(size, -1, dtype=np.int32)
+        self.keys = np.zeros(size, dtype=np.uint64)
+        alive = self.alive if self.alive is not None else np.ones(self.ids, dtype=np.bool_)
+        _fill_table(self.slots, self.keys, self.hashes, alive, self.ids)
+
+    def forget(self, dead: np.ndarray) -> None:
+        """Drop the ids flagged in `dead` (bool over the ids handed out) from the table."""
+        if self.alive is None:
+            self.alive = np.ones(len(self.hashes), dtype=np.bool_)
+        self.alive[: self.ids] &= ~dead
+        self.live = int(np.count_nonzero(self.alive[: self.ids]))
+        self._rebuild(len(self.slots))
+
+    def words_utf8(self) -> bytes:
+        """Every id's word followed by "\\n", an empty line for a forgotten id: the cache's words.txt."""
+        store = self.store[: self.used]
+        if self.alive is None or self.alive[: self.ids].all():
+            return store.tobytes()
+        lengths = np.diff(self.ends[: self.ids + 1])
+        keep = np.repeat(self.alive[: self.ids], lengths)
+        keep[self.ends[1 : self.ids + 1] - 1] = True  # every id's "\\n"
+        return store[keep].tobytes()
