@@ -27,16 +27,48 @@ def _is_space(c: int, low: np.ndarray) -> bool:
             or c == 0x3000)
 
 
+_LOW32 = np.uint64(0xFFFFFFFF)
+_HIGH32 = np.uint64(0xFFFFFFFF00000000)
+_FNV_OFFSET = np.uint64(14695981039346656037)
+_FNV_PRIME = np.uint64(1099511628211)
+
+
+@numba.njit(cache=True, inline="always")
+def _mix(h: np.uint64) -> np.uint64:
+    """murmur3's finaliser: FNV-1a's low bits (the table's slot) then depend on every character."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
 @numba.njit(cache=True, nogil=True)
-def _scan(text: np.ndarray, low: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def _place(slots: np.ndarray, h: np.uint64, entry: np.uint64) -> None:
+    """Put `entry` in the first free slot from h's (linear probing)."""
+    mask = len(slots) - 1
+    slot = np.int64(h & np.uint64(mask))
+    while slots[slot] != 0:
+        slot = (slot + 1) & mask
+    slots[slot] = entry
+
+
+# A table slot is one uint64: the hash's high 32 bits | (id + 1), 0 when free. One cache line holds 8 slots, a
+# lookup touches one slot (mostly) and the word's span; at most 2/3 full.
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan(text: np.ndarray, low: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     n = len(text)
     ids = np.empty(n // 2 + 1, dtype=np.int32)  # at most one token per two characters
     lines = np.empty(16, dtype=np.int64)
-    first = np.empty(1024, dtype=np.int64)  # start of each distinct word's first occurrence
-    length = np.empty(1024, dtype=np.int64)
-    bits = 16
-    keys = np.zeros(1 << bits, dtype=np.uint64)
-    slots = np.full(1 << bits, -1, dtype=np.int32)
+    span = np.empty(2048, dtype=np.int64)  # start and length of each distinct word's first occurrence
+    hashes = np.empty(1024, dtype=np.uint64)
+    bits = 10
+    while (1 << bits) < n // 8:  # ~the distinct words of a piece of natural or Zipf text: few rebuilds
+        bits += 1
+    slots = np.zeros(1 << bits, dtype=np.uint64)
     n_tokens = n_lines = n_words = line_tokens = 0
     i = 0
     while True:
@@ -51,48 +83,44 @@ def _scan(text: np.ndarray, low: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np
         if i >= n:
             break
         start = i
-        h = np.uint64(14695981039346656037)  # FNV-1a over the code points
+        h = _FNV_OFFSET  # FNV-1a over the code points
         while i < n and not _is_space(text[i], low):
-            h = (h ^ np.uint64(text[i])) * np.uint64(1099511628211)
+            h = (h ^ np.uint64(text[i])) * _FNV_PRIME
             i += 1
+        h = _mix(h)
+        tag = h & _HIGH32
         size = i - start
         mask = (1 << bits) - 1
         slot = np.int64(h & np.uint64(mask))
         while True:
-            word = slots[slot]
-            if word < 0:  # new word: first sight
-                if n_words == len(first):
-                    first = np.concatenate((first, np.empty(len(first), dtype=np.int64)))
-                    length = np.concatenate((length, np.empty(len(length), dtype=np.int64)))
-                first[n_words] = start
-                length[n_words] = size
-                keys[slot] = h
-                slots[slot] = n_words
+            entry = slots[slot]
+            if entry == 0:  # new word: first sight
+                if n_words == len(hashes):
+                    hashes = np.concatenate((hashes, np.empty(len(hashes), dtype=np.uint64)))
+                    span = np.concatenate((span, np.empty(len(span), dtype=np.int64)))
                 word = n_words
+                span[2 * word] = start
+                span[2 * word + 1] = size
+                hashes[word] = h
+                slots[slot] = tag | np.uint64(word + 1)
                 n_words += 1
-                if 2 * n_words > (1 << bits):  # keep the table at most half full
+                if 3 * n_words > 2 << bits:  # keep the table at most 2/3 full
                     bits += 1
-                    mask = (1 << bits) - 1
-                    new_keys = np.zeros(1 << bits, dtype=np.uint64)
-                    new_slots = np.full(1 << bits, -1, dtype=np.int32)
-                    for s in range(len(slots)):
-                        if slots[s] >= 0:
-                            t = np.int64(keys[s] & np.uint64(mask))
-                            while new_slots[t] >= 0:
-                                t = (t + 1) & mask
-                            new_keys[t] = keys[s]
-                            new_slots[t] = slots[s]
-                    keys, slots = new_keys, new_slots
+                    slots = np.zeros(1 << bits, dtype=np.uint64)
+                    for w in range(n_words):
+                        _place(slots, hashes[w], (hashes[w] & _HIGH32) | np.uint64(w + 1))
                 break
-            if keys[slot] == h and length[word] == size:
-                same = True
-                other = first[word]
-                for k in range(size):
-                    if text[other + k] != text[start + k]:
-                        same = False
+            if entry & _HIGH32 == tag:
+                word = np.int64(entry & _LOW32) - 1
+                if span[2 * word + 1] == size:
+                    same = True
+                    other = span[2 * word]
+                    for k in range(size):
+                        if text[other + k] != text[start + k]:
+                            same = False
+                            break
+                    if same:
                         break
-                if same:
-                    break
             slot = (slot + 1) & mask
         ids[n_tokens] = word
         n_tokens += 1
@@ -100,7 +128,7 @@ def _scan(text: np.ndarray, low: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np
     if n_lines == len(lines):
         lines = np.concatenate((lines, np.empty(1, dtype=np.int64)))
     lines[n_lines] = line_tokens  # the last segment (continues into the next piece)
-    return ids[:n_tokens], lines[: n_lines + 1], first[:n_words], length[:n_words], n_words
+    return ids[:n_tokens], lines[: n_lines + 1], span[: 2 * n_words], n_words
 
 
 def code_points(text: str) -> np.ndarray:
@@ -112,8 +140,9 @@ def code_points(text: str) -> np.ndarray:
 
 def scan(text: str) -> Tuple[list, np.ndarray, np.ndarray]:
     """(distinct words in first-seen order, int32 id of every token, int64 tokens per "\\n"-separated segment)."""
-    ids, lines, first, length, _ = _scan(code_points(text), _SPACES_BELOW_256)
-    words = [text[s : s + n] for s, n in zip(first.tolist(), length.tolist(), strict=True)]
+    ids, lines, span, _ = _scan(code_points(text), _SPACES_BELOW_256)
+    starts = span[0::2].tolist()
+    words = [text[s : s + n] for s, n in zip(starts, span[1::2].tolist(), strict=True)]
     return words, ids, lines
 
 
@@ -121,8 +150,8 @@ def scan_utf8(points: np.ndarray, spaces: np.ndarray = _SPACES_BELOW_256) -> Tup
     """`scan` over code points (uint8 or uint32), the distinct words as ONE UTF-8 buffer, each word followed by
     "\\n" (no Python string per word: a piece sends the parent a few arrays). `spaces`: the whitespace flags
     of code points below 256 (NUL_IS_SPACE makes NUL whitespace too)."""
-    ids, lines, first, length, _ = _scan(points, spaces)
-    return _utf8_lines(points, first, length), ids, lines
+    ids, lines, span, _ = _scan(points, spaces)
+    return _utf8_lines(points, span), ids, lines
 
 
 NUL_IS_SPACE = _SPACES_BELOW_256.copy()
@@ -130,18 +159,18 @@ NUL_IS_SPACE[0] = True
 
 
 @numba.njit(cache=True, nogil=True)
-def _utf8_lines(text: np.ndarray, first: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """The words text[first[w]:first[w] + length[w]], UTF-8 encoded, each followed by "\\n"."""
+def _utf8_lines(text: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """The words text[span[2w]:span[2w] + span[2w + 1]], UTF-8 encoded, each followed by "\\n"."""
     size = 0
-    for w in range(len(first)):
+    for w in range(len(span) // 2):
         size += 1
-        for k in range(first[w], first[w] + length[w]):
+        for k in range(span[2 * w], span[2 * w] + span[2 * w + 1]):
             c = text[k]
             size += 1 if c < 0x80 else (2 if c < 0x800 else (3 if c < 0x10000 else 4))
     out = np.empty(size, dtype=np.uint8)
     p = 0
-    for w in range(len(first)):
-        for k in range(first[w], first[w] + length[w]):
+    for w in range(len(span) // 2):
+        for k in range(span[2 * w], span[2 * w] + span[2 * w + 1]):
             c = np.uint32(text[k])
             if c < 0x80:
                 out[p] = c
@@ -173,20 +202,9 @@ def _utf8_lines(text: np.ndarray, first: np.ndarray, length: np.ndarray) -> np.n
 # i.e. the cache's words.txt); Python strings are made only when the word list is read back.
 
 
-@numba.njit(cache=True, inline="always")
-def _mix(h: np.uint64) -> np.uint64:
-    """murmur3's finaliser: FNV-1a's low bits (the table's slot) depend on every byte."""
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return h
-
-
 @numba.njit(cache=True, nogil=True)
-def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, keys: np.ndarray, hashes: np.ndarray,
-                  ends: np.ndarray, store: np.ndarray, n_ids: int, used: int) -> Tuple[int, int]:
+def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, hashes: np.ndarray, ends: np.ndarray,
+                  store: np.ndarray, n_ids: int, used: int) -> Tuple[int, int]:
     """Corpus ids of the words in `utf8` (each ended by "\\n") into `local`; new words get the next ids, in
     order, and are appended to `store`. The caller made room for every word being new. Returns (ids, used)."""
     mask = len(slots) - 1
@@ -195,28 +213,29 @@ def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, keys: 
     n = len(utf8)
     while start < n:
         end = start
-        h = np.uint64(14695981039346656037)
+        h = _FNV_OFFSET
         while utf8[end] != 10:
-            h = (h ^ np.uint64(utf8[end])) * np.uint64(1099511628211)
+            h = (h ^ np.uint64(utf8[end])) * _FNV_PRIME
             end += 1
         h = _mix(h)
-        size = end - start
+        tag = h & _HIGH32
+        size = end - start + 1  # with its "\\n"
         slot = np.int64(h & np.uint64(mask))
         while True:
-            word = slots[slot]
-            if word < 0:  # first sight in the corpus
+            entry = slots[slot]
+            if entry == 0:  # first sight in the corpus
                 word = n_ids
-                slots[slot] = word
-                keys[slot] = h
+                slots[slot] = tag | np.uint64(word + 1)
                 hashes[word] = h
-                store[used : used + size + 1] = utf8[start : end + 1]
-                used += size + 1
+                store[used : used + size] = utf8[start : start + size]
+                used += size
                 ends[word + 1] = used
                 n_ids += 1
                 break
-            if keys[slot] == h:
+            if entry & _HIGH32 == tag:
+                word = np.int64(entry & _LOW32) - 1
                 other = ends[word]
-                if ends[word + 1] - other == size + 1:
+                if ends[word + 1] - other == size:
                     same = True
                     for k in range(size):
                         if store[other + k] != utf8[start + k]:
@@ -235,29 +254,23 @@ def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, keys: 
 def _hash_lines(utf8: np.ndarray, hashes: np.ndarray, ends: np.ndarray) -> None:
     """Hash and end of every word of `utf8` (each ended by "\\n"), as `_number_words` computes them."""
     w = 0
-    h = np.uint64(14695981039346656037)
+    h = _FNV_OFFSET
     for p in range(len(utf8)):
         if utf8[p] == 10:
             hashes[w] = _mix(h)
             ends[w + 1] = p + 1
             w += 1
-            h = np.uint64(14695981039346656037)
+            h = _FNV_OFFSET
         else:
-            h = (h ^ np.uint64(utf8[p])) * np.uint64(1099511628211)
+            h = (h ^ np.uint64(utf8[p])) * _FNV_PRIME
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_table(slots: np.ndarray, keys: np.ndarray, hashes: np.ndarray, alive: np.ndarray, n_ids: int) -> None:
+def _fill_table(slots: np.ndarray, hashes: np.ndarray, alive: np.ndarray, n_ids: int) -> None:
     """Insert every live id 0..n_ids-1 (by its stored hash) into an empty table."""
-    mask = len(slots) - 1
     for word in range(n_ids):
         if alive[word]:
-            h = hashes[word]
-            slot = np.int64(h & np.uint64(mask))
-            while slots[slot] >= 0:
-                slot = (slot + 1) & mask
-            slots[slot] = word
-            keys[slot] = h
+            _place(slots, hashes[word], (hashes[word] & _HIGH32) | np.uint64(word + 1))
 
 
 def _grown(a: np.ndarray, need: int) -> np.ndarray:
@@ -274,8 +287,7 @@ class WordTable:
     def __init__(self) -> None:
         self.ids = 0  # ids handed out
         self.live = 0  # ids in the table (ids minus forgotten ones)
-        self.slots = np.full(1 << 16, -1, dtype=np.int32)
-        self.keys = np.zeros(1 << 16, dtype=np.uint64)
+        self.slots = np.zeros(1 << 16, dtype=np.uint64)
         self.hashes = np.empty(1 << 12, dtype=np.uint64)  # of each id
         self.ends = np.zeros((1 << 12) + 1, dtype=np.int64)  # id i's bytes (with its "\\n"): ends[i]:ends[i + 1]
         self.store = np.empty(1 << 20, dtype=np.uint8)
@@ -294,11 +306,11 @@ class WordTable:
         if self.alive is not None:
             self.alive = _grown(self.alive, self.ids + k)
             self.alive[self.ids : self.ids + k] = True
-        if 2 * (self.live + k) > len(self.slots):
-            self._rebuild(1 << (2 * (self.live + k)).bit_length())
+        if 3 * (self.live + k) > 2 * len(self.slots):  # at most 2/3 full
+            self._rebuild(1 << (3 * (self.live + k) // 2).bit_length())
         before = self.ids
-        self.ids, self.used = _number_words(utf8, local, self.slots, self.keys, self.hashes, self.ends, self.store,
-                                            self.ids, self.used)
+        self.ids, self.used = _number_words(utf8, local, self.slots, self.hashes, self.ends, self.store, self.ids,
+                                            self.used)
         self.live += self.ids - before
         return local
 
@@ -313,13 +325,12 @@ class WordTable:
         alive = np.fromiter(map(bool, words), dtype=np.bool_, count=n)
         self.live = int(np.count_nonzero(alive))
         self.alive = None if self.live == n else _grown(alive, len(self.hashes))
-        self._rebuild(max(1 << 16, 1 << (2 * self.live).bit_length()))
+        self._rebuild(max(1 << 16, 1 << (3 * self.live // 2).bit_length()))
 
     def _rebuild(self, size: int) -> None:
-        self.slots = np.full(size, -1, dtype=np.int32)
-        self.keys = np.zeros(size, dtype=np.uint64)
+        self.slots = np.zeros(size, dtype=np.uint64)
         alive = self.alive if self.alive is not None else np.ones(self.ids, dtype=np.bool_)
-        _fill_table(self.slots, self.keys, self.hashes, alive, self.ids)
+        _fill_table(self.slots, self.hashes, alive, self.ids)
 
     def forget(self, dead: np.ndarray) -> None:
         """Drop the ids flagged in `dead` (bool over the ids handed out) from the table."""
