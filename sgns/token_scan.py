@@ -202,24 +202,37 @@ def _utf8_lines(text: np.ndarray, span: np.ndarray) -> np.ndarray:
 # i.e. the cache's words.txt); Python strings are made only when the word list is read back.
 
 
+_AHEAD = 16  # words looked ahead: their slot, then their stored span and bytes, are loaded early
+
+
 @numba.njit(cache=True, nogil=True)
 def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, hashes: np.ndarray, ends: np.ndarray,
-                  store: np.ndarray, n_ids: int, used: int) -> Tuple[int, int]:
+                  store: np.ndarray, n_ids: int, used: int) -> Tuple[int, int, int]:
     """Corpus ids of the words in `utf8` (each ended by "\\n") into `local`; new words get the next ids, in
-    order, and are appended to `store`. The caller made room for every word being new. Returns (ids, used)."""
+    order, and are appended to `store`. The caller made room for every word being new. Returns (ids, used, x).
+
+    A piece's words are mostly rare ones, each lookup a cache miss on the table, then on the word's span, then
+    on its bytes; touching those of the words `_AHEAD` places on (plain loads whose values go nowhere but `x`)
+    lets the misses of many words overlap instead of queueing one after the other."""
+    k = len(local)
     mask = len(slots) - 1
-    start = 0
-    w = 0
-    n = len(utf8)
-    while start < n:
-        end = start
-        h = _FNV_OFFSET
-        while utf8[end] != 10:
-            h = (h ^ np.uint64(utf8[end])) * _FNV_PRIME
-            end += 1
-        h = _mix(h)
+    piece_hashes = np.empty(k, dtype=np.uint64)
+    piece_ends = np.empty(k + 1, dtype=np.int64)
+    piece_ends[0] = 0
+    _hash_lines(utf8, piece_hashes, piece_ends)
+    touched = np.uint64(0)
+    for w in range(k):
+        if w + _AHEAD < k:
+            touched += slots[np.int64(piece_hashes[w + _AHEAD] & np.uint64(mask))]
+        if w + _AHEAD // 2 < k:
+            h = piece_hashes[w + _AHEAD // 2]
+            entry = slots[np.int64(h & np.uint64(mask))]
+            if entry != 0 and entry & _HIGH32 == h & _HIGH32:
+                touched += np.uint64(store[ends[np.int64(entry & _LOW32) - 1]])
+        h = piece_hashes[w]
         tag = h & _HIGH32
-        size = end - start + 1  # with its "\\n"
+        start = piece_ends[w]
+        size = piece_ends[w + 1] - start  # with its "\\n"
         slot = np.int64(h & np.uint64(mask))
         while True:
             entry = slots[slot]
@@ -237,17 +250,15 @@ def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, hashes
                 other = ends[word]
                 if ends[word + 1] - other == size:
                     same = True
-                    for k in range(size):
-                        if store[other + k] != utf8[start + k]:
+                    for i in range(size):
+                        if store[other + i] != utf8[start + i]:
                             same = False
                             break
                     if same:
                         break
             slot = (slot + 1) & mask
         local[w] = word
-        w += 1
-        start = end + 1
-    return n_ids, used
+    return n_ids, used, touched
 
 
 @numba.njit(cache=True, nogil=True)
@@ -309,8 +320,8 @@ class WordTable:
         if 3 * (self.live + k) > 2 * len(self.slots):  # at most 2/3 full
             self._rebuild(1 << (3 * (self.live + k) // 2).bit_length())
         before = self.ids
-        self.ids, self.used = _number_words(utf8, local, self.slots, self.hashes, self.ends, self.store, self.ids,
-                                            self.used)
+        self.ids, self.used, _ = _number_words(utf8, local, self.slots, self.hashes, self.ends, self.store,
+                                               self.ids, self.used)
         self.live += self.ids - before
         return local
 
