@@ -571,8 +571,9 @@ class _Merger:
         if piece.utf8 is not None and self.table is None:
             from sgns.token_scan import WordTable
 
-            self.table = WordTable()
-            self.table.preload(list(self.words()))
+            table = WordTable()
+            table.preload(list(self.words()))  # the words numbered so far by the dict
+            self.table = table
             self.index.clear()
         if self.table is not None:
             utf8 = piece.utf8

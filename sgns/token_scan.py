@@ -198,7 +198,7 @@ def _utf8_lines(text: np.ndarray, span: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------ the corpus-wide word table
 # The parent numbers every piece's distinct words with one compiled call per piece: an open-addressing table of
 # 64-bit hashes of the words' UTF-8 bytes whose hits are confirmed by comparing the bytes with the stored word,
-# so two words never share an id. The words themselves stay in one growing UTF-8 buffer ("\\n" after each,
+# so two words never share an id. The words themselves stay in one growing UTF-8 buffer ("\n" after each,
 # i.e. the cache's words.txt); Python strings are made only when the word list is read back.
 
 
@@ -232,7 +232,7 @@ def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, hashes
         h = piece_hashes[w]
         tag = h & _HIGH32
         start = piece_ends[w]
-        size = piece_ends[w + 1] - start  # with its "\\n"
+        size = piece_ends[w + 1] - start  # with its "\n"
         slot = np.int64(h & np.uint64(mask))
         while True:
             entry = slots[slot]
@@ -300,7 +300,7 @@ class WordTable:
         self.live = 0  # ids in the table (ids minus forgotten ones)
         self.slots = np.zeros(1 << 16, dtype=np.uint64)
         self.hashes = np.empty(1 << 12, dtype=np.uint64)  # of each id
-        self.ends = np.zeros((1 << 12) + 1, dtype=np.int64)  # id i's bytes (with its "\\n"): ends[i]:ends[i + 1]
+        self.ends = np.zeros((1 << 12) + 1, dtype=np.int64)  # id i's bytes (with its "\n"): ends[i]:ends[i + 1]
         self.store = np.empty(1 << 20, dtype=np.uint8)
         self.used = 0
         self.alive: np.ndarray | None = None  # set once a word was forgotten
@@ -327,7 +327,7 @@ class WordTable:
 
     def preload(self, words: List[str]) -> None:
         """Start from a word list by id ("" for a forgotten id) numbered elsewhere (`corpus._Merger`'s dict)."""
-        utf8 = np.frombuffer("".join(w + "\\n" for w in words).encode("utf-8"), dtype=np.uint8)
+        utf8 = np.frombuffer("".join(w + "\n" for w in words).encode("utf-8"), dtype=np.uint8)
         n = len(words)
         self.hashes, self.ends, self.store = (np.empty(max(n, 1 << 12), dtype=np.uint64),
                                               np.zeros(max(n, 1 << 12) + 1, dtype=np.int64), utf8.copy())
@@ -358,5 +358,5 @@ class WordTable:
             return store.tobytes()
         lengths = np.diff(self.ends[: self.ids + 1])
         keep = np.repeat(self.alive[: self.ids], lengths)
-        keep[self.ends[1 : self.ids + 1] - 1] = True  # every id's "\\n"
+        keep[self.ends[1 : self.ids + 1] - 1] = True  # every id's "\n"
         return store[keep].tobytes()
