@@ -586,8 +586,13 @@ class _Merger:
             self.ids = max(self.ids, int(table.max()) + 1) if len(table) else self.ids
         if self.ids > len(self.counts):
             self.counts = np.pad(self.counts, (0, max(self.ids, 2 * len(self.counts)) - len(self.counts)))
-        self.counts[table] += np.bincount(piece.ids, minlength=len(table))  # table holds distinct ids
-        table[piece.ids].tofile(self.out)
+        if self.table is not None:  # numba is loaded: one pass
+            from sgns.token_scan import corpus_ids
+
+            corpus_ids(piece.ids, table, self.counts).tofile(self.out)
+        else:
+            self.counts[table] += np.bincount(piece.ids, minlength=len(table))  # table holds distinct ids
+            table[piece.ids].tofile(self.out)
         lines = piece.lines.copy()
         lines[0] += self.open_line
         self.lines.frombytes(lines[:-1].tobytes())

@@ -284,6 +284,17 @@ def _fill_table(slots: np.ndarray, hashes: np.ndarray, alive: np.ndarray, n_ids:
             _place(slots, hashes[word], (hashes[word] & _HIGH32) | np.uint64(word + 1))
 
 
+@numba.njit(cache=True, nogil=True)
+def corpus_ids(local_ids: np.ndarray, table: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """table[local_ids] (a piece's tokens as corpus ids), counting each token into `counts` on the way."""
+    out = np.empty(len(local_ids), dtype=np.int32)
+    for t in range(len(local_ids)):
+        word = table[local_ids[t]]
+        out[t] = word
+        counts[word] += 1
+    return out
+
+
 def _grown(a: np.ndarray, need: int) -> np.ndarray:
     if need <= len(a):
         return a
