@@ -45,17 +45,19 @@ def _mix(h: np.uint64) -> np.uint64:
 
 
 @numba.njit(cache=True, nogil=True)
-def _place(slots: np.ndarray, h: np.uint64, entry: np.uint64) -> None:
-    """Put `entry` in the first free slot from h's (linear probing)."""
-    mask = len(slots) - 1
+def _place(slots: np.ndarray, h: np.uint64, entry: np.uint64, where: int) -> None:
+    """Put (`entry`, `where`) in the first free slot from h's (linear probing)."""
+    mask = len(slots) // 2 - 1
     slot = np.int64(h & np.uint64(mask))
-    while slots[slot] != 0:
+    while slots[2 * slot] != 0:
         slot = (slot + 1) & mask
-    slots[slot] = entry
+    slots[2 * slot] = entry
+    slots[2 * slot + 1] = where
 
 
-# A table slot is one uint64: the hash's high 32 bits | (id + 1), 0 when free. One cache line holds 8 slots, a
-# lookup touches one slot (mostly) and the word's span; at most 2/3 full.
+# A table slot is two uint64: the hash's high 32 bits | (id + 1) (0 when free), and where the word's characters
+# are (its first occurrence in the piece; its bytes in the parent's store). A lookup's cache misses are then the
+# slot and those characters, one after the other, and nothing else; the table is at most 2/3 full.
 
 
 @numba.njit(cache=True, nogil=True)
@@ -68,7 +70,7 @@ def _scan(text: np.ndarray, low: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np
     bits = 10
     while (1 << bits) < n // 8:  # ~the distinct words of a piece of natural or Zipf text: few rebuilds
         bits += 1
-    slots = np.zeros(1 << bits, dtype=np.uint64)
+    slots = np.zeros(2 << bits, dtype=np.uint64)
     n_tokens = n_lines = n_words = line_tokens = 0
     i = 0
     while True:
@@ -93,7 +95,7 @@ def _scan(text: np.ndarray, low: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np
         mask = (1 << bits) - 1
         slot = np.int64(h & np.uint64(mask))
         while True:
-            entry = slots[slot]
+            entry = slots[2 * slot]
             if entry == 0:  # new word: first sight
                 if n_words == len(hashes):
                     hashes = np.concatenate((hashes, np.empty(len(hashes), dtype=np.uint64)))
@@ -102,24 +104,27 @@ def _scan(text: np.ndarray, low: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np
                 span[2 * word] = start
                 span[2 * word + 1] = size
                 hashes[word] = h
-                slots[slot] = tag | np.uint64(word + 1)
+                slots[2 * slot] = tag | np.uint64(word + 1)
+                slots[2 * slot + 1] = start
                 n_words += 1
                 if 3 * n_words > 2 << bits:  # keep the table at most 2/3 full
                     bits += 1
-                    slots = np.zeros(1 << bits, dtype=np.uint64)
+                    slots = np.zeros(2 << bits, dtype=np.uint64)
                     for w in range(n_words):
-                        _place(slots, hashes[w], (hashes[w] & _HIGH32) | np.uint64(w + 1))
+                        _place(slots, hashes[w], (hashes[w] & _HIGH32) | np.uint64(w + 1), span[2 * w])
                 break
             if entry & _HIGH32 == tag:
-                word = np.int64(entry & _LOW32) - 1
-                if span[2 * word + 1] == size:
-                    same = True
-                    other = span[2 * word]
-                    for k in range(size):
-                        if text[other + k] != text[start + k]:
-                            same = False
-                            break
+                # The first occurrence is a whole token: equal when its first `size` characters are and the
+                # next one is whitespace (or the end), no length to look up.
+                other = np.int64(slots[2 * slot + 1])
+                if other + size <= n:
+                    same = other + size == n or _is_space(text[other + size], low)
+                    k = 0
+                    while same and k < size:
+                        same = text[other + k] == text[start + k]
+                        k += 1
                     if same:
+                        word = np.int64(entry & _LOW32) - 1
                         break
             slot = (slot + 1) & mask
         ids[n_tokens] = word
@@ -215,7 +220,7 @@ def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, hashes
     on its bytes; touching those of the words `_AHEAD` places on (plain loads whose values go nowhere but `x`)
     lets the misses of many words overlap instead of queueing one after the other."""
     k = len(local)
-    mask = len(slots) - 1
+    mask = len(slots) // 2 - 1
     piece_hashes = np.empty(k, dtype=np.uint64)
     piece_ends = np.empty(k + 1, dtype=np.int64)
     piece_ends[0] = 0
@@ -223,22 +228,23 @@ def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, hashes
     touched = np.uint64(0)
     for w in range(k):
         if w + _AHEAD < k:
-            touched += slots[np.int64(piece_hashes[w + _AHEAD] & np.uint64(mask))]
+            touched += slots[2 * np.int64(piece_hashes[w + _AHEAD] & np.uint64(mask))]
         if w + _AHEAD // 2 < k:
             h = piece_hashes[w + _AHEAD // 2]
-            entry = slots[np.int64(h & np.uint64(mask))]
-            if entry != 0 and entry & _HIGH32 == h & _HIGH32:
-                touched += np.uint64(store[ends[np.int64(entry & _LOW32) - 1]])
+            ahead = 2 * np.int64(h & np.uint64(mask))
+            if slots[ahead] & _HIGH32 == h & _HIGH32:
+                touched += np.uint64(store[slots[ahead + 1]])
         h = piece_hashes[w]
         tag = h & _HIGH32
         start = piece_ends[w]
         size = piece_ends[w + 1] - start  # with its "\n"
         slot = np.int64(h & np.uint64(mask))
         while True:
-            entry = slots[slot]
+            entry = slots[2 * slot]
             if entry == 0:  # first sight in the corpus
                 word = n_ids
-                slots[slot] = tag | np.uint64(word + 1)
+                slots[2 * slot] = tag | np.uint64(word + 1)
+                slots[2 * slot + 1] = used
                 hashes[word] = h
                 store[used : used + size] = utf8[start : start + size]
                 used += size
@@ -246,16 +252,17 @@ def _number_words(utf8: np.ndarray, local: np.ndarray, slots: np.ndarray, hashes
                 n_ids += 1
                 break
             if entry & _HIGH32 == tag:
-                word = np.int64(entry & _LOW32) - 1
-                other = ends[word]
-                if ends[word + 1] - other == size:
-                    same = True
-                    for i in range(size):
-                        if store[other + i] != utf8[start + i]:
-                            same = False
-                            break
-                    if same:
+                # Both words end with "\n", which no word holds: equal bytes up to it are equal words (a stored
+                # word of another length differs at its own "\n" or at ours, before its end).
+                other = np.int64(slots[2 * slot + 1])
+                same = True
+                for i in range(size):
+                    if store[other + i] != utf8[start + i]:
+                        same = False
                         break
+                if same:
+                    word = np.int64(entry & _LOW32) - 1
+                    break
             slot = (slot + 1) & mask
         local[w] = word
     return n_ids, used, touched
@@ -277,11 +284,11 @@ def _hash_lines(utf8: np.ndarray, hashes: np.ndarray, ends: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_table(slots: np.ndarray, hashes: np.ndarray, alive: np.ndarray, n_ids: int) -> None:
+def _fill_table(slots: np.ndarray, hashes: np.ndarray, ends: np.ndarray, alive: np.ndarray, n_ids: int) -> None:
     """Insert every live id 0..n_ids-1 (by its stored hash) into an empty table."""
     for word in range(n_ids):
         if alive[word]:
-            _place(slots, hashes[word], (hashes[word] & _HIGH32) | np.uint64(word + 1))
+            _place(slots, hashes[word], (hashes[word] & _HIGH32) | np.uint64(word + 1), ends[word])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -309,7 +316,7 @@ class WordTable:
     def __init__(self) -> None:
         self.ids = 0  # ids handed out
         self.live = 0  # ids in the table (ids minus forgotten ones)
-        self.slots = np.zeros(1 << 16, dtype=np.uint64)
+        self.slots = np.zeros(2 << 16, dtype=np.uint64)  # 2 words a slot
         self.hashes = np.empty(1 << 12, dtype=np.uint64)  # of each id
         self.ends = np.zeros((1 << 12) + 1, dtype=np.int64)  # id i's bytes (with its "\n"): ends[i]:ends[i + 1]
         self.store = np.empty(1 << 20, dtype=np.uint8)
@@ -328,7 +335,7 @@ class WordTable:
         if self.alive is not None:
             self.alive = _grown(self.alive, self.ids + k)
             self.alive[self.ids : self.ids + k] = True
-        if 3 * (self.live + k) > 2 * len(self.slots):  # at most 2/3 full
+        if 3 * (self.live + k) > len(self.slots):  # at most 2/3 full
             self._rebuild(1 << (3 * (self.live + k) // 2).bit_length())
         before = self.ids
         self.ids, self.used, _ = _number_words(utf8, local, self.slots, self.hashes, self.ends, self.store,
@@ -350,9 +357,9 @@ class WordTable:
         self._rebuild(max(1 << 16, 1 << (3 * self.live // 2).bit_length()))
 
     def _rebuild(self, size: int) -> None:
-        self.slots = np.zeros(size, dtype=np.uint64)
+        self.slots = np.zeros(2 * size, dtype=np.uint64)
         alive = self.alive if self.alive is not None else np.ones(self.ids, dtype=np.bool_)
-        _fill_table(self.slots, self.hashes, alive, self.ids)
+        _fill_table(self.slots, self.hashes, self.ends, alive, self.ids)
 
     def forget(self, dead: np.ndarray) -> None:
         """Drop the ids flagged in `dead` (bool over the ids handed out) from the table."""
@@ -360,7 +367,7 @@ class WordTable:
             self.alive = np.ones(len(self.hashes), dtype=np.bool_)
         self.alive[: self.ids] &= ~dead
         self.live = int(np.count_nonzero(self.alive[: self.ids]))
-        self._rebuild(len(self.slots))
+        self._rebuild(len(self.slots) // 2)
 
     def words_utf8(self) -> bytes:
         """Every id's word followed by "\\n", an empty line for a forgotten id: the cache's words.txt."""
