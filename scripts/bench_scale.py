@@ -86,14 +86,15 @@ def zipf_corpus(words: int, types: int, seed: int, cache_dir: Path) -> Path:
 READER = """
 import json, sys, time
 start = time.perf_counter()
+import sgns.corpus
 from sgns.corpus import encode, text_source
 from sgns.vocab import Vocabulary
 imported = time.perf_counter()
 corpus = encode(text_source(sys.argv[1], 10000, False), sys.argv[2], log=lambda _: None)
 vocab = Vocabulary.build(corpus.words, corpus.counts, 5)
 done = time.perf_counter()
-print(json.dumps({"seconds": done - imported, "tokens": corpus.total_tokens, "distinct": len(corpus.words),
-                  "vocab": len(vocab)}))
+print(json.dumps({"sgns": sgns.corpus.__file__, "seconds": done - imported, "tokens": corpus.total_tokens,
+                  "distinct": len(corpus.words), "vocab": len(vocab)}))
 """
 
 
@@ -103,7 +104,9 @@ def read_once(checkout: Path, corpus: Path, workdir: Path, name: str) -> Dict[st
     shutil.rmtree(cache, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     log = workdir / f"read-{name}.log"
-    usage = timed([sys.executable, "-c", READER, str(corpus), str(cache)], env, log)
+    # In the checkout: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH, so run
+    # from this checkout it would import this checkout's sgns for the other reader too.
+    usage = timed([sys.executable, "-c", READER, str(corpus), str(cache)], env, log, cwd=checkout)
     shutil.rmtree(cache, ignore_errors=True)
     result = json.loads(log.read_text().strip().splitlines()[-1])
     return {**result, "wall": usage["wall"], "cpu": usage["cpu"], "rss_mib": usage["rss_mib"]}

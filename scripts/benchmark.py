@@ -47,8 +47,9 @@ def contract_command(corpus: Path, run_dir: Path, epochs: int, extra: List[str])
             f"hydra.run.dir={run_dir}", "trainer.progress=false", *extra]
 
 
-def timed(cmd: List[str], env: Dict[str, str], log_path: Path) -> Dict[str, float]:
-    """Run `cmd` to completion; its wall seconds, CPU seconds and peak RSS in MiB (raises if it fails)."""
+def timed(cmd: List[str], env: Dict[str, str], log_path: Path, cwd: Optional[Path] = None) -> Dict[str, float]:
+    """Run `cmd` to completion in `cwd` (default: this checkout); its wall seconds, CPU seconds and peak RSS in
+    MiB (raises if it fails)."""
     # Linux carries a process's peak RSS across fork + exec, so a child forked straight from this (large,
     # torch-importing) process would report at least our size: start it through /usr/bin/time, whose own
     # child is forked from a small process, and read that child's peak from time's report.
@@ -56,7 +57,7 @@ def timed(cmd: List[str], env: Dict[str, str], log_path: Path) -> Dict[str, floa
     launcher = ["/usr/bin/time", "-f", "%U %S %M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() else []
     with open(log_path, "w") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(launcher + cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(launcher + cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd or ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -95,21 +95,32 @@ def _pieces(tokens: List[str], max_len: int) -> Iterator[List[str]]:
 class Piece:
     """One piece of text tokenised: local ids in first-seen order within the piece."""
 
-    words: List[str]  # distinct words of the piece, by first sight
-    ids: np.ndarray  # int32 index into `words` for every token
+    words: List[str]  # distinct words of the piece, by first sight ([] when they come as `utf8`)
+    ids: np.ndarray  # int32 index into the distinct words for every token
     lines: np.ndarray  # int64 tokens per "\n"-separated segment; the last one continues into the next piece
     replaced: int = 0  # undecodable bytes replaced by U+FFFD
+    utf8: Optional[np.ndarray] = None  # or the distinct words as one uint8 UTF-8 buffer, "\n" after each
+
+    def word_list(self) -> List[str]:
+        """The distinct words as Python strings."""
+        if self.utf8 is None:
+            return self.words
+        return self.utf8.tobytes().decode("utf-8").split("\n")[:-1]
 
 
-def tokenise(text: str, lowercase: bool = False, compiled: Optional[bool] = None) -> Piece:
+def tokenise(text: str, lowercase: bool = False, compiled: Optional[bool] = None, utf8: bool = False) -> Piece:
     """Split `text` into lines on "\n" and tokens on whitespace (str.split), as ids into its distinct words.
-    `compiled`: use the numba scanner (default: for pieces of COMPILED_MIN_CHARS or more; same result)."""
+    `compiled`: use the numba scanner (default: for pieces of COMPILED_MIN_CHARS or more; same result).
+    `utf8`: a compiled piece gives its words as one UTF-8 buffer (`Piece.utf8`), not as strings."""
     if lowercase:
         text = text.lower()  # the whole piece at once: it is cut only at whitespace, so the same as per line
     if compiled or (compiled is None and len(text) >= COMPILED_MIN_CHARS):
-        from sgns.token_scan import scan  # numba: loaded only when a corpus is big enough to gain from it
+        from sgns import token_scan  # numba: loaded only when a corpus is big enough to gain from it
 
-        words, ids, lines = scan(text)
+        if utf8:
+            words_utf8, ids, lines = token_scan.scan_utf8(token_scan.code_points(text))
+            return Piece([], ids, lines, 0, words_utf8)
+        words, ids, lines = token_scan.scan(text)
         return Piece(words, ids, lines)
     index: defaultdict[str, int] = defaultdict(itertools.count().__next__)
     if "\x00" in text:  # NUL is a word character here (dataset text): no room for the line-end marker
@@ -131,13 +142,21 @@ def tokenise(text: str, lowercase: bool = False, compiled: Optional[bool] = None
 
 
 def tokenise_bytes(data: bytes, lowercase: bool = False) -> Piece:
-    """Decode UTF-8 (invalid bytes -> U+FFFD, counted), NUL as whitespace, then `tokenise`."""
+    """Decode UTF-8 (invalid bytes -> U+FFFD, counted), NUL as whitespace, then `tokenise` (a compiled piece
+    gives its words as UTF-8)."""
+    if len(data) >= COMPILED_MIN_CHARS and data.isascii():  # nothing to decode: the bytes are the code points
+        from sgns import token_scan
+
+        if lowercase:
+            data = data.lower()  # ASCII: the same as str.lower
+        words_utf8, ids, lines = token_scan.scan_utf8(np.frombuffer(data, dtype=np.uint8), token_scan.NUL_IS_SPACE)
+        return Piece([], ids, lines, 0, words_utf8)
     before = _replaced[0]
     text = data.decode("utf-8", errors="sgns-count")
     replaced = _replaced[0] - before
     if "\x00" in text:
         text = text.replace("\x00", " ")
-    piece = tokenise(text, lowercase)
+    piece = tokenise(text, lowercase, utf8=True)
     piece.replaced = replaced
     return piece
 
@@ -295,7 +314,8 @@ def sentences_of(pieces: Iterable[Piece], max_len: int, stats: Optional[ReadStat
     open_line: List[str] = []  # tokens of the line the last piece ended inside
     for piece in pieces:
         stats.replaced_bytes += piece.replaced
-        tokens = [piece.words[i] for i in piece.ids.tolist()]
+        words = piece.word_list()
+        tokens = [words[i] for i in piece.ids.tolist()]
         position, last = 0, len(piece.lines) - 1
         for k, n in enumerate(piece.lines.tolist()):
             segment = tokens[position : position + n]
@@ -509,13 +529,17 @@ def load_cached(folder: Path) -> Optional[EncodedCorpus]:
         return None
 
 
-def publish_cache_entry(tmp: Path, folder: Path, offsets: np.ndarray, counts: np.ndarray, words: Iterable[str],
-                        meta: dict) -> None:
-    """Write the rest of a cache entry beside `tmp`/ids.bin (sentence offsets, word counts, words, meta.json),
-    then rename `tmp` to `folder`: atomic, so an entry is complete or absent."""
+def publish_cache_entry(tmp: Path, folder: Path, offsets: np.ndarray, counts: np.ndarray,
+                        words: Iterable[str] | bytes, meta: dict) -> None:
+    """Write the rest of a cache entry beside `tmp`/ids.bin (sentence offsets, word counts, words (or their
+    words.txt bytes: UTF-8, "\n" after each), meta.json), then rename `tmp` to `folder`: atomic, so an entry is
+    complete or absent."""
     np.save(tmp / "offsets.npy", offsets)
     np.save(tmp / "counts.npy", counts)
-    (tmp / "words.txt").write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    if isinstance(words, bytes):
+        (tmp / "words.txt").write_bytes(words)
+    else:
+        (tmp / "words.txt").write_text("".join(w + "\n" for w in words), encoding="utf-8")
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.rename(tmp, folder)
@@ -525,11 +549,16 @@ def publish_cache_entry(tmp: Path, folder: Path, offsets: np.ndarray, counts: np
 
 class _Merger:
     """Joins pieces in order: local ids -> corpus ids (first-seen order over the whole corpus), ids appended to
-    the cache file, counts summed, line lengths joined across piece boundaries."""
+    the cache file, counts summed, line lengths joined across piece boundaries.
+
+    Words are numbered by a dict while every piece comes as strings (small corpora: numba is not loaded), and by
+    the compiled `token_scan.WordTable` from the first piece that comes as UTF-8 (the compiled scanner's): no
+    Python work per word, which is what bounded the parent at millions of distinct words."""
 
     def __init__(self, out: BinaryIO, max_distinct: Optional[int] = None):
         self.out = out
         self.index: defaultdict[str, int] = defaultdict(itertools.count().__next__)  # word -> id on first sight
+        self.table: Any = None  # token_scan.WordTable, in place of `index` once a piece came as UTF-8
         self.ids = 0  # ids handed out (more than len(index) once words were pruned)
         self.counts = np.zeros(1 << 16, dtype=np.int64)
         self.max_distinct, self.min_reduce, self.pruned = max_distinct, 1, 0
@@ -539,20 +568,43 @@ class _Merger:
 
     def add(self, piece: Piece) -> None:
         # New words get ids in the piece's first-seen order, after every earlier piece's: first-seen order.
-        table = np.fromiter(map(self.index.__getitem__, piece.words), dtype=np.int32, count=len(piece.words))
-        self.ids = max(self.ids, int(table.max()) + 1) if len(table) else self.ids
+        if piece.utf8 is not None and self.table is None:
+            from sgns.token_scan import WordTable
+
+            table = WordTable()
+            table.preload(list(self.words()))  # the words numbered so far by the dict
+            self.table = table
+            self.index.clear()
+        if self.table is not None:
+            utf8 = piece.utf8
+            if utf8 is None:
+                utf8 = np.frombuffer("".join(w + "\n" for w in piece.words).encode("utf-8"), dtype=np.uint8)
+            table = self.table.add(utf8)
+            self.ids = self.table.ids
+        else:
+            table = np.fromiter(map(self.index.__getitem__, piece.words), dtype=np.int32, count=len(piece.words))
+            self.ids = max(self.ids, int(table.max()) + 1) if len(table) else self.ids
         if self.ids > len(self.counts):
             self.counts = np.pad(self.counts, (0, max(self.ids, 2 * len(self.counts)) - len(self.counts)))
-        self.counts[table] += np.bincount(piece.ids, minlength=len(table))  # table holds distinct ids
-        table[piece.ids].tofile(self.out)
+        if self.table is not None:  # numba is loaded: one pass
+            from sgns.token_scan import corpus_ids
+
+            corpus_ids(piece.ids, table, self.counts).tofile(self.out)
+        else:
+            self.counts[table] += np.bincount(piece.ids, minlength=len(table))  # table holds distinct ids
+            table[piece.ids].tofile(self.out)
         lines = piece.lines.copy()
         lines[0] += self.open_line
         self.lines.frombytes(lines[:-1].tobytes())
         self.open_line = int(lines[-1])
         self.tokens += len(piece.ids)
         self.replaced += piece.replaced
-        if self.max_distinct is not None and len(self.index) > self.max_distinct:
+        if self.max_distinct is not None and self.held() > self.max_distinct:
             self.prune()
+
+    def held(self) -> int:
+        """Words numbered and not forgotten."""
+        return self.table.live if self.table is not None else len(self.index)
 
     def prune(self) -> None:
         """word2vec's and gensim's rule (max_vocab_size): forget every word counted at most `min_reduce` times so
@@ -560,6 +612,15 @@ class _Merger:
         with count 0 (its tokens stay in the id file, and no vocabulary keeps them); seen again, it starts over
         with a new id, so a word can end up under-counted, as in gensim."""
         counts = self.counts
+        if self.table is not None:
+            while self.table.live > self.max_distinct:
+                alive = self.table.alive[: self.ids] if self.table.alive is not None else True
+                dead = (counts[: self.ids] <= self.min_reduce) & alive
+                counts[: self.ids][dead] = 0
+                self.pruned += int(np.count_nonzero(dead))
+                self.table.forget(dead)
+                self.min_reduce += 1
+            return
         while len(self.index) > self.max_distinct:
             rare = [w for w, i in self.index.items() if counts[i] <= self.min_reduce]
             for w in rare:
@@ -567,8 +628,10 @@ class _Merger:
             self.pruned += len(rare)
             self.min_reduce += 1
 
-    def words(self) -> Iterable[str]:
-        """Words by id ("" for a pruned id)."""
+    def words(self) -> Iterable[str] | bytes:
+        """Words by id ("" for a pruned id); once numbered by the compiled table, as words.txt's bytes."""
+        if self.table is not None:
+            return self.table.words_utf8()
         if len(self.index) == self.ids:
             return self.index
         words = [""] * self.ids
