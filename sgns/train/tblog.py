@@ -212,8 +212,10 @@ class WriterProcess:
             raise SGNSError(f"writing the TensorBoard log failed: {error}")
 
     def end(self) -> None:
+        """Let the child go (it has answered its close): it is reaped in the background, as its exit (unmapping
+        its copy of the address space) may take longer than anything left to do here."""
         self.conn.close()
-        os.waitpid(self.pid, 0)
+        threading.Thread(target=os.waitpid, args=(self.pid, 0), name="sgns-tensorboard-reaper", daemon=True).start()
 
     def lost(self) -> SGNSError:
         return SGNSError("the process writing the TensorBoard log ended unexpectedly (its error, if any, is above)")
