@@ -163,6 +163,9 @@ class NullTBLog(TBLog):
         pass
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the parent's to handle: it stops the run, then closes the log
+
+
 class WriterProcess:
     """A child process, forked from a process that has loaded torch but started no thread, that imports
     TensorBoard at once and then runs one TBLog for its parent: the calls come in order through a pipe, and
@@ -176,8 +179,13 @@ class WriterProcess:
         for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
             stream.flush()
         self.conn, child = Pipe()
+        # SIGINT and SIGTERM wait (blocked) across the fork, so the child ignores them from its first instruction
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         self.pid = os.fork()
         if self.pid == 0:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.conn.close()
             status = 0
             try:
@@ -187,6 +195,7 @@ class WriterProcess:
                 status = 1
             finally:
                 os._exit(status)  # not the parent's atexit handlers, nor its teardown
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal that came meanwhile is delivered now
         child.close()
         self.unanswered = 0  # flushes and closes sent whose answer was not read (a signal interrupted the wait)
 
@@ -222,9 +231,7 @@ class WriterProcess:
 
 
 def serve_tblog(conn: Any) -> None:
-    """The child's side of WriterProcess."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The child's side of WriterProcess (SIGINT and SIGTERM ignored)."""
     import torch.utils.tensorboard  # noqa: F401 (now, while the parent goes on)
 
     tb: Optional[TBLog] = None
