@@ -120,13 +120,29 @@ def test_collection_is_paused_until_the_libraries_are_loaded_then_resumes() -> N
         gc.unfreeze()
 
 
+# sgns-train, saying at its end whether it imported TensorBoard itself
+SGNS_TRAIN_TELLING = """
+import os, sys
+real_exit, pid = os._exit, os.getpid()
+def end(status):
+    if os.getpid() == pid:
+        print("tensorboard in the parent:", "torch.utils.tensorboard" in sys.modules, file=sys.stderr, flush=True)
+    real_exit(status)
+os._exit = end
+sys.argv = ["sgns-train", *sys.argv[1:]]
+from sgns.cli.train import main
+main()
+"""
+
+
 def test_a_command_line_run_writes_its_tensorboard_log_from_the_child(tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "SGNS_CACHE_DIR": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-m", "sgns.train", "corpus.synthetic.sentences=2000", "trainer.epochs=1",
-                           "eval.every_words=0", "trainer.progress=false", f"hydra.run.dir={run}"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", SGNS_TRAIN_TELLING, "corpus.synthetic.sentences=2000",
+                           "trainer.epochs=1", "eval.every_words=0", "trainer.progress=false",
+                           f"hydra.run.dir={run}"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "tensorboard in the parent: False" in done.stderr, done.stderr
     curves = scalars(run / "tb")
     assert curves["train/loss"] and "eval/planted_analogies/accuracy" in curves
     assert "projector_config.pbtxt" in projector_files(run / "tb")
