@@ -267,9 +267,9 @@ _PREPARED: List[WriterProcess] = []  # a writer process started before the run d
 
 def prepare_writer_process() -> None:
     """Start the process that will write the next TBLog (open_tblog), so that it imports TensorBoard while this
-    process goes on. Only where forking is safe: torch loaded (the child shares it, not importing it again)
-    and no thread started."""
-    if not _PREPARED and threading.active_count() == 1 and "torch" in sys.modules:
+    process goes on. Only where forking is safe: on Linux (macOS's system frameworks may abort a forked
+    child), torch loaded (the child shares it, not importing it again) and no thread started."""
+    if not _PREPARED and sys.platform == "linux" and threading.active_count() == 1 and "torch" in sys.modules:
         _PREPARED.append(WriterProcess())
 
 
