@@ -20,6 +20,7 @@ each checkout, as any installation's first run does.
     python scripts/bench_startup.py --phases --repeats 5      # what the fixed cost is made of (after a run:
                                                               # the kernel in numba's cache)
     python scripts/bench_startup.py --overlap --repeats 8     # does a background import thread help?
+    python scripts/bench_startup.py --collector --baseline /tmp/base   # the garbage collector's share
 """
 
 from __future__ import annotations
@@ -172,6 +173,53 @@ def overlap(repeats: int) -> None:
               f"{statistics.median(c for _, c in values):.2f} |")
 
 
+# `--collector`: the cyclic garbage collector's share of a tiny run: CPU seconds inside collections (timed by a
+# gc callback) and of the whole process, read at its os._exit (sgns.cli.common.exit_without_teardown).
+COLLECTOR = """
+import gc, os, resource, sys, time
+spent, started = [0.0, 0], []
+def timer(phase, info):
+    if phase == "start":
+        started[:] = [time.process_time()]
+    else:
+        spent[0] += time.process_time() - started[0]
+        spent[1] += 1
+gc.callbacks.append(timer)
+real_exit, pid = os._exit, os.getpid()
+def report(status):
+    if os.getpid() == pid:  # not a forked child's exit
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"COLLECTOR {spent[0]:.3f} {spent[1]} {usage.ru_utime + usage.ru_stime:.3f}", file=sys.stderr, flush=True)
+    real_exit(status)
+os._exit = report
+sys.argv = ["sgns-train", *sys.argv[1:]]
+from sgns.cli.train import main
+main()
+"""
+
+
+def collector(repeats: int, checkouts: Dict[str, Path], tiny: Path, workdir: Path, base_env: Dict[str, str]) -> None:
+    """Median CPU seconds spent in garbage collections, their number, and the process's own CPU seconds (the
+    TensorBoard writer process not included) of a tiny run, per checkout, alternated."""
+    runs: Dict[str, List[Tuple[float, int, float]]] = {name: [] for name in checkouts}
+    for rep in range(repeats):
+        for name, root in checkouts.items():
+            run_dir = workdir / f"collector-{name}-{rep}"
+            cmd = contract_command(tiny, run_dir, 1, [])
+            cmd[1:3] = ["-c", COLLECTOR]  # instead of `-m sgns.train`
+            env = dict(base_env, PYTHONPATH=str(root), SGNS_CACHE_DIR=str(workdir / f"cache-collector-{rep}"))
+            out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, check=True).stderr
+            line = [x for x in out.splitlines() if x.startswith("COLLECTOR ")][-1].split()
+            runs[name].append((float(line[1]), int(line[2]), float(line[3])))
+            shutil.rmtree(workdir / f"cache-collector-{rep}", ignore_errors=True)
+    print(f"medians of {repeats} alternated tiny runs; load average {os.getloadavg()[0]:.1f}\n")
+    print("| system | CPU s in collections | collections | CPU s of the process |")
+    print("|---|---|---|---|")
+    for name, values in runs.items():
+        seconds, count, cpu = (statistics.median(v[i] for v in values) for i in range(3))
+        print(f"| {name} | {seconds:.3f} | {count:.0f} | {cpu:.2f} |")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
@@ -182,6 +230,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
     ap.add_argument("--workdir", type=Path, default=None, help="keep runs here (default: a temp dir)")
     ap.add_argument("--phases", action="store_true", help="instead: the fixed cost's parts, in CPU seconds")
+    ap.add_argument("--collector", action="store_true",
+                    help="instead: CPU seconds in garbage collections of a tiny run (with --baseline: both)")
     ap.add_argument("--overlap", action="store_true",
                     help="instead: importing torch in a background thread against one import after the other")
     args = ap.parse_args(argv)
@@ -202,6 +252,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     base_env = {k: v for k, v in os.environ.items() if k not in ("SGNS_CACHE_DIR", "PYTHONPATH")}
     base_env["PYTHONUNBUFFERED"] = "1"
     tiny = tiny_corpus(workdir)
+    if args.collector:
+        for name, root in checkouts.items():  # numba's on-disk cache first, as below
+            env = dict(base_env, PYTHONPATH=str(root), SGNS_CACHE_DIR=str(workdir / f"cache-warmup-{name}"))
+            timed(contract_command(tiny, workdir / f"warmup-{name}", 1, []), env, root, workdir / f"warmup-{name}.log")
+        collector(args.repeats, checkouts, tiny, workdir, base_env)
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     million = prefix_corpus(args.corpus.resolve(), args.words, workdir) if "1m" in cases else None
 
     def sgns_command(case: str, run_dir: Path) -> List[str]:

@@ -297,7 +297,7 @@ def _check(ok: bool, key: str, allowed: str, value: Any, fix: str = "") -> None:
 
 def _walk(schema: type, prefix: str) -> Dict[str, Any]:
     found: Dict[str, Any] = {}
-    hints = typing.get_type_hints(schema)
+    hints = field_types(schema)
     for f in fields(schema):
         if is_dataclass(hints[f.name]):
             found.update(_walk(hints[f.name], f"{prefix}{f.name}."))
@@ -342,6 +342,12 @@ def validate(cfg: Any) -> None:
 
 
 @functools.cache
+def field_types(schema: type) -> Dict[str, Any]:
+    """A schema dataclass's field types, resolved (typing.get_type_hints), once per class."""
+    return typing.get_type_hints(schema)
+
+
+@functools.cache
 def setting_role(key: str) -> Optional[str]:
     """The role of a dotted config key (`data.window` -> result); None for a group or a key not in the schema."""
     node: Any = Config
@@ -350,7 +356,7 @@ def setting_role(key: str) -> Optional[str]:
         found = next((f for f in fields(node) if f.name == part), None)
         if found is None:
             return None
-        kind = typing.get_type_hints(node)[part]
+        kind = field_types(node)[part]
         if i == len(parts) - 1:
             return None if is_dataclass(kind) else found.metadata.get("role", RESULT)
         if not is_dataclass(kind):

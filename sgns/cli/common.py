@@ -1,12 +1,13 @@
-"""Helpers every command shares: argparse with one-line usage errors, quiet exits on a closed pipe, and an exit
-without the interpreter's teardown. (One-line errors for SGNSError: sgns.errors.exit_with_error; device names:
-sgns.device.resolve_device.)"""
+"""Helpers every command shares: argparse with one-line usage errors, quiet exits on a closed pipe, no garbage
+collection while a command loads its libraries, and an exit without the interpreter's teardown. (One-line
+errors for SGNSError: sgns.errors.exit_with_error; device names: sgns.device.resolve_device.)"""
 
 from __future__ import annotations
 
 import argparse
 import atexit
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -27,6 +28,29 @@ def quiet_broken_pipe() -> Iterator[None]:
         yield
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail
+
+
+_COLLECTION_DEFERRED: List[bool] = []  # set while defer_collection's pause lasts
+
+
+def defer_collection() -> None:
+    """Pause the cyclic garbage collector until `collect_again`. Loading torch, numba and TensorBoard creates
+    hundreds of thousands of objects that live as long as the process, and the collector would walk all of
+    them again at every full collection it starts meanwhile (about a quarter of a small run's CPU time,
+    measured in docs/startup.md). Only for a process's entry point."""
+    if gc.isenabled():
+        gc.disable()
+        _COLLECTION_DEFERRED.append(True)
+
+
+def collect_again() -> None:
+    """End defer_collection's pause: what is loaded so far moves to the collector's permanent generation
+    (gc.freeze: it is never walked again, and never freed: modules, classes, functions), and collection
+    resumes for everything made from now on."""
+    if _COLLECTION_DEFERRED:
+        _COLLECTION_DEFERRED.clear()
+        gc.freeze()
+        gc.enable()
 
 
 @contextlib.contextmanager

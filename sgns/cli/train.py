@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import hydra
 from omegaconf import DictConfig
 
-from sgns.cli.common import exit_without_teardown
+from sgns.cli.common import collect_again, defer_collection, exit_without_teardown
 from sgns.config import CONFIG_DIR, check_resolvable, config_error, validate
 from sgns.errors import SGNSError, exit_with_error
 from sgns.train.metrics import mark_failed, objective
@@ -37,9 +37,16 @@ HELP_FLAGS = ("--help", "-h")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from sgns.distributed import FollowerExit, topology_from_env
     from sgns.train import train
+    from sgns.train.tblog import prepare_writer_process
 
+    collect_again()  # the libraries are loaded (main deferred collection)
+    if HydraConfig.get().mode == RunMode.RUN and "WORLD_SIZE" not in os.environ:
+        prepare_writer_process()  # TensorBoard loads in a child process while this one reads the corpus
     try:
         metrics = train(cfg)
         return objective(cfg.objective, metrics) if metrics else 0.0  # torchrun ranks other than 0: no metrics
@@ -48,9 +55,6 @@ def hydra_main(cfg: DictConfig) -> float:
     except SGNSError as e:
         if topology_from_env().rank == 0:
             mark_failed(cfg.trainer.run_dir, e)  # metrics.json says failed and why; sgns-summarize shows it
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error(f"error: {e}")
             raise  # the sweep goes on with the other jobs and reports this one at the end
@@ -152,6 +156,7 @@ def main() -> None:
     """Console entry point: `sgns-train [overrides]`, also `torchrun ... -m sgns.train [overrides]`. Ends the
     process without the interpreter's teardown (sgns.cli.common.exit_without_teardown), except under torchrun."""
     distributed_run = "WORLD_SIZE" in os.environ
+    defer_collection()  # until hydra_main has loaded torch, numba and the train loop
     with contextlib.nullcontext() if distributed_run else exit_without_teardown():
         try:
             run_command(sys.argv[1:])
