@@ -29,11 +29,11 @@ class StopRequest:
             # os._exit: no cleanup runs, and none is needed: every file is replaced atomically
             os.write(2, b"\nsgns: second interrupt, exiting now (the last checkpoint is intact)\n")
             os._exit(130)
-        if self.signal is None:
+        first, self.signal = self.signal is None, sig  # set before writing: a second signal may land mid-write
+        if first:
             # os.write, not sys.stderr: a buffered write from a handler can interrupt another one (tqdm's)
             os.write(2, f"\nsgns: {signal.Signals(sig).name} received, stopping after this step and writing a "
                         f"checkpoint (Ctrl-C again exits at once)\n".encode())
-        self.signal = sig
 
     def __exit__(self, *exc: Any) -> None:
         if self.signal is not None:
