@@ -157,6 +157,24 @@ def _prefetch(typingctx, matrix, row, col):  # type: ignore[no-untyped-def]
     return types.void(matrix, row, col), codegen
 
 
+@intrinsic
+def _prefetch1(typingctx, vector, i):  # type: ignore[no-untyped-def]
+    """Ask the CPU to start loading vector[i]'s cache line."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = [context.cast(builder, args[1], sig.args[1], types.intp)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(vector, i), codegen
+
+
 @njit(nogil=True, cache=True, inline="always")
 def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
     for col in range(0, d, 16):  # one call per 64-byte line
@@ -400,7 +418,25 @@ def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray
     """Train on sentences s0..s1-1 of a span (see `_train_piece`), compiled for `dim` (W's width) as a constant
     (the row loops then vectorise without a generic remainder path)."""
     return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
-                        state, loss_every, literally(dim), 0)
+                        state, loss_every, literally(dim), 0, PF)
+
+
+PF = 0  # exploration: prefetch variant bits
+PF_PEEK = 1  # accept/alias lines of the negatives two centers ahead (peeked from the counter stream)
+PF_SENTENCE = 2  # sentence start: center 0's rows, its negatives' rows, the first window's input rows
+PF_DIST2 = 4  # the center's output row and the entering input row two centers ahead (as well as one)
+PF_KEEP = 8  # the next sentence's remap lines (sentence start), then its keep lines (mid-sentence)
+PF_PEEK3 = 16  # as PF_PEEK, three centers ahead instead of two
+PF_PEEK_START = 64  # sentence start: center 1's alias lines as well
+
+
+@njit(nogil=True, cache=True)
+def train_piece_pf(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
+                   s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
+                   negatives: int, lr0: float, lr1: float, state: np.uint64,
+                   loss_every: int, pf: int, dim: int) -> Tuple[float, int, int, int]:
+    return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
+                        state, loss_every, literally(dim), 0, literally(pf))
 
 
 @njit(nogil=True, cache=True)
@@ -410,14 +446,14 @@ def train_piece_variant(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np
                         loss_every: int, flags: int, dim: int) -> Tuple[float, int, int, int]:
     """`train_piece` with the study-only variant `flags` (PER_CONTEXT_NEGATIVES | SEQUENTIAL | PER_WORD_LR)."""
     return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
-                        state, loss_every, literally(dim), flags)
+                        state, loss_every, literally(dim), flags, 0)
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
 def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
                  s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
                  negatives: int, lr0: float, lr1: float, state: np.uint64,
-                 loss_every: int, d: int, flags: int) -> Tuple[float, int, int, int]:
+                 loss_every: int, d: int, flags: int, pf: int) -> Tuple[float, int, int, int]:
     """Train on sentences s0..s1-1 of a span; returns (summed loss of the sampled windows, their positive
     pairs, all positive pairs, logits computed).
 
@@ -452,6 +488,21 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
         for k in range(1, k1):
             state, r = _draw(state)
             ahead[k] = _negative(r, accept, alias)
+            if pf & PF_SENTENCE:
+                _prefetch_row(C, ahead[k], d)
+        if pf & PF_PEEK_START and n > 1:
+            for k in range(1, k1):
+                r = _mix(state + np.uint64(k1 + k) * _GOLDEN)
+                slot = np.int64(((r >> _S32) * np.uint64(len(accept))) >> _S32)
+                _prefetch1(accept, slot)
+                _prefetch1(alias, slot)
+        if pf & PF_KEEP and s + 1 < s1:
+            for p in range(starts[s + 1], starts[s + 2]):
+                _prefetch1(remap, raw[p])
+        if pf & PF_SENTENCE and n > 0:
+            _prefetch_row(C, sen[0], d)
+            for j in range(1, min(n, window + 1)):
+                _prefetch_row(W, sen[j], d)
         for i in range(n):
             # 2. this center's negatives (drawn one center ahead), one draw shared by the whole window;
             # a negative equal to the center is skipped. Then the next center's, prefetched.
@@ -459,6 +510,27 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
             out[0] = center
             for k in range(1, k1):
                 out[k] = ahead[k]
+            if pf & PF_KEEP and i == n // 2 and s + 1 < s1:
+                for p in range(starts[s + 1], starts[s + 2]):
+                    w = remap[raw[p]]
+                    if w >= 0:
+                        _prefetch1(keep, w)
+            if pf & PF_PEEK3 and i + 3 < n:
+                for k in range(1, k1):
+                    r = _mix(state + np.uint64(2 * k1 + k) * _GOLDEN)
+                    slot = np.int64(((r >> _S32) * np.uint64(len(accept))) >> _S32)
+                    _prefetch1(accept, slot)
+                    _prefetch1(alias, slot)
+            if pf & PF_PEEK and i + 2 < n:
+                for k in range(1, k1):
+                    r = _mix(state + np.uint64(k1 + k) * _GOLDEN)
+                    slot = np.int64(((r >> _S32) * np.uint64(len(accept))) >> _S32)
+                    _prefetch1(accept, slot)
+                    _prefetch1(alias, slot)
+            if pf & PF_DIST2 and i + 2 < n:
+                _prefetch_row(C, sen[i + 2], d)
+                if i + 2 + window < n:
+                    _prefetch_row(W, sen[i + 2 + window], d)
             if i + 1 < n:
                 for k in range(1, k1):
                     state, r = _draw(state)
