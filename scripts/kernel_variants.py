@@ -1,9 +1,8 @@
 """Study-only variants of the span kernel's window update (docs/kernel_quality.md), for
 scripts/kernel_variants_study.py: not part of sgns.
 
-Each variant is a bit set `flags` (`SpanTrainer.variant_flags`): sgns.pipelines.span's PER_CONTEXT_NEGATIVES (and
-PER_CONTEXT_BATCH, the same step), and SEQUENTIAL, PER_WORD_LR, FUSED here; a variant without SEQUENTIAL trains
-the product's window update (`_window_shared`, `_window_per_context`). The study kernel is the product's `_train_piece`
+Each variant is a bit set `flags` (`SpanTrainer.variant_flags`): sgns.pipelines.span's PER_CONTEXT_NEGATIVES and
+PER_CONTEXT_BATCH, and SEQUENTIAL, PER_WORD_LR, FUSED here. The study kernel is the product's `_train_piece`
 compiled again with this module's `_window_variant` and `_per_word_lr` in place of its `_window_flagged` and
 `_center_lr` hooks, so the loop over sentences, draws and windows is the product's own. Use it through a
 `SpanTrainer`: `trainer.variant_kernel = train_piece_variant; trainer.variant_flags = flags`.
@@ -20,14 +19,12 @@ from numba import njit
 from sgns.pipelines import span
 from sgns.pipelines.span import (
     _FAST,
+    PER_CONTEXT_BATCH,
     PER_CONTEXT_NEGATIVES,
     _draw,
     _logit_grad,
     _negative,
-    _row_logits,
-    _row_pair,
     _window_per_context,
-    _window_shared,
 )
 
 SEQUENTIAL = 2  # word2vec's exact order: pair by pair, each output row stepped before the next logit is taken
@@ -44,9 +41,35 @@ def _pair_step(W: np.ndarray, C: np.ndarray, word: int, targets: np.ndarray, g: 
     two at a time (an odd last one with itself, its second gradient 0); two equal rows of a pass take the sum
     of their gradients once. Returns (loss if with_loss, logits)."""
     wa = W[word]
-    loss, logits = _row_logits(wa, C, targets, targets[0], g, k1, alpha, with_loss, d, 0.0)
+    center = targets[0]
+    loss = 0.0
+    logits = 0
     for k in range(0, k1, 2):
-        k2, g0, g1, c0, c1 = _row_pair(C, targets, g, k, k1)
+        k2 = min(k + 1, k1 - 1)
+        c0 = C[targets[k]]
+        c1 = C[targets[k2]]
+        x0 = np.float32(0.0)
+        x1 = np.float32(0.0)
+        for t in range(d):
+            x0 += wa[t] * c0[t]
+            x1 += wa[t] * c1[t]
+        g0, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+        skip = k > 0 and targets[k] == center
+        g[k] = 0.0 if skip else g0
+        loss += 0.0 if skip else l_
+        logits += 0 if skip else 1
+        if k2 != k:
+            g1, l_ = _logit_grad(x1, False, alpha, with_loss)
+            skip = targets[k2] == center
+            g[k2] = 0.0 if skip else g1
+            loss += 0.0 if skip else l_
+            logits += 0 if skip else 1
+    for k in range(0, k1, 2):
+        k2 = min(k + 1, k1 - 1)
+        g0 = g[k]
+        g1 = g[k2] if k2 != k else np.float32(0.0)
+        c0 = C[targets[k]]
+        c1 = C[targets[k2]]
         if targets[k] == targets[k2]:
             g0 += g1
             for t in range(d):
@@ -72,12 +95,9 @@ def _window_variant(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, out: 
                     d: int) -> Tuple[np.uint64, float, int]:
     """One window's update as `flags` says (see PER_CONTEXT_NEGATIVES, SEQUENTIAL): (next state, loss, logits)."""
     center = out[0]
-    if not flags & (SEQUENTIAL | FUSED):  # one batch step from the weights before the window: the product's
-        if flags & PER_CONTEXT_NEGATIVES:
-            return _window_per_context(W, C, ctx, m, center, negs, grad, dw, accept, alias, k1, alpha, with_loss,
-                                       state, d)
-        loss, logits = _window_shared(W, C, ctx, m, out, grad, dw, k1, alpha, with_loss, d, 0.0)
-        return state, loss, logits
+    if flags & PER_CONTEXT_BATCH:
+        return _window_per_context(W, C, ctx, m, center, negs, grad, dw, accept, alias, k1, alpha, with_loss,
+                                   state, d)
     for a in range(m):
         for k in range(k1):
             if k > 0 and flags & PER_CONTEXT_NEGATIVES:
@@ -93,27 +113,61 @@ def _window_variant(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, out: 
             loss += l_
             logits += x_
         return state, loss, logits
-    # SEQUENTIAL, word2vec: for each context, each target's logit from the rows as they are now
-    for a in range(m):
+    if flags & SEQUENTIAL:  # word2vec: for each context, each target's logit from the rows as they are now
+        for a in range(m):
+            wa = W[ctx[a]]
+            da = dw[a]
+            for t in range(d):
+                da[t] = 0.0
+            for k in range(k1):
+                target = negs[a, k]
+                if k > 0 and target == center:
+                    continue
+                co = C[target]
+                x = np.float32(0.0)
+                for t in range(d):
+                    x += wa[t] * co[t]
+                g, l_ = _logit_grad(x, k == 0, alpha, with_loss)
+                loss += l_
+                logits += 1
+                for t in range(d):
+                    da[t] += g * co[t]
+                for t in range(d):
+                    co[t] += g * wa[t]
+            for t in range(d):
+                wa[t] += da[t]
+        return state, loss, logits
+    for a in range(m):  # one batch step from the weights before the window
         wa = W[ctx[a]]
-        da = dw[a]
-        for t in range(d):
-            da[t] = 0.0
         for k in range(k1):
-            target = negs[a, k]
-            if k > 0 and target == center:
-                continue
-            co = C[target]
+            co = C[negs[a, k]]
             x = np.float32(0.0)
             for t in range(d):
                 x += wa[t] * co[t]
             g, l_ = _logit_grad(x, k == 0, alpha, with_loss)
-            loss += l_
-            logits += 1
+            skip = k > 0 and negs[a, k] == center
+            grad[a, k] = 0.0 if skip else g
+            loss += 0.0 if skip else l_
+            logits += 0 if skip else 1
+    for a in range(m):
+        da = dw[a]
+        for t in range(d):
+            da[t] = 0.0
+        for k in range(k1):
+            g = grad[a, k]
+            co = C[negs[a, k]]
             for t in range(d):
                 da[t] += g * co[t]
+    for a in range(m):
+        wa = W[ctx[a]]
+        for k in range(k1):
+            g = grad[a, k]
+            co = C[negs[a, k]]
             for t in range(d):
                 co[t] += g * wa[t]
+    for a in range(m):
+        wa = W[ctx[a]]
+        da = dw[a]
         for t in range(d):
             wa[t] += da[t]
     return state, loss, logits

@@ -25,6 +25,7 @@ import importlib.util
 import statistics
 import sys
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Dict, List, Optional, Tuple
 
@@ -70,7 +71,7 @@ def zipf_ids(vocab: int, tokens: int, exponent: float, seed: int) -> np.ndarray:
 
 def load_kernel(path: str) -> ModuleType:
     """Another version of sgns/pipelines/span.py (a file outside this checkout), imported as its own module."""
-    spec = importlib.util.spec_from_file_location("baseline_span", path)
+    spec = importlib.util.spec_from_file_location(f"baseline_{Path(path).stem}", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -146,11 +147,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--rounds", type=int, default=10, help="spans per configuration in a pass")
     ap.add_argument("--repeats", type=int, default=3, help="passes")
     ap.add_argument("--pages", nargs="+", default=["4k"], choices=["4k", "huge"])
-    ap.add_argument("--baseline", help="another version of sgns/pipelines/span.py to alternate with this one")
+    ap.add_argument("--baseline", nargs="+", default=[],
+                    help="other versions of sgns/pipelines/span.py (files named apart) to alternate with this one")
     ap.add_argument("--check", action="store_true", help="only check both kernels give bit-identical tables")
     args = ap.parse_args(argv)
     ids = {v: zipf_ids(v, args.tokens, args.exponent, seed=v) for v in args.vocab}
-    kernels = {"this": span, **({"baseline": load_kernel(args.baseline)} if args.baseline else {})}
+    kernels = {"this": span, **{Path(f).stem: load_kernel(f) for f in args.baseline}}
     if args.check:
         check_identical(kernels, ids, args.dim, 3, args.span, args.sentence)
         return

@@ -178,103 +178,6 @@ PER_CONTEXT = PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH  # data.window_negatives
 
 
 @njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
-def _row_logits(wa: np.ndarray, C: np.ndarray, targets: np.ndarray, center: int, g: np.ndarray, k1: int,
-                alpha: np.float32, with_loss: bool, d: int, loss: float) -> Tuple[float, int]:
-    """The K + 1 logits of input row `wa` against output rows C[targets] (targets[0] the positive), two output
-    rows per pass over wa (an odd last one twice): g[k] = alpha * (label - sigmoid), 0 for a negative equal to
-    the center (word2vec skips it). Returns (loss plus the logits' loss if with_loss, logits counted)."""
-    logits = 0
-    for k in range(0, k1, 2):
-        k2 = min(k + 1, k1 - 1)
-        c0 = C[targets[k]]
-        c1 = C[targets[k2]]
-        x0 = np.float32(0.0)
-        x1 = np.float32(0.0)
-        for t in range(d):
-            x0 += wa[t] * c0[t]
-            x1 += wa[t] * c1[t]
-        g0, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
-        skip = k > 0 and targets[k] == center
-        g[k] = 0.0 if skip else g0
-        loss += 0.0 if skip else l_
-        logits += 0 if skip else 1
-        if k2 != k:
-            g1, l_ = _logit_grad(x1, False, alpha, with_loss)
-            skip = targets[k2] == center
-            g[k2] = 0.0 if skip else g1
-            loss += 0.0 if skip else l_
-            logits += 0 if skip else 1
-    return loss, logits
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _row_pair(C: np.ndarray, targets: np.ndarray, g: np.ndarray, k: int,
-              k1: int) -> Tuple[int, np.float32, np.float32, np.ndarray, np.ndarray]:
-    """(k2, g[k], g[k2], C[targets[k]], C[targets[k2]]) for the pass over output rows k and k2 = k + 1 (an odd
-    last row paired with itself, its second gradient 0)."""
-    k2 = min(k + 1, k1 - 1)
-    return k2, g[k], (g[k2] if k2 != k else np.float32(0.0)), C[targets[k]], C[targets[k2]]
-
-
-@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
-def _input_step(da: np.ndarray, C: np.ndarray, targets: np.ndarray, g: np.ndarray, k1: int, d: int) -> None:
-    """da = sum over k of g[k] * C[targets[k]] (an input row's step, from the output rows as they are), two
-    rows per pass."""
-    for k in range(0, k1, 2):
-        k2, g0, g1, c0, c1 = _row_pair(C, targets, g, k, k1)
-        if k == 0:
-            for t in range(d):
-                da[t] = g0 * c0[t] + g1 * c1[t]
-        else:
-            for t in range(d):
-                da[t] += g0 * c0[t] + g1 * c1[t]
-
-
-@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
-def _output_step(co: np.ndarray, W: np.ndarray, ctx: np.ndarray, grad: np.ndarray, k: int, m: int, d: int) -> None:
-    """co += sum over contexts a of grad[a, k] * W[ctx[a]] (an output row's step, from the input rows as they
-    are), two rows per pass."""
-    for a in range(0, m, 2):
-        a2 = min(a + 1, m - 1)
-        g0 = grad[a, k]
-        g1 = grad[a2, k] if a2 != a else np.float32(0.0)
-        w0 = W[ctx[a]]
-        w1 = W[ctx[a2]]
-        for t in range(d):
-            co[t] += g0 * w0[t] + g1 * w1[t]
-
-
-@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
-def _apply_input_steps(W: np.ndarray, ctx: np.ndarray, dw: np.ndarray, m: int, d: int) -> None:
-    """The window's pending input-row steps, applied."""
-    for a in range(m):
-        wa = W[ctx[a]]
-        da = dw[a]
-        for t in range(d):
-            wa[t] += da[t]
-
-
-@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
-def _window_shared(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, out: np.ndarray, grad: np.ndarray,
-                   dw: np.ndarray, k1: int, alpha: np.float32, with_loss: bool, d: int,
-                   loss: float) -> Tuple[float, int]:
-    """One window, its contexts sharing the negatives out[1:] (HogBatch): a batch SGD step on the window's
-    m * (K + 1) logits, all from the weights before the window. Returns (loss plus the window's if with_loss,
-    logits)."""
-    logits = 0
-    for a in range(m):
-        loss, x_ = _row_logits(W[ctx[a]], C, out, out[0], grad[a], k1, alpha, with_loss, d, loss)
-        logits += x_
-    # input-row steps (from the old output rows), then output rows (from the old input rows)
-    for a in range(m):
-        _input_step(dw[a], C, out, grad[a], k1, d)
-    for k in range(k1):
-        _output_step(C[out[k]], W, ctx, grad, k, m, d)
-    _apply_input_steps(W, ctx, dw, m, d)
-    return loss, logits
-
-
-@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
 def _window_per_context(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, center: int, negs: np.ndarray,
                         grad: np.ndarray, dw: np.ndarray, accept: np.ndarray, alias: np.ndarray, k1: int,
                         alpha: np.float32, with_loss: bool, state: np.uint64,
@@ -289,12 +192,54 @@ def _window_per_context(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, c
             _prefetch_row(C, negs[a, k], d)
     loss = 0.0
     logits = 0
-    for a in range(m):
-        loss, x_ = _row_logits(W[ctx[a]], C, negs[a], center, grad[a], k1, alpha, with_loss, d, loss)
-        logits += x_
+    for a in range(m):  # logits, two output rows per pass over the input row
+        wa = W[ctx[a]]
+        na = negs[a]
+        for k in range(0, k1, 2):
+            k2 = min(k + 1, k1 - 1)
+            c0 = C[na[k]]
+            c1 = C[na[k2]]
+            x0 = np.float32(0.0)
+            x1 = np.float32(0.0)
+            for t in range(d):
+                x0 += wa[t] * c0[t]
+                x1 += wa[t] * c1[t]
+            g, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+            skip = k > 0 and na[k] == center
+            grad[a, k] = 0.0 if skip else g
+            loss += 0.0 if skip else l_
+            logits += 0 if skip else 1
+            if k2 != k:
+                g, l_ = _logit_grad(x1, False, alpha, with_loss)
+                skip = na[k2] == center
+                grad[a, k2] = 0.0 if skip else g
+                loss += 0.0 if skip else l_
+                logits += 0 if skip else 1
     for a in range(m):  # input-row steps from the old output rows
-        _input_step(dw[a], C, negs[a], grad[a], k1, d)
-    _output_step(C[center], W, ctx, grad, 0, m, d)  # output steps from the old input rows: the center's...
+        da = dw[a]
+        ga = grad[a]
+        na = negs[a]
+        for k in range(0, k1, 2):
+            k2 = min(k + 1, k1 - 1)
+            g0 = ga[k]
+            g1 = ga[k2] if k2 != k else np.float32(0.0)
+            c0 = C[na[k]]
+            c1 = C[na[k2]]
+            if k == 0:
+                for t in range(d):
+                    da[t] = g0 * c0[t] + g1 * c1[t]
+            else:
+                for t in range(d):
+                    da[t] += g0 * c0[t] + g1 * c1[t]
+    co = C[center]  # output steps from the old input rows: the center's from every context, two per pass
+    for a in range(0, m, 2):
+        a2 = min(a + 1, m - 1)
+        g0 = grad[a, 0]
+        g1 = grad[a2, 0] if a2 != a else np.float32(0.0)
+        w0 = W[ctx[a]]
+        w1 = W[ctx[a2]]
+        for t in range(d):
+            co[t] += g0 * w0[t] + g1 * w1[t]
     for a in range(m):  # ...each negative's from its one context
         wa = W[ctx[a]]
         for k in range(1, k1):
@@ -302,7 +247,11 @@ def _window_per_context(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, c
             cn = C[negs[a, k]]
             for t in range(d):
                 cn[t] += g0 * wa[t]
-    _apply_input_steps(W, ctx, dw, m, d)
+    for a in range(m):
+        wa = W[ctx[a]]
+        da = dw[a]
+        for t in range(d):
+            wa[t] += da[t]
     return state, loss, logits
 
 
@@ -446,9 +395,61 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
                 if with_loss:
                     loss_pairs += m
                 continue
-            # 4. the window's update: logits, gradients and row steps, all from the weights before it
-            loss, x_ = _window_shared(W, C, ctx, m, out, grad, dw, k1, alpha, with_loss, d, loss)
-            logits += x_
+            # 4. logits and their gradients, all from the weights before this window. Rows are taken two
+            # at a time (an odd last one twice), so each pass over a loaded row serves two products.
+            for a in range(m):
+                wa = W[ctx[a]]
+                for k in range(0, k1, 2):
+                    k2 = min(k + 1, k1 - 1)
+                    c0 = C[out[k]]
+                    c1 = C[out[k2]]
+                    x0 = np.float32(0.0)
+                    x1 = np.float32(0.0)
+                    for t in range(d):
+                        x0 += wa[t] * c0[t]
+                        x1 += wa[t] * c1[t]
+                    g, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
+                    skip = k > 0 and out[k] == center  # word2vec skips a negative equal to the center
+                    grad[a, k] = 0.0 if skip else g
+                    loss += 0.0 if skip else l_
+                    logits += 0 if skip else 1
+                    if k2 != k:
+                        g, l_ = _logit_grad(x1, False, alpha, with_loss)
+                        skip = out[k2] == center
+                        grad[a, k2] = 0.0 if skip else g
+                        loss += 0.0 if skip else l_
+                        logits += 0 if skip else 1
+            # 5. input-row steps (from the old output rows), then output rows (from the old input rows)
+            for a in range(m):
+                da = dw[a]
+                ga = grad[a]
+                for k in range(0, k1, 2):
+                    k2 = min(k + 1, k1 - 1)
+                    g0 = ga[k]
+                    g1 = ga[k2] if k2 != k else np.float32(0.0)
+                    c0 = C[out[k]]
+                    c1 = C[out[k2]]
+                    if k == 0:
+                        for t in range(d):
+                            da[t] = g0 * c0[t] + g1 * c1[t]
+                    else:
+                        for t in range(d):
+                            da[t] += g0 * c0[t] + g1 * c1[t]
+            for k in range(k1):
+                co = C[out[k]]
+                for a in range(0, m, 2):
+                    a2 = min(a + 1, m - 1)
+                    g0 = grad[a, k]
+                    g1 = grad[a2, k] if a2 != a else np.float32(0.0)
+                    w0 = W[ctx[a]]
+                    w1 = W[ctx[a2]]
+                    for t in range(d):
+                        co[t] += g0 * w0[t] + g1 * w1[t]
+            for a in range(m):
+                wa = W[ctx[a]]
+                da = dw[a]
+                for t in range(d):
+                    wa[t] += da[t]
             pairs += m
             if with_loss:
                 loss_pairs += m
