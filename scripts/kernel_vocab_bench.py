@@ -20,7 +20,6 @@ per-context negatives) and says whether the tables come out bit-identical.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import statistics
 import sys
@@ -34,31 +33,17 @@ import numpy as np
 from sgns.pipelines import span
 from sgns.pipelines.negatives import unigram_table
 from sgns.pipelines.plan import keep_probabilities
+from sgns.pipelines.span import advise_huge_pages
 from sgns.pipelines.span import kernel_alias_table as alias_table
 
-HUGE_PAGE = 1 << 21
-_MADV_HUGEPAGE, _MADV_COLLAPSE = 14, 25  # Linux madvise advice values (COLLAPSE: Linux >= 6.1)
 
-
-def advise_huge_pages(table: np.ndarray) -> bool:
-    """Back `table`'s memory with 2 MiB transparent huge pages where Linux allows (THP `madvise` mode): the
-    kernel's rows are random accesses, and with 4 KiB pages a big table misses the TLB on nearly every row.
-    MADV_COLLAPSE converts the already-written pages now (older kernels: khugepaged, later). Returns whether
-    the advice was taken; a no-op elsewhere and for tables under a huge page."""
-    if not sys.platform.startswith("linux") or table.nbytes < 2 * HUGE_PAGE:
-        return False
-    lo = (table.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-    hi = (table.ctypes.data + table.nbytes) & ~(HUGE_PAGE - 1)
+def huge_kib() -> str:
+    """AnonHugePages of this process (Linux), to see whether the advice was taken."""
     try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return False
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    if madvise(lo, hi - lo, _MADV_HUGEPAGE) != 0:
-        return False
-    madvise(lo, hi - lo, _MADV_COLLAPSE)  # best effort: EINVAL before Linux 6.1, EAGAIN/ENOMEM under pressure
-    return True
-
+        with open("/proc/self/smaps_rollup") as f:
+            return next((line.split()[1] for line in f if line.startswith("AnonHugePages")), "?")
+    except OSError:
+        return "?"
 
 
 def zipf_ids(vocab: int, tokens: int, exponent: float, seed: int) -> np.ndarray:
@@ -84,15 +69,14 @@ def tables(vocab: int, ids: np.ndarray, dim: int, huge: bool) -> Tuple[dict, flo
     """The trainer's arrays for `ids` (W, C faulted in) and the seconds the huge-page advice took."""
     counts = np.bincount(ids, minlength=vocab).astype(np.int64) + 1  # every row is a word (min_count is upstream)
     accept, alias = alias_table(unigram_table(counts, 0.75))
-    rng = np.random.default_rng(0)
-    W = ((rng.random((vocab, dim), dtype=np.float32) - 0.5) / dim)
-    C = np.zeros((vocab, dim), dtype=np.float32)
-    C[...] = 0.0  # fault the zero pages in now, not in the first timed span
+    W = np.empty((vocab, dim), dtype=np.float32)
+    C = np.empty((vocab, dim), dtype=np.float32)
     start = time.perf_counter()
-    if huge:
-        advise_huge_pages(W)
-        advise_huge_pages(C)
+    advise_huge_pages(W, huge)  # before the first write: the pages are faulted in as advised
+    advise_huge_pages(C, huge)
     advise_s = time.perf_counter() - start
+    W[...] = (np.random.default_rng(0).random((vocab, dim), dtype=np.float32) - 0.5) / dim
+    C[...] = 0.0  # every page faulted in now, not in the first timed span
     return dict(W=W, C=C, remap=np.arange(vocab, dtype=np.int32), keep=keep_probabilities(counts, 1e-3),
                 accept=accept, alias=alias), advise_s
 
@@ -161,8 +145,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     for vocab in args.vocab:
         for pages in args.pages:
             arrays[(vocab, pages)], advise_s = tables(vocab, ids[vocab], args.dim, pages == "huge")
-            if pages == "huge":
-                print(f"vocab {vocab:,}: huge-page advice {advise_s:.2f} s", flush=True)
+            print(f"vocab {vocab:,}, {pages} pages: advice {advise_s:.2f} s, {huge_kib()} KiB of anonymous huge "
+                  "pages in the process now", flush=True)
     trainers = {c: trainer(kernels[c[1]], arrays[(c[0], c[2])], args.threads) for c in configs}
     for c, tr in trainers.items():  # compile (or load) outside the timing, and warm the tables
         for j in range(2):
