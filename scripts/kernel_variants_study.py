@@ -138,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                  f"trainer.epochs={args.epochs}", f"trainer.threads={args.threads}", "trainer.run_dir=/nonexistent",
                  *args.override]
     cfg = compose(overrides)
-    corpus, vocab = read_corpus(cfg, Path("/nonexistent"), write_vocab=False)
+    corpus, vocab = read_corpus(cfg)
     speeds: Dict[str, List[float]] = {}
     for seed in args.seeds:
         for variant in args.variants:
