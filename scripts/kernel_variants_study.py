@@ -1,7 +1,8 @@
 """Variants of the numba span kernel's window update, side by side on one corpus (docs/kernel_quality.md).
 
-Each variant is a value of `SpanTrainer.variant_flags` (sgns.pipelines.span: PER_CONTEXT_NEGATIVES,
-SEQUENTIAL, PER_WORD_LR; 0 is the default kernel). The corpus is read once (token cache) and every run trains
+Each variant is a value of `SpanTrainer.variant_flags` (sgns.pipelines.span's PER_CONTEXT_NEGATIVES and
+scripts/kernel_variants.py's SEQUENTIAL, PER_WORD_LR...; 0 is the default kernel), trained by the study kernel
+`kernel_variants.train_piece_variant`. The corpus is read once (token cache) and every run trains
 a fresh model in this process through the real backend (`make_backend`, the training loop's lr schedule), then
 scores the input vectors with sgns.evaluate: Google analogies (overall, semantic, syntactic; top 30k words),
 WordSim353 and SimLex-999. Variants run alternately, one run of each per seed in turn, so their words/s
@@ -25,7 +26,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {  # name -> variant flags (see sgns.pipelines.span)
+VARIANTS = {  # name -> variant flags (see scripts/kernel_variants.py)
     "default": 0,
     "per_context": 1,  # a draw of K negatives per (context, center) pair
     "per_context_batch": 17,  # the same step, its row passes two rows at a time (the candidate default)
@@ -59,6 +60,9 @@ def train_once(cfg: Any, corpus: Any, vocab: Any, flags: int, max_spans: int = 0
     model = make_model(cfg.model, len(vocab))
     cpu = torch.device("cpu")
     backend = make_pipeline(resolve_settings(cfg, cpu, corpus.total_tokens), cfg, corpus, vocab, model, cpu)
+    from kernel_variants import train_piece_variant
+
+    backend.trainer.variant_kernel = train_piece_variant
     backend.trainer.variant_flags = flags
     backend.trainer.train_span(np.zeros(2, np.int32), np.array([0, 2]), 0, 0, 0.0, 0.0)  # compile outside the timing
     done = 0.0
@@ -134,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                  f"trainer.epochs={args.epochs}", f"trainer.threads={args.threads}", "trainer.run_dir=/nonexistent",
                  *args.override]
     cfg = compose(overrides)
-    corpus, vocab = read_corpus(cfg, Path("/nonexistent"), write_vocab=False)
+    corpus, vocab = read_corpus(cfg)
     speeds: Dict[str, List[float]] = {}
     for seed in args.seeds:
         for variant in args.variants:

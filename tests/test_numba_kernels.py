@@ -19,6 +19,7 @@ from sgns.pipelines.span import (
     _kept_words,
     _negative,
     _radius,
+    advise_huge_pages,
     compiled_train_piece,
     kernel_alias_table,
     piece_bounds,
@@ -411,3 +412,13 @@ def test_sharded_spans_cover_each_epoch_once_over_the_ranks_and_end_at_every_mer
     streams = [s.stream for got in per_rank for s in got if s.epoch == 0]
     assert len(set(streams)) == len(streams)
     assert max(s.words_done for got in per_rank for s in got) == 2 * total
+
+
+def test_huge_page_advice_keeps_the_table_and_declines_small_ones():
+    # The advice (and MADV_COLLAPSE's copy into huge pages) must not change a value; a table under two huge
+    # pages is left alone.
+    table = np.random.default_rng(0).random((40_000, 100), dtype=np.float32)  # 16 MB
+    before = table.copy()
+    advise_huge_pages(table)
+    assert np.array_equal(table, before)
+    assert advise_huge_pages(np.zeros((10, 100), np.float32)) is False

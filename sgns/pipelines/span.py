@@ -30,7 +30,9 @@ into spans ending at the points where the ranks merge their tables, so a merge a
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,9 +120,15 @@ def _radius(r: np.uint64, window: int) -> int:
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _slot(r: np.uint64, n: int) -> int:
+    """An alias-table slot in [0, n) from the high 32 bits of r."""
+    return np.int64(((r >> _S32) * np.uint64(n)) >> _S32)
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _negative(r: np.uint64, accept: np.ndarray, alias: np.ndarray) -> int:
     """A draw from the alias table: the high 32 bits pick a slot, the low 32 bits its coin."""
-    slot = np.int64(((r >> _S32) * np.uint64(len(accept))) >> _S32)
+    slot = _slot(r, len(accept))
     return slot if np.int64(r & _U32) < accept[slot] else np.int64(alias[slot])
 
 
@@ -140,13 +148,13 @@ def _logit_grad(x: np.float32, positive: bool, alpha: np.float32, with_loss: boo
 
 
 @intrinsic
-def _prefetch(typingctx, matrix, row, col):  # type: ignore[no-untyped-def]
-    """Ask the CPU to start loading matrix[row, col]'s cache line (LLVM's prefetch: read, keep in all levels)."""
+def _prefetch(typingctx, vector, i):  # type: ignore[no-untyped-def]
+    """Ask the CPU to start loading vector[i]'s cache line (LLVM's prefetch: read, keep in all levels)."""
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         aryty = sig.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        index = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:], strict=True)]
+        index = [context.cast(builder, args[1], sig.args[1], types.intp)]
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index)
         i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
@@ -154,23 +162,21 @@ def _prefetch(typingctx, matrix, row, col):  # type: ignore[no-untyped-def]
         builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
-    return types.void(matrix, row, col), codegen
+    return types.void(vector, i), codegen
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _prefetch_row(matrix: np.ndarray, row: int, d: int) -> None:
+    line = matrix[row]
     for col in range(0, d, 16):  # one call per 64-byte line
-        _prefetch(matrix, row, col)
+        _prefetch(line, col)
 
 
-# Variants of the window update (docs/kernel_quality.md), bits of `flags`: 0 is the default kernel (HogBatch's
-# shared negatives), PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH is data.window_negatives=false, the rest are
-# for scripts/kernel_variants_study.py only.
+# The window update, bits of `flags`: 0 is the default kernel (HogBatch's shared negatives), PER_CONTEXT is
+# data.window_negatives=false. Other bits are study variants (scripts/kernel_variants.py).
 PER_CONTEXT_NEGATIVES = 1  # each (context, center) pair draws its own K negatives (word2vec) instead of one per window
-SEQUENTIAL = 2  # word2vec's exact order: pair by pair, each output row stepped before the next logit is taken
-PER_WORD_LR = 4  # lr decays per center word, not per sentence
 PER_CONTEXT_BATCH = 16  # PER_CONTEXT_NEGATIVES, row passes taken two rows at a time (`_window_per_context`)
-FUSED = 8  # with SEQUENTIAL: each pair's K + 1 logits first, then one pass steps its output rows (`_pair_step`)
+PER_CONTEXT = PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH  # data.window_negatives=false
 
 
 @njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
@@ -251,145 +257,33 @@ def _window_per_context(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, c
     return state, loss, logits
 
 
-@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
-def _pair_step(W: np.ndarray, C: np.ndarray, word: int, targets: np.ndarray, g: np.ndarray, k1: int,
-               alpha: np.float32, with_loss: bool, da: np.ndarray, d: int) -> Tuple[float, int]:
-    """Word2vec's step for one (context `word`, center targets[0]) pair with negatives targets[1:]: the K + 1
-    logits of W[word] from the output rows as they are, then one pass that sums W[word]'s step from the old
-    output rows and steps them, then W[word] moves. A negative equal to the center is skipped. Rows are taken
-    two at a time (an odd last one with itself, its second gradient 0); two equal rows of a pass take the sum
-    of their gradients once. Returns (loss if with_loss, logits)."""
-    wa = W[word]
-    center = targets[0]
-    loss = 0.0
-    logits = 0
-    for k in range(0, k1, 2):
-        k2 = min(k + 1, k1 - 1)
-        c0 = C[targets[k]]
-        c1 = C[targets[k2]]
-        x0 = np.float32(0.0)
-        x1 = np.float32(0.0)
-        for t in range(d):
-            x0 += wa[t] * c0[t]
-            x1 += wa[t] * c1[t]
-        g0, l_ = _logit_grad(x0, k == 0, alpha, with_loss)
-        skip = k > 0 and targets[k] == center
-        g[k] = 0.0 if skip else g0
-        loss += 0.0 if skip else l_
-        logits += 0 if skip else 1
-        if k2 != k:
-            g1, l_ = _logit_grad(x1, False, alpha, with_loss)
-            skip = targets[k2] == center
-            g[k2] = 0.0 if skip else g1
-            loss += 0.0 if skip else l_
-            logits += 0 if skip else 1
-    for k in range(0, k1, 2):
-        k2 = min(k + 1, k1 - 1)
-        g0 = g[k]
-        g1 = g[k2] if k2 != k else np.float32(0.0)
-        c0 = C[targets[k]]
-        c1 = C[targets[k2]]
-        if targets[k] == targets[k2]:
-            g0 += g1
-            for t in range(d):
-                old = c0[t]
-                da[t] = (da[t] if k > 0 else np.float32(0.0)) + g0 * old
-                c0[t] = old + g0 * wa[t]
-        else:
-            for t in range(d):
-                o0 = c0[t]
-                o1 = c1[t]
-                da[t] = (da[t] if k > 0 else np.float32(0.0)) + g0 * o0 + g1 * o1
-                c0[t] = o0 + g0 * wa[t]
-                c1[t] = o1 + g1 * wa[t]
-    for t in range(d):
-        wa[t] += da[t]
-    return loss, logits
-
-
-@njit(nogil=True, cache=True, inline="always", fastmath=_FAST)
-def _window_variant(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, out: np.ndarray, negs: np.ndarray,
+@njit(nogil=True, cache=True, inline="always")
+def _window_flagged(W: np.ndarray, C: np.ndarray, ctx: np.ndarray, m: int, out: np.ndarray, negs: np.ndarray,
                     grad: np.ndarray, dw: np.ndarray, accept: np.ndarray, alias: np.ndarray, k1: int,
                     alpha: np.float32, with_loss: bool, flags: int, state: np.uint64,
                     d: int) -> Tuple[np.uint64, float, int]:
-    """One window's update as `flags` says (see PER_CONTEXT_NEGATIVES, SEQUENTIAL): (next state, loss, logits)."""
-    center = out[0]
-    if flags & PER_CONTEXT_BATCH:
-        return _window_per_context(W, C, ctx, m, center, negs, grad, dw, accept, alias, k1, alpha, with_loss,
-                                   state, d)
-    for a in range(m):
-        for k in range(k1):
-            if k > 0 and flags & PER_CONTEXT_NEGATIVES:
-                state, r = _draw(state)
-                negs[a, k] = _negative(r, accept, alias)
-            else:
-                negs[a, k] = out[k]
-    loss = 0.0
-    logits = 0
-    if flags & FUSED:
-        for a in range(m):
-            l_, x_ = _pair_step(W, C, ctx[a], negs[a], grad[a], k1, alpha, with_loss, dw[a], d)
-            loss += l_
-            logits += x_
-        return state, loss, logits
-    if flags & SEQUENTIAL:  # word2vec: for each context, each target's logit from the rows as they are now
-        for a in range(m):
-            wa = W[ctx[a]]
-            da = dw[a]
-            for t in range(d):
-                da[t] = 0.0
-            for k in range(k1):
-                target = negs[a, k]
-                if k > 0 and target == center:
-                    continue
-                co = C[target]
-                x = np.float32(0.0)
-                for t in range(d):
-                    x += wa[t] * co[t]
-                g, l_ = _logit_grad(x, k == 0, alpha, with_loss)
-                loss += l_
-                logits += 1
-                for t in range(d):
-                    da[t] += g * co[t]
-                for t in range(d):
-                    co[t] += g * wa[t]
-            for t in range(d):
-                wa[t] += da[t]
-        return state, loss, logits
-    for a in range(m):  # one batch step from the weights before the window
-        wa = W[ctx[a]]
-        for k in range(k1):
-            co = C[negs[a, k]]
-            x = np.float32(0.0)
-            for t in range(d):
-                x += wa[t] * co[t]
-            g, l_ = _logit_grad(x, k == 0, alpha, with_loss)
-            skip = k > 0 and negs[a, k] == center
-            grad[a, k] = 0.0 if skip else g
-            loss += 0.0 if skip else l_
-            logits += 0 if skip else 1
-    for a in range(m):
-        da = dw[a]
-        for t in range(d):
-            da[t] = 0.0
-        for k in range(k1):
-            g = grad[a, k]
-            co = C[negs[a, k]]
-            for t in range(d):
-                da[t] += g * co[t]
-    for a in range(m):
-        wa = W[ctx[a]]
-        for k in range(k1):
-            g = grad[a, k]
-            co = C[negs[a, k]]
-            for t in range(d):
-                co[t] += g * wa[t]
-    for a in range(m):
-        wa = W[ctx[a]]
-        da = dw[a]
-        for t in range(d):
-            wa[t] += da[t]
-    return state, loss, logits
+    """A window's update when `flags` is not 0: PER_CONTEXT, the only such value in training (the study kernel
+    of scripts/kernel_variants.py compiles `_train_piece` with its own function in this one's place). Returns
+    (next state, loss if with_loss, logits)."""
+    return _window_per_context(W, C, ctx, m, out[0], negs, grad, dw, accept, alias, k1, alpha, with_loss, state, d)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _center_lr(alpha: np.float32, flags: int, lr0: float, lr1: float, into_span: float, i: int, n: int,
+               sentence: int, span: int) -> np.float32:
+    """The lr of a flagged window: the sentence's `alpha` (the study kernel swaps in a per-word lr)."""
+    return alpha
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _prefetch_draws(accept: np.ndarray, alias: np.ndarray, state: np.uint64, skip: int, count: int) -> None:
+    """Start loading the alias-table lines of the `count` negatives drawn after the next `skip` draws, without
+    taking those draws: splitmix64 is a counter, so draw j after `state` is _mix(state + j * golden)."""
+    for j in range(skip + 1, skip + count + 1):
+        r = _mix(state + np.uint64(j) * _GOLDEN)
+        slot = _slot(r, len(accept))
+        _prefetch(accept, slot)
+        _prefetch(alias, slot)
 
 
 @njit(nogil=True, cache=True)
@@ -408,7 +302,7 @@ def train_piece_variant(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np
                         s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
                         negatives: int, lr0: float, lr1: float, state: np.uint64,
                         loss_every: int, flags: int, dim: int) -> Tuple[float, int, int, int]:
-    """`train_piece` with the study-only variant `flags` (PER_CONTEXT_NEGATIVES | SEQUENTIAL | PER_WORD_LR)."""
+    """`train_piece` with window update `flags` (PER_CONTEXT: data.window_negatives=false)."""
     return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
                         state, loss_every, literally(dim), flags)
 
@@ -426,7 +320,12 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
     keep: per-word keep probability (float32); accept/alias: Walker's alias table of the negative
     distribution (accept as a threshold in [0, 2^32] in an int64 array). lr falls linearly from lr0 to lr1
     over the piece. The loss (a log per logit) is summed over a random 1 in `loss_every` windows (0: none),
-    an unbiased sample for the logged mean. flags: 0, or a study-only variant (`_window_variant`).
+    an unbiased sample for the logged mean. flags: 0, or PER_CONTEXT (`_window_flagged`).
+
+    Rows and table lines are prefetched ahead of use (docs/kernels.md, "A big vocabulary"): the next
+    sentence's remap and keep entries, the alias-table lines of the negatives two centers ahead, the output
+    rows of the next center and of its negatives, the input row of the word entering the next window.
+    Prefetches change no arithmetic.
     """
     k1 = negatives + 1
     lo, hi = starts[s0], starts[s1]
@@ -440,14 +339,17 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
     ahead = np.empty(k1, dtype=np.int32)  # the next center's negatives, drawn early to prefetch their rows
     grad = np.empty((2 * window, k1), dtype=np.float32)  # lr * (label - sigmoid(logit))
     dw = np.empty((2 * window, d), dtype=np.float32)  # pending input-row updates
-    negs = np.empty((2 * window if flags else 0, k1), dtype=np.int32)  # variants: each context's output rows
+    negs = np.empty((2 * window if flags else 0, k1), dtype=np.int32)  # flagged: each context's output rows
     loss = 0.0
     loss_pairs = 0
     pairs = 0
     logits = 0
     for s in range(s0, s1):
-        # 1. the sentence's kept words
+        # 1. the sentence's kept words; the next sentence's remap entries start loading
         n, state = _kept_words(raw, remap, keep, starts[s], starts[s + 1], sen, state)
+        if s + 1 < s1:
+            for p in range(starts[s + 1], starts[s + 2]):
+                _prefetch(remap, raw[p])
         alpha = np.float32(lr0 + (lr1 - lr0) * (starts[s] - lo) / span)
         for k in range(1, k1):
             state, r = _draw(state)
@@ -459,6 +361,13 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
             out[0] = center
             for k in range(1, k1):
                 out[k] = ahead[k]
+            if i == n // 2 and s + 1 < s1:  # the next sentence's keep entries (its remap lines have arrived)
+                for p in range(starts[s + 1], starts[s + 2]):
+                    w = remap[raw[p]]
+                    if w >= 0:
+                        _prefetch(keep, w)
+            if flags == 0 and i + 2 < n:  # the center after next's negatives: after this center's k1 draws
+                _prefetch_draws(accept, alias, state, k1, negatives)
             if i + 1 < n:
                 for k in range(1, k1):
                     state, r = _draw(state)
@@ -479,10 +388,8 @@ def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarra
             if m == 0:
                 continue
             if flags:
-                if flags & PER_WORD_LR:
-                    alpha = np.float32(lr0 + (lr1 - lr0) * (starts[s] - lo + i * (starts[s + 1] - starts[s]) / n)
-                                       / span)
-                state, l_, x_ = _window_variant(W, C, ctx, m, out, negs, grad, dw, accept, alias, k1, alpha,
+                alpha = _center_lr(alpha, flags, lr0, lr1, starts[s] - lo, i, n, starts[s + 1] - starts[s], span)
+                state, l_, x_ = _window_flagged(W, C, ctx, m, out, negs, grad, dw, accept, alias, k1, alpha,
                                                 with_loss, flags, state, d)
                 loss += l_
                 logits += x_
@@ -566,28 +473,59 @@ def piece_bounds(starts: np.ndarray, piece_tokens: int) -> np.ndarray:
     return np.unique(np.concatenate([marks, [n_sent]])).astype(np.int64)
 
 
+HUGE_PAGE = 1 << 21
+HUGE_PAGE_TABLE_BYTES = 64 << 20  # tables from this size on get huge pages (a 60k x 100 table, 24 MB, does not)
+_MADV_HUGEPAGE, _MADV_NOHUGEPAGE, _MADV_COLLAPSE = 14, 15, 25  # Linux madvise advice values (COLLAPSE: >= 6.1)
+
+
+def advise_huge_pages(table: np.ndarray, huge: bool = True) -> bool:
+    """Back `table`'s memory with 2 MiB transparent huge pages where Linux allows (THP `madvise` or `always`
+    mode): the kernel's rows are random accesses, and with 4 KiB pages a big table misses the TLB on nearly
+    every row. MADV_COLLAPSE converts the already-written pages now (about 2 s for 800 MB here; before Linux
+    6.1, khugepaged does it later). With `huge` false, the opposite advice (MADV_NOHUGEPAGE: numpy asks for
+    huge pages for its large arrays by itself, torch does not). Returns whether the advice was taken; a no-op
+    elsewhere and for tables under two huge pages. Best effort: it changes no value in the table."""
+    if not sys.platform.startswith("linux") or table.nbytes < 2 * HUGE_PAGE:
+        return False
+    lo = (table.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+    hi = (table.ctypes.data + table.nbytes) & ~(HUGE_PAGE - 1)
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return False
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if madvise(lo, hi - lo, _MADV_HUGEPAGE if huge else _MADV_NOHUGEPAGE) != 0:
+        return False
+    if huge:
+        madvise(lo, hi - lo, _MADV_COLLAPSE)  # best effort: EINVAL before Linux 6.1, EAGAIN/ENOMEM under pressure
+    return True
+
+
 PIECE_TOKENS = 1 << 12  # corpus positions per piece: the unit of parallel work and of random streams
-_COMPILED: dict = {}  # (dim, variant) -> train_piece's (or train_piece_variant's) compiled entry point for that dim
+_COMPILED: dict = {}  # (kernel, dim) -> the kernel's compiled entry point for that dim
 
 
-def compiled_train_piece(dim: int, variant: bool = False) -> Callable[..., Tuple[float, int, int, int]]:
-    """`train_piece` (`train_piece_variant` if `variant`) compiled for `dim`, as a directly callable entry point.
+def compiled_train_piece(dim: int, variant: bool = False,
+                         kernel: Optional[Callable[..., Tuple[float, int, int, int]]] = None,
+                         ) -> Callable[..., Tuple[float, int, int, int]]:
+    """`train_piece` (`train_piece_variant` if `variant`; `kernel`, one of the two's signature, if given)
+    compiled for `dim`, as a directly callable entry point.
 
     Through the dispatcher, every call with `dim` as a plain int would go through numba's literal-argument
     resolution again (about 6 ms a call, measured); the entry point of the compiled overload costs about
     2 us. Falls back to the dispatcher if numba's overload table does not look as expected."""
-    entry = _COMPILED.get((dim, variant))
+    fn = kernel or (train_piece_variant if variant else train_piece)
+    entry = _COMPILED.get((fn, dim))
     if entry is None:
-        fn = train_piece_variant if variant else train_piece
         W = np.zeros((1, dim), dtype=np.float32)
         fn(W, W.copy(), np.zeros(1, np.int32), np.zeros(1, np.int32), np.array([0, 1], np.int64), 0, 0,
            np.ones(1, np.float32), np.ones(1, np.int64), np.zeros(1, np.int32), 1, 1, 0.0, 0.0,
-           np.uint64(0), 0, *((0,) if variant else ()), dim)  # compiles (or loads from numba's cache) dim's version
+           np.uint64(0), 0, *((PER_CONTEXT,) if variant else ()), dim)  # compiles (or loads from the cache)
         entry = fn
         for signature, compiled in getattr(fn, "overloads", {}).items():
             if getattr(signature[-1], "literal_value", None) == dim and hasattr(compiled, "entry_point"):
                 entry = compiled.entry_point
-        _COMPILED[(dim, variant)] = entry
+        _COMPILED[(fn, dim)] = entry
     return entry
 
 
@@ -605,7 +543,8 @@ class SpanTrainer:
         self.window, self.negatives, self.seed = window, negatives, seed
         self.threads, self.piece_tokens, self.loss_every = threads, piece_tokens, loss_every
         self.deterministic = deterministic
-        self.variant_flags = 0  # the window update (0: HogBatch's shared negatives; see PER_CONTEXT_NEGATIVES)
+        self.variant_flags = 0  # the window update (0: HogBatch's shared negatives; PER_CONTEXT)
+        self.variant_kernel = train_piece_variant  # the kernel for variant_flags != 0 (a study swaps in its own)
         self._pool: Optional[ThreadPoolExecutor] = None  # the helper threads, started on first use
 
     def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float,
@@ -619,7 +558,8 @@ class SpanTrainer:
         loss_every = self.loss_every if span >= 1 << 16 else min(self.loss_every, 1)
 
         flags = self.variant_flags
-        kernel = compiled_train_piece(self.W.shape[1], variant=bool(flags))
+        kernel = compiled_train_piece(self.W.shape[1], variant=bool(flags),
+                                      kernel=self.variant_kernel if flags else None)
         tail = (flags, self.W.shape[1]) if flags else (self.W.shape[1],)
 
         def run(p: int) -> Tuple[float, int, int, int]:
@@ -750,11 +690,14 @@ class SpanPipeline(PipelineBase):
         self.spans, self.lr_at = spans, lr_at
         self.total_words = spans.total_words()
         accept, alias = kernel_alias_table(unigram_table(vocab.counts, ns_exponent))
+        for table in (W, C):  # torch's tables are in 4 KiB pages: a big one's rows miss the TLB (docs/kernels.md)
+            if table.nbytes >= HUGE_PAGE_TABLE_BYTES:
+                advise_huge_pages(table.detach().numpy())
         self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.words)),
                                    keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
                                    seed, threads, deterministic=deterministic)
         if not window_negatives:  # data.window_negatives=false: each context draws its own negatives
-            self.trainer.variant_flags = PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH
+            self.trainer.variant_flags = PER_CONTEXT
 
     def batches(self, start: Position) -> Iterator[Span]:
         return self.spans(start)
