@@ -16,9 +16,17 @@ class Vocabulary:
     def __init__(self, words: List[str], counts: np.ndarray, source_ids: Optional[np.ndarray] = None):
         self.words = list(words)
         self.counts = np.asarray(counts, dtype=np.int64)
-        self.index: Dict[str, int] = dict(zip(self.words, range(len(self.words)), strict=True))
         # The corpus (first-seen) id of each word when built from a corpus's counts; None when loaded.
         self.source_ids = source_ids
+        self._index: Optional[Dict[str, int]] = None
+
+    @property
+    def index(self) -> Dict[str, int]:
+        """word -> id. Built on first use: training never looks words up, and at millions of words the dict and
+        its int objects are ~80 bytes a word (peak memory, docs/memory.md)."""
+        if self._index is None:
+            self._index = dict(zip(self.words, range(len(self.words)), strict=True))
+        return self._index
 
     def __len__(self) -> int:
         return len(self.words)

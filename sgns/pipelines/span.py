@@ -750,7 +750,7 @@ class SpanPipeline(PipelineBase):
         self.spans, self.lr_at = spans, lr_at
         self.total_words = spans.total_words()
         accept, alias = kernel_alias_table(unigram_table(vocab.counts, ns_exponent))
-        self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.words)),
+        self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.counts)),
                                    keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
                                    seed, threads, deterministic=deterministic)
         if not window_negatives:  # data.window_negatives=false: each context draws its own negatives
