@@ -16,9 +16,17 @@ class Vocabulary:
     def __init__(self, words: List[str], counts: np.ndarray, source_ids: Optional[np.ndarray] = None):
         self.words = list(words)
         self.counts = np.asarray(counts, dtype=np.int64)
-        self.index: Dict[str, int] = dict(zip(self.words, range(len(self.words)), strict=True))
         # The corpus (first-seen) id of each word when built from a corpus's counts; None when loaded.
         self.source_ids = source_ids
+        self._index: Optional[Dict[str, int]] = None
+
+    @property
+    def index(self) -> Dict[str, int]:
+        """word -> id. Built on first use: training never looks words up, and at millions of words the dict and
+        its int objects are ~80 bytes a word (peak memory, docs/memory.md)."""
+        if self._index is None:
+            self._index = dict(zip(self.words, range(len(self.words)), strict=True))
+        return self._index
 
     def __len__(self) -> int:
         return len(self.words)
@@ -38,7 +46,11 @@ class Vocabulary:
         # Alphabetical first (one C-keyed sort), then a stable sort by descending count: ties stay alphabetical.
         alphabetical = np.asarray(sorted(keep.tolist(), key=words.__getitem__), dtype=np.int64)
         order = alphabetical[np.argsort(-counts[alphabetical], kind="stable")][:max_vocab_size]
-        return cls(list(map(words.__getitem__, order.tolist())), counts[order], order)
+        # Fresh strings, not the corpus's: the kept words then sit together in memory, so once the caller drops
+        # the corpus's list (train does) its strings free whole pages instead of leaving the kept ones scattered.
+        kept = list(map(words.__getitem__, order.tolist()))
+        compact = "\n".join(kept).split("\n")
+        return cls(compact if len(compact) == len(kept) else kept, counts[order], order)  # a word with "\n": as is
 
     def remap(self, source: Union[int, Sequence[str]]) -> np.ndarray:
         """int32 table from a corpus's first-seen ids to vocabulary ids (-1: not kept). `source` is the corpus's

@@ -57,3 +57,9 @@ def test_remap_of_a_loaded_vocabulary_takes_the_corpus_words(tmp_path):
     assert loaded.remap(WORDS).tolist() == [3, 1, 2, -1, 0]
     with pytest.raises(SGNSError, match="pass the corpus's words"):
         loaded.remap(len(WORDS))
+
+
+def test_build_keeps_words_that_hold_a_newline_and_the_index_follows_the_words():
+    vocab = Vocabulary.build(["a\nb", "c", "d"], np.array([5, 9, 1]), min_count=2)
+    assert vocab.words == ["c", "a\nb"] and vocab.index == {"c": 0, "a\nb": 1}
+    assert "d" not in vocab and vocab.remap(3).tolist() == [1, 0, -1]

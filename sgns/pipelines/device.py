@@ -108,7 +108,7 @@ class DevicePairBatches:
                  device: torch.device = torch.device("cpu"), shard: Optional[Shard] = None):
         self.corpus, self.window, self.batch_size, self.seed = corpus, window, batch_size, seed
         self.k, self.shared, self.device = negatives, shared_negatives, device
-        self.remap = torch.from_numpy(vocab.remap(len(corpus.words))).to(device)
+        self.remap = torch.from_numpy(vocab.remap(len(corpus.counts))).to(device)
         self.keep = torch.from_numpy(keep_probabilities(vocab.counts, subsample)).to(device, torch.float32)
         self.noise = AliasTable(unigram_table(vocab.counts, ns_exponent), device)
         self.total_tokens = corpus.total_tokens

@@ -84,7 +84,7 @@ class PairBatches(IterableDataset):
                  shard: Optional[Shard] = None):
         self.corpus, self.window, self.batch_size, self.seed = corpus, window, batch_size, seed
         self.device, self.prefetch = device, prefetch
-        self.remap = vocab.remap(len(corpus.words))
+        self.remap = vocab.remap(len(corpus.counts))
         self.keep = keep_probabilities(vocab.counts, subsample)
         self.total_tokens = corpus.total_tokens
         self.plan = ChunkPlan(corpus.total_tokens, chunk_tokens, epochs, shard)

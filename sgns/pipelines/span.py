@@ -693,7 +693,7 @@ class SpanPipeline(PipelineBase):
         for table in (W, C):  # torch's tables are in 4 KiB pages: a big one's rows miss the TLB (docs/kernels.md)
             if table.nbytes >= HUGE_PAGE_TABLE_BYTES:
                 advise_huge_pages(table.detach().numpy())
-        self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.words)),
+        self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.counts)),
                                    keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
                                    seed, threads, deterministic=deterministic)
         if not window_negatives:  # data.window_negatives=false: each context draws its own negatives

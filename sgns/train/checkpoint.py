@@ -12,9 +12,11 @@ Whether a run directory may be (re)used is decided in sgns.train.rundir.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import signal
 import tempfile
+import types
 import zlib
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
@@ -28,6 +30,19 @@ TEMP_PREFIX = ".tmp-"
 # Test hook: `SGNS_FAULT_KILL_IN_CHECKPOINT=STEP` makes the process SIGKILL itself halfway through writing the
 # checkpoint of that step, so the "killed during a checkpoint write" case can be tested deterministically.
 FAULT_ENV = "SGNS_FAULT_KILL_IN_CHECKPOINT"
+
+
+class _UnmemoizedPickler(pickle.Pickler):
+    """A pickler without the memo (pickle's `fast` mode): it would hold an entry for every vocabulary word while
+    the checkpoint is written (+40 MiB at 810k words, docs/memory.md). A checkpoint holds no object that refers
+    to itself, which is what the memo is needed for; the file loads the same."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+_UNMEMOIZED_PICKLE = types.SimpleNamespace(__name__="sgns_unmemoized_pickle", Pickler=_UnmemoizedPickler)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -119,9 +134,9 @@ def save_checkpoint(state: dict, run_dir: str | Path, step: int, keep: int) -> P
         with os.fdopen(fd, "wb") as f:
             if _fault_step() == step:
                 expected = sum(t.numel() * t.element_size() for t in state["model"].values())
-                torch.save(state, _HalfwayKiller(f, expected))
+                torch.save(state, _HalfwayKiller(f, expected), pickle_module=_UNMEMOIZED_PICKLE)
             else:
-                torch.save(state, f)
+                torch.save(state, f, pickle_module=_UNMEMOIZED_PICKLE)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -189,6 +189,12 @@ def read_corpus(cfg: DictConfig) -> tuple[EncodedCorpus, Vocabulary]:
     c = cfg.corpus
     corpus = apply_phrases(corpus, c.phrases, c.phrase_threshold, c.phrase_min_count, d.cache_dir, log=log.info)
     vocab = Vocabulary.build(corpus.words, corpus.counts, d.min_count, d.max_vocab_size)
+    # Every distinct word as a Python string (1.9M at 50M Zipf words, ~100 MiB) is not needed from here on: the
+    # vocabulary holds the kept ones and the pipelines size their id table by len(corpus.counts). Peak memory.
+    corpus.words = []
+    from sgns.corpus import _return_freed_memory
+
+    _return_freed_memory()
     log.info(f"corpus: {corpus.total_tokens:,} words, vocabulary {len(vocab):,} (min_count={d.min_count})")
     return corpus, vocab
 

@@ -343,7 +343,7 @@ def write_projector(writer: Any, words: Sequence[str], vectors: np.ndarray | tor
         matrix = (top.detach().float().cpu() if isinstance(top, torch.Tensor)
                   else torch.as_tensor(np.asarray(top, dtype=np.float32)))
         if counts is not None:
-            metadata: Any = [[w, str(int(c))] for w, c in zip(words[:n], list(counts)[:n], strict=True)]
+            metadata: Any = [[w, str(int(c))] for w, c in zip(words[:n], list(counts[:n]), strict=True)]
             sw.add_embedding(matrix, metadata=metadata, metadata_header=["word", "count"], global_step=step,
                              tag=tag)
         else:
