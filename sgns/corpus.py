@@ -690,11 +690,11 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
         log(f"corpus: {merger.pruned:,} rare words forgotten while counting (corpus.max_distinct_words="
             f"{source.max_distinct:,}; words counted at most {merger.min_reduce - 1} times when pruned)")
     del merger  # every distinct word as a dict: freed before the word list is read back (peak memory)
-    _return_freed_memory()
+    return_freed_memory()
     return _load_encoded(folder)
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Give the heap freed after counting back to the system (glibc keeps it otherwise: measured on 5M words,
     RSS after reading 422 -> 378 MiB), so the tables allocated next do not stack on top of it."""
     import ctypes

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sgns.config import USUAL_LR, check_resolvable, validate
-from sgns.corpus import EncodedCorpus, encode, make_source
+from sgns.corpus import EncodedCorpus, encode, make_source, return_freed_memory
 from sgns.distributed.team import Team, join_team
 from sgns.errors import SGNSError, Stopped
 from sgns.evaluate import evaluate_all
@@ -192,9 +192,7 @@ def read_corpus(cfg: DictConfig) -> tuple[EncodedCorpus, Vocabulary]:
     # Every distinct word as a Python string (1.9M at 50M Zipf words, ~100 MiB) is not needed from here on: the
     # vocabulary holds the kept ones and the pipelines size their id table by len(corpus.counts). Peak memory.
     corpus.words = []
-    from sgns.corpus import _return_freed_memory
-
-    _return_freed_memory()
+    return_freed_memory()
     log.info(f"corpus: {corpus.total_tokens:,} words, vocabulary {len(vocab):,} (min_count={d.min_count})")
     return corpus, vocab
 
