@@ -37,16 +37,10 @@ HELP_FLAGS = ("--help", "-h")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     from sgns.distributed import FollowerExit, topology_from_env
     from sgns.train import train
-    from sgns.train.tblog import prepare_writer_process
 
     collect_again()  # the libraries are loaded (main deferred collection)
-    if HydraConfig.get().mode == RunMode.RUN and "WORLD_SIZE" not in os.environ:
-        prepare_writer_process()  # TensorBoard loads in a child process while this one reads the corpus
     try:
         metrics = train(cfg)
         return objective(cfg.objective, metrics) if metrics else 0.0  # torchrun ranks other than 0: no metrics
@@ -55,6 +49,9 @@ def hydra_main(cfg: DictConfig) -> float:
     except SGNSError as e:
         if topology_from_env().rank == 0:
             mark_failed(cfg.trainer.run_dir, e)  # metrics.json says failed and why; sgns-summarize shows it
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error(f"error: {e}")
             raise  # the sweep goes on with the other jobs and reports this one at the end

@@ -35,7 +35,7 @@ from sgns.train.checkpoint import (
 )
 from sgns.train.metrics import objective, read_metrics, write_metrics
 from sgns.train.runs import read_checkpoint
-from sgns.train.tblog import NullTBLog, TBLog, open_tblog
+from sgns.train.tblog import NullTBLog, TBLog
 from sgns.vectors import save_word2vec
 
 LOCK_NAME = ".sgns.lock"
@@ -183,7 +183,7 @@ class RunDir:
 
     def tblog(self, words_done: float) -> TBLog:
         """The run's TensorBoard log, continuing at `words_done`."""
-        return open_tblog(self.path / "tb", words_done=words_done)
+        return TBLog(self.path / "tb", words_done=words_done)
 
     def progress_bar(self, total: float, initial: float, enabled: bool) -> tqdm:
         """The console progress bar over corpus words."""

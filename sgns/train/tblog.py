@@ -13,11 +13,6 @@ from, plus one) makes TensorBoard drop the points a killed run logged after that
 curves continue with no duplicated or missing points; the loop flushes before each checkpoint so that every
 point up to it is on disk. The optimizer step count stays in checkpoints and metrics.json.
 
-A command's run (sgns-train, not torchrun or a sweep) writes its event files from a child process forked as soon
-as torch is loaded (`prepare_writer_process`, `ProcessTBLog`): the child imports TensorBoard (0.2 s CPU) on
-another core while the parent reads the corpus and loads the kernel, and builds every summary there; the
-parent sends it the points and waits for it at each flush and at close (start-up costs: docs/startup.md).
-
 HParams: each run writes a session (its hyperparameters and a success status) into its own `tb/`, next to
 its scalars. No run writes an experiment summary: TensorBoard builds one from all the sessions it finds
 under `--logdir`, so pointing it at a sweep dir lists every job in one HParams table, with each scalar tag
@@ -26,20 +21,14 @@ as a metric column holding its last value: the final loss, accuracies and Spearm
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-import threading
-import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sgns.config import BOOKKEEPING, setting_role
-from sgns.errors import SGNSError
 
 ANALOGY_PARTS = ("semantic", "syntactic")  # evaluate_analogies' pooled parts (gram* sections are syntactic)
 HF_ONLY = ("name", "config_name", "data_files", "split", "column", "revision")  # corpus keys only corpus=hf reads
@@ -163,167 +152,6 @@ class NullTBLog(TBLog):
         pass
 
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the parent's to handle: it stops the run, then closes the log
-
-
-class WriterProcess:
-    """A child process, forked from a process that has loaded torch but started no thread, that imports
-    TensorBoard at once and then runs one TBLog for its parent: the calls come in order through a pipe, and
-    each flush or close is answered (None, or the first error) once done. It ignores SIGINT and SIGTERM (the
-    parent stops the run and closes the log) and, when the parent ends without closing it, closes the log and
-    exits."""
-
-    def __init__(self) -> None:
-        from multiprocessing.connection import Pipe
-
-        for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
-            stream.flush()
-        self.conn, child = Pipe()
-        # SIGINT and SIGTERM wait (blocked) across the fork, so the child ignores them from its first instruction
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        self.pid = os.fork()
-        if self.pid == 0:
-            for sig in STOP_SIGNALS:
-                signal.signal(sig, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            self.conn.close()
-            status = 0
-            try:
-                serve_tblog(child)
-            except BaseException:  # noqa: BLE001 (a child process: report, then end it)
-                traceback.print_exc()
-                status = 1
-            finally:
-                os._exit(status)  # not the parent's atexit handlers, nor its teardown
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal that came meanwhile is delivered now
-        child.close()
-        self.unanswered = 0  # flushes and closes sent whose answer was not read (a signal interrupted the wait)
-
-    def send(self, method: str, *args: Any) -> None:
-        try:
-            self.conn.send((method, args))
-        except OSError:
-            raise self.lost() from None
-
-    def wait(self, method: str) -> None:
-        """Send `method` (flush or close) and wait until the child has done it and everything sent before."""
-        self.send(method)
-        self.unanswered += 1
-        error = None
-        while self.unanswered:
-            try:
-                answer = self.conn.recv()
-            except (EOFError, OSError):
-                raise self.lost() from None
-            self.unanswered -= 1
-            error = error or answer
-        if error:
-            raise SGNSError(f"writing the TensorBoard log failed: {error}")
-
-    def end(self) -> None:
-        """Let the child go (it has answered its close): it is reaped in the background, as its exit (unmapping
-        its copy of the address space) may take longer than anything left to do here."""
-        self.conn.close()
-        threading.Thread(target=os.waitpid, args=(self.pid, 0), name="sgns-tensorboard-reaper", daemon=True).start()
-
-    def lost(self) -> SGNSError:
-        return SGNSError("the process writing the TensorBoard log ended unexpectedly (its error, if any, is above)")
-
-
-def serve_tblog(conn: Any) -> None:
-    """The child's side of WriterProcess (SIGINT and SIGTERM ignored)."""
-    import torch.utils.tensorboard  # noqa: F401 (now, while the parent goes on)
-
-    tb: Optional[TBLog] = None
-    error: Optional[str] = None
-    while True:
-        try:
-            method, args = conn.recv()
-        except EOFError:  # the parent ended without closing the log
-            break
-        try:
-            if method == "open":
-                tb = TBLog(*args)
-            elif method == "hparams":
-                assert tb is not None
-                write_hparams(tb.writer, *args)
-            elif method in ("flush", "close"):
-                if tb is not None:
-                    getattr(tb, method)()
-            elif tb is not None and error is None:
-                getattr(tb, method)(*args)
-        except Exception as e:  # noqa: BLE001 (reported to the parent at its next flush or close)
-            error = error or f"{type(e).__name__}: {e}"
-        if method in ("flush", "close"):
-            conn.send(error)
-            if method == "close":
-                return
-    if tb is not None:
-        tb.close()
-
-
-_PREPARED: List[WriterProcess] = []  # a writer process started before the run dir is known
-
-
-def prepare_writer_process() -> None:
-    """Start the process that will write the next TBLog (open_tblog), so that it imports TensorBoard while this
-    process goes on. Only where forking is safe: on Linux (macOS's system frameworks may abort a forked
-    child), torch loaded (the child shares it, not importing it again) and no thread started."""
-    if not _PREPARED and sys.platform == "linux" and threading.active_count() == 1 and "torch" in sys.modules:
-        _PREPARED.append(WriterProcess())
-
-
-def open_tblog(log_dir: str | Path, words_done: float) -> TBLog:
-    """The run's TBLog: written by the prepared writer process if there is one, else in this process."""
-    if _PREPARED:
-        return ProcessTBLog(_PREPARED.pop(), log_dir, words_done)
-    return TBLog(log_dir, words_done)
-
-
-class ProcessTBLog(TBLog):
-    """A TBLog written by a WriterProcess: the same calls, sent to it; flush and close wait for it."""
-
-    def __init__(self, process: WriterProcess, log_dir: str | Path, words_done: float) -> None:
-        self.process = process
-        self.closed = False
-        process.send("open", str(log_dir), words_done)
-
-    def train_point(self, words_done: float, loss: float, lr: float, words_per_sec: float) -> None:
-        self.process.send("train_point", words_done, loss, lr, words_per_sec)
-
-    def final_loss(self, words_done: float, loss: float) -> None:
-        self.process.send("final_loss", words_done, loss)
-
-    def evaluation(self, results: Mapping[str, Mapping[str, Any]], words_done: float) -> None:
-        self.process.send("evaluation", results, words_done)
-
-    def evaluation_summary(self, results: Mapping[str, Mapping[str, Any]], words_done: float) -> None:
-        self.process.send("evaluation_summary", results, words_done)
-
-    def projector(self, words: Sequence[str], vectors: np.ndarray, counts: Optional[Sequence[int]], top_n: int,
-                  words_done: float) -> None:
-        n = max(min(top_n, len(words)), 0)  # only the rows it shows travel
-        top = vectors[:n]
-        top = top.detach().float().cpu().numpy() if isinstance(top, torch.Tensor) else np.asarray(top)
-        self.process.send("projector", list(words[:n]), top, None if counts is None else list(counts)[:n], n,
-                          words_done)
-
-    def hparams(self, cfg: DictConfig, words_done: float) -> None:
-        self.process.send("hparams", flat_hyperparameters(cfg), words_axis(words_done))  # resolved here
-
-    def flush(self) -> None:
-        if not self.closed:
-            self.process.wait("flush")
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self.process.wait("close")
-            finally:
-                self.process.end()
-
-
 def write_projector(writer: Any, words: Sequence[str], vectors: np.ndarray | torch.Tensor,
                     counts: Optional[Sequence[int]] = None, top_n: int = 1000, step: int = 0,
                     tag: str = "words") -> int:
@@ -385,14 +213,9 @@ def flat_hyperparameters(cfg: DictConfig) -> Dict[str, Any]:
 def log_hparams(writer: Any, cfg: DictConfig, step: int) -> None:
     """Write the run's session (hyperparameters, success) into `writer`'s event dir. Its metric columns in the
     HParams tab are the last values of the run's scalars (written before): the final loss and evaluation."""
-    write_hparams(writer, flat_hyperparameters(cfg), step)
-
-
-def write_hparams(writer: Any, hyperparameters: Dict[str, Any], step: int) -> None:
-    """log_hparams with the hyperparameters flattened (flat_hyperparameters)."""
     from torch.utils.tensorboard.summary import hparams
 
-    _experiment, session_start, session_end = hparams(hyperparameters, {})
+    _experiment, session_start, session_end = hparams(flat_hyperparameters(cfg), {})
     writer.file_writer.add_summary(session_start, step)
     writer.file_writer.add_summary(session_end, step)
     writer.flush()
