@@ -38,6 +38,7 @@ def test_contract_command_writes_every_output(tiny_corpus, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["train_words"] == 20000
     assert metrics["words_per_sec"] > 0 and metrics["wall_seconds"] > 0 and np.isfinite(metrics["loss"])
+    assert 0 < metrics["vectors_seconds"] < metrics["wall_seconds"]
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert list((run / "checkpoints").glob("step-*.pt"))
     assert (run / ".hydra" / "config.yaml").read_text().count("dim: 20") == 1

@@ -139,7 +139,9 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     # ------------------------------------------------------------------------------------------- finish
     distributed = team.report()  # every rank's figures, gathered (None for a team of one)
     vectors = guard.check(state.step, "the vectors", model.input.weight.detach().cpu().numpy())
+    writing = time.perf_counter()
     run.write_vectors(vocab.words, vectors, binary=t.export_binary)
+    vectors_seconds = time.perf_counter() - writing
     tb.projector(vocab.words, vectors, vocab.counts, cfg.eval.projector_words, state.words_done)
     results = evals.run(evaluate, eval_cfg, vocab, model, device)
     tb.evaluation(results, state.words_done)
@@ -161,6 +163,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
         "wall_seconds": wall_seconds,
         "device": str(device),
         "eval_seconds": evals.seconds,
+        "vectors_seconds": vectors_seconds,  # writing vectors.bin (or .txt)
         "eval": results,
         **({"distributed": distributed} if distributed is not None else {}),
     }
@@ -170,9 +173,11 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     tb.hparams(cfg, state.words_done)
     tb.close()
     state.finished = True  # last: a finished checkpoint means every output exists
+    writing = time.perf_counter()
     save(cfg, run, state, model, pipeline, vocab, tb, guard, team, metrics)
     log.info(f"done: {int(state.words_done):,} words in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
-             f"training), loss {last_loss:.4f}; outputs in {run.path}")
+             f"training), loss {last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint in "
+             f"{time.perf_counter() - writing:.1f}s; outputs in {run.path}")
     return metrics
 
 
