@@ -84,6 +84,37 @@ def test_a_killed_search_continues_its_study(tmp_path: Path) -> None:
     assert "4 runs (3 finished, 1 failed)" in summary.stdout
 
 
+def test_a_trial_whose_run_finished_before_the_driver_died_is_recorded_not_run_again(tmp_path: Path) -> None:
+    needs_database_support()
+    import optuna
+    from omegaconf import OmegaConf
+    from optuna.trial import TrialState
+
+    from hydra_plugins.sgns_optuna_resume import JOB_NUM_ATTR, continue_study
+    from sgns.train.metrics import write_metrics
+
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    sweep = tmp_path / "sweep"
+    for job, metrics in enumerate(({"status": "finished", "objective": 0.25}, {"status": "running"})):
+        trial = study.ask({"lr": optuna.distributions.UniformDistribution(0.01, 0.1)})
+        trial.set_user_attr(JOB_NUM_ATTR, job)
+        (sweep / str(job)).mkdir(parents=True)
+        write_metrics(sweep / str(job), metrics)
+    impl = type("Impl", (), {})()
+    impl.study_name, impl.storage, impl.job_idx, impl.n_trials = "s", storage, 0, 3
+    impl.sampler = optuna.samplers.RandomSampler(seed=1)
+    impl.config = OmegaConf.create({"hydra": {"sweeper": {"sampler": {"seed": 1}}}})
+    continue_study(impl, sweep)
+
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].value == 0.25
+    assert trials[2].system_attrs["fixed_params"] == trials[1].params  # only the unfinished one is queued again
+    assert impl.n_trials == 2 and impl.job_idx == 2
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "failed"
+
+
 @pytest.mark.slow  # two searches (~45 s); the kill test above covers the counting of trials left
 def test_a_finished_search_runs_no_trial_again(tmp_path: Path) -> None:
     needs_database_support()

@@ -3,7 +3,8 @@ running the same search again continues its study (hparams_search=optuna_sgns se
 
 On start, before the plugin's own loop:
 - trials left RUNNING by a driver that died (killed, crashed) are marked FAIL, their run dirs' metrics.json say
-  so, and their parameters are queued to run again;
+  so, and their parameters are queued to run again; but one whose run dir holds a finished run (the driver died
+  after the job ended, before it recorded the value) is recorded COMPLETE with that run's objective;
 - only `n_trials` minus the trials already finished (COMPLETE or PRUNED) are run;
 - job numbers (the run dirs under hydra.sweep.dir) continue after the ones used before, never reusing one;
 - the sampler is reseeded from its seed and the number of trials so far, so it does not replay its first draws.
@@ -59,23 +60,47 @@ def continue_study(impl: Any, sweep_dir: Path) -> None:
     used = [int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()] if sweep_dir.is_dir() else []
     used += [int(t.user_attrs[JOB_NUM_ATTR]) for t in trials if JOB_NUM_ATTR in t.user_attrs]
     impl.job_idx = max([impl.job_idx, len(trials), *[n + 1 for n in used]])
+    recovered = 0
     for trial in trials:
         if trial.state != TrialState.RUNNING:
             continue
+        num = trial.user_attrs.get(JOB_NUM_ATTR)
+        value = finished_objective(sweep_dir / str(num)) if num is not None and len(study.directions) == 1 else None
+        if value is not None:
+            study.tell(trial.number, value)
+            recovered += 1
+            log.info(f"trial {trial.number} had finished when the search stopped (run dir {num}): recorded, "
+                     f"objective {value:g}")
+            continue
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params)
-        num = trial.user_attrs.get(JOB_NUM_ATTR)
         if num is not None and (sweep_dir / str(num)).is_dir():
             mark_failed(sweep_dir / str(num), f"the search stopped while trial {trial.number} ran; it is marked "
                                               f"failed in study {impl.study_name} and its parameters run again")
         log.info(f"trial {trial.number} was running when the search stopped: marked failed, its parameters "
                  f"queued to run again")
     reseed_sampler(impl.sampler, impl.config.hydra.sweeper.sampler.get("seed"), len(trials))
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    finished = recovered + sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     left = max(0, impl.n_trials - finished)
     log.info(f"continuing study {impl.study_name} in {impl.storage}: {finished} trials finished, {left} of "
              f"hydra.sweeper.n_trials={impl.n_trials} left to run (job numbers from {impl.job_idx})")
     impl.n_trials = left
+
+
+def finished_objective(run_dir: Path) -> Any:
+    """The objective of the finished run in `run_dir` (its metrics.json), or None if it did not finish."""
+    import math
+
+    from sgns.train.metrics import FINISHED, read_metrics
+
+    try:
+        metrics = read_metrics(run_dir)
+    except (OSError, ValueError):
+        return None
+    value = metrics.get("objective")
+    if metrics.get("status") != FINISHED or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def reseed_sampler(sampler: Any, seed: Any, trials_so_far: int) -> None:
