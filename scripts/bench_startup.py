@@ -285,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                     assert million is not None
                     run_dir.mkdir(parents=True)
                     cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--gensim-worker", str(million),
-                           str(run_dir / "vectors.bin"), "1", str(args.workers)]
+                           str(run_dir / "vectors.bin"), "1", str(args.workers), "iterable"]
                     env, cwd = base_env, ROOT
                 else:
                     cmd = sgns_command(case, run_dir)

@@ -84,14 +84,30 @@ def import_rss(kind: str, env: Dict[str, str], workdir: Path, repeats: int = 3) 
                              ["rss_mib"] for _ in range(repeats))
 
 
-def gensim_worker(corpus: str, out: str, epochs: int, workers: int) -> None:
-    """Train gensim's skip-gram with the same hyperparameters and save word2vec binary vectors."""
+def gensim_worker(corpus: str, out: str, epochs: int, workers: int, mode: str = "iterable") -> None:
+    """Train gensim's skip-gram with the same hyperparameters and save word2vec binary vectors. `mode`:
+    iterable (LineSentence) or corpus_file (C++ reading in every worker; its lr decays per worker)."""
     from gensim.models import Word2Vec
     from gensim.models.word2vec import LineSentence
 
-    model = Word2Vec(LineSentence(corpus), vector_size=100, window=5, negative=5, sample=1e-3, min_count=5,
+    source = {"corpus_file": corpus} if mode == "corpus_file" else {"sentences": LineSentence(corpus)}
+    model = Word2Vec(**source, vector_size=100, window=5, negative=5, sample=1e-3, min_count=5,
                      alpha=0.025, min_alpha=0.0001, epochs=epochs, workers=workers, sg=1, hs=0, seed=1)
     model.wv.save_word2vec_format(out, binary=True)
+
+
+GENSIM_CORPUS_FILE = "gensim corpus_file"  # the row of gensim's corpus_file mode (--gensim-corpus-file)
+
+
+def plain_corpus(corpus: Path, folder: Path) -> Path:
+    """`corpus` as a plain text file (gensim's corpus_file mode reads no gzip): a copy made once, not timed."""
+    if corpus.read_bytes()[:2] != b"\x1f\x8b":
+        return corpus
+    out = folder / "plain-corpus.txt"
+    if not out.exists():
+        with gzip.open(corpus, "rb") as f, open(out, "wb") as g:
+            shutil.copyfileobj(f, g)
+    return out
 
 
 def count_words(corpus: Path) -> int:
@@ -148,18 +164,20 @@ def main(argv: Optional[List[str]] = None) -> None:
                     help="an extra sgns configuration to time, e.g. torch=trainer.kernel=torch")
     ap.add_argument("--sgns-extra", default="", help="comma-separated overrides for every sgns run")
     ap.add_argument("--no-gensim", action="store_true")
+    ap.add_argument("--gensim-corpus-file", action="store_true",
+                    help="also time gensim's corpus_file mode (a plain copy of a compressed corpus is made first)")
     ap.add_argument("--no-deterministic", action="store_true", help="skip the trainer.deterministic=true row")
     ap.add_argument("--warm-cache", action="store_true", help="reuse one token cache across sgns runs")
     ap.add_argument("--no-warmup", action="store_true", help="skip the numba-compiling warm-up run")
     ap.add_argument("--restrict-vocab", type=int, default=30000)
     ap.add_argument("--workdir", type=Path, default=None, help="keep runs here (default: a temp dir)")
     ap.add_argument("--json", type=Path, default=None, help="also write every measurement here")
-    ap.add_argument("--gensim-worker", nargs=4, metavar=("CORPUS", "OUT", "EPOCHS", "WORKERS"),
+    ap.add_argument("--gensim-worker", nargs=5, metavar=("CORPUS", "OUT", "EPOCHS", "WORKERS", "MODE"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.gensim_worker:
-        corpus, out, epochs, workers = args.gensim_worker
-        gensim_worker(corpus, out, int(epochs), int(workers))
+        corpus, out, epochs, workers, mode = args.gensim_worker
+        gensim_worker(corpus, out, int(epochs), int(workers), mode)
         return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sgns-bench-"))
@@ -179,6 +197,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         systems[name] = common + [o for o in overrides.split(",") if o]
     if not args.no_gensim:
         systems["gensim"] = None
+        if args.gensim_corpus_file:
+            systems[GENSIM_CORPUS_FILE] = None
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("SGNS_CACHE_DIR", None)
     warm_cache = workdir / "cache-warm"
@@ -200,8 +220,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             if extra is None:
                 run_dir.mkdir(parents=True)
                 vectors = run_dir / "vectors.bin"
-                cmd = [sys.executable, __file__, "--gensim-worker", str(corpus), str(vectors), str(args.epochs),
-                       str(args.workers)]
+                mode = "corpus_file" if name == GENSIM_CORPUS_FILE else "iterable"
+                source = plain_corpus(corpus, workdir) if mode == "corpus_file" else corpus
+                cmd = [sys.executable, __file__, "--gensim-worker", str(source), str(vectors), str(args.epochs),
+                       str(args.workers), mode]
                 run_env = env
             else:
                 vectors = run_dir / "vectors.bin"
