@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import BinaryIO, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "corpora" / "gutenberg_dev.txt.gz"
@@ -99,9 +99,19 @@ def gensim_worker(corpus: str, out: str, epochs: int, workers: int, mode: str = 
 GENSIM_CORPUS_FILE = "gensim corpus_file"  # the row of gensim's corpus_file mode (--gensim-corpus-file)
 
 
+def is_gzip(corpus: Path) -> bool:
+    with open(corpus, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def open_corpus(corpus: Path) -> BinaryIO:
+    """`corpus` opened for reading bytes, gzip or plain."""
+    return gzip.open(corpus, "rb") if is_gzip(corpus) else open(corpus, "rb")
+
+
 def plain_corpus(corpus: Path, folder: Path) -> Path:
     """`corpus` as a plain text file (gensim's corpus_file mode reads no gzip): a copy made once, not timed."""
-    if corpus.read_bytes()[:2] != b"\x1f\x8b":
+    if not is_gzip(corpus):
         return corpus
     out = folder / "plain-corpus.txt"
     if not out.exists():
@@ -111,17 +121,15 @@ def plain_corpus(corpus: Path, folder: Path) -> Path:
 
 
 def count_words(corpus: Path) -> int:
-    opener = gzip.open if corpus.read_bytes()[:2] == b"\x1f\x8b" else open
-    with opener(corpus, "rb") as f:
+    with open_corpus(corpus) as f:
         return sum(len(line.split()) for line in f)
 
 
 def prefix_corpus(corpus: Path, max_words: int, folder: Path) -> Path:
     """The first `max_words` words of `corpus` (whole lines), as a plain text file both tools read."""
     out = folder / f"prefix-{max_words}.txt"
-    opener = gzip.open if corpus.read_bytes()[:2] == b"\x1f\x8b" else open
     words = 0
-    with opener(corpus, "rb") as f, open(out, "wb") as g:
+    with open_corpus(corpus) as f, open(out, "wb") as g:
         for line in f:
             if words >= max_words:
                 break

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "corpora" / "gutenberg_dev.txt.gz"
-EVAL_DIR = ROOT.parent / "shared" / "data" / "eval"
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmark import DEFAULT_CORPUS, EVAL_DIR, prefix_corpus  # noqa: E402 (a script beside this one: stdlib only)
+
 SMOKE_WORDS = 100_000
 
 CONFIGS = [  # name, overrides (the torch pipeline on --device)
@@ -120,22 +121,6 @@ def run_one(name: str, cmd: List[str], run_dir: Path, peak_file: Path, env: Dict
             "device": m.get("device"), "peak_gpu_mib": peak["allocated"] / 2**20 if peak else None}
 
 
-def prefix(corpus: Path, words: int, folder: Path) -> Path:
-    """The first `words` words of `corpus` (whole lines), as a plain text file."""
-    import gzip
-
-    out = folder / f"prefix-{words}.txt"
-    opener = gzip.open if corpus.read_bytes()[:2] == b"\x1f\x8b" else open
-    seen = 0
-    with opener(corpus, "rb") as f, open(out, "wb") as g:
-        for line in f:
-            if seen >= words:
-                break
-            seen += len(line.split())
-            g.write(line)
-    return out
-
-
 def fmt(v: Optional[float], spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
@@ -184,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     configs = CONFIGS[:1] if args.quick else CONFIGS
     threads = [int(t) for t in args.threads.split(",") if t] if not args.quick else []
     if args.smoke:
-        corpus = prefix(corpus, SMOKE_WORDS, Path(tempfile.mkdtemp(prefix="sgns-gpu-smoke-")))
+        corpus = prefix_corpus(corpus, SMOKE_WORDS, Path(tempfile.mkdtemp(prefix="sgns-gpu-smoke-")))
         configs = [(name, overrides) for name, overrides in configs if "trainer.epochs=1" in overrides]
         threads = [t for t in threads if t <= 2]
     steps = [s for s in args.torch_steps.split(",") if s and s != "eager"]
