@@ -188,6 +188,26 @@ def test_write_projector_into_a_log_dir(tmp_path: Path) -> None:
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.parametrize("with_counts", [True, False])
+def test_write_projector_writes_what_add_embedding_writes(tmp_path: Path, with_counts: bool) -> None:
+    """The same files as torch's SummaryWriter.add_embedding, the vectors formatted exactly as float32."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    rng = np.random.default_rng(3)
+    vectors = (rng.standard_normal((40, 7)) * 10.0 ** rng.integers(-6, 6, (40, 1))).astype(np.float32)
+    words, counts = [f"w{i}{SPECIAL[i % 4]}" for i in range(40)], list(range(400, 0, -10))
+    with SummaryWriter(str(tmp_path / "torch")) as theirs:
+        theirs.add_embedding(torch.as_tensor(vectors[:30]), global_step=1234, tag="words",
+                             **({"metadata": [[w, str(c)] for w, c in zip(words, counts, strict=True)][:30],
+                                 "metadata_header": ["word", "count"]} if with_counts else {"metadata": words[:30]}))
+    assert write_projector(tmp_path / "ours", words, vectors, counts if with_counts else None, 30, 1234) == 30
+    for name in ("projector_config.pbtxt", "01234/words/metadata.tsv"):
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "torch" / name).read_bytes()
+    ours, theirs_tsv = (np.loadtxt(tmp_path / d / "01234/words/tensors.tsv", delimiter="\t") for d in ("ours", "torch"))
+    assert np.array_equal(ours.astype(np.float32), vectors[:30])
+    assert np.array_equal(ours.astype(np.float32), theirs_tsv.astype(np.float32))
+
+
 # sgns-eval: the same numbers from a run dir, a checkpoint and exported files; a sanity report without benchmarks
 
 def benchmark_files(folder: Path, words: list) -> tuple:

@@ -157,8 +157,13 @@ def write_projector(writer: Any, words: Sequence[str], vectors: np.ndarray | tor
                     tag: str = "words") -> int:
     """Add the `top_n` most frequent words to TensorBoard's embedding projector; return how many were added.
 
-    `writer` is a SummaryWriter or a log directory. Metadata is the word (and its corpus count).
+    `writer` is a SummaryWriter or a log directory (given a directory, a SummaryWriter opened there writes the
+    event file TensorBoard finds the run by). Metadata is the word (and its corpus count). The files are what
+    SummaryWriter.add_embedding writes (`STEP/TAG/tensors.tsv`, `metadata.tsv`, the log dir's
+    `projector_config.pbtxt`), but the vectors are formatted a row at a time (`%.9g`: float32 exactly) instead
+    of a Python str() per number: 0.02 s instead of 0.085 s for the default 1,000 x 100 (docs/startup.md).
     """
+    from tensorboard.plugins import projector
     from torch.utils.tensorboard import SummaryWriter
 
     n = min(top_n, len(words))
@@ -168,14 +173,21 @@ def write_projector(writer: Any, words: Sequence[str], vectors: np.ndarray | tor
     sw = SummaryWriter(str(writer)) if own else writer
     try:
         top = vectors[:n]
-        matrix = (top.detach().float().cpu() if isinstance(top, torch.Tensor)
-                  else torch.as_tensor(np.asarray(top, dtype=np.float32)))
-        if counts is not None:
-            metadata: Any = [[w, str(int(c))] for w, c in zip(words[:n], list(counts[:n]), strict=True)]
-            sw.add_embedding(matrix, metadata=metadata, metadata_header=["word", "count"], global_step=step,
-                             tag=tag)
-        else:
-            sw.add_embedding(matrix, metadata=list(words[:n]), global_step=step, tag=tag)
+        matrix = (top.detach().float().cpu().numpy() if isinstance(top, torch.Tensor)
+                  else np.asarray(top, dtype=np.float32))
+        subdir = f"{step:05d}/{tag}"
+        folder = Path(sw.get_logdir()) / subdir
+        folder.mkdir(parents=True, exist_ok=True)
+        row = "\t".join(["%.9g"] * matrix.shape[1])
+        (folder / "tensors.tsv").write_bytes("".join(row % tuple(r) + "\n" for r in matrix.tolist()).encode())
+        metadata = (["word\tcount"] + [f"{w}\t{int(c)}" for w, c in zip(words[:n], list(counts[:n]), strict=True)]
+                    if counts is not None else [str(w) for w in words[:n]])
+        (folder / "metadata.tsv").write_bytes(("\n".join(metadata) + "\n").encode("utf-8"))
+        config = projector.ProjectorConfig()
+        embedding = config.embeddings.add()
+        embedding.tensor_name, embedding.tensor_path = f"{tag}:{step:05d}", f"{subdir}/tensors.tsv"
+        embedding.metadata_path = f"{subdir}/metadata.tsv"
+        projector.visualize_embeddings(sw.get_logdir(), config)
         sw.flush()
     finally:
         if own:
