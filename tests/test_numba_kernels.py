@@ -12,6 +12,7 @@ from numba import njit
 
 from sgns.model import SGNS, sgns_loss
 from sgns.pipelines.span import (
+    LOSS_SAMPLE_MIN_SPAN,
     PER_CONTEXT_BATCH,
     PER_CONTEXT_NEGATIVES,
     SpanTrainer,
@@ -316,6 +317,29 @@ def test_hogwild_threads_train_every_piece():
     assert pairs1 == pairs2 and sampled1 == sampled2  # the draws do not depend on the thread count
     assert loss2 / sampled2 == pytest.approx(loss1 / sampled1, rel=0.02)
 
+
+
+def test_the_sampled_loss_estimates_every_windows_loss():
+    # From LOSS_SAMPLE_MIN_SPAN on, a span sums the loss of a random 1 in 16 windows: over the same updates (the
+    # sample changes none), its loss per pair estimates every window's without bias, from ~1/16 of the pairs.
+    raw, starts = _zipf_span(200, 20000)
+    differences, fractions = [], []
+    for seed in range(24):
+        sampled, every = _trainer(200, 16, 1, seed), _trainer(200, 16, 1, seed)
+        every.loss_every = 1
+        loss_s, pairs_s, pairs = sampled.train_span(raw, starts, 0, 0, 0.025, 0.02)
+        loss_e, pairs_e, pairs_every = every.train_span(raw, starts, 0, 0, 0.025, 0.02)
+        assert np.array_equal(sampled.W, every.W) and np.array_equal(sampled.C, every.C)
+        assert pairs_e == pairs_every == pairs
+        differences.append(loss_s / pairs_s - loss_e / pairs_e)
+        fractions.append(pairs_s / pairs)
+    d = np.array(differences)
+    assert abs(d.mean()) < 4 * d.std(ddof=1) / np.sqrt(len(d))
+    assert np.mean(fractions) == pytest.approx(1 / 16, rel=0.1)
+    # a shorter span sums every window's loss
+    raw, starts = _zipf_span(200, LOSS_SAMPLE_MIN_SPAN - 1)
+    _loss, pairs_s, pairs = _trainer(200, 16, 1).train_span(raw, starts, 0, 0, 0.025, 0.02)
+    assert pairs_s == pairs
 
 # ------------------------------------------------------------------------------------------ learning
 

@@ -502,6 +502,7 @@ def advise_huge_pages(table: np.ndarray, huge: bool = True) -> bool:
 
 
 PIECE_TOKENS = 1 << 12  # corpus positions per piece: the unit of parallel work and of random streams
+LOSS_SAMPLE_MIN_SPAN = 1 << 12  # spans from this length on sum the loss of a sample of their windows
 _COMPILED: dict = {}  # (kernel, dim) -> the kernel's compiled entry point for that dim
 
 
@@ -554,8 +555,9 @@ class SpanTrainer:
         bounds = piece_bounds(starts, self.piece_tokens)
         pieces = len(bounds) - 1
         span = max(int(starts[-1]), 1)
-        # A short span (a small corpus) sums the loss of every window: a 1-in-16 sample of it may hold none.
-        loss_every = self.loss_every if span >= 1 << 16 else min(self.loss_every, 1)
+        # A short span (a corpus under ~400k words) sums the loss of every window: a 1-in-16 sample of it may
+        # hold none, and the step would report no loss for its pairs. Summing all costs ~30% of the kernel's time.
+        loss_every = self.loss_every if span >= LOSS_SAMPLE_MIN_SPAN else min(self.loss_every, 1)
 
         flags = self.variant_flags
         kernel = compiled_train_piece(self.W.shape[1], variant=bool(flags),
