@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 from conftest import zipf_text
 
-from sgns.train.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint
+from sgns.train.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint, save_checkpoint
 
 # Both pipelines resume exactly: the numba kernel in deterministic mode (1000-word spans: 120 steps of the run
 # below, 30k words and 4 epochs) and the pair pipeline (256-pair batches: 935 steps). Per pipeline: its
@@ -51,9 +51,12 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     assert proc.returncode == 0, out
     started = time.monotonic()
     proc = start(paths, paths["reference"])
+    proc.wait_for(lambda: "resolved:" in proc.output())
+    resolved = time.monotonic()
     out = finish(proc)
     assert proc.returncode == 0, out
     paths["seconds"] = time.monotonic() - started  # a whole run, start-up included: where random kills may land
+    paths["after_resolved"] = time.monotonic() - resolved  # training, checkpoints and the outputs
     return paths
 
 
@@ -164,16 +167,44 @@ def test_sigkill_anywhere_then_same_command_gives_identical_vectors(setup, tmp_p
     assert (run / "vectors.bin").stat().st_mtime_ns == stamp
 
 
+
+def test_a_run_killed_between_its_last_steps_checkpoint_and_its_outputs_resumes_exactly(setup, tmp_path):
+    # The periodic checkpoint of the last step comes before the outputs: killed between the two, the run has
+    # no step left to train, and must still report the reference's loss (its last window's), not NaN.
+    run = tmp_path / "run"
+    proc = start(setup, run)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    last = list_checkpoints(run)[-1]
+    checkpoint = load_checkpoint(last)
+    assert int(last.stem.split("-")[1]) == checkpoint["progress"]["step"] and checkpoint["progress"]["finished"]
+    checkpoint["progress"]["finished"] = False  # as the periodic checkpoint of that step left it
+    checkpoint.pop("checksum", None)
+    save_checkpoint(checkpoint, run, checkpoint["progress"]["step"], keep=2)
+    for name in ("vectors.bin", "metrics.json"):
+        (run / name).unlink()
+    proc = start(setup, run)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert "continuing from checkpoint" in out
+    assert_same_as_reference(setup, run)
+
 @pytest.mark.slow
 def test_many_random_sigkills_give_identical_vectors(setup, tmp_path):
-    """Kills at random moments from process start on: setup, corpus encoding, training, writing outputs (within
-    the reference run's duration, so a fast machine still kills runs that are going)."""
+    """Kills at random moments: three from process start on (start-up, reading the corpus: before the reference
+    run's `resolved:` line, which a resumed run reaches as late), then up to five once the run logs `resolved:`
+    (loading the kernel, training, checkpoints, writing the outputs), anywhere within the reference run's time
+    for that part: such a run may finish first, which ends the test as a resumed run should."""
     run, rng = tmp_path / "run", random.Random(5)
     kills = 0
     for attempt in range(30):
         proc = start(setup, run)
+        if attempt < 3:
+            time.sleep(rng.uniform(0.05, 0.6) * (setup["seconds"] - setup["after_resolved"]))
+        elif attempt < 8:
+            proc.wait_for(lambda p=proc: "resolved:" in p.output() or p.popen.poll() is not None)
+            time.sleep(rng.uniform(0.05, 1.0) * setup["after_resolved"])
         if attempt < 8:
-            time.sleep(rng.uniform(0.05, 0.6) * setup["seconds"])
             proc.popen.send_signal(signal.SIGKILL)
         out = finish(proc)
         if proc.returncode == 0:

@@ -85,7 +85,8 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     if resume is not None:
         restore(resume, vocab, model, pipeline, state, team, rank_state)
     team.start()  # every rank from rank 0's tables (fresh or restored)
-    tb = run.tblog(state.words_done)
+    at_end = resume is not None and state.words_done >= pipeline.total_words  # killed writing its outputs
+    tb = run.tblog(state.words_done, at_end, state.last_point if state.step % t.log_every == 0 else None)
     eval_cfg = run.benchmarks(evaluation_config(cfg))
     evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, pipeline.total_words, state.words_done,
                          bool(eval_cfg.analogies or eval_cfg.similarities))
@@ -95,7 +96,6 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     total_words = pipeline.total_words
     bar = run.progress_bar(total_words, state.words_done, enabled=t.progress)
     next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
-    last_loss = float("nan")
     interrupted = None
     with StopRequest() as stop:
         tick, tick_words = time.perf_counter(), state.words_done
@@ -110,12 +110,13 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
 
             if state.step % t.log_every == 0:
                 now = time.perf_counter()
-                last_loss = guard.check_loss(state.step, state.window_loss())
+                state.last_loss = guard.check_loss(state.step, state.window_loss())
                 speed = (state.words_done - tick_words) / max(now - tick, 1e-9)
                 state.train_seconds += now - tick
                 tick, tick_words = now, state.words_done
-                tb.train_point(state.words_done, last_loss, lr, speed)
-                bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
+                state.last_point = (state.last_loss, lr, speed)
+                tb.train_point(state.words_done, *state.last_point)
+                bar.set_postfix(loss=f"{state.last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
                 state.reset_window()
             if evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
                 tb.evaluation(evals.run(evaluate, eval_cfg, vocab, model, device), state.words_done)
@@ -128,7 +129,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
                 break
         state.train_seconds += time.perf_counter() - tick
         if state.loss_pairs:
-            last_loss = guard.check_loss(state.step, state.window_loss())
+            state.last_loss = guard.check_loss(state.step, state.window_loss())
         bar.close()
         if interrupted is not None:
             save(cfg, run, state, model, pipeline, vocab, tb, guard, team)
@@ -151,7 +152,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     wall_seconds = time.perf_counter() - started
     metrics: Dict[str, Any] = {
         "status": "finished",
-        "loss": last_loss,
+        "loss": state.last_loss,
         "train_words": int(state.words_done),
         "pairs": state.pairs,
         "steps": state.step,
@@ -169,15 +170,15 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     }
     metrics = run.write_metrics(metrics, cfg.objective)  # with the objective
     if state.step % t.log_every:  # the last, partial log interval (a full one was logged in the loop)
-        tb.final_loss(state.words_done, last_loss)
+        tb.final_loss(state.words_done, state.last_loss)
     tb.hparams(cfg, state.words_done)
     tb.close()
     state.finished = True  # last: a finished checkpoint means every output exists
     writing = time.perf_counter()
     save(cfg, run, state, model, pipeline, vocab, tb, guard, team, metrics)
     log.info(f"done: {int(state.words_done):,} words in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
-             f"training), loss {last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint in "
-             f"{time.perf_counter() - writing:.1f}s; outputs in {run.path}")
+             f"training), loss {state.last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint "
+             f"in {time.perf_counter() - writing:.1f}s; outputs in {run.path}")
     return metrics
 
 

@@ -181,9 +181,10 @@ class RunDir:
         """resolved.yaml: what the run asked for beside the values its "auto"/null settings resolved to."""
         (self.path / "resolved.yaml").write_text(text)
 
-    def tblog(self, words_done: float) -> TBLog:
-        """The run's TensorBoard log, continuing at `words_done`."""
-        return TBLog(self.path / "tb", words_done=words_done)
+    def tblog(self, words_done: float, at_end: bool = False,
+              last_point: Optional[Tuple[float, float, float]] = None) -> TBLog:
+        """The run's TensorBoard log, continuing at `words_done` (TBLog says what `at_end` and `last_point` do)."""
+        return TBLog(self.path / "tb", words_done, at_end, last_point)
 
     def progress_bar(self, total: float, initial: float, enabled: bool) -> tqdm:
         """The console progress bar over corpus words."""
@@ -232,7 +233,8 @@ class OtherRankRunDir(RunDir):
     def write_resolved(self, text: str) -> None:
         pass
 
-    def tblog(self, words_done: float) -> TBLog:
+    def tblog(self, words_done: float, at_end: bool = False,
+              last_point: Optional[Tuple[float, float, float]] = None) -> TBLog:
         return NullTBLog()
 
     def progress_bar(self, total: float, initial: float, enabled: bool) -> tqdm:

@@ -11,7 +11,9 @@ The x-axis ("step" in TensorBoard) is corpus words trained, so runs of different
 epochs line up, and the axis reads 500k, 1M, ... `purge_step` (words at the checkpoint a resumed run continues
 from, plus one) makes TensorBoard drop the points a killed run logged after that checkpoint (all tags), so
 curves continue with no duplicated or missing points; the loop flushes before each checkpoint so that every
-point up to it is on disk. The optimizer step count stays in checkpoints and metrics.json.
+point up to it is on disk. A run resumed from a checkpoint of its last step (killed while writing its outputs)
+purges from that step itself, since the end-of-run points share its x, and logs the loop's last point again.
+The optimizer step count stays in checkpoints and metrics.json.
 
 HParams: each run writes a session (its hyperparameters and a success status) into its own `tb/`, next to
 its scalars. No run writes an experiment summary: TensorBoard builds one from all the sessions it finds
@@ -22,7 +24,7 @@ as a metric column holding its last value: the final loss, accuracies and Spearm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -76,11 +78,17 @@ def evaluation_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 class TBLog:
     """A SummaryWriter for one run, with the run's kinds of points, all against corpus words trained."""
 
-    def __init__(self, log_dir: str | Path, words_done: float) -> None:
+    def __init__(self, log_dir: str | Path, words_done: float, at_end: bool = False,
+                 last_point: Optional[Tuple[float, float, float]] = None) -> None:
+        """Continue the log at `words_done`. `at_end`: the run resumes from a checkpoint of its last step, with
+        nothing left to train; `last_point` is the (loss, lr, words/s) the loop logged at that step, if it did."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(log_dir), purge_step=words_axis(words_done) + 1)
+        x = words_axis(words_done)
+        self.writer = SummaryWriter(str(log_dir), purge_step=x if at_end else x + 1)
         self.eval_x = -1  # the x of the evaluation logged last
+        if at_end and last_point is not None:
+            self.train_point(words_done, *last_point)
 
     def train_point(self, words_done: float, loss: float, lr: float, words_per_sec: float) -> None:
         x = words_axis(words_done)
