@@ -96,6 +96,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     total_words = pipeline.total_words
     bar = run.progress_bar(total_words, state.words_done, enabled=t.progress)
     next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
+    last_loss = state.last_point[0] if state.last_point else float("nan")
     interrupted = None
     with StopRequest() as stop:
         tick, tick_words = time.perf_counter(), state.words_done
@@ -110,13 +111,13 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
 
             if state.step % t.log_every == 0:
                 now = time.perf_counter()
-                state.last_loss = guard.check_loss(state.step, state.window_loss())
+                last_loss = guard.check_loss(state.step, state.window_loss())
                 speed = (state.words_done - tick_words) / max(now - tick, 1e-9)
                 state.train_seconds += now - tick
                 tick, tick_words = now, state.words_done
-                state.last_point = (state.last_loss, lr, speed)
+                state.last_point = (last_loss, lr, speed)
                 tb.train_point(state.words_done, *state.last_point)
-                bar.set_postfix(loss=f"{state.last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
                 state.reset_window()
             if evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
                 tb.evaluation(evals.run(evaluate, eval_cfg, vocab, model, device), state.words_done)
@@ -129,7 +130,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
                 break
         state.train_seconds += time.perf_counter() - tick
         if state.loss_pairs:
-            state.last_loss = guard.check_loss(state.step, state.window_loss())
+            last_loss = guard.check_loss(state.step, state.window_loss())
         bar.close()
         if interrupted is not None:
             save(cfg, run, state, model, pipeline, vocab, tb, guard, team)
@@ -152,7 +153,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     wall_seconds = time.perf_counter() - started
     metrics: Dict[str, Any] = {
         "status": "finished",
-        "loss": state.last_loss,
+        "loss": last_loss,
         "train_words": int(state.words_done),
         "pairs": state.pairs,
         "steps": state.step,
@@ -170,15 +171,15 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     }
     metrics = run.write_metrics(metrics, cfg.objective)  # with the objective
     if state.step % t.log_every:  # the last, partial log interval (a full one was logged in the loop)
-        tb.final_loss(state.words_done, state.last_loss)
+        tb.final_loss(state.words_done, last_loss)
     tb.hparams(cfg, state.words_done)
     tb.close()
     state.finished = True  # last: a finished checkpoint means every output exists
     writing = time.perf_counter()
     save(cfg, run, state, model, pipeline, vocab, tb, guard, team, metrics)
     log.info(f"done: {int(state.words_done):,} words in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
-             f"training), loss {state.last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint "
-             f"in {time.perf_counter() - writing:.1f}s; outputs in {run.path}")
+             f"training), loss {last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint in "
+             f"{time.perf_counter() - writing:.1f}s; outputs in {run.path}")
     return metrics
 
 

@@ -32,10 +32,9 @@ class TrainState:
     # last log point. Checkpoints keep it, so a resumed run's next point averages the same steps.
     loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     loss_pairs: int = 0
-    # The mean loss of the last closed window: the run's reported loss. Checkpoints keep it, so a run resumed
-    # from a checkpoint of its last step (no step left to log) reports what the uninterrupted run did.
-    last_loss: float = float("nan")
-    last_point: Optional[Tuple[float, float, float]] = None  # (loss, lr, words/s) of the last TensorBoard point
+    # (loss, lr, words/s) of the last log point. Checkpoints keep it, so a run resumed from a checkpoint of its
+    # last step (nothing left to train or log) reports the loss, and logs the point, the uninterrupted run did.
+    last_point: Optional[Tuple[float, float, float]] = None
     position: Tuple[int, int, int] = (0, 0, 0)  # (epoch, chunk, batch) the data continues from
     finished: bool = False  # every output is written
 
@@ -62,7 +61,7 @@ class TrainState:
             "progress": {"epoch": epoch, "chunk": chunk, "batch": batch, "step": self.step, "pairs": self.pairs,
                          "words_done": self.words_done, "train_seconds": self.train_seconds,
                          "finished": self.finished, "loss_sum": float(self.loss_sum), "loss_pairs": self.loss_pairs,
-                         "last_loss": self.last_loss, "last_point": self.last_point},
+                         "last_point": self.last_point},
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -73,6 +72,5 @@ class TrainState:
         self.train_seconds, self.finished = p["train_seconds"], p.get("finished", False)
         self.loss_sum.fill_(p.get("loss_sum", 0.0))
         self.loss_pairs = p.get("loss_pairs", 0)
-        self.last_loss = p.get("last_loss", float("nan"))
         self.last_point = tuple(p["last_point"]) if p.get("last_point") is not None else None
         torch.set_rng_state(state["torch_rng"])
