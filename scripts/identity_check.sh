@@ -17,6 +17,7 @@ run() {  # run NAME OVERRIDES...
 }
 run default trainer.threads=1
 run deterministic trainer.deterministic=true trainer.threads=2
+run per_context_negatives data.window_negatives=false trainer.deterministic=true trainer.threads=1
 run torch trainer.kernel=torch trainer.threads=1
 run sparse_adam optimizer=sparse_adam trainer.threads=1
 run full_softmax model=full_softmax trainer.threads=1 corpus.synthetic.filler_words=300
