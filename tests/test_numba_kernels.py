@@ -1,5 +1,6 @@
-"""The fused CPU kernel (sgns.pipelines.span) against the nn.Module + BCE-with-logits reference, its random draws
-checked statistically, learning on a generated corpus, and determinism across thread counts."""
+"""The fused CPU kernel (sgns.pipelines.span_kernel, run by sgns.pipelines.span) against the nn.Module +
+BCE-with-logits reference, its random draws checked statistically, learning on a generated corpus, and
+determinism across thread counts."""
 
 from __future__ import annotations
 
@@ -11,23 +12,17 @@ import torch
 from numba import njit
 
 from sgns.model import SGNS, sgns_loss
-from sgns.pipelines.span import (
-    LOSS_SAMPLE_MIN_SPAN,
-    PER_CONTEXT_BATCH,
-    PER_CONTEXT_NEGATIVES,
-    SpanTrainer,
-    _draw,
-    _kept_words,
-    _negative,
-    _radius,
-    advise_huge_pages,
+from sgns.pipelines.span import LOSS_SAMPLE_MIN_SPAN, SpanTrainer, advise_huge_pages, piece_bounds, span_starts
+from sgns.pipelines.span_kernel import (
     compiled_train_piece,
+    draw,
+    kept_words,
     kernel_alias_table,
-    piece_bounds,
+    negative_word,
     piece_seed,
-    span_starts,
     train_piece,
-    train_piece_variant,
+    train_piece_per_context,
+    window_radius,
 )
 
 # ------------------------------------------------------------------------------------- reference match
@@ -40,26 +35,21 @@ def _one_negative_table(vocab: int, word: int):
     return kernel_alias_table(p)
 
 
-PER_CONTEXT = PER_CONTEXT_NEGATIVES | PER_CONTEXT_BATCH  # data.window_negatives=false
-
-
-def _run_kernel(W, C, sentence, negative, k, lr, window=1, flags=0):
+def _run_kernel(W, C, sentence, negative, k, lr, window=1, kernel=train_piece):
     vocab = len(W)
     raw = np.asarray(sentence, dtype=np.int32)
     remap = np.arange(vocab, dtype=np.int32)
     starts = np.array([0, len(raw)], dtype=np.int64)
     accept, alias = _one_negative_table(vocab, negative)
     keep = np.ones(vocab, dtype=np.float32)
-    if flags:
-        return train_piece_variant(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, k, lr, lr,
-                                   np.uint64(7), 1, flags, W.shape[1])
-    return train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, k, lr, lr, np.uint64(7), 1,
-                       W.shape[1])
+    return kernel(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, k, lr, lr, np.uint64(7), 1,
+                  W.shape[1])
 
 
-@pytest.mark.parametrize("flags", [0, PER_CONTEXT])  # one draw per window, or per context: here the same draws
+# one draw per window, or per context (data.window_negatives=false): here the same draws
+@pytest.mark.parametrize("kernel", [train_piece, train_piece_per_context])
 @pytest.mark.parametrize("k", [3, 4])  # an even and an odd number of output rows (the kernel pairs rows up)
-def test_kernel_matches_autograd_on_windows_of_one_draw(k, flags):
+def test_kernel_matches_autograd_on_windows_of_one_draw(k, kernel):
     # window=1 makes every radius 1 and a one-word negative distribution fixes the draws, so the kernel's
     # work is known: per center, one batch SGD step on the BCE loss of its (context -> center) pairs with
     # the window's shared negatives. Word2vec's skip-gram predicts the center from each context's input
@@ -74,7 +64,7 @@ def test_kernel_matches_autograd_on_windows_of_one_draw(k, flags):
         ref.output.weight.normal_(0, 0.5)
     W = ref.input.weight.detach().numpy().copy()
     C = ref.output.weight.detach().numpy().copy()
-    loss, loss_pairs, pairs, logits = _run_kernel(W, C, sentence, negative, k, lr, flags=flags)
+    loss, loss_pairs, pairs, logits = _run_kernel(W, C, sentence, negative, k, lr, kernel=kernel)
 
     expected_loss = 0.0
     optimizer = torch.optim.SGD(ref.parameters(), lr=lr)
@@ -92,18 +82,18 @@ def test_kernel_matches_autograd_on_windows_of_one_draw(k, flags):
     np.testing.assert_allclose(C, ref.output.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("flags", [0, PER_CONTEXT])
-def test_negative_equal_to_the_center_is_skipped(flags):
+@pytest.mark.parametrize("kernel", [train_piece, train_piece_per_context])
+def test_negative_equal_to_the_center_is_skipped(kernel):
     # word2vec skips a negative that is the positive word itself; with every draw equal to the center,
     # only the positive logits remain.
     W = np.full((4, 3), 0.1, dtype=np.float32)
     C = np.zeros((4, 3), dtype=np.float32)
-    _, _, pairs, logits = _run_kernel(W, C, [1, 1], negative=1, k=4, lr=0.1, flags=flags)
+    _, _, pairs, logits = _run_kernel(W, C, [1, 1], negative=1, k=4, lr=0.1, kernel=kernel)
     assert pairs == 2 and logits == 2
 
 
-@pytest.mark.parametrize("flags, rows", [(0, 3 * 5), (PER_CONTEXT, 4 * 5)])
-def test_negatives_are_drawn_per_window_or_per_context(flags, rows):
+@pytest.mark.parametrize("kernel, rows", [(train_piece, 3 * 5), (train_piece_per_context, 4 * 5)])
+def test_negatives_are_drawn_per_window_or_per_context(kernel, rows):
     # Three words, window 1: windows of 1, 2 and 1 contexts, K = 5. From a uniform law over 100k words the
     # draws almost never repeat, so the output rows stepped as negatives count the draws: one per window
     # (15) or one per context (20).
@@ -114,7 +104,7 @@ def test_negatives_are_drawn_per_window_or_per_context(flags, rows):
     accept, alias = kernel_alias_table(np.full(vocab, 1.0 / vocab))
     args = (W, C, raw, np.arange(vocab, dtype=np.int32), np.array([0, 3], dtype=np.int64), 0, 1,
             np.ones(vocab, np.float32), accept, alias, 1, k, 0.1, 0.1, np.uint64(5), 1)
-    _, _, pairs, _ = train_piece_variant(*args, flags, 4) if flags else train_piece(*args, 4)
+    _, _, pairs, _ = kernel(*args, 4)
     assert pairs == 4
     assert np.count_nonzero(np.abs(C[3:]).sum(1)) == rows
 
@@ -128,7 +118,7 @@ def _keep_counts(raw, remap, keep, reps, seed):
     sen = np.empty(len(raw), dtype=np.int32)
     counts = np.zeros(len(keep), dtype=np.int64)
     for _ in range(reps):
-        n, state = _kept_words(raw, remap, keep, 0, len(raw), sen, state)
+        n, state = kept_words(raw, remap, keep, 0, len(raw), sen, state)
         for i in range(n):
             counts[sen[i]] += 1
     return counts
@@ -152,8 +142,8 @@ def _radii(window, draws, seed):
     state = np.uint64(seed)
     out = np.empty(draws, dtype=np.int64)
     for i in range(draws):
-        state, r = _draw(state)
-        out[i] = _radius(r, window)
+        state, r = draw(state)
+        out[i] = window_radius(r, window)
     return out
 
 
@@ -173,8 +163,8 @@ def _negatives(accept, alias, draws, seed):
     state = np.uint64(seed)
     counts = np.zeros(len(accept), dtype=np.int64)
     for _ in range(draws):
-        state, r = _draw(state)
-        counts[_negative(r, accept, alias)] += 1
+        state, r = draw(state)
+        counts[negative_word(r, accept, alias)] += 1
     return counts
 
 
@@ -245,7 +235,7 @@ def test_token_spans_cover_each_epoch_once_and_resume_anywhere():
     assert len(list(spans((0, 6, 0)))) == 6  # past the last span of epoch 0: epoch 1 from its start
 
 
-def _trainer(vocab: int, dim: int, threads: int, seed: int = 3):
+def _trainer(vocab: int, dim: int, threads: int, seed: int = 3, kernel=train_piece):
     rng = np.random.default_rng(0)
     W = ((rng.random((vocab, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
     C = np.zeros_like(W)
@@ -255,7 +245,7 @@ def _trainer(vocab: int, dim: int, threads: int, seed: int = 3):
     p = counts**0.75
     accept, alias = kernel_alias_table(p / p.sum())
     return SpanTrainer(W, C, np.arange(vocab, dtype=np.int32), keep, accept, alias, 5, 5, seed, threads,
-                       piece_tokens=500)
+                       piece_tokens=500, kernel=kernel)
 
 
 def _zipf_span(vocab: int, tokens: int, seed: int = 0):
@@ -294,14 +284,13 @@ def test_pieces_replay_exactly_from_any_piece():
     assert np.array_equal(whole.W, parts.W) and np.array_equal(whole.C, parts.C)
 
 
-@pytest.mark.parametrize("flags", [0, PER_CONTEXT])
-def test_deterministic_mode_ignores_the_thread_count(flags):
+@pytest.mark.parametrize("kernel", [train_piece, train_piece_per_context])
+def test_deterministic_mode_ignores_the_thread_count(kernel):
     raw, starts = _zipf_span(200, 20000)
     results = []
     for threads in (1, 2, 3):
-        tr = _trainer(200, 16, threads)
+        tr = _trainer(200, 16, threads, kernel=kernel)
         tr.deterministic = True
-        tr.variant_flags = flags
         tr.train_span(raw, starts, 0, 0, 0.025, 0.02)
         results.append((tr.W.copy(), tr.C.copy()))
     for W, C in results[1:]:
