@@ -1,14 +1,15 @@
 """Variants of the numba span kernel's window update, side by side on one corpus (docs/kernel_quality.md).
 
-Each variant is a value of `SpanTrainer.variant_flags` (sgns.pipelines.span's PER_CONTEXT_NEGATIVES and
-scripts/kernel_variants.py's SEQUENTIAL, PER_WORD_LR...; 0 is the default kernel), trained by the study kernel
-`kernel_variants.train_piece_variant`. The corpus is read once (token cache) and every run trains
-a fresh model in this process through the real backend (`make_backend`, the training loop's lr schedule), then
-scores the input vectors with sgns.evaluate: Google analogies (overall, semantic, syntactic; top 30k words),
-WordSim353 and SimLex-999. Variants run alternately, one run of each per seed in turn, so their words/s
-(training only) share the machine's load; the ratios are what to read on a shared machine.
+Each variant is a bit set of scripts/kernel_variants.py (PER_CONTEXT_NEGATIVES, SEQUENTIAL, PER_WORD_LR...),
+trained by the study's kernel `kernel_variants.variant_kernel(flags)`; "default" and "per_context_batch" are
+the product's own kernels (`train_piece`, and `train_piece_per_context`: data.window_negatives=false). The
+corpus is read once (token cache) and every run trains a fresh model in this process through the real
+pipeline (`make_pipeline`, the training loop's lr schedule), then scores the input vectors with sgns.evaluate:
+Google analogies (overall, semantic, syntactic; top 30k words), WordSim353 and SimLex-999. Variants run
+alternately, one run of each per seed in turn, so their words/s (training only) share the machine's load; the
+ratios are what to read on a shared machine.
 
-    SGNS_DATA_DIR=/work/shared/data python scripts/kernel_variants_study.py --epochs 1 --seeds 1 2 3 \\
+    SGNS_DATA_DIR=DATA python scripts/kernel_variants_study.py --epochs 1 --seeds 1 2 3 \\
         --variants default per_context sequential word2vec --out study-e1.jsonl
     python scripts/kernel_variants_study.py --summarize study-e1.jsonl
 """
@@ -26,10 +27,10 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {  # name -> variant flags (see scripts/kernel_variants.py)
+VARIANTS = {  # name -> variant flags (see scripts/kernel_variants.py); 0 and 17: the product's kernels
     "default": 0,
     "per_context": 1,  # a draw of K negatives per (context, center) pair
-    "per_context_batch": 17,  # the same step, its row passes two rows at a time (the candidate default)
+    "per_context_batch": 17,  # the same step, its row passes two rows at a time (data.window_negatives=false)
     "sequential": 2,  # pair-by-pair exact update, the window's shared negatives
     "word2vec": 3,  # both: word2vec's (and gensim's) inner loop
     "word2vec_fused": 11,  # the same, each pair's logits first, then one pass over its output rows
@@ -51,19 +52,20 @@ def train_once(cfg: Any, corpus: Any, vocab: Any, flags: int, max_spans: int = 0
     """Train a fresh model with `flags` (only its first `max_spans` spans if > 0); training seconds, words/s
     and the input table."""
     import torch
+    from kernel_variants import PER_CONTEXT, variant_kernel
 
     from sgns.model import make_model
     from sgns.pipelines import learning_rate, make_pipeline, resolve_settings
+    from sgns.pipelines.span_kernel import train_piece, train_piece_per_context
     from sgns.train.state import seed_everything
 
     seed_everything(cfg.trainer.seed)
     model = make_model(cfg.model, len(vocab))
     cpu = torch.device("cpu")
     backend = make_pipeline(resolve_settings(cfg, cpu, corpus.total_tokens), cfg, corpus, vocab, model, cpu)
-    from kernel_variants import train_piece_variant
-
-    backend.trainer.variant_kernel = train_piece_variant
-    backend.trainer.variant_flags = flags
+    # the product's kernels where a variant is one (bit for bit), else the study's
+    product = {0: train_piece, PER_CONTEXT: train_piece_per_context}
+    backend.trainer.kernel = product.get(flags) or variant_kernel(flags)
     backend.trainer.train_span(np.zeros(2, np.int32), np.array([0, 2]), 0, 0, 0.0, 0.0)  # compile outside the timing
     done = 0.0
     start = time.perf_counter()

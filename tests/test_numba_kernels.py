@@ -4,6 +4,8 @@ determinism across thread counts."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -295,6 +297,33 @@ def test_deterministic_mode_ignores_the_thread_count(kernel):
         results.append((tr.W.copy(), tr.C.copy()))
     for W, C in results[1:]:
         assert np.array_equal(W, results[0][0]) and np.array_equal(C, results[0][1])
+
+
+def _study_kernels():
+    """scripts/kernel_variants.py, the kernel study's own module (scripts/ is not a package)."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "kernel_variants.py"
+    spec = importlib.util.spec_from_file_location("kernel_variants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_study_kernel_is_the_product_loop_and_trains_its_own_variants():
+    # The kernel study (scripts/kernel_variants.py) owns a copy of the product's loop over sentences, draws and
+    # windows. At PER_CONTEXT its window update is the product's, so it must train bit for bit as
+    # train_piece_per_context: a copy drifted from the product's loop fails here. A study variant (word2vec's
+    # pair-by-pair step) must train differently: the study never trains the product's kernel by mistake.
+    study = _study_kernels()
+    raw, starts = _zipf_span(200, 20000)
+    tables = []
+    for kernel in (train_piece_per_context, study.variant_kernel(study.PER_CONTEXT),
+                   study.variant_kernel(study.PER_CONTEXT_NEGATIVES | study.SEQUENTIAL)):
+        tr = _trainer(200, 16, 1, kernel=kernel)
+        loss, _, pairs = tr.train_span(raw, starts, 0, 0, 0.025, 0.02)
+        assert pairs > 0 and np.isfinite(loss)
+        tables.append((tr.W, tr.C))
+    assert np.array_equal(tables[1][0], tables[0][0]) and np.array_equal(tables[1][1], tables[0][1])
+    assert not np.array_equal(tables[2][0], tables[0][0])
 
 
 def test_hogwild_threads_train_every_piece():
