@@ -1,5 +1,6 @@
 """Words/s of the numba span kernel at a small and a big vocabulary (docs/kernels.md, issue 18 item 3), and
-against another version of the kernel (`--baseline`: a copy of another checkout's sgns/pipelines/span.py).
+against another version of the kernel (`--baseline`: a copy of another checkout's sgns/pipelines/span_kernel.py,
+or of an sgns/pipelines/span.py from before the kernel had its own module).
 
 No text: token ids are drawn from a Zipf law (P(rank r) ~ 1/r^s over `V` word types, as in the synthetic
 corpus of issue 18), cut into sentences of `--sentence` tokens; counts give the subsampling and negative
@@ -12,7 +13,7 @@ A configuration's words/s is its tokens over its seconds in the pass; ratios are
 `--check` instead trains the same spans from the same tables with both kernels (deterministic, shared and
 per-context negatives) and says whether the tables come out bit-identical.
 
-    git show main:sgns/pipelines/span.py > /tmp/span_main.py
+    git show main:sgns/pipelines/span_kernel.py > /tmp/span_main.py
     python scripts/kernel_vocab_bench.py --vocab 60000 2000000 --baseline /tmp/span_main.py --repeats 5
     python scripts/kernel_vocab_bench.py --vocab 60000 2000000 --baseline /tmp/span_main.py --check
 """
@@ -30,11 +31,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from sgns.pipelines import span
+from sgns.pipelines import span_kernel
 from sgns.pipelines.negatives import unigram_table
 from sgns.pipelines.plan import keep_probabilities
-from sgns.pipelines.span import advise_huge_pages
-from sgns.pipelines.span import kernel_alias_table as alias_table
+from sgns.pipelines.span import SpanTrainer, advise_huge_pages
+from sgns.pipelines.span_kernel import kernel_alias_table as alias_table
 
 
 def huge_kib() -> str:
@@ -55,7 +56,7 @@ def zipf_ids(vocab: int, tokens: int, exponent: float, seed: int) -> np.ndarray:
 
 
 def load_kernel(path: str) -> ModuleType:
-    """Another version of sgns/pipelines/span.py (a file outside this checkout), imported as its own module."""
+    """Another version of the kernel's module (a file outside this checkout), imported as its own module."""
     spec = importlib.util.spec_from_file_location(f"baseline_{Path(path).stem}", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot import {path}")
@@ -81,14 +82,18 @@ def tables(vocab: int, ids: np.ndarray, dim: int, huge: bool) -> Tuple[dict, flo
                 accept=accept, alias=alias), advise_s
 
 
-def trainer(kernel: ModuleType, arrays: dict, threads: int, flags: int = 0,
+def trainer(kernel: ModuleType, arrays: dict, threads: int, per_context: bool = False,
             deterministic: bool = False):  # type: ignore[no-untyped-def]
-    """`kernel`'s SpanTrainer over `arrays` (window 5, 5 negatives, seed 1)."""
-    tr = kernel.SpanTrainer(arrays["W"], arrays["C"], arrays["remap"], arrays["keep"], arrays["accept"],
-                            arrays["alias"], window=5, negatives=5, seed=1, threads=threads,
-                            deterministic=deterministic)
-    tr.variant_flags = flags
-    return tr
+    """A SpanTrainer over `arrays` (window 5, 5 negatives, seed 1) running `kernel`'s piece kernel (shared or, if
+    `per_context`, per-context negatives). `kernel`: a version of span_kernel.py, run by this checkout's
+    SpanTrainer; or an older span.py holding its own SpanTrainer, selecting the per-context kernel by flags."""
+    args = (arrays["W"], arrays["C"], arrays["remap"], arrays["keep"], arrays["accept"], arrays["alias"])
+    options = dict(window=5, negatives=5, seed=1, threads=threads, deterministic=deterministic)
+    if hasattr(kernel, "SpanTrainer"):
+        tr = kernel.SpanTrainer(*args, **options)
+        tr.variant_flags = kernel.PER_CONTEXT if per_context else 0
+        return tr
+    return SpanTrainer(*args, **options, kernel=kernel.train_piece_per_context if per_context else kernel.train_piece)
 
 
 def train_one_span(tr, ids: np.ndarray, lo: int, span_tokens: int,  # type: ignore[no-untyped-def]
@@ -106,16 +111,17 @@ def check_identical(kernels: Dict[str, ModuleType], ids: Dict[int, np.ndarray], 
     """Both kernels from the same tables over the same spans, deterministic on 2 threads: bit-identical?"""
     for vocab, vocab_ids in ids.items():
         arrays, _ = tables(vocab, vocab_ids, dim, False)
-        for flags in (0, span.PER_CONTEXT):
+        for per_context in (False, True):
             results = []
             for kernel in kernels.values():
                 own = {k: v.copy() for k, v in arrays.items()}
-                tr = trainer(kernel, own, 2, flags, deterministic=True)
+                tr = trainer(kernel, own, 2, per_context, deterministic=True)
                 for j in range(spans):
                     train_one_span(tr, vocab_ids, j * span_tokens, span_tokens, sentence)
                 results.append((own["W"], own["C"]))
             same = all(np.array_equal(r[0], results[0][0]) and np.array_equal(r[1], results[0][1]) for r in results)
-            print(f"vocab {vocab:,}, flags {flags}: {' and '.join(kernels)} tables after {spans} spans "
+            negatives = "per-context" if per_context else "shared"
+            print(f"vocab {vocab:,}, {negatives} negatives: {' and '.join(kernels)} tables after {spans} spans "
                   f"{'bit-identical' if same else 'DIFFER'}", flush=True)
 
 
@@ -132,11 +138,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="passes")
     ap.add_argument("--pages", nargs="+", default=["4k"], choices=["4k", "huge"])
     ap.add_argument("--baseline", nargs="+", default=[],
-                    help="other versions of sgns/pipelines/span.py (files named apart) to alternate with this one")
+                    help="other versions of sgns/pipelines/span_kernel.py (or an older span.py; files named apart) "
+                    "to alternate with this one")
     ap.add_argument("--check", action="store_true", help="only check both kernels give bit-identical tables")
     args = ap.parse_args(argv)
     ids = {v: zipf_ids(v, args.tokens, args.exponent, seed=v) for v in args.vocab}
-    kernels = {"this": span, **{Path(f).stem: load_kernel(f) for f in args.baseline}}
+    kernels = {"this": span_kernel, **{Path(f).stem: load_kernel(f) for f in args.baseline}}
     if args.check:
         check_identical(kernels, ids, args.dim, 3, args.span, args.sentence)
         return
