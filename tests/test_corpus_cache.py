@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from sgns.corpus import encode, text_source
-from sgns.phrases import apply_phrases
-from sgns.synthetic import ensure_synthetic
+from sgns.corpus.phrases import apply_phrases
+from sgns.corpus.synthetic import ensure_synthetic
 
 TEXT = b"The cat sat\non the mat\n\nthe cat ran \xff\n"  # an empty line, an undecodable byte, a word cased twice
 
