@@ -1,5 +1,5 @@
-"""Reading a corpus: files (plain or compressed), their cut into pieces at whitespace, each piece tokenised
-(in this process or in forked workers, in order) -> `Piece`s of local ids, or token lists per line.
+"""Reading a corpus: a file (plain or compressed) cut into pieces at whitespace, each piece tokenised (in this
+process or in forked workers, results in order) -> `Piece`s of local ids, or token lists per line.
 
 Reading is streamed in blocks, so memory stays flat whatever the corpus size or line length.
 """
