@@ -8,7 +8,7 @@ settings, so a sweep re-reads nothing and a changed file never reuses stale ids.
 One module per job: reading (files, byte ranges, tokenising pieces in forked workers), sources (text, Hugging
 Face, synthetic: `make_source`), cache (the cache format and key, merging pieces: `encode`), scan (the compiled
 tokeniser), phrases (word2phrase on the cached ids), synthetic (the embedded default corpus). The names below
-are the stage's interface; phrases, scan and synthetic are imported from their modules (numba, or not needed).
+are the stage's interface; phrases and scan load numba, so they (and synthetic) are imported from their modules.
 """
 
 from sgns.corpus.cache import EncodedCorpus, encode, load_cached, publish_cache_entry, return_freed_memory
