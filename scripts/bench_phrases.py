@@ -24,7 +24,7 @@ from typing import Dict, List
 import numpy as np
 
 from sgns.corpus import encode, text_source
-from sgns.phrases import PhraseStream, phrase_stream
+from sgns.corpus.phrases import PhraseStream, phrase_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "corpora" / "gutenberg_dev.txt.gz"

@@ -27,12 +27,12 @@ from typing import Callable, Dict, List
 import torch
 
 from sgns.config import CONFIG_DIR
+from sgns.corpus.synthetic import evaluation_config
 from sgns.device import resolve_device
 from sgns.model import SGNS, FullSoftmax, make_model
 from sgns.pipelines import make_pipeline, resolve_settings
 from sgns.pipelines.softmax import full_softmax_sgd_step
 from sgns.pipelines.torch_step import sgd_step
-from sgns.synthetic import evaluation_config
 from sgns.train.loop import evaluate, read_corpus
 
 

@@ -19,8 +19,8 @@ from conftest import zipf_text
 from omegaconf import OmegaConf
 
 import sgns
+from sgns.corpus.synthetic import generate
 from sgns.errors import SGNSError
-from sgns.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dim": 16, "epochs": 1, "threads": 1, "progress": False}

@@ -176,7 +176,7 @@ texts = st.text(alphabet=st.sampled_from(list(spaces) + list("aAbΣσς\x00\ufff
 @settings(max_examples=1000, deadline=None)
 @given(text=texts, lowercase=st.booleans())
 def test_compiled_scanner_gives_the_same_piece_as_str_split(text: str, lowercase: bool):
-    """sgns.token_scan (used for big pieces) against the dict-and-str.split path, whitespace of every kind."""
+    """sgns.corpus.scan (used for big pieces) against the dict-and-str.split path, whitespace of every kind."""
     slow, fast = tokenise(text, lowercase, compiled=False), tokenise(text, lowercase, compiled=True)
     assert fast.words == slow.words
     assert fast.ids.tolist() == slow.ids.tolist() and fast.lines.tolist() == slow.lines.tolist()

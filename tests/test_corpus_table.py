@@ -1,5 +1,5 @@
 """The compiled path end to end: pieces that come as one UTF-8 buffer (the scanner's) are numbered by the parent's
-compiled word table (`token_scan.WordTable`), mixed with pieces that come as strings, with and without pruning.
+compiled word table (`scan.WordTable`), mixed with pieces that come as strings, with and without pruning.
 The threshold that picks the compiled scanner is lowered so small texts take that path; the cache files must be
 byte-identical to the all-strings path and equal the one-shot reference."""
 
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from test_corpus_fuzz import fuzz_bytes
 from test_corpus_parallel import HARD_TIMEOUT_S, ROOT, edge_case_corpus, expected_encoding
 
-import sgns.corpus
+import sgns.corpus.reading
 from sgns.corpus import encode, text_source
-from sgns.token_scan import WordTable
+from sgns.corpus.scan import WordTable
 
 CACHE_FILES = ("ids.bin", "offsets.npy", "counts.npy", "words.txt")
 
@@ -50,7 +50,7 @@ def test_compiled_pieces_mixed_with_string_pieces_match_the_reference(tmp_path_f
     path.write_bytes(data)
     plain = encode_files(path, folder / "strings", max_len, lowercase, chunk, max_distinct)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sgns.corpus, "COMPILED_MIN_CHARS", threshold)  # pieces of `threshold` chars or more: compiled
+        mp.setattr(sgns.corpus.reading, "COMPILED_MIN_CHARS", threshold)  # pieces of `threshold` chars or more
         mixed = encode_files(path, folder / "mixed", max_len, lowercase, chunk, max_distinct)
     assert mixed == plain
     if max_distinct is not None:
@@ -67,7 +67,7 @@ def test_pruning_in_the_compiled_table_forgets_the_same_words_as_the_dict(tmp_pa
     corpus = tmp_path / "z.txt"
     corpus.write_text("\n".join(" ".join(f"t{r}" for r in ranks[i : i + 20]) for i in range(0, len(ranks), 20)))
     plain = encode_files(corpus, tmp_path / "strings", 10000, False, 4096, max_distinct=500)
-    monkeypatch.setattr(sgns.corpus, "COMPILED_MIN_CHARS", 3000)  # most pieces compiled, the last one not
+    monkeypatch.setattr(sgns.corpus.reading, "COMPILED_MIN_CHARS", 3000)  # most pieces compiled, the last one not
     compiled = encode_files(corpus, tmp_path / "compiled", 10000, False, 4096, max_distinct=500)
     assert compiled == plain
     assert b"\n\n" in plain["words.txt"]  # pruned ids are empty lines: the test saw pruning
@@ -101,9 +101,9 @@ def test_word_table_keeps_every_word_apart_through_rebuilds():
 
 ENCODE_COMPILED = """
 import sys
-import sgns.corpus
+import sgns.corpus.reading
 from sgns.corpus import encode, text_source
-sgns.corpus.COMPILED_MIN_CHARS = 400
+sgns.corpus.reading.COMPILED_MIN_CHARS = 400
 path, cache, workers, lowercase = sys.argv[1:]
 encode(text_source(path, 16, lowercase == "1", int(workers), 1000), cache, log=lambda _: None)
 """

@@ -14,9 +14,9 @@ KeyedVectors = gensim_models.KeyedVectors
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated:DeprecationWarning")  # gensim's own init_sims
 
 from sgns.config import SyntheticConfig  # noqa: E402
+from sgns.corpus.synthetic import generate  # noqa: E402
 from sgns.errors import SGNSError  # noqa: E402
 from sgns.evaluate import evaluate_all, evaluate_analogies, evaluate_similarity, nearest, upper_index  # noqa: E402
-from sgns.synthetic import generate  # noqa: E402
 from sgns.vectors import load_word2vec, save_word2vec  # noqa: E402
 
 

@@ -363,8 +363,8 @@ def test_the_sampled_loss_estimates_every_windows_loss():
 
 
 def test_kernel_learns_planted_analogies(tmp_path):
+    from sgns.corpus.synthetic import generate
     from sgns.evaluate import evaluate_analogies
-    from sgns.synthetic import generate
     from sgns.vocab import Vocabulary
 
     cfg = SimpleNamespace(relations=3, pairs=12, filler_words=300, sentences=12000, seed=0, evaluate=True)

@@ -20,6 +20,7 @@ from scipy import stats
 
 from sgns.config import SyntheticConfig
 from sgns.corpus import encode, text_source
+from sgns.corpus.synthetic import ensure_synthetic
 from sgns.errors import SGNSError
 from sgns.evaluate import evaluate_analogies
 from sgns.model import SGNS, sgns_loss
@@ -42,7 +43,6 @@ from sgns.pipelines.pairs import PairBatches
 from sgns.pipelines.plan import keep_probabilities
 from sgns.pipelines.torch_step import FixedShapeStep, RowCounter
 from sgns.pipelines.torch_step import sgd_step as capped_sgd_step
-from sgns.synthetic import ensure_synthetic
 from sgns.vocab import Vocabulary
 
 CPU = torch.device("cpu")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from sgns.corpus import encode, text_source
+from sgns.corpus.phrases import PhraseStream, apply_phrases, check_settings, phrase_pass, phrase_stream
 from sgns.errors import SGNSError
-from sgns.phrases import PhraseStream, apply_phrases, check_settings, phrase_pass, phrase_stream
 
 
 def reference_word2phrase(sentences: List[List[str]], threshold: float, min_count: int) -> List[List[str]]:

@@ -20,13 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from sgns.config import USUAL_LR, check_resolvable, validate
 from sgns.corpus import EncodedCorpus, encode, make_source, return_freed_memory
+from sgns.corpus.phrases import apply_phrases
+from sgns.corpus.synthetic import evaluation_config
 from sgns.distributed.team import Team, join_team
 from sgns.errors import SGNSError, Stopped
 from sgns.evaluate import evaluate_all
 from sgns.model import SGNS, make_model
-from sgns.phrases import apply_phrases
 from sgns.pipelines import Pipeline, learning_rate, make_pipeline, resolve_settings
-from sgns.synthetic import evaluation_config
 from sgns.train.checkpoint import list_checkpoints
 from sgns.train.eval_schedule import EvalSchedule
 from sgns.train.init_from import start_from

@@ -344,7 +344,7 @@ class WordTable:
         return local
 
     def preload(self, words: List[str]) -> None:
-        """Start from a word list by id ("" for a forgotten id) numbered elsewhere (`corpus._Merger`'s dict)."""
+        """Start from a word list by id ("" for a forgotten id) numbered elsewhere (`cache._Merger`'s dict)."""
         utf8 = np.frombuffer("".join(w + "\n" for w in words).encode("utf-8"), dtype=np.uint8)
         n = len(words)
         self.hashes, self.ends, self.store = (np.empty(max(n, 1 << 12), dtype=np.uint64),

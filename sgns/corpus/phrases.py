@@ -32,7 +32,7 @@ import numba
 import numpy as np
 
 from sgns.config import check_value
-from sgns.corpus import EncodedCorpus, _load_encoded, load_cached, publish_cache_entry
+from sgns.corpus.cache import EncodedCorpus, _load_encoded, load_cached, publish_cache_entry
 from sgns.errors import SGNSError
 
 PHRASES_FORMAT = 1  # bump when the algorithm or the cache layout changes: old phrase caches are ignored

@@ -1,0 +1,157 @@
+"""Corpus sources: a text file, a Hugging Face dataset or the generated default corpus (`make_source`), each as
+a `CorpusSource`: its tokenised pieces in order and the key its token cache is found by."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional
+
+import numpy as np
+
+from sgns.corpus.reading import (
+    CHUNK_BYTES,
+    Piece,
+    ReadStats,
+    _tokenise_range,
+    file_fingerprint,
+    file_ranges,
+    iter_chunks,
+    open_binary,
+    resolve_workers,
+    run_in_order,
+    sentences_of,
+    tokenise,
+    tokenise_bytes,
+)
+from sgns.errors import SGNSError
+
+
+@dataclass
+class CorpusSource:
+    """A re-iterable corpus: `pieces(workers)` yields it tokenised, in order; `key` identifies its content."""
+
+    description: str
+    key: str
+    pieces: Callable[[int], Iterator[Piece]]  # the text as tokenised pieces, using this many processes
+    max_len: int  # lines are cut into pieces of at most this many tokens
+    workers: int = 0  # processes `encode` uses (0: one per core)
+    max_distinct: Optional[int] = None  # prune rare words while counting when more are held (None: never)
+
+    def cache_key(self) -> str:
+        return self.key if self.max_distinct is None else f"{self.key}:prune{self.max_distinct}"
+
+    def sentences(self, stats: Optional[ReadStats] = None) -> Iterator[List[str]]:
+        """Token lists, one per (piece of a) line, read in this process."""
+        return sentences_of(self.pieces(1), self.max_len, stats)
+
+
+def text_source(path: str | Path, max_len: int, lowercase: bool, workers: int = 0,
+                chunk_bytes: int = CHUNK_BYTES) -> CorpusSource:
+    path = Path(path).expanduser()
+    with open_binary(path) as probe:  # fail early with a clear error if missing or unreadable
+        compressed = not isinstance(probe, io.BufferedReader)
+    try:
+        before = os.stat(path)
+        fingerprint = file_fingerprint(path)
+    except OSError as e:
+        raise SGNSError(f"corpus file {path} cannot be read: {e.strerror or e}") from None
+
+    def changed(size: int) -> SGNSError:
+        return SGNSError(f"corpus file {path} changed while being read (size {before.st_size:,} -> {size:,} "
+                         f"bytes): run again once it is complete")
+
+    def pieces(n_workers: int) -> Iterator[Piece]:
+        n_workers = resolve_workers(n_workers)
+        with open_binary(path) as stream:
+            # The cache is keyed by the content hashed above: make sure that is the content we read.
+            if compressed or n_workers <= 1:  # decompressing in this process while the workers tokenise
+                tasks = ((tokenise_bytes, (chunk, lowercase)) for chunk in iter_chunks(stream, chunk_bytes))
+            else:  # each worker reads its own byte range
+                tasks = ((_tokenise_range, (str(path), a, b, lowercase))
+                         for a, b in file_ranges(path, before.st_size, chunk_bytes))
+            yield from run_in_order(tasks, n_workers)
+            after = os.fstat(stream.fileno())
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise changed(after.st_size)
+
+    key = f"text:{fingerprint}:{max_len}:{lowercase}"
+    return CorpusSource(str(path), key, pieces, max_len, workers)
+
+
+_LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+
+
+def _tokenise_rows(batch: dict, column: str, lowercase: bool) -> dict:
+    """datasets.map worker: a batch of rows -> one row holding their tokens as one Piece (each text's lines
+    are lines; empty texts are skipped)."""
+    texts = [str(t) for t in batch[column] if t]
+    piece = tokenise("\n".join(texts) + "\n" if texts else "", lowercase)
+    return {"words": [piece.words], "ids": [piece.ids], "lines": [piece.lines]}
+
+
+def hf_source(cfg: Any) -> CorpusSource:
+    """A Hugging Face dataset read through `datasets.load_dataset` (hub name or local json/csv/parquet)."""
+    import datasets  # here, not at the top: it costs a second to import and most runs read text files
+
+    name, data_files = cfg.name, list(cfg.data_files) if cfg.data_files else None
+    if not name and not data_files:
+        raise SGNSError("corpus=hf needs corpus.name=DATASET (or a loader such as json) or corpus.data_files")
+    if name and Path(name).suffix in _LOADERS and Path(name).exists() and not data_files:
+        name, data_files = _LOADERS[Path(name).suffix], [name]  # a local file given as the name
+    if not name:
+        name = _LOADERS.get(Path(data_files[0]).suffix)
+        if name is None:
+            raise SGNSError(f"cannot tell the format of {data_files[0]}: set corpus.name=json|csv|parquet|text")
+    for f in data_files or []:
+        if not Path(f).exists():
+            raise SGNSError(f"corpus data file not found: {f}")
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(name, cfg.config_name, data_files=data_files, split=cfg.split,
+                                   revision=cfg.revision)
+    except Exception as e:  # datasets raises many types (FileNotFoundError, ConnectionError, ValueError...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SGNSError(f"could not load dataset {name!r} split {cfg.split!r}: {first}") from None
+    if cfg.column not in ds.column_names:
+        raise SGNSError(f"dataset has no column {cfg.column!r}; columns are {ds.column_names} "
+                        f"(set corpus.column=...)")
+    column, max_len, lowercase = cfg.column, cfg.max_sentence_len, cfg.lowercase
+
+    def pieces(n_workers: int) -> Iterator[Piece]:
+        # datasets' own parallel map: contiguous shards, results in row order, so any worker count agrees.
+        n_workers = min(resolve_workers(n_workers), max(1, len(ds) // 1000))
+        with tempfile.TemporaryDirectory(prefix="sgns-hf-") as scratch:
+            tokenised = ds.map(_tokenise_rows, batched=True, batch_size=1000, remove_columns=ds.column_names,
+                               fn_kwargs={"column": column, "lowercase": lowercase},
+                               num_proc=n_workers if n_workers > 1 else None, load_from_cache_file=False,
+                               cache_file_name=str(Path(scratch) / "tokens.arrow"))
+            for row in tokenised.with_format("numpy"):
+                yield Piece(list(row["words"]), np.asarray(row["ids"], dtype=np.int32),
+                            np.asarray(row["lines"], dtype=np.int64))
+            del tokenised
+
+    key = f"hf:{ds._fingerprint}:{column}:{max_len}:{lowercase}"
+    return CorpusSource(f"{name} ({cfg.split})", key, pieces, max_len, getattr(cfg, "read_workers", 0))
+
+
+def make_source(cfg: Any, cache_dir: str | Path) -> CorpusSource:
+    """The corpus named by the `corpus` config group."""
+    workers = getattr(cfg, "read_workers", 0)
+    if cfg.kind == "text":
+        if not cfg.path:
+            raise SGNSError("corpus=text needs a file: set corpus.path=FILE")
+        source = text_source(cfg.path, cfg.max_sentence_len, cfg.lowercase, workers)
+    elif cfg.kind == "hf":
+        source = hf_source(cfg)
+    else:
+        from sgns.corpus.synthetic import ensure_synthetic
+
+        corpus_path, _ = ensure_synthetic(cfg.synthetic, cache_dir)
+        source = text_source(corpus_path, cfg.max_sentence_len, cfg.lowercase, workers)
+    source.max_distinct = getattr(cfg, "max_distinct_words", None)
+    return source
+

@@ -1,0 +1,83 @@
+"""The token, phrase and synthetic caches' names and layout are pinned: an entry written by an earlier version of
+sgns must still be found (a changed key silently re-reads every corpus, a changed layout breaks old entries).
+Change a pinned value only together with CACHE_FORMAT / PHRASES_FORMAT, on purpose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from sgns.corpus import encode, text_source
+from sgns.corpus.phrases import apply_phrases
+from sgns.corpus.synthetic import ensure_synthetic
+
+TEXT = b"The cat sat\non the mat\n\nthe cat ran \xff\n"  # an empty line, an undecodable byte, a word cased twice
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "c.txt"
+    path.write_bytes(TEXT)
+    return path
+
+
+@pytest.mark.parametrize("max_len, lowercase, max_distinct, folder", [
+    (1000, False, None, "tokens-324c784c0464b104e83a8b59"),
+    (1000, True, None, "tokens-1301710a07c0996634e32deb"),
+    (2, False, 3, "tokens-3fb073d41f001f73755ada03"),
+])
+def test_the_token_cache_keeps_its_key_and_files(tmp_path: Path, corpus: Path, max_len: int, lowercase: bool,
+                                                 max_distinct, folder: str):
+    source = text_source(corpus, max_len, lowercase, 1)
+    source.max_distinct = max_distinct
+    encoded = encode(source, tmp_path / "cache", log=lambda _: None)
+    assert encoded.path.name == folder
+    assert sorted(p.name for p in encoded.path.iterdir()) == ["counts.npy", "ids.bin", "meta.json", "offsets.npy",
+                                                              "words.txt"]
+    meta = json.loads((encoded.path / "meta.json").read_text())
+    assert meta == {"tokens": 10, "sentences": meta["sentences"], "distinct": meta["distinct"],
+                    "pruned": meta["pruned"], "replaced_bytes": 1, "source": str(corpus)}
+    if not lowercase and max_distinct is None:
+        assert np.fromfile(encoded.path / "ids.bin", dtype=np.int32).tolist() == [0, 1, 2, 3, 4, 5, 4, 1, 6, 7]
+        assert np.load(encoded.path / "offsets.npy").tolist() == [0, 3, 6, 10]
+        assert np.load(encoded.path / "counts.npy").tolist() == [1, 2, 1, 1, 2, 1, 1, 1]
+        assert (encoded.path / "words.txt").read_bytes() == "The\ncat\nsat\non\nthe\nmat\nran\n\ufffd\n".encode()
+
+
+def write_entry(folder: Path, words: List[str], ids: List[int], offsets: List[int]) -> None:
+    """A cache entry as sgns has written them since CACHE_FORMAT 2, by hand."""
+    folder.mkdir(parents=True)
+    np.asarray(ids, dtype=np.int32).tofile(folder / "ids.bin")
+    np.save(folder / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    np.save(folder / "counts.npy", np.bincount(ids, minlength=len(words)).astype(np.int64))
+    (folder / "words.txt").write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    (folder / "meta.json").write_text(json.dumps({"tokens": len(ids), "sentences": len(offsets) - 1,
+                                                  "distinct": len(words), "pruned": 0, "replaced_bytes": 0,
+                                                  "source": "written earlier"}))
+
+
+def test_an_entry_written_earlier_is_reused_without_reading(tmp_path: Path, corpus: Path):
+    write_entry(tmp_path / "cache" / "tokens-324c784c0464b104e83a8b59", ["earlier", "entry"], [0, 1, 1], [0, 3])
+    said: List[str] = []
+    encoded = encode(text_source(corpus, 1000, False, 1), tmp_path / "cache", log=said.append)
+    assert encoded.words == ["earlier", "entry"] and encoded.ids.tolist() == [0, 1, 1]
+    assert encoded.counts.tolist() == [1, 2] and encoded.total_tokens == 3
+    assert said == [f"corpus: reusing token ids cached in {tmp_path / 'cache' / 'tokens-324c784c0464b104e83a8b59'}"]
+
+
+def test_the_phrase_cache_keeps_its_key(tmp_path: Path, corpus: Path):
+    encoded = encode(text_source(corpus, 1000, False, 1), tmp_path / "cache", log=lambda _: None)
+    joined = apply_phrases(encoded, 1, 0.0, 1, tmp_path / "cache", log=lambda _: None)
+    assert joined.path.name == "phrases-3d12a09b2fc5bd1be2601761"
+
+
+def test_the_synthetic_corpus_keeps_its_folder(tmp_path: Path):
+    settings = OmegaConf.create({"relations": 2, "pairs": 3, "filler_words": 10, "sentences": 50, "seed": 0})
+    text, analogies = ensure_synthetic(settings, tmp_path / "cache")
+    assert text.parent.name == "synthetic-ec83654288b70fe7" and analogies.parent == text.parent
+    assert (text.name, analogies.name) == ("corpus.txt", "planted_analogies.txt")
