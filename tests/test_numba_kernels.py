@@ -464,3 +464,39 @@ def test_huge_page_advice_keeps_the_table_and_declines_small_ones():
     advise_huge_pages(table)
     assert np.array_equal(table, before)
     assert advise_huge_pages(np.zeros((10, 100), np.float32)) is False
+
+
+# ------------------------------------------------------------------------------------- cold and warm cache
+
+_ONE_CALL = """
+import hashlib, numpy as np
+from sgns.pipelines.span_kernel import compiled_train_piece, kernel_alias_table
+dim, V = 100, 500
+rng = np.random.default_rng(0)
+W = ((rng.random((V, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+C = (rng.random((V, dim), dtype=np.float32) * 0.01).astype(np.float32)
+p = (1.0 / np.arange(1, V + 1)) ** 0.75
+accept, alias = kernel_alias_table(p / p.sum())
+raw = rng.integers(0, V, 20000).astype(np.int32)
+starts = np.arange(0, 20001, 20, dtype=np.int64)
+for per_context in (False, True):
+    kernel = compiled_train_piece(dim, per_context=per_context)
+    kernel(W, C, raw, np.arange(V, dtype=np.int32), starts, 0, len(starts) - 1, np.ones(V, np.float32), accept,
+           alias, 5, 5, 0.025, 0.001, np.uint64(7), 1, dim)
+print(hashlib.sha256(W.tobytes() + C.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.slow  # the first process compiles both kernels: half a minute or more
+def test_a_compiled_kernel_gives_the_cached_kernels_bits(tmp_path: Path) -> None:
+    """A process that compiles the kernel (a cold numba cache: a user's first run) and one that loads it from
+    the cache must train the same bits, or deterministic mode and exact resume depend on which ran first."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    hashes = [subprocess.run([sys.executable, "-c", _ONE_CALL], env=env, capture_output=True, text=True,
+                             check=True, timeout=600).stdout.strip() for _ in range(2)]
+    assert any((tmp_path / "numba").rglob("*.nbc")), "the first process wrote no numba cache"
+    assert hashes[0] == hashes[1]

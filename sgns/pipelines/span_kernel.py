@@ -30,14 +30,16 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 from llvmlite import ir
-from numba import literally, njit, types
+from numba import literally, njit, typeof, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from sgns.pipelines.negatives import alias_table
 
 # Reassociation lets LLVM vectorise the dot products; the compiled code is fixed, so one machine gives
-# bit-identical results run to run.
+# bit-identical results run to run. The entry points carry the same flags and inline `_train_piece` (one
+# compiled copy): a separately compiled callee made a process that compiled give other bits than one that
+# loaded numba's cache (docs/kernel_quality.md).
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -241,7 +243,7 @@ def prefetch_draws(accept: np.ndarray, alias: np.ndarray, state: np.uint64, skip
         prefetch(alias, slot)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
                 s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
                 negatives: int, lr0: float, lr1: float, state: np.uint64,
@@ -253,7 +255,7 @@ def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray
                         state, loss_every, literally(dim), False)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def train_piece_per_context(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray,
                             starts: np.ndarray, s0: int, s1: int, keep: np.ndarray, accept: np.ndarray,
                             alias: np.ndarray, window: int, negatives: int, lr0: float, lr1: float,
@@ -263,7 +265,7 @@ def train_piece_per_context(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap
                         state, loss_every, literally(dim), True)
 
 
-@njit(nogil=True, cache=True, fastmath=FASTMATH)
+@njit(nogil=True, cache=True, inline="always", fastmath=FASTMATH)
 def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
                  s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
                  negatives: int, lr0: float, lr1: float, state: np.uint64,
@@ -436,17 +438,15 @@ def entry_point(kernel: PieceKernel, dim: int) -> PieceKernel:
     entry point.
 
     Through the dispatcher, every call with `dim` as a plain int would go through numba's literal-argument
-    resolution again (about 6 ms a call, measured); the entry point of the compiled overload costs about
-    2 us. Falls back to the dispatcher if numba's overload table does not look as expected."""
+    resolution again (about 6 ms a call, measured; seconds once `_train_piece` is inlined, since it types
+    the whole loop first); the entry point of the compiled overload costs about 2 us. The signature is given
+    with `dim` already literal, so numba's cache is looked up directly."""
     entry = _ENTRY_POINTS.get((kernel, dim))
     if entry is None:
         W = np.zeros((1, dim), dtype=np.float32)
-        kernel(W, W.copy(), np.zeros(1, np.int32), np.zeros(1, np.int32), np.array([0, 1], np.int64), 0, 0,
-               np.ones(1, np.float32), np.ones(1, np.int64), np.zeros(1, np.int32), 1, 1, 0.0, 0.0,
-               np.uint64(0), 0, dim)  # compiles (or loads from the cache)
-        entry = kernel
-        for signature, compiled in getattr(kernel, "overloads", {}).items():
-            if getattr(signature[-1], "literal_value", None) == dim and hasattr(compiled, "entry_point"):
-                entry = compiled.entry_point
+        args = (W, W.copy(), np.zeros(1, np.int32), np.zeros(1, np.int32), np.array([0, 1], np.int64), 0, 0,
+                np.ones(1, np.float32), np.ones(1, np.int64), np.zeros(1, np.int32), 1, 1, 0.0, 0.0, np.uint64(0), 0)
+        signature = tuple(typeof(a) for a in args) + (types.literal(dim),)
+        entry = kernel.compile(signature)  # loads from numba's cache, else compiles
         _ENTRY_POINTS[(kernel, dim)] = entry
     return entry
