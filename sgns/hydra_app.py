@@ -41,6 +41,7 @@ CHECKOUT = Path(CONFIG_DIR).parent.parent  # the checkout's root when sgns is im
 RECIPES_DIR = CHECKOUT / "configs"  # the recipes and the user's configs of a checkout
 CHECKOUT_MARKER = "pyproject.toml"  # beside configs/ only in a checkout (site-packages holds no pyproject.toml)
 HYDRA_GROUP = "hydra"  # Hydra's own config groups (hydra/launcher, ...) live under it
+RECIPE_GROUP = "experiment"  # a group of recipes only, and also the key recording which one a run applied
 VERSION_BASE = "1.3"  # Hydra's defaults of this version (no chdir into the run dir, ...)
 
 
@@ -100,6 +101,15 @@ def option_names(config_dir: Optional[str | os.PathLike] = None, hydra_groups: b
     return {group: sorted(options) for group, options in sorted(found.items())}
 
 
+def check_recipes_found(overrides: Sequence[str], config_dir: Optional[str | os.PathLike] = None) -> None:
+    """SGNSError for `experiment=NAME` where no experiment folder is found (an installed sgns, no checkout, no
+    -cd): Hydra would take it as the value of the `experiment` key and train without the recipe."""
+    named = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == RECIPE_GROUP), None)
+    if named is not None and RECIPE_GROUP not in option_names(config_dir):
+        raise SGNSError(f"{named}: no experiments are found here: they are recipes in a checkout's configs/"
+                        f"{RECIPE_GROUP}/ (run sgns from a checkout) or in your own folder (-cd DIR, config_dir=DIR)")
+
+
 @contextlib.contextmanager
 def hydra_app(config_dir: Optional[str | os.PathLike] = None) -> Iterator[Any]:
     """Hydra's application object for the train config, its search path as `@hydra.main` builds it (with
@@ -129,6 +139,7 @@ def compose(overrides: Sequence[str] = (), *, config_dir: Optional[str | os.Path
     from hydra.types import RunMode
     from omegaconf import open_dict
 
+    check_recipes_found(overrides, config_dir)
     with hydra_app(config_dir) as app:
         try:
             cfg = app.compose_config(CONFIG_NAME, list(overrides), run_mode=RunMode.RUN, from_shell=False)
@@ -169,6 +180,7 @@ def run_once(task: Callable[[DictConfig], Any], overrides: Sequence[str], *,
     from hydra.types import HydraContext, RunMode
     from omegaconf import open_dict, read_write
 
+    check_recipes_found(overrides, config_dir)
     with hydra_app(config_dir) as app:
         try:
             cfg = app.compose_config(CONFIG_NAME, list(overrides), run_mode=RunMode.RUN, with_log_configuration=True)
