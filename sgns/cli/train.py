@@ -60,9 +60,10 @@ def train_job(cfg: DictConfig) -> float:
 
 def parse_args(argv: List[str]) -> Tuple[argparse.Namespace, Set[str]]:
     """`argv` read by Hydra's own parser (a flag it does not know: its usage error, exit status 2), and the flags
-    it sets (`config_dir`, `multirun`, `help`, `cfg` ...: the parser's names)."""
+    it sets (`config_dir`, `multirun`, `help`, `cfg` ...: the parser's names). Overrides may stand on both sides
+    of a flag (`a=1 -m b=2,3`), so that a sweep under torchrun is refused with its reason."""
     parser = hydra_app.args_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     defaults = vars(parser.parse_args([]))
     return args, {key for key, value in vars(args).items() if key != "overrides" and value != defaults[key]}
 
