@@ -119,3 +119,18 @@ def test_fit_finds_the_recipes_and_a_config_dir(tmp_path: Path) -> None:
     with pytest.raises(SGNSError, match="config directory .*nope not found"):
         sgns.fit(corpus, tmp_path / "x", config_dir=tmp_path / "nope", **settings)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_local_default_applies_to_every_run_and_configs_local_is_ignored_by_git(tmp_path: Path) -> None:
+    """`local/default.yaml` (the checkout's configs/local/, git-ignored) is an optional default of train.yaml:
+    applied where one is found, here in a user's folder, nothing where none is."""
+    from sgns.hydra_app import compose
+
+    if (REPO / "configs" / "local" / "default.yaml").is_file():
+        pytest.skip("this checkout has its own configs/local/default.yaml, which would win")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "configs/local/default.yaml"], cwd=REPO)
+    assert ignored.returncode == 0, "configs/local/ must be git-ignored"
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "default.yaml").write_text("# @package _global_\ntrainer:\n  seed: 7\n")
+    assert compose(config_dir=tmp_path).trainer.seed == 7
+    assert compose().trainer.seed == 1
