@@ -119,14 +119,18 @@ def hydra_app(config_dir: Optional[str | os.PathLike] = None) -> Iterator[Any]:
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
 
+    if GlobalHydra.instance().is_initialized():  # e.g. sgns.fit inside an @hydra.main app's job
+        raise SGNSError("Hydra is already running in this process (an @hydra.main app?), and one process runs one "
+                        "Hydra app at a time: run sgns-train, or pass your composed config to sgns.train.train(cfg)")
     version.setbase(VERSION_BASE)  # as @hydra.main and Hydra's compose API set it
     folder = config_folder(config_dir) if config_dir is not None else None
     _register_plugin()
     search_path = create_config_search_path(CONFIG_DIR)
     if folder is not None:
         search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
+    app = Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path)
     try:
-        yield Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path)
+        yield app
     finally:
         GlobalHydra.instance().clear()
 
