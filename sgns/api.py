@@ -6,11 +6,12 @@
 
 Settings are config keys, by their last part where it is unique (`dim`, `window`, `lr`, `seed`, ...) or by
 their dotted name (`**{"data.window": 5}`); a group's option is chosen by the group's name (`optimizer=
-"sparse_adam"`). They become Hydra overrides composed from sgns/conf exactly as on the command line, so a bad
-value raises the CLI's one-line SGNSError. An iterable corpus is streamed once into a text file in the token
-cache, named by its content, and trained as `corpus=text`: the same tokens give the same vectors as
-`sgns-train corpus=text corpus.path=FILE`. The run directory holds what a CLI run's holds (`.hydra/`,
-train.log, checkpoints, vectors, metrics.json), so `sgns-eval`, `sgns-summarize` and a resume work on it.
+"sparse_adam"`). They become Hydra overrides composed exactly as on the command line (sgns.hydra_app: the
+checkout's recipes too, and `config_dir=DIR` as `sgns-train -cd DIR`), so a bad value raises the CLI's one-line
+SGNSError. An iterable corpus is streamed once into a text file in the token cache, named by its content, and
+trained as `corpus=text`: the same tokens give the same vectors as `sgns-train corpus=text corpus.path=FILE`. Hydra
+runs it as it runs a CLI run (sgns.hydra_app.run_once), so its directory holds the same files (`.hydra/`,
+train.log, checkpoints, vectors, metrics.json) and `sgns-eval`, `sgns-summarize` and a resume work on it.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import re
 import signal
 import sys
 import tempfile
-import typing
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
 from sgns.errors import SGNSError, Stopped
 from sgns.vectors import WordVectors, load_word_vectors, save_word2vec
@@ -36,13 +36,13 @@ OWN_KEYS = {  # keys fit sets itself, and the argument to use instead
     "corpus.kind": "the corpus argument",
     "corpus.path": "the corpus argument",
     "trainer.run_dir": "the run_dir argument",
+    "hydra.run.dir": "the run_dir argument",
 }
 GENSIM_NAMES = {  # gensim's Word2Vec argument -> our key, named in the error for an unknown setting
     "vector_size": "dim", "size": "dim", "negative": "negatives", "sample": "subsample", "alpha": "lr",
     "min_alpha": "min_lr_ratio", "workers": "threads", "iter": "epochs", "max_vocab_size": "max_vocab_size",
     "max_final_vocab": "max_vocab_size", "sentences": "the corpus argument", "corpus_file": "the corpus argument",
 }
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging
 WRITE_BLOCK = 1 << 20  # bytes of corpus text buffered before a write
 
 
@@ -88,31 +88,6 @@ class Run:
 # --------------------------------------------------------------------------------------------- settings
 
 
-@typing.no_type_check
-def _schema_keys() -> List[str]:
-    """Every dotted key of the config schema (sgns.config.Config), leaves only."""
-    from sgns.config import Config
-
-    keys: List[str] = []
-
-    def walk(node: type, prefix: str) -> None:
-        hints = typing.get_type_hints(node)
-        for f in dataclasses.fields(node):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], f"{prefix}{f.name}.")
-            else:
-                keys.append(f"{prefix}{f.name}")
-
-    walk(Config, "")
-    return keys
-
-
-def _config_groups() -> List[str]:
-    from sgns.config import CONFIG_DIR
-
-    return sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
-
-
 def resolve_key(name: str) -> str:
     """The dotted config key a setting names: itself when dotted, else the one key ending in `.name`.
 
@@ -121,7 +96,9 @@ def resolve_key(name: str) -> str:
     """
     if "." in name:
         return name  # composing checks it, with the command line's message for an unknown key
-    keys = _schema_keys()
+    from sgns.config import setting_keys
+
+    keys = setting_keys()
     candidates = [k for k in keys if k.rsplit(".", 1)[-1] == name and not k.startswith("corpus.synthetic.")]
     if len(candidates) == 1:
         return candidates[0]
@@ -168,9 +145,11 @@ def override_value(value: Any) -> str:
                     f"or a list of them")
 
 
-def settings_overrides(settings: Mapping[str, Any]) -> List[str]:
+def settings_overrides(settings: Mapping[str, Any], config_dir: Optional[str | os.PathLike] = None) -> List[str]:
     """`fit`'s keyword settings as Hydra override strings (`data.window=5`, `optimizer=sparse_adam`)."""
-    groups = _config_groups()
+    from sgns.hydra_app import option_names
+
+    groups = option_names(config_dir)
     overrides: List[str] = []
     for name, value in settings.items():
         if name in groups and isinstance(value, str):
@@ -181,24 +160,6 @@ def settings_overrides(settings: Mapping[str, Any]) -> List[str]:
             raise SGNSError(f"{key} is set by fit: use {OWN_KEYS[key]}")
         overrides.append(f"{key}={override_value(value)}")
     return overrides
-
-
-def compose_config(overrides: Sequence[str], check: bool = True) -> Any:
-    """The train config composed from sgns/conf with `overrides`, checked as sgns-train checks a command line
-    (every value resolves and is in range); SGNSError with the CLI's one-line message otherwise."""
-    from hydra import compose, initialize_config_dir
-
-    from sgns.config import CONFIG_DIR, check_resolvable, config_error, validate
-
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides))
-    except Exception as e:  # Hydra's override and schema errors
-        raise config_error(e) from None
-    if check:
-        check_resolvable(cfg)
-        validate(cfg)
-    return cfg
 
 
 # ----------------------------------------------------------------------------------------------- corpus
@@ -318,54 +279,29 @@ def fresh_run_dir(root: str | Path = "outputs") -> Path:
     return path
 
 
-def write_hydra_files(run_dir: Path, cfg: Any, overrides: Sequence[str]) -> None:
-    """`.hydra/config.yaml`, `overrides.yaml` and `hydra.yaml` as Hydra writes them for a CLI run."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+class _KeepProcessState:
+    """Around a run in this process: Hydra sets up logging for the run (its log file and console, as for a CLI
+    run) and the loop installs SIGINT/SIGTERM handlers; afterwards the logging setup and the signal handlers of
+    the caller (a script, a notebook kernel) are put back."""
 
-    from sgns.config import CONFIG_DIR
+    LOGGERS = ("", "sgns", "hydra")  # the loggers Hydra's logging config sets (root, Hydra's) and sgns's
 
-    folder = run_dir / ".hydra"
-    folder.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, folder / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), folder / "overrides.yaml")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        hydra_cfg = compose("train", overrides=list(overrides), return_hydra_config=True).hydra
-    OmegaConf.set_struct(hydra_cfg, False)
-    hydra_cfg.run.dir = str(run_dir)
-    hydra_cfg.runtime.output_dir = str(run_dir.resolve())
-    hydra_cfg.job.name = "train"
-    hydra_cfg.overrides.task = list(overrides)
-    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)}),
-                   folder / "hydra.yaml")
-
-
-class _RunLogging:
-    """While fit trains: sgns's log lines go to run_dir/train.log (as Hydra's file handler does for the CLI),
-    and to stderr unless logging is set up already; SIGINT/SIGTERM handlers are put back afterwards."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.handlers: List[logging.Handler] = []
-
-    def __enter__(self) -> _RunLogging:
-        self.level = log.level
-        log.setLevel(logging.INFO)
-        file_handler = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
-        self.handlers.append(file_handler)
-        if not logging.getLogger().handlers and not log.handlers:
-            self.handlers.append(logging.StreamHandler(sys.stderr))
-        for h in self.handlers:
-            h.setFormatter(logging.Formatter(LOG_FORMAT))
-            log.addHandler(h)
+    def __enter__(self) -> _KeepProcessState:
+        self.loggers = {name: logging.getLogger(name) for name in self.LOGGERS}
+        self.saved = {name: (lg.level, list(lg.handlers), lg.propagate) for name, lg in self.loggers.items()}
         self.signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for h in self.handlers:
-            log.removeHandler(h)
-            h.close()
-        log.setLevel(self.level)
+        for name, lg in self.loggers.items():
+            level, handlers, propagate = self.saved[name]
+            for h in lg.handlers:
+                if h not in handlers:
+                    lg.removeHandler(h)
+                    h.close()  # the run's log file
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
         try:  # the loop keeps its "second Ctrl-C exits at once" handler after a stop: a notebook kernel lives on
             for s, handler in self.signals.items():
                 if handler is not None:
@@ -375,31 +311,34 @@ class _RunLogging:
 
 
 def fit(corpus: Any, run_dir: Optional[str | os.PathLike] = None, *, column: str = "text",
-        **settings: Any) -> Run:
+        config_dir: Optional[str | os.PathLike] = None, **settings: Any) -> Run:
     """Train word vectors on `corpus` with `settings`; return the Run (`.wv`, `.metrics`, `.dir`).
 
     corpus: a text file's path (str or Path: trained as corpus=text), a Hugging Face Dataset (its `column`),
     or any iterable of strings (lines of text) or of token lists (a list, a generator), streamed once to a
     text file in the token cache. run_dir: where the run goes (default: a new outputs/DATE/TIME); an
-    interrupted run continues when fit is called again with its run_dir, corpus and settings. settings:
-    config keys (`dim=50`, `window=5`, `**{"data.window": 5}`, `optimizer="sparse_adam"`); `init_from` also
-    takes a Run or gensim KeyedVectors. Raises SGNSError (one line) for bad input, KeyboardInterrupt (with
-    the resume hint) when Ctrl-C stopped training with a checkpoint.
+    interrupted run continues when fit is called again with its run_dir, corpus and settings. config_dir: a
+    folder of your own configs (`experiment="mine"` for DIR/experiment/mine.yaml), as `sgns-train -cd DIR`.
+    settings: config keys (`dim=50`, `window=5`, `**{"data.window": 5}`, `optimizer="sparse_adam"`);
+    `init_from` also takes a Run or gensim KeyedVectors. Raises SGNSError (one line) for bad input,
+    KeyboardInterrupt (with the resume hint) when Ctrl-C stopped training with a checkpoint.
     """
+    from sgns.hydra_app import compose, run_once
     from sgns.train import train
     from sgns.train.rundir import check_run_dir
 
     init_from = settings.pop("init_from", settings.pop("model.init_from", None))
-    overrides = settings_overrides(settings)
+    overrides = settings_overrides(settings, config_dir)
     if isinstance(init_from, (str, os.PathLike)):  # a path (or a Run): checked with the other settings
         overrides.append(f"model.init_from={override_value(init_from)}")
         init_from = None
-    placeholders = ["corpus=text", "corpus.path=corpus", "trainer.run_dir=run"]
+    placeholders = ["corpus=text", "corpus.path=corpus"]
     if init_from is not None:  # vectors in memory: written to the cache first, as the settings may name them
-        cache_dir = Path(compose_config([*overrides, *placeholders], check=False).data.cache_dir).expanduser()
+        cache_dir = Path(compose([*overrides, *placeholders], config_dir=config_dir).data.cache_dir).expanduser()
         overrides.append(f"model.init_from={override_value(_init_from_path(init_from, cache_dir))}")
     # Checked before the corpus is read: a generator can be read only once
-    cache_dir = Path(compose_config([*overrides, *placeholders]).data.cache_dir).expanduser()
+    cfg = compose([*overrides, *placeholders], config_dir=config_dir, check=True)
+    cache_dir = Path(cfg.data.cache_dir).expanduser()
     if isinstance(corpus, (str, os.PathLike)):
         corpus_path = Path(corpus).expanduser()
         if not corpus_path.is_file():
@@ -411,13 +350,15 @@ def fit(corpus: Any, run_dir: Optional[str | os.PathLike] = None, *, column: str
         corpus_path = stream_to_text(corpus, cache_dir / "texts", column)
     overrides = ["corpus=text", f"corpus.path={override_value(str(corpus_path))}", *overrides]
     run_path = Path(run_dir).expanduser() if run_dir is not None else fresh_run_dir()
-    cfg = compose_config([*overrides, f"trainer.run_dir={override_value(str(run_path))}"])
-    check_run_dir(run_path, cfg, warn=log.warning, mmap=True)  # another run's dir is refused, nothing written
-    write_hydra_files(run_path, cfg, overrides)
-    with _RunLogging(run_path):
-        try:
-            metrics = train(cfg)
+    with _KeepProcessState():
+        try:  # another run's dir is refused (check_run_dir) before Hydra writes into it
+            ran, metrics = run_once(train, [*overrides, f"hydra.run.dir={override_value(str(run_path))}"],
+                                    config_dir=config_dir,
+                                    check=lambda job: check_run_dir(run_path, job, warn=log.warning, mmap=True))
         except Stopped as e:
             raise KeyboardInterrupt(f"{e.what}; to resume, call sgns.fit again with the same corpus and settings "
                                     f"and run_dir={str(run_path)!r}") from None
+    if not ran:
+        raise SGNSError("the config asks for a sweep (hydra.mode=MULTIRUN): fit trains one model; sweep with "
+                        "sgns-train -m")
     return Run(run_path, metrics)

@@ -312,6 +312,11 @@ def _schema_fields() -> Dict[str, Any]:
     return _walk(Config, "")
 
 
+def setting_keys() -> List[str]:
+    """Every setting's dotted key (`data.window`), in the schema's order."""
+    return list(_schema_fields())
+
+
 @functools.cache
 def checks() -> Dict[str, Check]:
     """The range or choices of every setting that has one (`check` metadata), by dotted key."""

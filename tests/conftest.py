@@ -8,10 +8,9 @@ from typing import List
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from sgns.config import CONFIG_DIR
+from sgns.hydra_app import compose
 from sgns.model import SGNS
 
 
@@ -35,9 +34,7 @@ def zipf_text(path: Path, words: int = 20000, vocab: int = 300, seed: int = 0, l
 
 def compose_cfg(run_dir: Path, overrides: List[str] = ()) -> DictConfig:
     """The train config as the CLI would compose it, writing into run_dir, without a progress bar."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"trainer.run_dir={run_dir}", "trainer.progress=false", *overrides])
-    return cfg
+    return compose([f"trainer.run_dir={run_dir}", "trainer.progress=false", *overrides])
 
 
 @pytest.fixture

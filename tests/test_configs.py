@@ -1,4 +1,6 @@
-"""Every config group option, experiment, hparams_search and launcher config composes with Hydra's compose API."""
+"""Every config group option, experiment, hparams_search and launcher config composes (sgns.hydra_app.compose, as
+sgns-train and sgns.fit compose), packaged in sgns/conf or a recipe in the checkout's configs/, and none shadows
+another."""
 
 from __future__ import annotations
 
@@ -8,39 +10,79 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 import sgns.config as config_module
+from sgns import hydra_app
 from sgns.config import CONFIG_DIR, validate
 
-CONFIGS = Path(CONFIG_DIR)
+PACKAGED = Path(CONFIG_DIR)  # the options the code needs, in the wheel
+RECIPES = Path(__file__).resolve().parent.parent / "configs"  # the checkout's recipes
 # Plugin a config needs, by group: those configs are skipped (not failed) where the plugin is not installed.
 PLUGIN_OF = {"hparams_search": "hydra_plugins.hydra_optuna_sweeper",
              "hydra/launcher/local_parallel": "hydra_plugins.hydra_joblib_launcher",
              "hydra/launcher/slurm": "hydra_plugins.hydra_submitit_launcher"}
 
 
+def shipped(root: Path) -> List[str]:
+    """`group/option` of every config in a folder of config groups, but the git-ignored configs/local/."""
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")
+                  if p.parent != root and p.relative_to(root).parts[0] != "local")
+
+
 def options(group: str) -> List[str]:
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+    return hydra_app.option_names(hydra_groups=True).get(group, [])
 
 
 def all_group_options() -> List[Tuple[str, str]]:
-    groups = [p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra"]
-    return [(g, o) for g in sorted(groups) for o in options(g)]
+    return [(g, o) for g, found in hydra_app.option_names().items() if g != "local" for o in found]
+
+
+def config_file(group: str, option: str) -> Path:
+    [path] = [p for p in (root / group / f"{option}.yaml" for root in (PACKAGED, RECIPES)) if p.is_file()]
+    return path
 
 
 def compose_train(overrides: List[str], hydra_config: bool = False) -> DictConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=hydra_config)
+    return hydra_app.compose(overrides, hydra_config=hydra_config)
 
 
 def need_plugin(key: str) -> None:
     for prefix, module in PLUGIN_OF.items():
         if key.startswith(prefix):
             pytest.importorskip(module)
+
+
+def test_recipes_live_in_configs_and_the_code_s_options_in_the_package() -> None:
+    """Recipes (they need data the wheel does not carry, or a cluster) are in the checkout's configs/; what the
+    code needs stays in sgns/conf, so an installed sgns-train composes without a checkout."""
+    assert {"experiment/gutenberg_baseline", "experiment/text8", "hydra/launcher/local_parallel",
+            "hydra/launcher/slurm"} <= set(shipped(RECIPES))
+    packaged = set(shipped(PACKAGED))
+    assert {"corpus/synthetic", "corpus/text", "corpus/hf", "data/default", "model/sgns", "optimizer/sgd",
+            "trainer/default", "eval/default", "hparams_search/optuna_sgns"} <= packaged
+    assert not any(name.startswith(("experiment/", "hydra/")) for name in packaged)
+    assert hydra_app.checkout_configs() == RECIPES  # the tests run from the checkout: its recipes are found
+
+
+def test_no_recipe_shadows_a_packaged_option() -> None:
+    """The search path looks in sgns/conf first: a recipe of the same group and name would silently lose."""
+    shadowing = set(shipped(RECIPES)) & set(shipped(PACKAGED))
+    assert not shadowing, f"configs/ shadows packaged options: {sorted(shadowing)}"
+    assert not (RECIPES / "train.yaml").exists(), "the primary config is packaged (sgns/conf/train.yaml)"
+
+
+@pytest.mark.parametrize("name", shipped(PACKAGED) + shipped(RECIPES))
+def test_every_shipped_config_composes(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    need_plugin(name)
+    monkeypatch.setenv("SGNS_DATA_DIR", "data")  # gutenberg_baseline reads its files from there
+    group, option = name.rsplit("/", 1)
+    assert compose_train([f"{group}={option}"], hydra_config=True).hydra  # Hydra's node composes (a launcher's)
+    cfg = compose_train([f"{group}={option}", "trainer.run_dir=run"])
+    validate(cfg)
+    assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
 
 def test_the_groups_have_the_expected_options() -> None:
@@ -74,7 +116,7 @@ def _leaves(node: Any, prefix: str = "") -> Dict[str, Any]:
 
 @pytest.mark.parametrize("name", options("experiment"))
 def test_experiments_hold_only_deltas(name: str) -> None:
-    path = CONFIGS / "experiment" / f"{name}.yaml"
+    path = config_file("experiment", name)
     assert path.read_text().startswith("# @package _global_\n")
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     group_choices = [d for d in raw.pop("defaults", []) if isinstance(d, dict)]
@@ -92,7 +134,7 @@ def test_experiments_hold_only_deltas(name: str) -> None:
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in all_group_options()
                                                if g not in ("experiment", "hparams_search")])
 def test_group_options_hold_only_what_differs_from_the_schema(group: str, option: str) -> None:
-    raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / group / f"{option}.yaml"), resolve=False)
+    raw = OmegaConf.to_container(OmegaConf.load(config_file(group, option)), resolve=False)
     schema = OmegaConf.structured(typing.get_type_hints(config_module.Config)[group])
     for key, value in _leaves(raw or {}).items():
         default = OmegaConf.select(schema, key, throw_on_missing=False)

@@ -15,14 +15,13 @@ from typing import Dict, Iterator, List, Set, Tuple
 from unittest import mock
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra._internal.utils import get_args_parser  # Hydra's own command-line parser: the flags sgns-train takes
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from sgns.config import CONFIG_DIR
+from sgns import hydra_app
+from sgns.hydra_app import args_parser  # Hydra's own command-line parser: the flags sgns-train takes
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -211,14 +210,15 @@ def options_of(command: str) -> frozenset:
     raise AssertionError(f"{command} built no argparse parser")
 
 
-def config_groups() -> Set[str]:
-    return {str(p.relative_to(CONFIG_DIR)) for p in Path(CONFIG_DIR).rglob("*") if p.is_dir()}
+@cache
+def config_groups() -> Dict[str, List[str]]:
+    """group -> options, packaged or a recipe of the checkout (sgns-train finds both)."""
+    return hydra_app.option_names(hydra_groups=True)
 
 
 @cache
 def composed(choices: Tuple[str, ...]) -> DictConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=list(choices), return_hydra_config=True)
+    return hydra_app.compose(choices, hydra_config=True)
 
 
 def override_problems(overrides: List[str]) -> List[str]:
@@ -236,7 +236,7 @@ def override_problems(overrides: List[str]) -> List[str]:
     for o in parsed:
         if o.key_or_group in groups:
             options = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-            missing = [x for x in options if not (Path(CONFIG_DIR) / o.key_or_group / f"{x}.yaml").is_file()]
+            missing = [x for x in options if x not in groups[o.key_or_group]]
             problems += [f"{o.key_or_group}={x}: no such option" for x in missing]
             choices += [f"{o.key_or_group}={x}" for x in options[:1] if x not in missing]
     cfg = composed(tuple(choices))
@@ -270,7 +270,7 @@ def flag_problems(command: str, args: List[str]) -> List[str]:
     if command == "sgns-train":
         try:
             with mock.patch.object(sys, "stderr"):
-                known = get_args_parser().parse_args(args)
+                known = args_parser().parse_args(args)
         except SystemExit:
             return [f"sgns-train {' '.join(args)}: a flag Hydra does not know"]
         return override_problems(known.overrides)

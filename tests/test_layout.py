@@ -175,7 +175,7 @@ def test_a_built_wheel_trains_from_anywhere(tmp_path: Path) -> None:
     assert (work / "run" / "vectors.bin").is_file() and (work / "run" / "metrics.json").is_file()
 
 
-@pytest.mark.parametrize("folder", ["sgns/conf", "README.md"])
+@pytest.mark.parametrize("folder", ["sgns/conf", "configs", "README.md"])
 def test_configs_and_docs_name_no_machine_path(folder: str) -> None:
     root = PACKAGE.parent
     paths = [root / folder] if (root / folder).is_file() else sorted((root / folder).rglob("*.yaml"))

@@ -1,29 +1,28 @@
-"""`sgns-train [overrides]` (also `python -m sgns.train`): the Hydra command line around sgns.train.train.
+"""`sgns-train [overrides]` (also `python -m sgns.train`): the command line around sgns.train.train.
 
 Before Hydra writes `.hydra/` into the run dir the config is composed and checked, and a run dir that holds a
-different run, or one in use, is refused: both fail in one line, having written nothing. A plain run (no flag,
-no sweep, not under torchrun) is composed once and handed to Hydra's own `run_job`, as `@hydra.main` would;
-sweeps, torchrun and Hydra's flags go through `@hydra.main`. The Hydra entry point returns the objective, so
-sweepers can optimise it; a failed job's metrics.json says so. `--help` is Hydra's app help, made without
-importing torch. Start-up costs and what is imported when: docs/startup.md.
+different run, or one in use, is refused: both fail in one line, having written nothing. A plain run (overrides
+and `-cd DIR` only, no sweep, not under torchrun) is composed once and run by sgns.hydra_app.run_once, as
+`@hydra.main` would run it; sweeps, torchrun and Hydra's other flags go through `@hydra.main`
+(sgns.hydra_app.run_with_hydra). The job returns the objective, so sweepers can optimise it; a failed job's
+metrics.json says so. `--help` is Hydra's app help, made without importing torch. Start-up costs and what is
+imported when: docs/startup.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import copy
 import logging
 import os
-import string
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Set, Tuple
 
-import hydra
 from omegaconf import DictConfig
 
+from sgns import hydra_app
 from sgns.cli.common import collect_again, defer_collection, exit_without_teardown
-from sgns.config import CONFIG_DIR, check_resolvable, config_error, validate
 from sgns.errors import SGNSError, exit_with_error
 from sgns.train.metrics import mark_failed, objective
 
@@ -31,12 +30,13 @@ from sgns.train.metrics import mark_failed, objective
 # so that --help and a command line that fails its checks return without loading them.
 
 log = logging.getLogger("sgns")
-CONFIG_NAME = "train"
-HELP_FLAGS = ("--help", "-h")
+PLAIN_FLAGS = {"config_dir"}  # the flags (Hydra's parser's names) a plain run may have: composed once (run_once)
+SWEEP_FLAGS = {"config_dir", "multirun"}  # those of a command line checked before Hydra runs it
+HELP_FLAGS = {"config_dir", "help"}  # sgns-train's own --help
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
-def hydra_main(cfg: DictConfig) -> float:
+def train_job(cfg: DictConfig) -> float:
+    """The job Hydra runs: train, and return the objective to sweepers."""
     from sgns.distributed import FollowerExit, topology_from_env
     from sgns.train import train
 
@@ -58,13 +58,23 @@ def hydra_main(cfg: DictConfig) -> float:
         exit_with_error("sgns-train", e)
 
 
-def parse_command_line(argv: List[str]) -> Tuple[List[str], List[Tuple[int, str]], Optional[str]]:
-    """The overrides in `argv` as (the first job's overrides, (position in them, override) of every further
-    sweep value, hydra.run.dir if the command line sets it); SGNSError for one that does not parse."""
+def parse_args(argv: List[str]) -> Tuple[argparse.Namespace, Set[str]]:
+    """`argv` read by Hydra's own parser (a flag it does not know: its usage error, exit status 2), and the flags
+    it sets (`config_dir`, `multirun`, `help`, `cfg` ...: the parser's names). Overrides may stand on both sides
+    of a flag (`a=1 -m b=2,3`), so that a sweep under torchrun is refused with its reason."""
+    parser = hydra_app.args_parser()
+    args = parser.parse_intermixed_args(argv)
+    defaults = vars(parser.parse_args([]))
+    return args, {key for key, value in vars(args).items() if key != "overrides" and value != defaults[key]}
+
+
+def parse_overrides(overrides: List[str]) -> Tuple[List[str], List[Tuple[int, str]], Optional[str]]:
+    """`overrides` as (the first job's overrides, (position in them, override) of every further sweep value,
+    hydra.run.dir if they set it); SGNSError for one that does not parse."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception as e:
         raise SGNSError(str(e).strip().splitlines()[0]) from None
     first: List[str] = []  # the overrides of the first job (a sweep's first value)
@@ -89,23 +99,14 @@ def check_command_line(argv: List[str]) -> None:
     """Before Hydra runs (and writes `.hydra/*.yaml` into the run dir), compose the config once (and once more
     per further value of a sweep) and check it, then refuse a hydra.run.dir that holds a different run, one in
     use, or checkpoints that trainer.resume=never would overwrite: each in one line, having written nothing."""
-    from hydra import compose, initialize_config_dir
-
-    flags = [a for a in argv if a.startswith("-")]
-    if set(flags) - {"-m", "--multirun"}:
+    args, flags = parse_args(argv)
+    if flags - SWEEP_FLAGS:
         return  # --help, --cfg, -c ...: Hydra's own business
-    first, others, run_dir = parse_command_line(argv)
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(CONFIG_NAME, overrides=first)
-            check_composed(cfg)
-            for at, value in others:
-                check_composed(compose(CONFIG_NAME, overrides=[*first[:at], value, *first[at + 1 :]]))
-    except SGNSError:
-        raise
-    except Exception as e:
-        raise config_error(e) from None
-    if not flags:
+    first, others, run_dir = parse_overrides(args.overrides)
+    cfg = hydra_app.compose(first, config_dir=args.config_dir, check=True)
+    for at, value in others:
+        hydra_app.compose([*first[:at], value, *first[at + 1:]], config_dir=args.config_dir, check=True)
+    if not args.multirun:
         check_run_dir_of(run_dir, cfg)  # sweeps get fresh dirs
 
 
@@ -118,25 +119,16 @@ def check_run_dir_of(run_dir: Optional[str], cfg: Mapping[str, Any] | DictConfig
     check_run_dir(Path(run_dir).expanduser(), cfg, warn=lambda _: None, mmap=True)
 
 
-def check_composed(cfg: DictConfig) -> None:
-    """Every value resolves (but trainer.run_dir, which only Hydra's runtime knows, and Hydra's own settings)
-    and is in range."""
-    check_resolvable(cfg, skip=("trainer.run_dir", "hydra"))
-    validate(cfg)
-
-
 def prepare_distributed(argv: List[str]) -> List[str]:
     """Under torchrun: join the process group, agree on one run dir (rank 0's), and keep the other ranks from
     writing Hydra's files into it. Returns the arguments Hydra gets on this rank."""
-    from hydra import compose, initialize_config_dir
-
     from sgns.distributed import join_cluster
 
-    if any(a in ("-m", "--multirun") for a in argv):
+    args, flags = parse_args(argv)
+    if "multirun" in flags:
         raise SGNSError("a sweep (-m) cannot run under torchrun, which trains one model: sweep with a Hydra "
                         "launcher (hydra/launcher=slurm) instead")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(CONFIG_NAME, overrides=[a for a in argv if not a.startswith("-")], return_hydra_config=True)
+    cfg = hydra_app.compose(args.overrides, config_dir=args.config_dir, hydra_config=True)
     cluster = join_cluster(cfg)
     assert cluster is not None
     # rank 0 resolves ${now:...} once (the command line was checked on every rank before)
@@ -153,7 +145,7 @@ def main() -> None:
     """Console entry point: `sgns-train [overrides]`, also `torchrun ... -m sgns.train [overrides]`. Ends the
     process without the interpreter's teardown (sgns.cli.common.exit_without_teardown), except under torchrun."""
     distributed_run = "WORLD_SIZE" in os.environ
-    defer_collection()  # until hydra_main has loaded torch, numba and the train loop
+    defer_collection()  # until train_job has loaded torch, numba and the train loop
     with contextlib.nullcontext() if distributed_run else exit_without_teardown():
         try:
             run_command(sys.argv[1:])
@@ -164,12 +156,12 @@ def main() -> None:
 
 
 def run_command(argv: List[str]) -> None:
-    flags = [a for a in argv if a.startswith("-")]
-    if len(flags) == 1 and flags[0] in HELP_FLAGS:
-        print_help([a for a in argv if not a.startswith("-")])
-        return
+    args, flags = parse_args(argv)
     rank = 0
     try:
+        if "help" in flags and flags <= HELP_FLAGS:
+            print(hydra_app.help_text(args.overrides, args.config_dir))
+            return
         if "WORLD_SIZE" in os.environ:  # started by torchrun (or srun, mpirun with its variables)
             from sgns.distributed import topology_from_env
 
@@ -177,9 +169,9 @@ def run_command(argv: List[str]) -> None:
             rank = topology.rank
             check_command_line(argv)
             if topology.distributed:
-                sys.argv[1:] = prepare_distributed(argv)
-        elif flags or parse_command_line(argv)[1] or not run_once(argv):  # a sweep, or one of Hydra's flags
-            check_command_line(argv)
+                argv = prepare_distributed(argv)
+        elif not flags <= PLAIN_FLAGS or parse_overrides(args.overrides)[1] or not run_once(args):
+            check_command_line(argv)  # a sweep, or one of Hydra's flags
         else:
             return  # run_once ran it
     except SGNSError as e:
@@ -190,119 +182,18 @@ def run_command(argv: List[str]) -> None:
             if rank != 0 and not isinstance(e, distributed.PeerLost):
                 sys.exit(2)  # the same line as rank 0's (the same arguments): said once
         exit_with_error("sgns-train", e)
-    hydra_main()
+    sys.argv[1:] = argv
+    hydra_app.run_with_hydra(train_job)
 
 
-def run_once(argv: List[str]) -> bool:
-    """Run a plain command line (overrides only, no sweep) as `@hydra.main` does (Hydra's run: compose, callbacks,
-    `run_job`, which writes `.hydra/` and the log), but composed once instead of three times (our check, Hydra's
-    get_mode, Hydra's run), checked between composing and `run_job`. False, having run nothing, if the composed
-    config asks for a multirun (hydra.mode=MULTIRUN), which `@hydra.main` then runs."""
-    from hydra._internal.callbacks import Callbacks
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.utils import run_job
-    from hydra.types import HydraContext, RunMode
-    from omegaconf import open_dict, read_write
-
-    app = make_hydra()
-    try:
-        try:
-            cfg = app.compose_config(CONFIG_NAME, list(argv), run_mode=RunMode.RUN, with_log_configuration=True)
-        except Exception as e:
-            raise config_error(e) from None
-        if cfg.hydra.mode == RunMode.MULTIRUN:
-            return False
-        if cfg.hydra.mode is None:  # what Hydra's `hydra.mode=RUN` override, added when no config sets it, does
-            with read_write(cfg.hydra), open_dict(cfg.hydra):
-                cfg.hydra.mode = RunMode.RUN
-                cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
-        try:
-            check_composed(cfg)
-        except SGNSError:
-            raise
-        except Exception as e:
-            raise config_error(e) from None
-        check_run_dir_of(parse_command_line(argv)[2], {key: cfg[key] for key in cfg if key != "hydra"})
-
-        def run() -> None:  # Hydra.run after its compose
-            callbacks = Callbacks(cfg)
-            callbacks.on_run_start(config=cfg, config_name=CONFIG_NAME)
-            job = run_job(hydra_context=HydraContext(config_loader=app.config_loader, callbacks=callbacks),
-                          task_function=hydra_main.__wrapped__, config=cfg, job_dir_key="hydra.run.dir",
-                          job_subdir_key=None, configure_logging=True)
-            callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=job)
-            _ = job.return_value  # raises the job's exception, as Hydra.run does
-
-        from hydra._internal.utils import run_and_report
-
-        run_and_report(run)
-        return True
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def make_hydra() -> Any:
-    """Hydra's application object for sgns-train, set up as `@hydra.main` on `hydra_main` sets it up."""
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import (
-        create_automatic_config_search_path,
-        detect_calling_file_or_module_from_task_function,
-        detect_task_name,
-        run_and_report,
-    )
-
-    calling_file, calling_module = detect_calling_file_or_module_from_task_function(hydra_main)
-    search_path = create_automatic_config_search_path(calling_file, calling_module, CONFIG_DIR)
-    return run_and_report(lambda: Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
-                                                           config_search_path=search_path))
-
-
-def print_help(overrides: List[str]) -> None:
-    """`sgns-train --help [overrides]`: Hydra's app help (its help template, the config groups, the composed config),
-    without listing Hydra's own config groups unless the template shows them (Hydra's help lists every group twice,
-    whatever the template: most of its time) and without importing torch."""
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf
-
-    app = make_hydra()
-    try:
-        try:
-            cfg = app.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=True)
-        except Exception as e:
-            exit_with_error("sgns-train", config_error(e))
-        HydraConfig.instance().set_config(cfg)
-        template = str(cfg.hydra.help.template)
-        groups = ("".join(f"{group}: {', '.join(sorted(options))}\n"
-                          for group, options in sorted(app_config_groups(app.config_loader).items())))
-        hydra_groups = ""
-        if "HYDRA_CONFIG_GROUPS" in template:
-            hydra_groups = app.format_config_groups(lambda group: group == "hydra" or group.startswith("hydra/"))
-        print(string.Template(template).substitute(
-            FLAGS_HELP=app.format_args_help(get_args_parser()), HYDRA_CONFIG_GROUPS=hydra_groups,
-            APP_CONFIG_GROUPS=groups,
-            CONFIG=OmegaConf.to_yaml(app.get_sanitized_cfg(copy.deepcopy(cfg), "job"), resolve=False)))
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def app_config_groups(loader: Any, parent: str = "") -> Dict[str, List[str]]:
-    """group -> its options, for every config group under `parent` but Hydra's own (`hydra`, `hydra/...`)."""
-    from hydra.core.object_type import ObjectType
-
-    found: Dict[str, List[str]] = {}
-    for child in loader.list_groups(parent):
-        group = f"{parent}/{child}" if parent else child
-        if group == "hydra":
-            continue
-        options = loader.get_group_options(group, ObjectType.CONFIG)
-        if options:
-            found[group] = options
-        if loader.get_group_options(group, ObjectType.GROUP):
-            found.update(app_config_groups(loader, group))
-    return found
+def run_once(args: argparse.Namespace) -> bool:
+    """Run a plain command line (overrides and -cd only, no sweep) composed once (sgns.hydra_app.run_once), the
+    run dir it names checked before anything is written. False, having run nothing, if the composed config asks
+    for a multirun (hydra.mode=MULTIRUN), which `@hydra.main` then runs."""
+    run_dir = parse_overrides(args.overrides)[2]
+    ran, _ = hydra_app.run_once(train_job, args.overrides, config_dir=args.config_dir,
+                                check=lambda cfg: check_run_dir_of(run_dir, cfg), report=True)
+    return ran
 
 
 if __name__ == "__main__":
