@@ -10,9 +10,12 @@ short run on a real corpus gets fewer points, the small planted benchmark gets t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
+
+import torch
 
 AUTO_MAX_OVERHEAD = 0.1  # auto cadence: periodic evaluation takes at most this share of the training time
 T = TypeVar("T")
@@ -61,3 +64,19 @@ class EvalSchedule:
         self.seconds += self.last_seconds
         self.count += 1
         return result
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """torch on one thread while a point during training is scored on the CPU: the numba kernel's threads are
+    still spinning after its last step, and torch's own thread pool fighting them made a point of the planted
+    benchmark take 160-260 ms instead of 25 ms (2 cores, docs/evaluation.md#what-a-point-costs)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
