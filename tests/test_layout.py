@@ -18,7 +18,8 @@ import sgns
 
 PACKAGE = Path(sgns.__file__).resolve().parent
 # The stages the train loop is built from: none of them may import the loop, the loaders or a command.
-STAGES = ("config", "errors", "device", "corpus", "vocab", "model", "pipelines", "vectors", "evaluate", "distributed")
+STAGES = ("config", "errors", "device", "corpus", "vocab", "model", "pipelines", "vectors", "benchmarks", "evaluate",
+          "distributed")
 
 
 def imports(path: Path) -> Iterator[Tuple[int, str]]:
