@@ -343,6 +343,10 @@ def validate(cfg: Any) -> None:
     m = cfg.model
     _check(not m.freeze_init or bool(m.init_from), "model.freeze_init", "false unless model.init_from is set",
            m.freeze_init, "set model.init_from=PATH")
+    if cfg.eval.benchmarks:  # an unknown or unshipped name, or a missing file: one line now, not after reading
+        from sgns.benchmarks import expand
+
+        expand(cfg.eval.benchmarks)
 
 
 @functools.cache

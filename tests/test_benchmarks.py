@@ -293,3 +293,11 @@ def test_the_suite_of_a_low_coverage_vocabulary_is_scored_when_asked_by_path(tmp
     cfg.similarities = []
     suite = EvalSuite(cfg, words)
     assert list(suite.prepared) == [] and list(suite.skipped) == ["ws353"]
+
+
+def test_a_bad_name_in_the_config_fails_before_the_corpus_is_read(tmp_path: Path) -> None:
+    cfg = compose_cfg(tmp_path / "run", ["corpus=text", f"corpus.path={tmp_path / 'never-read.txt'}",
+                                         "eval.benchmarks=[google,men]"])
+    with pytest.raises(SGNSError, match=r"^benchmark 'men' \(MEN Test Collection\) is not shipped"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
