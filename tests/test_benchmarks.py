@@ -227,8 +227,10 @@ def test_sgns_eval_with_no_benchmark_prints_one_suite_table(benchmark_vectors, c
     report = json.loads(out[-1])
     expected = wv.evaluate()
     assert list(report["eval"]) == SHIPPED
-    table = out[out.index(next(line for line in out if line.split()[:3] == ["benchmark", "score", "coverage"])):-1]
-    assert len(table) == 4 and "section" not in "\n".join(out[:-1])  # the one table, no per-section detail
+    start = out.index(next(line for line in out if line.split()[:3] == ["benchmark", "score", "coverage"]))
+    table = out[start : start + 4]
+    assert "section" not in "\n".join(out[:-1])  # the one table, no per-section detail
+    assert out[start + 4 :][:2] == ["", "nearest neighbours (cosine, top 8):"] and report["neighbours"]
     google = expected["google"]
     assert table[1].split()[:3] == ["google", "accuracy", f"{google['accuracy']:.4f}"]
     assert f"{100 * google['coverage']:.2f}% ({google['seen']:,} of 19,544 questions)" in table[1]

@@ -1,7 +1,8 @@
 """`sgns-eval PATH`: score vectors on analogy / similarity benchmarks, or sanity-check them by nearest neighbours.
 
 PATH is a run directory, a checkpoint or a word2vec file (text or binary). With no benchmark argument (and no
---words or --query) it scores the English suite (sgns/benchmarks: Google analogies, WordSim-353, SimLex-999).
+--words or --query) it scores the English suite (sgns/benchmarks: Google analogies, WordSim-353, SimLex-999) in
+one table, then shows a few frequent words' nearest neighbours (a sanity check that needs no benchmark).
 The report is a table for people followed by one JSON line (the last line of stdout) for scripts.
 """
 
@@ -187,7 +188,8 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         report["eval"] = results
         report["eval_seconds"] = round(time.perf_counter() - started, 3)
 
-    words = args.words if args.words is not None else ([] if results or args.query else sanity_words(wv))
+    given = args.analogies or args.similarities or args.benchmarks or args.query
+    words = args.words if args.words is not None else ([] if given else sanity_words(wv))  # bare: suite + neighbours
     if words:
         print(f"\nnearest neighbours (cosine, top {args.topn}):")
         report["neighbours"] = {}
