@@ -217,8 +217,12 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
+    enabled: bool = choice(True)  # false (eval=none): score nothing, not even the synthetic corpus's planted set
+    benchmarks: Optional[List[str]] = choice(None)  # names (google, ws353, ...), suites (english) or paths; null: auto
     analogies: List[str] = choice(factory=list)  # questions-words style files
     similarities: List[str] = choice(factory=list)  # word1 TAB word2 TAB score files
+    min_coverage: float = choice(0.1, between(0, 1))  # a named benchmark with less of it in the vocabulary is skipped
+    sample_questions: int = bookkeeping(500, at_least(0, " (0: all)"))  # analogy questions per file at points
     restrict_vocab: int = choice(RESTRICT_VOCAB, at_least(1))  # analogy answers among this many most frequent words
     every_words: Optional[int] = bookkeeping(None, at_least(0, " (auto)", null=True))  # evaluate every N words (0: end)
     points: int = bookkeeping(15, at_least(1))  # auto cadence: evaluations per run (fewer if over 10% of train time)
@@ -344,6 +348,10 @@ def validate(cfg: Any) -> None:
     m = cfg.model
     _check(not m.freeze_init or bool(m.init_from), "model.freeze_init", "false unless model.init_from is set",
            m.freeze_init, "set model.init_from=PATH")
+    if cfg.eval.benchmarks:  # an unknown or unshipped name, or a missing file: one line now, not after reading
+        from sgns.benchmarks import expand
+
+        expand(cfg.eval.benchmarks)
 
 
 @functools.cache

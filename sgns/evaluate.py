@@ -12,14 +12,17 @@ the vectors live on (or the one given), so a 30k-word evaluation costs a few mat
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from sgns.benchmarks import ANALOGY, SIMILARITY, Entry, default_names, expand
 from sgns.config import ANALOGY_METHODS, RESTRICT_VOCAB
 from sgns.errors import SGNSError
 
@@ -28,6 +31,7 @@ ANALOGY_CANDIDATES = 5  # gensim asks most_similar for 5 answers and takes the f
 SIMILARITY_RESTRICT_VOCAB = 300000  # evaluate_word_pairs' default
 SCORE_BLOCK_ELEMENTS = 1 << 25  # questions x vocabulary scores held at once (128 MiB of float32)
 METHODS = ANALOGY_METHODS  # eval.method values
+SAMPLE_SEED = 0  # the questions a point during training scores are the same at every point and in every run
 
 
 def _read_lines(path: str | Path) -> List[str]:
@@ -133,6 +137,20 @@ def _solve(unit: torch.Tensor, canonical: torch.Tensor, ids: torch.Tensor, metho
     else:  # 3CosAdd: cosine with b - a + c (its norm does not change the ranking)
         scores = (unit[ids[:, 1]] + unit[ids[:, 2]] - unit[ids[:, 0]]) @ unit.T
     scores.scatter_(1, ids[:, :3], float("-inf"))  # a, b, c themselves are never returned
+    # The best candidate is the prediction unless it is a case variant of a, b or c (only a mixed-case
+    # vocabulary has those): a max per row, and gensim's walk down the top 5 only for the rows that need it.
+    best_scores, best = scores.max(dim=1)
+    best_keys = canonical[best]
+    walk = (best_keys[:, None] == ids[:, :3]).any(1) | (best_scores == float("-inf"))
+    right = (best_keys == ids[:, 3]) & ~walk
+    rows = walk.nonzero().squeeze(1)
+    if len(rows):
+        right[rows] = _walk_top(scores[rows], canonical, ids[rows])
+    return right
+
+
+def _walk_top(scores: torch.Tensor, canonical: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """gensim's rule on the 5 best candidates: the first whose uppercased form is not A, B or C is the answer."""
     top_scores, top = scores.topk(min(ANALOGY_CANDIDATES, scores.shape[1]), dim=1)
     valid = top_scores > float("-inf")  # fewer real candidates than 5 only in a tiny vocabulary
     top_keys = canonical[top]
@@ -144,95 +162,196 @@ def _solve(unit: torch.Tensor, canonical: torch.Tensor, ids: torch.Tensor, metho
     return (predicted == ids[:, 3]) & valid.any(1)
 
 
-def evaluate_analogies(words: Sequence[str], vectors: np.ndarray | torch.Tensor, path: str | Path,
-                       restrict_vocab: int = RESTRICT_VOCAB, method: str = "3cosadd",
-                       device: str | torch.device | None = None) -> Dict[str, Any]:
-    """Score a questions-words file; accuracy is over the questions with all four words known (gensim's)."""
-    if method not in METHODS:
-        raise SGNSError(f"unknown analogy method {method!r}: use {' or '.join(METHODS)}")
+@dataclass
+class PreparedAnalogies:
+    """An analogy file read against one vocabulary, once: its known questions as canonical indices.
+
+    A run's vocabulary does not change while it trains, so every evaluation point only does the matrix work.
+    """
+
+    restrict_vocab: int
+    n: int  # candidate words: the first min(restrict_vocab, vocabulary) words
+    canonical: torch.Tensor  # (n,) the index of each candidate's first (most frequent) uppercased spelling
+    ids: torch.Tensor  # (Q, 4) canonical indices of the known questions, in file order
+    owner: np.ndarray  # (Q,) the section index of each known question
+    sections: List[str]  # section names, repeated names made unique
+    totals: List[int]  # questions per section
+    seen: List[int]  # known questions per section
+    malformed: int
+    sample: Optional[np.ndarray] = None  # question rows scored at points during training (None: all)
+
+    @property
+    def coverage(self) -> float:
+        total = sum(self.totals)
+        return len(self.ids) / total if total else 0.0
+
+
+def prepare_analogies(words: Sequence[str], path: str | Path, restrict_vocab: int = RESTRICT_VOCAB,
+                      sample: int = 0) -> PreparedAnalogies:
+    """Read `path` against `words`; `sample` > 0 also picks that many questions (seeded, fixed) for cheap points."""
     if restrict_vocab < 1:
         raise SGNSError(f"restrict_vocab={restrict_vocab} is out of range: must be >= 1")
     sections, malformed = load_analogies(path)
     index = upper_index(words, restrict_vocab)
     n = min(restrict_vocab, len(words))
-    per_section: Dict[str, Dict[str, Any]] = {}
+    names: List[str] = []
+    totals: List[int] = []
+    seen: List[int] = []
     known_ids: List[List[int]] = []
-    owners: List[str] = []
+    owner: List[int] = []
     for name, questions in sections:
         base_name, k = name, 2
-        while name in per_section:  # a repeated section name: keep both apart
+        while name in names:  # a repeated section name: keep both apart
             name, k = f"{base_name} ({k})", k + 1
         known = [[index[w] for w in q] for q in questions if all(w in index for w in q)]
-        per_section[name] = {"correct": 0, "seen": len(known), "total": len(questions)}
+        owner.extend([len(names)] * len(known))
+        names.append(name)
+        totals.append(len(questions))
+        seen.append(len(known))
         known_ids.extend(known)
-        owners.extend([name] * len(known))
+    canonical = torch.tensor([index[w.upper()] for w in words[:n]], dtype=torch.long)
+    ids = torch.tensor(known_ids, dtype=torch.long).reshape(-1, 4)
+    picked = None
+    if 0 < sample < len(ids):
+        picked = np.sort(np.random.default_rng(SAMPLE_SEED).choice(len(ids), sample, replace=False))
+    return PreparedAnalogies(restrict_vocab, n, canonical, ids, np.array(owner, dtype=np.int64), names, totals,
+                             seen, malformed, picked)
 
-    if known_ids:
-        base = _as_tensor(vectors[:n], device)
+
+def score_analogies(prepared: PreparedAnalogies, vectors: np.ndarray | torch.Tensor, method: str = "3cosadd",
+                    device: str | torch.device | None = None, sampled: bool = False) -> Dict[str, Any]:
+    """Score prepared questions on `vectors`; `sampled`: only the prepared sample (accuracy over it)."""
+    if method not in METHODS:
+        raise SGNSError(f"unknown analogy method {method!r}: use {' or '.join(METHODS)}")
+    p = prepared
+    rows = p.sample if sampled and p.sample is not None else None
+    ids = p.ids if rows is None else p.ids[torch.from_numpy(rows)]
+    owner = p.owner if rows is None else p.owner[rows]
+    correct = np.zeros(len(p.sections), dtype=np.int64)
+    asked = np.bincount(owner, minlength=len(p.sections)) if len(owner) else np.zeros(len(p.sections), np.int64)
+    if len(ids):
+        base = _as_tensor(vectors[: p.n], device)
         unit = _unit(base)
-        canonical = torch.tensor([index[w.upper()] for w in words[:n]], device=unit.device)
-        all_ids = torch.tensor(known_ids, device=unit.device)
-        block = max(1, SCORE_BLOCK_ELEMENTS // max(n, 1) // (3 if method == "3cosmul" else 1))
+        canonical = p.canonical.to(unit.device)
+        all_ids = ids.to(unit.device)
+        block = max(1, SCORE_BLOCK_ELEMENTS // max(p.n, 1) // (3 if method == "3cosmul" else 1))
         right = torch.cat([_solve(unit, canonical, all_ids[s : s + block], method)
                            for s in range(0, len(all_ids), block)]).cpu().numpy()
-        for name, ok in zip(owners, right.tolist(), strict=True):
-            per_section[name]["correct"] += int(ok)
-    for s in per_section.values():
-        s["accuracy"] = s["correct"] / s["seen"] if s["seen"] else 0.0
+        correct = np.bincount(owner, weights=right, minlength=len(p.sections)).astype(np.int64)
+    per_section: Dict[str, Dict[str, Any]] = {}
+    for i, name in enumerate(p.sections):
+        s_seen = int(asked[i])
+        per_section[name] = {"correct": int(correct[i]), "seen": s_seen, "total": p.totals[i],
+                             "accuracy": int(correct[i]) / s_seen if s_seen else 0.0}
 
     def pooled(names: List[str]) -> Tuple[float, int, int]:
         seen = sum(per_section[x]["seen"] for x in names)
-        correct = sum(per_section[x]["correct"] for x in names)
-        return (correct / seen if seen else 0.0), correct, seen
+        right = sum(per_section[x]["correct"] for x in names)
+        return (right / seen if seen else 0.0), right, seen
 
     syntactic = [x for x in per_section if x.startswith("gram")]  # the Google set's naming: gramN-... sections
     semantic = [x for x in per_section if not x.startswith("gram")]
-    total = sum(s["total"] for s in per_section.values())
-    seen = sum(s["seen"] for s in per_section.values())
-    correct = sum(s["correct"] for s in per_section.values())
+    total = sum(p.totals)
+    seen = int(asked.sum())
+    right_total = int(correct.sum())
     semantic_accuracy, semantic_correct, semantic_seen = pooled(semantic)
     syntactic_accuracy, syntactic_correct, syntactic_seen = pooled(syntactic)
-    return {
-        "accuracy": correct / seen if seen else 0.0,
-        "correct": correct,
+    result = {
+        "accuracy": right_total / seen if seen else 0.0,
+        "correct": right_total,
         "seen": seen,
         "total": total,
-        "oov": total - seen,
-        "coverage": seen / total if total else 0.0,
+        "oov": total - len(p.ids),
+        "coverage": p.coverage,
         "semantic_accuracy": semantic_accuracy,
         "semantic_correct": semantic_correct,
         "semantic_seen": semantic_seen,
         "syntactic_accuracy": syntactic_accuracy,
         "syntactic_correct": syntactic_correct,
         "syntactic_seen": syntactic_seen,
-        "malformed_lines": malformed,
+        "malformed_lines": p.malformed,
         "method": method,
         "sections": per_section,
     }
+    if rows is not None:
+        result["sampled"] = len(rows)  # a point during training: accuracy over this fixed sample of the known
+    return result
+
+
+def evaluate_analogies(words: Sequence[str], vectors: np.ndarray | torch.Tensor, path: str | Path,
+                       restrict_vocab: int = RESTRICT_VOCAB, method: str = "3cosadd",
+                       device: str | torch.device | None = None) -> Dict[str, Any]:
+    """Score a questions-words file; accuracy is over the questions with all four words known (gensim's)."""
+    if method not in METHODS:
+        raise SGNSError(f"unknown analogy method {method!r}: use {' or '.join(METHODS)}")
+    return score_analogies(prepare_analogies(words, path, restrict_vocab), vectors, method, device)
+
+
+@dataclass
+class PreparedPairs:
+    """A similarity file read against one vocabulary: the known pairs' indices and human scores."""
+
+    ids: torch.Tensor  # (P, 2)
+    gold: np.ndarray  # (P,) float64
+    total: int
+    malformed: int
+
+    @property
+    def coverage(self) -> float:
+        return len(self.ids) / self.total if self.total else 0.0
+
+
+def prepare_pairs(words: Sequence[str], path: str | Path,
+                  restrict_vocab: int = SIMILARITY_RESTRICT_VOCAB) -> PreparedPairs:
+    rows, malformed = load_pairs(path)
+    index = upper_index(words, restrict_vocab)
+    known = [(index[a], index[b], s) for a, b, s in rows if a in index and b in index]
+    ids = torch.tensor([(a, b) for a, b, _ in known], dtype=torch.long).reshape(-1, 2)
+    return PreparedPairs(ids, np.array([s for _, _, s in known], dtype=np.float64), len(rows), malformed)
+
+
+def score_pairs(prepared: PreparedPairs, vectors: np.ndarray | torch.Tensor,
+                device: str | torch.device | None = None) -> Dict[str, Any]:
+    """Spearman and Pearson of cosine vs the human score over the prepared pairs."""
+    p = prepared
+    known = len(p.ids)
+    result: Dict[str, Any] = {"pairs": known, "total": p.total,
+                              "oov_ratio": (p.total - known) / p.total if p.total else 0.0,
+                              "coverage": p.coverage, "malformed_lines": p.malformed, "spearman": None,
+                              "pearson": None}
+    if known >= 2:
+        table = _as_tensor(vectors, device)
+        ids = p.ids.to(table.device)
+        cosine = (_unit(table[ids[:, 0]]) * _unit(table[ids[:, 1]])).sum(1).cpu().numpy().astype(np.float64)
+        if np.ptp(p.gold) > 0 and np.ptp(cosine) > 0:  # a constant side has no correlation (scipy: nan + warning)
+            result["spearman"] = _pearson(_average_ranks(p.gold), _average_ranks(cosine))
+            result["pearson"] = _pearson(p.gold, cosine)
+    return result
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (scipy's rankdata 'average', which Spearman's rho uses).
+    Done here, not by scipy.stats: importing it took 2 s of the first evaluation point on a busy machine."""
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]  # the first of each run of equal values
+    first = np.flatnonzero(starts)
+    average = first + (np.diff(np.r_[first, len(x)]) - 1) / 2.0 + 1
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = average[np.cumsum(starts) - 1]
+    return ranks
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float(np.clip(a @ b / math.sqrt((a @ a) * (b @ b)), -1.0, 1.0))
 
 
 def evaluate_similarity(words: Sequence[str], vectors: np.ndarray | torch.Tensor, path: str | Path,
                         restrict_vocab: int = SIMILARITY_RESTRICT_VOCAB,
                         device: str | torch.device | None = None) -> Dict[str, Any]:
     """Spearman and Pearson of cosine vs the human score; `oov_ratio` is a fraction (gensim prints percent)."""
-    from scipy import stats
-
-    rows, malformed = load_pairs(path)
-    index = upper_index(words, restrict_vocab)
-    known = [(index[a], index[b], s) for a, b, s in rows if a in index and b in index]
-    result: Dict[str, Any] = {"pairs": len(known), "total": len(rows),
-                              "oov_ratio": (len(rows) - len(known)) / len(rows) if rows else 0.0,
-                              "coverage": len(known) / len(rows) if rows else 0.0,
-                              "malformed_lines": malformed, "spearman": None, "pearson": None}
-    if len(known) >= 2:
-        table = _as_tensor(vectors, device)
-        ids = torch.tensor([(a, b) for a, b, _ in known], device=table.device)
-        cosine = (_unit(table[ids[:, 0]]) * _unit(table[ids[:, 1]])).sum(1).cpu().numpy().astype(np.float64)
-        gold = np.array([s for _, _, s in known])
-        if np.ptp(gold) > 0 and np.ptp(cosine) > 0:  # a constant side has no correlation (scipy: nan + warning)
-            result["spearman"] = float(stats.spearmanr(gold, cosine)[0])
-            result["pearson"] = float(stats.pearsonr(gold, cosine)[0])
-    return result
+    return score_pairs(prepare_pairs(words, path, restrict_vocab), vectors, device)
 
 
 def nearest(words: Sequence[str], vectors: np.ndarray | torch.Tensor, positive: Sequence[str] | str,
@@ -263,20 +382,81 @@ def nearest(words: Sequence[str], vectors: np.ndarray | torch.Tensor, positive: 
     return [(words[i], float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
 
 
+class EvalSuite:
+    """The benchmarks of one evaluation config read against one vocabulary, once; `score` evaluates vectors.
+
+    The entries are, in order: `analogies` files, `similarities` files, then `benchmarks` (names, suites or
+    paths; null is auto: the English suite unless the corpus is the synthetic one). A file given twice (the same
+    bytes under two names) is scored once, under its first name. A benchmark chosen by name whose coverage is
+    below `min_coverage` is skipped (a non-English or differently normalised corpus): `skipped` holds its
+    coverage, and `log` gets one line. `enabled=false` (eval=none) scores nothing.
+    """
+
+    def __init__(self, cfg: Any, words: Sequence[str], corpus_kind: Optional[str] = None,
+                 log: Optional[Callable[[str], None]] = None) -> None:
+        self.restrict_vocab = int(getattr(cfg, "restrict_vocab", RESTRICT_VOCAB))
+        self.method = str(getattr(cfg, "method", "3cosadd"))
+        if self.method not in METHODS:
+            raise SGNSError(f"unknown analogy method {self.method!r}: use {' or '.join(METHODS)}")
+        min_coverage = float(getattr(cfg, "min_coverage", 0.0))
+        sample = int(getattr(cfg, "sample_questions", 0) or 0)
+        self.prepared: Dict[str, Tuple[str, Any]] = {}  # name -> (kind, prepared)
+        self.skipped: Dict[str, float] = {}  # name -> coverage
+        if not getattr(cfg, "enabled", True):
+            return
+        named = getattr(cfg, "benchmarks", None)
+        if named is None:
+            named = default_names(corpus_kind) if corpus_kind is not None else []
+        entries = ([Entry(Path(p).stem, ANALOGY, str(p), False) for p in cfg.analogies]
+                   + [Entry(Path(p).stem, SIMILARITY, str(p), False) for p in cfg.similarities] + expand(named))
+        digests: set = set()
+        for entry in entries:
+            digest = _file_digest(entry.path)
+            if digest in digests:
+                continue
+            digests.add(digest)
+            if entry.kind == ANALOGY:
+                prepared: Any = prepare_analogies(words, entry.path, self.restrict_vocab, sample)
+            else:
+                prepared = prepare_pairs(words, entry.path)
+            name, k = entry.name, 2
+            while name in self.prepared or name in self.skipped:  # two files with one stem: `<stem>-2`
+                name, k = f"{entry.name}-{k}", k + 1
+            if entry.by_name and prepared.coverage < min_coverage:
+                self.skipped[name] = prepared.coverage
+                if log is not None:
+                    unit = "questions" if entry.kind == ANALOGY else "pairs"
+                    log(f"eval: {name} skipped: {prepared.coverage:.1%} of its {unit} are in the vocabulary, under "
+                        f"eval.min_coverage={min_coverage:g} (a non-English or differently normalised corpus?)")
+                continue
+            self.prepared[name] = (entry.kind, prepared)
+
+    def __bool__(self) -> bool:
+        return bool(self.prepared)
+
+    def score(self, vectors: np.ndarray | torch.Tensor, device: str | torch.device | None = None,
+              sampled: bool = False) -> Dict[str, dict]:
+        """Every benchmark on `vectors` (rows in the vocabulary's order); `sampled`: analogy files on their
+        fixed sample of questions (a point during training), the rest whole."""
+        results: Dict[str, dict] = {}
+        for name, (kind, prepared) in self.prepared.items():
+            if kind == ANALOGY:
+                results[name] = score_analogies(prepared, vectors, self.method, device, sampled)
+            else:
+                results[name] = score_pairs(prepared, vectors, device)
+        return results
+
+
+def _file_digest(path: str | Path) -> str:
+    return _digest_cached(*_file_key(path))
+
+
+@lru_cache(maxsize=64)
+def _digest_cached(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def evaluate_all(cfg: Any, words: Sequence[str], vectors: np.ndarray | torch.Tensor,
-                 device: str | torch.device | None = None) -> Dict[str, dict]:
-    """Every analogy and similarity file of the `eval` config group, keyed by file stem."""
-    results: Dict[str, dict] = {}
-
-    def key(path: str) -> str:
-        stem, k = Path(path).stem, 2
-        name = stem
-        while name in results:  # two files with one stem: the second is `<stem>-2`
-            name, k = f"{stem}-{k}", k + 1
-        return name
-
-    for path in cfg.analogies:
-        results[key(path)] = evaluate_analogies(words, vectors, path, cfg.restrict_vocab, cfg.method, device)
-    for path in cfg.similarities:
-        results[key(path)] = evaluate_similarity(words, vectors, path, device=device)
-    return results
+                 device: str | torch.device | None = None, corpus_kind: Optional[str] = None) -> Dict[str, dict]:
+    """Every benchmark of the `eval` config group (files keyed by stem, named benchmarks by name)."""
+    return EvalSuite(cfg, words, corpus_kind).score(vectors, device)

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -87,16 +87,22 @@ class WordVectors:
 
     def evaluate(self, analogies: Sequence[str | Path] | str | Path = (),
                  similarities: Sequence[str | Path] | str | Path = (), restrict_vocab: int = 30000,
-                 method: str = "3cosadd", device: str | None = None) -> Dict[str, dict]:
-        """Score analogy and similarity files as `sgns-eval` does (the same numbers), keyed by file stem:
-        `{"questions-words": {"accuracy": ..., "sections": ...}, "wordsim353": {"spearman": ...}}`."""
+                 method: str = "3cosadd", device: str | None = None,
+                 benchmarks: Optional[Sequence[str | Path] | str | Path] = None) -> Dict[str, dict]:
+        """Score benchmarks as `sgns-eval` does (the same numbers), each result with its coverage: with no
+        argument the English suite (Google analogies, WordSim-353, SimLex-999), keyed by benchmark name;
+        `benchmarks` takes names, suites or paths; analogy and similarity files are keyed by file stem:
+        `{"google": {"accuracy": ..., "coverage": ..., "sections": ...}, "ws353": {"spearman": ...}}`."""
         from sgns.evaluate import evaluate_all
 
         def as_list(files: Sequence[str | Path] | str | Path) -> List[str]:
             return [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
 
+        named = as_list(benchmarks) if benchmarks is not None else None
+        if named is None and not as_list(analogies) and not as_list(similarities):
+            named = ["english"]
         settings = SimpleNamespace(analogies=as_list(analogies), similarities=as_list(similarities),
-                                   restrict_vocab=restrict_vocab, method=method)
+                                   benchmarks=named or [], restrict_vocab=restrict_vocab, method=method)
         return evaluate_all(settings, self.words, self.vectors, device)
 
     def save(self, path: str | Path, binary: bool = True) -> None:

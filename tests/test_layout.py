@@ -4,6 +4,7 @@ anywhere."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,8 @@ import sgns
 
 PACKAGE = Path(sgns.__file__).resolve().parent
 # The stages the train loop is built from: none of them may import the loop, the loaders or a command.
-STAGES = ("config", "errors", "device", "corpus", "vocab", "model", "pipelines", "vectors", "evaluate", "distributed")
+STAGES = ("config", "errors", "device", "corpus", "vocab", "model", "pipelines", "vectors", "benchmarks", "evaluate",
+          "distributed")
 
 
 def imports(path: Path) -> Iterator[Tuple[int, str]]:
@@ -173,6 +175,10 @@ def test_a_built_wheel_trains_from_anywhere(tmp_path: Path) -> None:
                           cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (work / "run" / "vectors.bin").is_file() and (work / "run" / "metrics.json").is_file()
+    scored = subprocess.run([str(target / "bin" / "sgns-eval"), "run"], cwd=work, env=env, capture_output=True,
+                            text=True, timeout=300)  # the English suite, read from the installed package's files
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert json.loads(scored.stdout.splitlines()[-1])["eval"]["google"]["total"] == 19544
 
 
 @pytest.mark.parametrize("folder", ["sgns/conf", "configs", "README.md"])

@@ -93,10 +93,13 @@ def test_a_loss_objective_is_minimised(tmp_path: Path) -> None:
     assert [summary.objective_of(r) for r in summary.runs] == [1.5, 2.0, 2.5]
 
 
-def test_objective_auto_without_an_analogy_file_is_the_loss(tmp_path: Path) -> None:
+def test_objective_auto_without_an_analogy_file_is_the_first_spearman_not_the_loss(tmp_path: Path) -> None:
+    """Issue 27: auto is a quality score whenever any benchmark was scored (it was the loss here before)."""
     for job, loss in enumerate([2.5, 1.5]):
         make_run(tmp_path / str(job), [f"model.dim={8 * (job + 1)}"], finished(loss, spearman=0.5 - job / 10))
-    assert summarize(find_runs(tmp_path)).objective == "loss"
+    summary = summarize(find_runs(tmp_path))
+    assert (summary.objective, summary.maximise, summary.by_loss) == ("eval.ws.spearman", True, False)
+    assert [r.name for r in summary.runs] == ["0", "1"]
 
 
 def test_command_line_objective_overrides_the_runs(sweep: Path) -> None:

@@ -124,7 +124,8 @@ def test_two_by_two_multirun_then_summarize(tmp_path: Path) -> None:
         combos.add((negatives, dim))
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["status"] == "finished" and metrics["train_words"] == 20000
-        assert metrics["objective"] == metrics["loss"]  # no analogy file: the objective is the loss
+        # issue 27: objective=auto is a quality score whenever a benchmark was scored (the loss before)
+        assert metrics["objective"] == metrics["eval"]["pairs"]["spearman"]
         assert KeyedVectors.load_word2vec_format(run / "vectors.bin", binary=True).vector_size == dim
         hparams = session_hparams(run / "tb")
         assert (hparams["data.negatives"], hparams["model.dim"]) == (negatives, dim)
@@ -147,7 +148,8 @@ def test_two_by_two_multirun_then_summarize(tmp_path: Path) -> None:
 
     summary = cli("sgns-summarize", [str(sweep)], tmp_path)
     assert summary.returncode == 0, summary.stderr
-    assert "4 runs (4 finished); sorted by objective loss (lower is better)" in summary.stdout
+    assert "4 runs (4 finished); sorted by objective eval.pairs.spearman (higher is better)" in summary.stdout
+    assert "warning" not in summary.stdout
     table = [line for line in summary.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 2 + 4 and "data.negatives" in table[0] and "model.dim" in table[0]
     assert "pairs.spearman" in table[0]
@@ -156,9 +158,10 @@ def test_two_by_two_multirun_then_summarize(tmp_path: Path) -> None:
     assert {(r["data.negatives"], r["model.dim"]) for r in rows} == {("2", "8"), ("2", "16"), ("5", "8"), ("5", "16")}
     assert all(r["status"] == "finished" and r["corpus.path"] == str(corpus) for r in rows)
     objectives = [float(r["objective"]) for r in rows]
-    assert objectives == sorted(objectives)  # the loss: lowest first
+    assert objectives == sorted(objectives, reverse=True)  # the Spearman: highest first
     for r in rows:
-        assert float(r["objective"]) == json.loads((sweep / r["run"] / "metrics.json").read_text())["loss"]
+        metrics = json.loads((sweep / r["run"] / "metrics.json").read_text())
+        assert float(r["objective"]) == metrics["eval"]["pairs"]["spearman"]
     assert (sweep / "summary.md").read_text().count("| finished |") == 4
     assert_png(sweep / "objective_vs_hparams.png")
     assert_png(sweep / "curves.png")

@@ -1,7 +1,9 @@
 """`sgns-eval PATH`: score vectors on analogy / similarity benchmarks, or sanity-check them by nearest neighbours.
 
-PATH is a run directory, a checkpoint or a word2vec file (text or binary). The report is a table for people
-followed by one JSON line (the last line of stdout) for scripts.
+PATH is a run directory, a checkpoint or a word2vec file (text or binary). With no benchmark argument (and no
+--words or --query) it scores the English suite (sgns/benchmarks: Google analogies, WordSim-353, SimLex-999) in
+one table, then shows a few frequent words' nearest neighbours (a sanity check that needs no benchmark).
+The report is a table for people followed by one JSON line (the last line of stdout) for scripts.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
 from sgns.cli.common import OneLineParser, quiet_broken_pipe
 from sgns.config import RESTRICT_VOCAB
 from sgns.errors import SGNSError, exit_with_error
-from sgns.evaluate import METHODS, evaluate_analogies, evaluate_similarity, nearest
+from sgns.evaluate import METHODS, EvalSuite, nearest
 from sgns.load import VECTOR_CHOICES, load_vectors
 from sgns.vectors import WordVectors
 
@@ -25,6 +28,9 @@ SANITY_WORDS = 5  # frequent words whose neighbours are shown when no benchmark 
 def _parser() -> OneLineParser:
     p = OneLineParser(prog="sgns-eval", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("path", help="a run directory, a checkpoint (.pt) or a word2vec file (text or binary)")
+    p.add_argument("--benchmarks", nargs="+", default=None, metavar="NAME",
+                   help="benchmark names (google, ws353, simlex999), suites (english) or files; default: the "
+                        "English suite when no other benchmark, --words or --query is given")
     p.add_argument("--analogies", nargs="+", default=[], metavar="FILE",
                    help="questions-words style files (`: section` lines, then `a b c d`)")
     p.add_argument("--similarities", nargs="+", default=[], metavar="FILE",
@@ -99,6 +105,30 @@ def _print_similarity(name: str, r: Dict[str, Any]) -> None:
           f"{r['total']} pairs (OOV {_pct(r['oov_ratio']).strip()}), {r['malformed_lines']} malformed lines skipped")
 
 
+def summary_rows(results: Dict[str, Any]) -> List[Tuple[str, str, str]]:
+    """(benchmark, score, coverage) for each result: accuracy (with its semantic and syntactic parts) or Spearman."""
+    rows = []
+    for name, r in results.items():
+        if "accuracy" in r:
+            parts = [f"{part} {r[f'{part}_accuracy']:.4f}" for part in ("semantic", "syntactic") if r[f"{part}_seen"]]
+            score = (f"accuracy {r['accuracy']:.4f}" + (f" ({', '.join(parts)})" if len(parts) == 2 else "")
+                     if r["seen"] else "accuracy n/a")
+            known = f"{r['seen']:,} of {r['total']:,} questions"
+        else:
+            score = "spearman n/a" if r["spearman"] is None else f"spearman {r['spearman']:.4f}"
+            known = f"{r['pairs']:,} of {r['total']:,} pairs"
+        rows.append((name, score, f"{_pct(r['coverage']).strip()} ({known})"))
+    return rows
+
+
+def _print_summary(results: Dict[str, Any]) -> None:
+    rows = [("benchmark", "score", "coverage"), *summary_rows(results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    print()
+    for name, score, coverage in rows:
+        print(f"  {name:<{widths[0]}}  {score:<{widths[1]}}  {coverage}")
+
+
 def _clean(value: Any) -> Any:
     """NaN/inf are not JSON: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -140,21 +170,26 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     import torch
 
     table = torch.as_tensor(wv.vectors, device=device)
-    results: Dict[str, Any] = {}
+    named = args.benchmarks
+    if named is None and not (args.analogies or args.similarities or args.words is not None or args.query):
+        named = ["english"]
+    settings = SimpleNamespace(analogies=args.analogies, similarities=args.similarities, benchmarks=named or [],
+                               restrict_vocab=args.restrict_vocab, method=args.method)
     started = time.perf_counter()
-    for f in args.analogies:
-        name = _unique(Path(f).stem, results)
-        results[name] = evaluate_analogies(wv.words, table, f, args.restrict_vocab, args.method, device)
-        _print_analogies(name, results[name], args.restrict_vocab)
-    for f in args.similarities:
-        name = _unique(Path(f).stem, results)
-        results[name] = evaluate_similarity(wv.words, table, f, device=device)
-        _print_similarity(name, results[name])
+    results: Dict[str, Any] = EvalSuite(settings, wv.words).score(table, device)
+    detailed = bool(args.analogies or args.similarities or args.benchmarks)  # the bare suite: the one table only
+    for name, result in results.items():
+        if detailed and "accuracy" in result:
+            _print_analogies(name, result, args.restrict_vocab)
+        elif detailed:
+            _print_similarity(name, result)
     if results:
+        _print_summary(results)
         report["eval"] = results
         report["eval_seconds"] = round(time.perf_counter() - started, 3)
 
-    words = args.words if args.words is not None else ([] if results or args.query else sanity_words(wv))
+    given = args.analogies or args.similarities or args.benchmarks or args.query
+    words = args.words if args.words is not None else ([] if given else sanity_words(wv))  # bare: suite + neighbours
     if words:
         print(f"\nnearest neighbours (cosine, top {args.topn}):")
         report["neighbours"] = {}
@@ -174,13 +209,6 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             report["queries"][expr] = [[x, round(s, 4)] for x, s in found]
             print(f"  {expr}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
     return report
-
-
-def _unique(stem: str, taken: Dict[str, Any]) -> str:
-    name, k = stem, 2
-    while name in taken:
-        name, k = f"{stem}-{k}", k + 1
-    return name
 
 
 def main(argv: Optional[List[str]] = None) -> None:

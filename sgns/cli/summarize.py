@@ -22,12 +22,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sgns.cli.common import OneLineParser, quiet_broken_pipe
 from sgns.errors import SGNSError, exit_with_error
-from sgns.train.metrics import FAILED, FINISHED, higher_is_better, lookup, objective_key
+from sgns.train.metrics import FAILED, FINISHED, LOSS_WARNING, higher_is_better, lookup, objective_key, ranks_by_loss
 
 INCOMPLETE = "incomplete"  # no metrics.json: still running, killed, or crashed
 # Final metrics shown in the table besides the objective; evaluation results add `eval.<name>.<key>` columns.
 TABLE_METRICS = ("loss", "train_words", "words_per_sec", "wall_seconds")
-EVAL_TABLE_KEYS = ("accuracy", "spearman")
+EVAL_TABLE_KEYS = ("accuracy", "spearman", "coverage")  # each score with the share of the benchmark it covers
+CURVE_KEYS = ("accuracy", "spearman")
 Curve = Tuple[List[float], List[float]]  # x (corpus words trained), values
 
 
@@ -129,6 +130,7 @@ class Summary:
     swept: List[str]  # override keys whose value differs between runs
     constant: Dict[str, str]  # override keys every run shares, with their value
     eval_columns: List[str]  # eval.<name>.<key> columns of the table
+    by_loss: bool = False  # objective=auto fell back to the loss: no run scored a benchmark
 
     def objective_of(self, run: Run) -> Optional[float]:
         return run.metric(self.objective)
@@ -136,8 +138,10 @@ class Summary:
 
 def summarize(runs: List[Run], objective: Optional[str] = None) -> Summary:
     finished = [r for r in runs if r.status == FINISHED]
+    by_loss = False
     if objective is None:
         objective = objective_key(finished[0].objective_setting, finished[0].metrics) if finished else "loss"
+        by_loss = bool(finished) and ranks_by_loss(finished[0].objective_setting, finished[0].metrics)
     maximise = higher_is_better(objective)
     keys = sorted({k for r in runs for k in r.overrides}, key=_natural)
     swept = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
@@ -156,7 +160,7 @@ def summarize(runs: List[Run], objective: Optional[str] = None) -> Summary:
             return (1, 0.0, _natural(r.name))
         return (0, -value if maximise else value, _natural(r.name))
 
-    return Summary(sorted(runs, key=rank), objective, maximise, swept, constant, eval_columns)
+    return Summary(sorted(runs, key=rank), objective, maximise, swept, constant, eval_columns, by_loss)
 
 
 def _cell(value: Any) -> str:
@@ -215,6 +219,8 @@ def describe(summary: Summary) -> str:
     runs = f"{len(summary.runs)} run" + ("s" if len(summary.runs) != 1 else "")
     lines = [f"{runs} ({', '.join(parts)}); sorted by objective {summary.objective} "
              f"({better} is better)"]
+    if summary.by_loss:
+        lines.append("warning: " + LOSS_WARNING)
     if summary.constant:
         lines.append("same in every run: " + " ".join(f"{k}={v}" for k, v in summary.constant.items()))
     return "\n".join(lines)
@@ -321,7 +327,7 @@ def plot_curves(summary: Summary, path: Path) -> bool:
     tags = ["train/loss"] if any("train/loss" in r.curves for r in summary.runs) else []
     for r in summary.runs:
         for tag in r.curves:
-            if tag.startswith("eval/") and tag.rsplit("/", 1)[-1] in EVAL_TABLE_KEYS and tag not in tags:
+            if tag.startswith("eval/") and tag.rsplit("/", 1)[-1] in CURVE_KEYS and tag not in tags:
                 tags.append(tag)
     if not tags:
         return False
@@ -382,8 +388,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("path", type=Path, help="a sweep dir (outputs/multirun/DATE/TIME) or any dir of runs")
     parser.add_argument("--out", type=Path, default=None, help="where to write the table and plots (default: PATH)")
     parser.add_argument("--objective", default=None,
-                        help="metrics.json path to sort by, e.g. eval.wordsim353.spearman (default: the runs' "
-                             "objective: first analogy accuracy, else loss); names ending in loss are minimised")
+                        help="metrics.json path to sort by, e.g. eval.ws353.spearman (default: the runs' "
+                             "objective: first analogy accuracy, else first Spearman, else loss); names ending in "
+                             "loss are minimised")
     parser.add_argument("--no-plots", action="store_true", help="write only the table")
     args = parser.parse_args(argv)
     with quiet_broken_pipe():

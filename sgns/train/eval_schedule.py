@@ -3,16 +3,20 @@
 By default (`eval.every_words=null`) a run with benchmark files evaluates at `eval.points` evenly spaced word
 counts, the last of them being the final evaluation, so TensorBoard shows accuracy rising as training goes on.
 A point is skipped when evaluating would push the evaluation time past `AUTO_MAX_OVERHEAD` of the training time
-so far: the Google analogies over 30k words take about as long as training 0.5M words on 2 CPU cores, so a
-short run on a real corpus gets fewer points, the small planted benchmark gets them all. An explicit
-`eval.every_words=N` evaluates every N words, whatever it costs; `eval.every_words=0` only at the end.
+so far. A point during training scores a fixed sample of each analogy benchmark's questions (eval.sample_questions)
+on one CPU thread, the final evaluation everything, so at the defaults every point runs: on the dev corpus the
+English suite cost 3.7% of 5 epochs' training, on the synthetic corpus the planted set 5-6% (docs/evaluation.md).
+An explicit `eval.every_words=N` evaluates every N words, whatever it costs; `eval.every_words=0` only at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
+
+import torch
 
 AUTO_MAX_OVERHEAD = 0.1  # auto cadence: periodic evaluation takes at most this share of the training time
 T = TypeVar("T")
@@ -61,3 +65,19 @@ class EvalSchedule:
         self.seconds += self.last_seconds
         self.count += 1
         return result
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """torch on one thread while a point during training is scored on the CPU: the numba kernel's threads are
+    still spinning after its last step, and torch's own thread pool fighting them made a point of the planted
+    benchmark take 160-260 ms instead of 25 ms (2 cores, docs/evaluation.md#what-a-point-costs)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -24,11 +24,11 @@ from sgns.corpus.phrases import apply_phrases
 from sgns.corpus.synthetic import evaluation_config
 from sgns.distributed.team import Team, join_team
 from sgns.errors import SGNSError, Stopped
-from sgns.evaluate import evaluate_all
+from sgns.evaluate import EvalSuite
 from sgns.model import SGNS, make_model
 from sgns.pipelines import Pipeline, learning_rate, make_pipeline, resolve_settings
 from sgns.train.checkpoint import list_checkpoints
-from sgns.train.eval_schedule import EvalSchedule
+from sgns.train.eval_schedule import EvalSchedule, one_cpu_thread
 from sgns.train.init_from import start_from
 from sgns.train.rundir import RunDir, open_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
@@ -87,9 +87,8 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     team.start()  # every rank from rank 0's tables (fresh or restored)
     at_end = resume is not None and state.words_done >= pipeline.total_words  # killed writing its outputs
     tb = run.tblog(state.words_done, at_end, state.last_point if state.step % t.log_every == 0 else None)
-    eval_cfg = run.benchmarks(evaluation_config(cfg))
-    evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, pipeline.total_words, state.words_done,
-                         bool(eval_cfg.analogies or eval_cfg.similarities))
+    suite = EvalSuite(run.benchmarks(evaluation_config(cfg)), vocab.words, cfg.corpus.kind, log=log.info)
+    evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, pipeline.total_words, state.words_done, bool(suite))
     guard = DivergenceGuard(cfg, run.path, len(vocab), ranks=team.world_size)
 
     # ------------------------------------------------------------------------------------------- the loop
@@ -120,7 +119,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
                 bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.4f}", refresh=False)
                 state.reset_window()
             if evals.due(state.words_done, state.train_seconds + time.perf_counter() - tick):
-                tb.evaluation(evals.run(evaluate, eval_cfg, vocab, model, device), state.words_done)
+                tb.evaluation(evals.run(evaluate, suite, model, device, True), state.words_done)
                 tick += evals.last_seconds  # evaluating is not training: words/s and train_seconds leave it out
             if checkpoint_now:
                 save(cfg, run, state, model, pipeline, vocab, tb, guard, team)
@@ -145,7 +144,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     run.write_vectors(vocab.words, vectors, binary=t.export_binary)
     vectors_seconds = time.perf_counter() - writing
     tb.projector(vocab.words, vectors, vocab.counts, cfg.eval.projector_words, state.words_done)
-    results = evals.run(evaluate, eval_cfg, vocab, model, device)
+    results = evals.run(evaluate, suite, model, device, False)
     tb.evaluation(results, state.words_done)
     tb.evaluation_summary(results, state.words_done)
     log_evaluation(results, evals, state.train_seconds)
@@ -167,6 +166,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
         "eval_seconds": evals.seconds,
         "vectors_seconds": vectors_seconds,  # writing vectors.bin (or .txt)
         "eval": results,
+        **({"eval_skipped": suite.skipped} if suite.skipped else {}),  # named benchmarks under eval.min_coverage
         **({"distributed": distributed} if distributed is not None else {}),
     }
     metrics = run.write_metrics(metrics, cfg.objective)  # with the objective
@@ -313,9 +313,12 @@ def save(cfg: DictConfig, run: RunDir, state: TrainState, model: SGNS, pipeline:
     run.save_checkpoint(checkpoint, state.step, cfg.trainer.keep_checkpoints)
 
 
-def evaluate(eval_cfg: DictConfig, vocab: Vocabulary, model: SGNS, device: torch.device) -> Dict[str, dict]:
-    """Every benchmark file of the eval config, on the current input vectors."""
-    return evaluate_all(eval_cfg, vocab.words, model.input.weight.detach(), device)
+def evaluate(suite: EvalSuite, model: SGNS, device: torch.device, sampled: bool) -> Dict[str, dict]:
+    """Every benchmark of the run on the current input vectors (`sampled`: a point during training)."""
+    if not sampled:
+        return suite.score(model.input.weight.detach(), device)
+    with one_cpu_thread(device):
+        return suite.score(model.input.weight.detach(), device, sampled)
 
 
 def log_evaluation(results: Dict[str, dict], evals: EvalSchedule, train_seconds: float) -> None:
@@ -324,6 +327,10 @@ def log_evaluation(results: Dict[str, dict], evals: EvalSchedule, train_seconds:
                  f"curves): {evals.seconds:.1f}s, {evals.seconds / max(train_seconds, 1e-9):.1%} of the training time")
     for name, m in results.items():
         if "accuracy" in m:
-            log.info(f"eval {name}: analogy accuracy {m['accuracy']:.4f} ({m['seen']}/{m['total']} seen)")
+            log.info(f"eval {name}: analogy accuracy {m['accuracy']:.4f} (semantic {m['semantic_accuracy']:.4f}, "
+                     f"syntactic {m['syntactic_accuracy']:.4f}), coverage {m['coverage']:.1%} "
+                     f"({m['seen']:,} of {m['total']:,} questions)")
         else:
-            log.info(f"eval {name}: spearman {m['spearman']}, {m['pairs']} pairs")
+            spearman = "n/a" if m["spearman"] is None else f"{m['spearman']:.4f}"
+            log.info(f"eval {name}: spearman {spearman}, coverage {m['coverage']:.1%} ({m['pairs']:,} of "
+                     f"{m['total']:,} pairs)")

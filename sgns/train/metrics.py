@@ -2,8 +2,9 @@
 
 `metrics.json` holds the final loss, words, speed, evaluation results and the objective of a finished run,
 or `"status": "failed"` and the error of a failed one. The objective is what a sweeper optimises: with
-`objective=auto` the first analogy file's accuracy (maximise), else the loss (minimise), or any number in
-metrics.json named by its dotted path. sgns-summarize reads both through this module.
+`objective=auto` a quality score when any benchmark was scored (the first analogy accuracy, else the first
+Spearman; maximise), else the loss (minimise, with a warning), or any number in metrics.json named by its
+dotted path. sgns-summarize reads both through this module.
 """
 
 from __future__ import annotations
@@ -46,13 +47,29 @@ def mark_failed(run_dir: str | Path, error: BaseException | str) -> None:
 
 
 def objective_key(setting: str, metrics: Mapping[str, Any]) -> str:
-    """The metrics.json path the `objective` setting picks: auto is the first analogy accuracy, else the loss."""
+    """The metrics.json path the `objective` setting picks. auto is a quality score whenever a benchmark was
+    scored: the first analogy benchmark's accuracy (the planted set on the synthetic corpus, Google's in the
+    English suite), else the first similarity benchmark's Spearman; the training loss only when none was."""
     if setting == "auto":
-        for name, result in (metrics.get("eval") or {}).items():
-            if isinstance(result, Mapping) and "accuracy" in result:
+        scored = [(name, r) for name, r in (metrics.get("eval") or {}).items() if isinstance(r, Mapping)]
+        for name, result in scored:
+            if "accuracy" in result and result.get("seen"):
                 return f"eval.{name}.accuracy"
+        for name, result in scored:
+            if result.get("spearman") is not None:
+                return f"eval.{name}.spearman"
         return "loss"
     return setting
+
+
+def ranks_by_loss(setting: str, metrics: Mapping[str, Any]) -> bool:
+    """Whether `objective=auto` fell back to the training loss (no benchmark was scored)."""
+    return setting == "auto" and objective_key(setting, metrics) == "loss"
+
+
+LOSS_WARNING = ("objective=auto: no benchmark was scored, so a sweep ranks runs by training loss, which does not "
+                "measure the vectors and is not comparable across data.negatives; name benchmarks "
+                "(eval.benchmarks=[...]) or set objective=KEY")
 
 
 def lookup(metrics: Mapping[str, Any], key: str) -> Optional[Any]:

@@ -33,7 +33,7 @@ from sgns.train.checkpoint import (
     remove_stale_temp_files,
     save_checkpoint,
 )
-from sgns.train.metrics import objective, read_metrics, write_metrics
+from sgns.train.metrics import LOSS_WARNING, objective, ranks_by_loss, read_metrics, write_metrics
 from sgns.train.runs import read_checkpoint
 from sgns.train.tblog import NullTBLog, TBLog
 from sgns.vectors import save_word2vec
@@ -205,6 +205,8 @@ class RunDir:
     def write_metrics(self, metrics: Dict[str, Any], objective_setting: str) -> Dict[str, Any]:
         """Add the objective to `metrics` and write them as metrics.json; return them."""
         metrics = {**metrics, "objective": objective(objective_setting, metrics)}
+        if ranks_by_loss(objective_setting, metrics):
+            log.warning(LOSS_WARNING)
         write_metrics(self.path, metrics)
         return metrics
 
@@ -241,7 +243,7 @@ class OtherRankRunDir(RunDir):
         return super().progress_bar(total, initial, enabled=False)
 
     def benchmarks(self, eval_cfg: DictConfig) -> DictConfig:
-        return OmegaConf.create({**OmegaConf.to_container(eval_cfg), "analogies": [], "similarities": []})
+        return OmegaConf.create({**OmegaConf.to_container(eval_cfg), "enabled": False})
 
     def save_checkpoint(self, build: Callable[[], dict], step: int, keep: int) -> None:
         pass
