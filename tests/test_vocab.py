@@ -6,9 +6,10 @@ from typing import List
 import numpy as np
 import pytest
 
-from sgns.corpus import CHUNK_BYTES, encode, text_source
+from sgns.corpus import encode, text_source
+from sgns.corpus.phrases import PhraseStream, phrase_stream
+from sgns.corpus.reading import CHUNK_BYTES
 from sgns.errors import SGNSError
-from sgns.phrases import PhraseStream, phrase_stream
 from sgns.vocab import OLD_TIES, Vocabulary, tie_rule
 
 WORDS = ["c", "a", "b", "d", "e"]  # corpus ids: first-seen order
