@@ -285,3 +285,54 @@ def test_a_different_run_into_a_finished_run_dir_is_refused_and_touches_nothing(
         assert needle in str(error.value)
     check_command_line(command(setup, run, "trainer.threads=2", "eval.every_words=0")[3:])  # same run: allowed
     assert tree_digest(run) == before
+
+
+# The last commit whose vocabulary broke ties of equal count alphabetically (before gensim's order, issue 27).
+BEFORE_GENSIM_ORDER = "0c064d1815346460a915eda879047f5929ad7850"
+
+
+def code_at(commit: str, folder: Path) -> Path:
+    """This repository's package as it was at `commit` (skip when the history is not there: a shallow clone)."""
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "sgns", "hydra_plugins"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"needs the git history holding commit {commit[:7]} (the code that wrote old checkpoints)")
+    folder.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def test_a_checkpoint_written_before_the_gensim_vocabulary_order_resumes_exactly(tmp_path):
+    """A run checkpointed by the code before issue 27 (ties alphabetical) resumes with the order it was written
+    with, to the bits of that code's uninterrupted run, although a new run orders the same words differently."""
+    old = code_at(BEFORE_GENSIM_ORDER, tmp_path / "old-code")
+    paths = {"corpus": zipf_text(tmp_path / "corpus.txt", words=30000, vocab=400), "cache": tmp_path / "cache",
+             "analogies": tmp_path / "analogies.txt", "reference": tmp_path / "old-reference",
+             **PIPELINES["torch"]}
+    paths["analogies"].write_text(": section\n" + "".join(f"w{i} w{i + 1} w{i + 2} w{i + 3}\n"
+                                                          for i in range(0, 60, 2)))
+    with_old_code = {"PYTHONPATH": str(old), "PYTHONSAFEPATH": "1"}  # safe path: `-m` does not put the cwd first
+    proc = start(paths, paths["reference"], env=with_old_code)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    run = tmp_path / "run"
+    proc = start(paths, run, env={**with_old_code, FAULT_ENV: "60"})  # killed writing its third checkpoint
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL and newest_step(run) == 40
+    assert "ties" not in load_checkpoint(list_checkpoints(run)[-1])["vocab"]
+
+    proc = start(paths, run, env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONSAFEPATH": "1"})
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert "continuing from checkpoint" in out and "step-00000040.pt" in out
+    assert (run / "vocab.txt").read_text() == (paths["reference"] / "vocab.txt").read_text()
+    assert_same_as_reference(paths, run)
+
+    from sgns.corpus import encode, text_source
+    from sgns.vocab import Vocabulary
+
+    corpus = encode(text_source(paths["corpus"], 10000, False, 1), tmp_path / "cache-new", log=lambda _: None)
+    new_order = Vocabulary.build(corpus.words, corpus.counts, min_count=1).words
+    old_order = [line.rsplit(" ", 1)[0] for line in (run / "vocab.txt").read_text().splitlines()]
+    assert sorted(new_order) == sorted(old_order) and new_order != old_order  # only the resume kept the old one

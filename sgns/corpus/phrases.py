@@ -35,7 +35,7 @@ from sgns.config import check_value
 from sgns.corpus.cache import EncodedCorpus, _load_encoded, load_cached, publish_cache_entry
 from sgns.errors import SGNSError
 
-PHRASES_FORMAT = 1  # bump when the algorithm or the cache layout changes: old phrase caches are ignored
+PHRASES_FORMAT = 2  # bump when the algorithm or the cache layout changes: old phrase caches are ignored
 DELIMITER = "_"
 
 
@@ -175,17 +175,45 @@ def phrase_pass(stream: PhraseStream, threshold: float, min_count: int) -> tuple
     return PhraseStream(new_ids, new_offsets, words, new_counts), PassReport(int(len(used)), int(len(joined_at)))
 
 
+@numba.njit(cache=True, nogil=True)
+def _first_seen_ids(ids: np.ndarray, n_words: int) -> np.ndarray:
+    """New id of every old id: first-seen order in `ids`, then the ids that never occur, in their old order."""
+    new = np.full(n_words, -1, dtype=np.int64)
+    seen = 0
+    for p in range(ids.shape[0]):
+        if new[ids[p]] < 0:
+            new[ids[p]] = seen
+            seen += 1
+    for w in range(n_words):
+        if new[w] < 0:
+            new[w] = seen
+            seen += 1
+    return new
+
+
+def in_first_seen_order(stream: PhraseStream) -> PhraseStream:
+    """The stream with its ids renumbered in first-seen order, as the corpus reader numbers words: a phrase then
+    ranks where it is first joined, and a word first seen inside one where it first stands alone, as in the text
+    that gensim would read (the vocabulary breaks ties by this order)."""
+    new = _first_seen_ids(np.asarray(stream.ids), len(stream.words))
+    order = np.argsort(new)
+    ids = new.astype(np.int32)[stream.ids]
+    return PhraseStream(ids, stream.offsets, [stream.words[i] for i in order.tolist()], stream.counts[order])
+
+
 def phrase_stream(stream: PhraseStream, passes: int, threshold: float, min_count: int,
                   log: Callable[[str], None] = print) -> PhraseStream:
-    """`passes` word2phrase passes, each on the output of the one before."""
+    """`passes` word2phrase passes, each on the output of the one before; ids in first-seen order."""
     check_settings(passes, threshold, min_count)
+    joined = False
     for k in range(passes):
         stream, report = phrase_pass(stream, threshold, min_count)
         log(f"phrases: pass {k + 1}/{passes} joined {report.joins:,} pairs into {report.phrase_types:,} "
             f"distinct phrases ({int(stream.offsets[-1]):,} tokens now)")
+        joined = joined or report.joins > 0
         if report.joins == 0:
             break
-    return stream
+    return in_first_seen_order(stream) if joined else stream
 
 
 def apply_phrases(corpus: EncodedCorpus, passes: int, threshold: float, min_count: int,

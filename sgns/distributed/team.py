@@ -100,8 +100,9 @@ class ClusterTeam(Team):
         return FollowerExit(str(error))
 
     def share_resume(self, checkpoint: Optional[dict]) -> Tuple[Optional[dict], Optional[dict]]:
-        """Rank 0's resume decision on every rank: (the checkpoint on rank 0, its progress part elsewhere; this
-        rank's own saved state, or None for a fresh run). A checkpoint of another world size is refused."""
+        """Rank 0's resume decision on every rank: (the checkpoint on rank 0, its progress part and vocabulary tie
+        rule elsewhere; this rank's own saved state, or None for a fresh run). A checkpoint of another world size is
+        refused."""
         cluster = self.cluster
         error, light = None, None
         if self.is_main and checkpoint is not None:
@@ -110,14 +111,15 @@ class ClusterTeam(Team):
                 error = (f"the checkpoint was written by {section['world_size']} process(es), this run has "
                          f"{cluster.world_size}: resume it with as many (torchrun --nnodes, --nproc_per_node), or "
                          f"choose another hydra.run.dir")
-            light = {"progress": checkpoint["progress"], "ranks": section["ranks"]}
+            light = {"progress": checkpoint["progress"], "ranks": section["ranks"],
+                     "vocab": {k: v for k, v in checkpoint.get("vocab", {}).items() if k == "ties"}}  # its tie rule
         error, light = cluster.broadcast_object((error, light), "sharing rank 0's resume decision")
         if error is not None:
             raise self.error(error)
         if light is None:
             return None, None
         rank_state = light["ranks"][cluster.rank] if light["ranks"] else None
-        return (checkpoint if self.is_main else {"progress": light["progress"]}), rank_state
+        return (checkpoint if self.is_main else {"progress": light["progress"], "vocab": light["vocab"]}), rank_state
 
     def first_then_others(self, build: Callable[[], T], what: str) -> T:
         """`build()` on rank 0 first, then on the others (which then reuse what it cached): no race on a cache.

@@ -34,7 +34,7 @@ from sgns.train.rundir import RunDir, open_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
 from sgns.train.state import TrainState, seed_everything
 from sgns.train.tblog import TBLog
-from sgns.vocab import Vocabulary
+from sgns.vocab import TIES, Vocabulary, tie_rule
 
 log = logging.getLogger("sgns")
 
@@ -70,7 +70,10 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     if resume is not None and resume["progress"].get("finished"):
         return run.finished_metrics(resume)
 
-    corpus, vocab = team.first_then_others(lambda: read_corpus(cfg), "reading the corpus")
+    # A resumed run keeps the tie order its checkpoint was written with (older runs: alphabetical), so it resumes
+    # exactly; every torchrun rank learns that rule with rank 0's resume decision.
+    ties = tie_rule(resume.get("vocab", {}) if resume is not None else None)
+    corpus, vocab = team.first_then_others(lambda: read_corpus(cfg, ties), "reading the corpus")
     run.write_vocab(vocab)
     model = make_model(cfg.model, len(vocab)).to(device)
     team.form(cfg, corpus, vocab, model)
@@ -186,8 +189,8 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def read_corpus(cfg: DictConfig) -> tuple[EncodedCorpus, Vocabulary]:
-    """corpus -> token ids (cached) -> vocabulary."""
+def read_corpus(cfg: DictConfig, ties: str = TIES) -> tuple[EncodedCorpus, Vocabulary]:
+    """corpus -> token ids (cached) -> vocabulary (words of equal count ordered by `ties`)."""
     d = cfg.data
     source = make_source(cfg.corpus, d.cache_dir)
     corpus = encode(source, d.cache_dir, log=log.info)
@@ -195,7 +198,7 @@ def read_corpus(cfg: DictConfig) -> tuple[EncodedCorpus, Vocabulary]:
         raise SGNSError(f"corpus {source.description} is empty: it holds no words")
     c = cfg.corpus
     corpus = apply_phrases(corpus, c.phrases, c.phrase_threshold, c.phrase_min_count, d.cache_dir, log=log.info)
-    vocab = Vocabulary.build(corpus.words, corpus.counts, d.min_count, d.max_vocab_size)
+    vocab = Vocabulary.build(corpus.words, corpus.counts, d.min_count, d.max_vocab_size, ties)
     # Every distinct word as a Python string (1.9M at 50M Zipf words, ~100 MiB) is not needed from here on: the
     # vocabulary holds the kept ones and the pipelines size their id table by len(corpus.counts). Peak memory.
     corpus.words = []
