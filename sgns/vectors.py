@@ -7,47 +7,121 @@ not; both are read). `WordVectors` is the in-memory form: words most frequent fi
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from sgns.errors import SGNSError
 
+log = logging.getLogger("sgns")
+
 TEXT_BLOCK_ROWS = 4096  # rows turned into text at once when writing the text format
 
 
-@dataclass
+KEY_TYPES = (str, int, np.integer)  # a word, or a row number (gensim's keys)
+COSMUL_EPSILON = 1e-6  # keeps 3CosMul's division finite (Levy & Goldberg's, and gensim's, value)
+
+# gensim 4.4 KeyedVectors' public attributes that WordVectors does not have: asking for one says where it is
+# (a static list: importing gensim here would cost every user its import; tests/test_vectors.py checks it)
+GENSIM_ONLY = frozenset({
+    "add_lifecycle_event", "add_vector", "add_vectors", "allocate_vecattrs", "evaluate_word_analogies",
+    "evaluate_word_pairs", "expandos", "fill_norms", "get_vecattr", "index2entity", "index2word", "init_sims",
+    "intersect_word2vec_format", "lifecycle_events", "load", "load_word2vec_format", "log_accuracy",
+    "log_evaluate_word_pairs", "mapfile_path", "next_index", "norms", "resize_vectors", "set_vecattr",
+    "similarity_unseen_docs", "sort_by_descending_frequency", "unit_normalize_all", "vectors_for_all",
+    "vectors_norm", "vocab", "wmdistance", "word_vec",
+})
+GENSIM_HINTS = {  # what sgns has instead, where it has something
+    "evaluate_word_analogies": "wv.evaluate(analogies=FILE) scores them here, with gensim's method",
+    "evaluate_word_pairs": "wv.evaluate(similarities=FILE) scores them here",
+    "word_vec": "gensim 4 renamed it get_vector, which is here",
+    "init_sims": "get_normed_vectors() gives unit vectors here",
+    "norms": "get_normed_vectors() gives unit vectors here",
+    "fill_norms": "get_normed_vectors() gives unit vectors here",
+    "unit_normalize_all": "get_normed_vectors() gives unit vectors here",
+    "load": "sgns.load.load_vectors(path) reads a run, a checkpoint or a word2vec file",
+    "load_word2vec_format": "sgns.load.load_vectors(path) reads a word2vec file (text or binary, detected)",
+}
+GENSIM_3_NAMES = {  # gensim 4's KeyedVectors refuses these too: only the replacement helps
+    "vocab": "key_to_index and index_to_key",
+    "index2word": "index_to_key",
+    "index2entity": "index_to_key",
+    "vectors_norm": "get_normed_vectors()",
+}
+
+
+class NotInVocabulary(SGNSError, KeyError):
+    """A word (or row number) the vectors do not hold: a KeyError, as gensim raises, and an SGNSError whose
+    message is one plain line (KeyError alone would print it quoted)."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+@dataclass(repr=False)
 class WordVectors:
-    """Words (most frequent first) and their vectors, with lookup and nearest-neighbour queries."""
+    """Words (most frequent first) and their vectors, with lookup and nearest-neighbour queries.
+
+    Also gensim's KeyedVectors surface, with gensim's arithmetic (docs/coming_from_gensim.md): `wv[0]`,
+    `get_vector`, `most_similar` of words and vectors, `most_similar_cosmul`, `doesnt_match`, `distances`, ...;
+    any other KeyedVectors attribute answers with a pointer to `to_gensim()`.
+    """
 
     words: List[str]
     vectors: np.ndarray  # (len(words), dim) float32
     source: str = ""  # where they were read from, for messages
-    index: Dict[str, int] = field(init=False, repr=False)
+    index: Dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.index = {}
         for i, w in enumerate(self.words):
             self.index.setdefault(w, i)  # a duplicated word keeps its first (most frequent) row
 
+    def __repr__(self) -> str:  # never the whole vocabulary (a notebook prints a run's wv)
+        source = f" from {self.source}" if self.source else ""
+        return f"WordVectors<{len(self)} words, dim {self.dim}{source}>"
+
     def __len__(self) -> int:
         return len(self.words)
 
-    def __contains__(self, word: str) -> bool:
-        return word in self.index
+    def __contains__(self, key: object) -> bool:
+        """A word of the vocabulary, or a row number in range (gensim's `in`)."""
+        return self.has_index_for(key)
 
-    def __getitem__(self, word: str | Sequence[str]) -> np.ndarray:
-        """A word's vector; a list of words gives their vectors as rows (as gensim's KeyedVectors does)."""
-        if not isinstance(word, str):
-            return np.stack([self[w] for w in word]) if len(word) else np.zeros((0, self.dim), np.float32)
-        if word not in self.index:
-            raise SGNSError(f"word not in vocabulary: {word!r}")
-        return self.vectors[self.index[word]]
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """The vectors, row by row, as gensim's `for v in wv` gives them (there via wv[0], wv[1], ..., which
+        ends in a KeyError); `index_to_key` holds the words."""
+        return iter(self.vectors)
+
+    def __getitem__(self, key: str | int | Iterable[str | int]) -> np.ndarray:
+        """A word's (or row number's) vector; a list of them gives their vectors as rows (gensim's indexing)."""
+        if isinstance(key, KEY_TYPES):
+            return self.vectors[self.get_index(key)]
+        try:
+            keys = list(key)  # type: ignore[arg-type]
+        except TypeError:
+            raise NotInVocabulary(f"{key!r} is not a word or a row number (give a str, an int or a list of them)") \
+                from None
+        if not keys:
+            return np.zeros((0, self.dim), np.float32)
+        return self.vectors[[self.get_index(k) for k in keys]]
+
+    def __getattr__(self, name: str) -> Any:  # only reached for a name the object lacks
+        if name in GENSIM_3_NAMES:
+            raise AttributeError(f"WordVectors has no {name} (gensim 4 has none either): use {GENSIM_3_NAMES[name]}",
+                                 name=name, obj=self)
+        if name in GENSIM_ONLY:
+            hint = f"; {GENSIM_HINTS[name]}" if name in GENSIM_HINTS else ""
+            raise AttributeError(f"WordVectors has no {name}, gensim's KeyedVectors has: wv.to_gensim().{name} on a "
+                                 f"gensim copy of these vectors{hint}", name=name, obj=self)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self)
 
     @property
     def dim(self) -> int:
@@ -56,9 +130,7 @@ class WordVectors:
     def nearest(self, positive: Sequence[str] | str, negative: Sequence[str] | str = (),
                 topn: int = 10) -> List[Tuple[str, float]]:
         """Neighbours of sum(positive) - sum(negative): `nearest("king")`, `nearest(["king", "woman"], "man")`"""
-        from sgns.evaluate import nearest
-
-        return nearest(self.words, self.vectors, positive, negative, topn)
+        return self.most_similar(positive, negative, topn)
 
     # gensim's KeyedVectors names, so notebook code written for gensim reads the same (docs/coming_from_gensim.md)
 
@@ -74,16 +146,218 @@ class WordVectors:
     def vector_size(self) -> int:
         return self.dim
 
-    def most_similar(self, positive: Sequence[str] | str = (), negative: Sequence[str] | str = (),
-                     topn: int = 10) -> List[Tuple[str, float]]:
-        """gensim's `most_similar`: `most_similar("king")`, `most_similar(positive=["king", "woman"],
-        negative=["man"])` (unit vectors summed, the query words left out)."""
-        return self.nearest(positive, negative, topn)
+    def get_index(self, key: str | int, default: Optional[int] = None) -> int:
+        """The row of a word, or a row number itself when in range; else `default` or NotInVocabulary."""
+        if isinstance(key, str):
+            row = self.index.get(key, -1)
+        elif isinstance(key, (int, np.integer)):
+            row = int(key) if 0 <= key < len(self) else -1
+        else:
+            row = -1
+        if row >= 0:
+            return row
+        if default is not None:
+            return default
+        if isinstance(key, str):
+            raise NotInVocabulary(f"word not in vocabulary: {str(key)!r}")
+        if isinstance(key, (int, np.integer)):
+            raise NotInVocabulary(f"row {key} is out of range: the vocabulary has {len(self)} words, rows 0 to "
+                                  f"{len(self) - 1}")
+        raise NotInVocabulary(f"{key!r} is not a word or a row number (give a str or an int)")
 
-    def similarity(self, word1: str, word2: str) -> float:
+    def has_index_for(self, key: object) -> bool:
+        """Whether `key` is a word of the vocabulary or a row number in range."""
+        return isinstance(key, KEY_TYPES) and self.get_index(key, -1) >= 0
+
+    def get_vector(self, key: str | int, norm: bool = False) -> np.ndarray:
+        """A word's (or row number's) vector; `norm=True`: scaled to unit length."""
+        vector = self.vectors[self.get_index(key)]
+        return vector / max(float(np.linalg.norm(vector)), 1e-30) if norm else vector
+
+    def get_normed_vectors(self) -> np.ndarray:
+        """Every vector scaled to unit length, row for row."""
+        return self.vectors / self._norms()[:, None]
+
+    def _norms(self) -> np.ndarray:
+        # Computed on each call: a norm per row costs about what one query does, and never goes stale when the
+        # vectors are changed in place (gensim's cached norms do). A zero row scores 0, not NaN
+        return np.maximum(np.linalg.norm(self.vectors, axis=1), np.float32(1e-30))
+
+    @staticmethod
+    def cosine_similarities(vector_1: np.ndarray, vectors_all: np.ndarray) -> np.ndarray:
+        """The cosine of `vector_1` with each row of `vectors_all`."""
+        return vectors_all @ vector_1 / (np.linalg.norm(vector_1) * np.linalg.norm(vectors_all, axis=1))
+
+    def get_mean_vector(self, keys: Sequence[Any], weights: Optional[Sequence[float]] = None,
+                        pre_normalize: bool = True, post_normalize: bool = False,
+                        ignore_missing: bool = True) -> np.ndarray:
+        """gensim's weighted mean of words (unit length first when `pre_normalize`) and vectors (as given),
+        divided by the sum of |weights|; a missing word is skipped unless `ignore_missing=False`."""
+        if len(keys) == 0:
+            raise SGNSError("get_mean_vector: give at least one word or vector")
+        weights = np.ones(len(keys)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if weights.shape != (len(keys),):
+            raise SGNSError(f"get_mean_vector: {len(keys)} words or vectors but weights of shape {weights.shape}")
+        total = np.zeros(self.dim, np.float32)
+        total_weight = 0.0
+        for key, weight in zip(keys, weights, strict=True):
+            if isinstance(key, np.ndarray):
+                if key.shape != (self.dim,):
+                    raise SGNSError(f"a query vector must have shape ({self.dim},), not {key.shape}")
+                total += weight * key
+            elif self.has_index_for(key) or not ignore_missing:
+                total += weight * self.get_vector(key, norm=pre_normalize)
+            else:
+                continue
+            total_weight += abs(float(weight))
+        mean = total / np.float32(total_weight) if total_weight > 0 else total
+        return mean / np.float32(max(float(np.linalg.norm(mean)), 1e-30)) if post_normalize else mean
+
+    def most_similar(self, positive: Any = None, negative: Any = None, topn: Optional[int] = 10,
+                     clip_start: int = 0, clip_end: Optional[int] = None, restrict_vocab: Optional[int] = None,
+                     indexer: Any = None) -> List[Tuple[str, float]] | np.ndarray:
+        """gensim's `most_similar`: the words closest (cosine) to the sum of positive minus negative unit
+        vectors. Each of `positive` and `negative` is a word, a row number, a vector or a list of them, an item
+        may be a `(key, weight)` pair; query words (not vectors) are left out of the answer. `restrict_vocab=N`
+        searches the N most frequent words; `topn=None` gives every searched word's cosine as an array."""
+        if indexer is not None:
+            raise SGNSError("most_similar(indexer=...) (approximate search) is gensim's: use "
+                            "wv.to_gensim().most_similar(..., indexer=...)")
+        if isinstance(topn, Integral) and topn < 1:
+            return []
+        keys: List[Any] = []
+        weights: List[float] = []
+        for sign, items in ((1.0, _as_list(positive)), (-1.0, _as_list(negative))):
+            for item in items:
+                if isinstance(item, (tuple, list)) and len(item) == 2:  # gensim's (key, weight): the weight
+                    keys.append(item[0])  # replaces the sign
+                    weights.append(float(item[1]))
+                else:
+                    keys.append(item)
+                    weights.append(sign)
+        if not keys:
+            raise SGNSError("most_similar: give at least one word or vector")
+        query = self.get_mean_vector(keys, weights, pre_normalize=True, post_normalize=True, ignore_missing=False)
+        if restrict_vocab:
+            clip_start, clip_end = 0, restrict_vocab
+        clip_end = clip_end or len(self)
+        scores = self.vectors[clip_start:clip_end] @ query / self._norms()[clip_start:clip_end]
+        if not topn:
+            return scores
+        inputs = {self.get_index(k) - clip_start for k in keys if isinstance(k, KEY_TYPES)}
+        return self._best(scores, topn, inputs, clip_start)
+
+    def _best(self, scores: np.ndarray, topn: int, leave_out: set, offset: int = 0) -> List[Tuple[str, float]]:
+        """The `topn` highest scores but those at `leave_out`, highest first (a tie: the more frequent word)."""
+        wanted = min(len(scores), topn + len(leave_out))
+        if wanted <= 0:
+            return []
+        candidates = np.argpartition(-scores, wanted - 1)[:wanted] if wanted < len(scores) else np.arange(len(scores))
+        ranked = candidates[np.lexsort((candidates, -scores[candidates]))]
+        best = [(self.words[i + offset], float(scores[i])) for i in ranked.tolist() if i not in leave_out]
+        return best[:topn]
+
+    def similar_by_key(self, key: str | int, topn: Optional[int] = 10,
+                       restrict_vocab: Optional[int] = None) -> List[Tuple[str, float]] | np.ndarray:
+        """`most_similar(positive=[key])`."""
+        return self.most_similar(positive=[key], topn=topn, restrict_vocab=restrict_vocab)
+
+    similar_by_word = similar_by_key
+
+    def similar_by_vector(self, vector: np.ndarray, topn: Optional[int] = 10,
+                          restrict_vocab: Optional[int] = None) -> List[Tuple[str, float]] | np.ndarray:
+        """The words closest to a vector (a word's own vector finds that word first, as in gensim)."""
+        return self.most_similar(positive=[vector], topn=topn, restrict_vocab=restrict_vocab)
+
+    def most_similar_cosmul(self, positive: Any = None, negative: Any = None, topn: Optional[int] = 10,
+                            restrict_vocab: Optional[int] = None) -> List[Tuple[str, float]] | np.ndarray:
+        """3CosMul (Levy & Goldberg 2014), as gensim computes it: the product of (1 + cos) / 2 with each positive
+        over that with each negative (+1e-6); query words are left out of the answer. A vector is scaled to
+        unit length first (gensim uses it as given); `restrict_vocab=N` searches the N most frequent words
+        (gensim 4.4 ignores it here)."""
+        if isinstance(topn, Integral) and topn < 1:
+            return []
+        positive, negative = _as_list(positive), _as_list(negative)
+        if not positive:
+            raise SGNSError("most_similar_cosmul: give at least one positive word or vector")
+        end = restrict_vocab or len(self)
+        rows, norms = self.vectors[:end], self._norms()[:end]
+
+        def shifted_cosines(term: Any) -> np.ndarray:
+            unit = self.get_mean_vector([term], post_normalize=True, ignore_missing=False)
+            return (1 + rows @ unit / norms) / 2
+
+        scores = np.prod([shifted_cosines(t) for t in positive], axis=0) / \
+            (np.prod([shifted_cosines(t) for t in negative], axis=0) + COSMUL_EPSILON)
+        if not topn:
+            return scores
+        inputs = {self.get_index(k) for k in positive + negative if isinstance(k, KEY_TYPES)}
+        return self._best(scores, topn, inputs)
+
+    def similarity(self, word1: str | int, word2: str | int) -> float:
         """Cosine similarity of two words."""
         a, b = self[word1].astype(np.float64), self[word2].astype(np.float64)
-        return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+        return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+    def distance(self, word1: str | int, word2: str | int) -> float:
+        """Cosine distance of two words: 1 - similarity."""
+        return 1 - self.similarity(word1, word2)
+
+    def distances(self, word_or_vector: str | int | np.ndarray, other_words: Iterable[str | int] = ()) -> np.ndarray:
+        """Cosine distances (1 - cosine) from a word or vector to `other_words`, or to every word in order."""
+        vector = self.get_vector(word_or_vector) if isinstance(word_or_vector, KEY_TYPES) else word_or_vector
+        others = list(other_words)
+        rows = self.vectors[[self.get_index(w) for w in others]] if others else self.vectors
+        return 1 - self.cosine_similarities(np.asarray(vector), rows)
+
+    def n_similarity(self, words1: Sequence[str | int], words2: Sequence[str | int]) -> float:
+        """Cosine similarity of the means of two lists of words (raw vectors averaged, as gensim does)."""
+        if not (len(words1) and len(words2)):
+            raise SGNSError("n_similarity: both lists need at least one word")
+        mean1 = self.get_mean_vector(words1, pre_normalize=False, ignore_missing=False)
+        mean2 = self.get_mean_vector(words2, pre_normalize=False, ignore_missing=False)
+        return float(self.cosine_similarities(mean1.astype(np.float64), mean2[None].astype(np.float64))[0])
+
+    def closer_than(self, word1: str | int, word2: str | int) -> List[str]:
+        """The words closer (cosine) to `word1` than `word2` is, in vocabulary order, `word1` left out."""
+        distances = self.distances(word1)
+        row1, row2 = self.get_index(word1), self.get_index(word2)
+        return [self.words[i] for i in np.flatnonzero(distances < distances[row2]).tolist() if i != row1]
+
+    words_closer_than = closer_than
+
+    def rank(self, word1: str | int, word2: str | int) -> int:
+        """`word2`'s place among `word1`'s neighbours: 1 + how many words are closer to `word1`."""
+        return len(self.closer_than(word1, word2)) + 1
+
+    def most_similar_to_given(self, word: str | int, candidates: Sequence[str | int]) -> str | int:
+        """The one of `candidates` most similar to `word`."""
+        return candidates[int(np.argmax([self.similarity(word, c) for c in candidates]))]
+
+    def rank_by_centrality(self, words: Sequence[str], use_norm: bool = True) -> List[Tuple[float, str]]:
+        """`(cosine, word)` to the mean of the words' (unit) vectors, closest first; a word not in the
+        vocabulary is skipped with a warning, as gensim does."""
+        used = [w for w in words if w in self]
+        if len(used) != len(words):
+            log.warning("not in the vocabulary, left out: %s", ", ".join(sorted({str(w) for w in words} -
+                                                                                {str(w) for w in used})))
+        if not used:
+            raise SGNSError(f"none of the words is in the vocabulary: {', '.join(map(str, words)) or '(no words)'}")
+        rows = np.stack([self.get_vector(w, norm=use_norm) for w in used])
+        mean = rows.mean(0)
+        cosines = rows @ (mean / max(float(np.linalg.norm(mean)), 1e-30))
+        return sorted(zip(cosines.tolist(), used, strict=True), reverse=True)
+
+    def doesnt_match(self, words: Sequence[str]) -> str:
+        """The word furthest from the mean of the others' unit vectors (words not in the vocabulary skipped)."""
+        return self.rank_by_centrality(words)[-1][1]
+
+    def relative_cosine_similarity(self, word1: str, word2: str, topn: int = 10) -> float:
+        """similarity(word1, word2) over the sum of `word1`'s `topn` nearest similarities (Leeuwenberg et al.)."""
+        nearest = self.similar_by_word(word1, topn)
+        if not nearest:
+            raise SGNSError("relative_cosine_similarity: topn must be >= 1 and the vocabulary hold other words")
+        return self.similarity(word1, word2) / sum(score for _, score in nearest)
 
     def evaluate(self, analogies: Sequence[str | Path] | str | Path = (),
                  similarities: Sequence[str | Path] | str | Path = (), restrict_vocab: int = 30000,
@@ -109,6 +383,10 @@ class WordVectors:
         """Write a word2vec file (binary by default), readable by gensim's `load_word2vec_format`."""
         save_word2vec(path, self.words, self.vectors, binary=binary)
 
+    def save_word2vec_format(self, fname: str | Path, binary: bool = False) -> None:
+        """gensim's name for `save`, with gensim's default (text); its other options are gensim's only."""
+        self.save(fname, binary=binary)
+
     def to_gensim(self) -> Any:
         """A gensim KeyedVectors holding the same words, in the same order, and bit-identical vectors."""
         try:
@@ -123,6 +401,15 @@ class WordVectors:
     def from_gensim(cls, kv: Any) -> WordVectors:
         """WordVectors from gensim KeyedVectors (or a Word2Vec model's `.wv`), vectors copied as float32."""
         return cls(list(kv.index_to_key), np.array(kv.vectors, dtype=np.float32, copy=True), "gensim KeyedVectors")
+
+
+def _as_list(keys: Any) -> List[Any]:
+    """gensim's query forms as a list: None is none, a word, row number or vector is one, a matrix its rows."""
+    if keys is None:
+        return []
+    if isinstance(keys, KEY_TYPES) or (isinstance(keys, np.ndarray) and keys.ndim == 1):
+        return [keys]
+    return list(keys)
 
 
 def save_word2vec(path: str | Path, words: Sequence[str], vectors: np.ndarray, binary: bool = True) -> None:

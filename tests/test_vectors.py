@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import List
 
@@ -134,3 +138,191 @@ def test_word_vectors_lookup_and_nearest(tmp_path: Path) -> None:
     assert [w for w, _ in wv.nearest(["queen", "woman"], "man", topn=3)] == ["king"]  # inputs never returned
     with pytest.raises(SGNSError, match="not in vocabulary"):
         wv["prince"]
+
+
+# ---------------------------------------------------------------- gensim's KeyedVectors surface on WordVectors
+
+
+@pytest.fixture(scope="module")
+def both() -> tuple:
+    """The same random vectors as WordVectors and as gensim KeyedVectors (wv.to_gensim())."""
+    vectors = np.random.default_rng(3).normal(0, 0.1, (300, 24)).astype(np.float32)
+    wv = WordVectors([f"w{i}" for i in range(300)], vectors, "random")
+    return wv, wv.to_gensim()
+
+
+def same_neighbours(ours: list, gensims: list) -> None:
+    assert [w for w, _ in ours] == [w for w, _ in gensims]
+    np.testing.assert_allclose([s for _, s in ours], [s for _, s in gensims], rtol=1e-5, atol=1e-6)
+    assert all(type(s) is float for _, s in ours)
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    (("w3",), {}),
+    (("w3",), {"topn": 3}),
+    ((["w1", "w2"], ["w3"]), {"topn": 5}),
+    ((), {"positive": ["w1", "w2"], "negative": ["w3"]}),
+    ((), {"positive": ["w5", "w7"], "negative": "w9", "restrict_vocab": 50}),
+    ((), {"positive": "w3", "clip_start": 10, "clip_end": 60}),
+    ((), {"positive": [("w1", 0.5), ("w2", 2.0)], "negative": [("w3", 1.0)]}),  # the weight replaces the sign
+    ((), {"positive": [0, 4]}),  # row numbers are keys too
+    ((), {"negative": ["w4"]}),
+    ((), {"positive": ["w3"], "topn": 0}),
+    ((), {"positive": ["w3"], "topn": 500}),  # more than there are words
+], ids=lambda x: repr(x)[:40])
+def test_most_similar_of_words_matches_gensim(both: tuple, args: tuple, kwargs: dict) -> None:
+    wv, kv = both
+    same_neighbours(wv.most_similar(*args, **kwargs), kv.most_similar(*args, **kwargs))
+
+
+def test_most_similar_of_vectors_matches_gensim(both: tuple) -> None:
+    wv, kv = both
+    vector = wv["w3"] * 7  # any length: only its direction counts
+    for args, kwargs in [((vector,), {}), ((), {"positive": [vector]}), ((), {"positive": [vector, "w5"],
+                                                                              "negative": [wv["w8"]]}),
+                         ((np.stack([wv["w3"], wv["w9"]]),), {"restrict_vocab": 100})]:
+        ours = wv.most_similar(*args, **kwargs)
+        same_neighbours(ours, kv.most_similar(*args, **kwargs))
+    assert wv.most_similar(vector)[0] == ("w3", pytest.approx(1.0))  # a vector's own word is not left out
+    same_neighbours(wv.similar_by_vector(vector, topn=4), kv.similar_by_vector(vector, topn=4))
+    same_neighbours(wv.similar_by_word("w3", restrict_vocab=40), kv.similar_by_word("w3", restrict_vocab=40))
+    same_neighbours(wv.similar_by_key(5, topn=3), kv.similar_by_key(5, topn=3))
+    everything = wv.most_similar("w3", topn=None)
+    assert everything.shape == (300,) and everything.dtype == np.float32
+    np.testing.assert_allclose(everything, kv.most_similar("w3", topn=None), atol=1e-6)
+    with pytest.raises(SGNSError, match=r"a query vector must have shape \(24,\), not \(3,\)"):
+        wv.most_similar(np.ones(3, np.float32))
+    with pytest.raises(SGNSError, match="to_gensim"):
+        wv.most_similar("w3", indexer=object())
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated `init_sims`:DeprecationWarning")  # gensim's own call
+def test_most_similar_cosmul_matches_gensim(both: tuple) -> None:
+    wv, kv = both
+    for args in [(["w1", "w2"], ["w3"]), ("w4",), ("w4", "w5"), ([wv.get_vector("w6", norm=True), "w7"],)]:
+        same_neighbours(wv.most_similar_cosmul(*args), kv.most_similar_cosmul(*args))
+    np.testing.assert_allclose(wv.most_similar_cosmul(["w1", "w2"], ["w3"], topn=None),
+                               kv.most_similar_cosmul(["w1", "w2"], ["w3"], topn=None), rtol=1e-5)
+    # gensim 4.4 ignores restrict_vocab here; ours searches the first N words, as most_similar does
+    scores = kv.most_similar_cosmul(["w1", "w2"], ["w3"], topn=None)[:60]
+    expected = [(f"w{i}", scores[i]) for i in np.argsort(-scores) if i not in (1, 2, 3)][:10]
+    same_neighbours(wv.most_similar_cosmul(["w1", "w2"], ["w3"], restrict_vocab=60), expected)
+    # a vector counts by its direction (gensim uses its length too): the same as its unit vector
+    same_neighbours(wv.most_similar_cosmul([wv["w6"] * 5, "w7"]),
+                    kv.most_similar_cosmul([wv.get_vector("w6", norm=True), "w7"]))
+
+
+def test_similarities_distances_and_ranks_match_gensim(both: tuple) -> None:
+    wv, kv = both
+    words = ["w10", "w11", "w12", "w13", "w14"]
+    assert wv.doesnt_match(words) == kv.doesnt_match(words)
+    assert wv.doesnt_match([*words, "unknown"]) == kv.doesnt_match([*words, "unknown"])  # skipped, as gensim does
+    ours, gensims = wv.rank_by_centrality(words), kv.rank_by_centrality(words)
+    assert [w for _, w in ours] == [w for _, w in gensims]
+    np.testing.assert_allclose([s for s, _ in ours], [s for s, _ in gensims], rtol=1e-5)
+    for a, b in [("w1", "w2"), ("w5", "w5"), (3, "w40")]:
+        assert wv.similarity(a, b) == pytest.approx(float(kv.similarity(a, b)), abs=1e-6)
+        assert wv.distance(a, b) == pytest.approx(float(kv.distance(a, b)), abs=1e-6)
+    assert wv.n_similarity(["w1", "w2"], ["w3", "w4", "w5"]) == \
+        pytest.approx(float(kv.n_similarity(["w1", "w2"], ["w3", "w4", "w5"])), abs=1e-6)
+    for args in [("w1",), ("w1", ["w2", "w7"]), (wv["w9"],), (wv["w9"], ["w0"])]:
+        np.testing.assert_allclose(wv.distances(*args), kv.distances(*args), atol=1e-6)
+    for a, b in [("w1", "w2"), ("w7", "w100"), ("w50", "w50")]:
+        assert wv.closer_than(a, b) == kv.closer_than(a, b)
+        assert wv.words_closer_than(a, b) == kv.closer_than(a, b)
+        assert wv.rank(a, b) == kv.rank(a, b)
+    assert wv.most_similar_to_given("w1", ["w2", "w3", "w4"]) == kv.most_similar_to_given("w1", ["w2", "w3", "w4"])
+    assert wv.relative_cosine_similarity("w1", "w2") == \
+        pytest.approx(kv.relative_cosine_similarity("w1", "w2"), rel=1e-5)
+    np.testing.assert_allclose(wv.get_vector("w3", norm=True), kv.get_vector("w3", norm=True), rtol=1e-6)
+    np.testing.assert_array_equal(wv.get_vector("w3"), kv.get_vector("w3"))
+    np.testing.assert_allclose(wv.get_normed_vectors(), kv.get_normed_vectors(), rtol=1e-6)
+    for keys, kwargs in [(["w1", "w2"], {}), (["w1", wv["w2"], "unknown"], {"weights": [1.0, -2.0, 3.0]}),
+                         (["w1", "w2"], {"pre_normalize": False, "post_normalize": True})]:
+        np.testing.assert_allclose(wv.get_mean_vector(keys, **kwargs), kv.get_mean_vector(keys, **kwargs), atol=1e-6)
+    np.testing.assert_allclose(wv.cosine_similarities(wv["w1"], wv.vectors[:5]),
+                               kv.cosine_similarities(wv["w1"], wv.vectors[:5]), rtol=1e-6)
+
+
+def test_lookups_indexing_and_iteration_match_gensim(both: tuple, tmp_path: Path) -> None:
+    wv, kv = both
+    assert wv.index_to_key == kv.index_to_key and wv.key_to_index == kv.key_to_index
+    np.testing.assert_array_equal(wv.vectors, kv.vectors)
+    assert wv.vector_size == kv.vector_size == 24 and len(wv) == len(kv) == 300
+    for key in ["w3", 0, 299, np.int64(7)]:
+        np.testing.assert_array_equal(wv[key], kv[key])
+        assert wv.get_index(key) == kv.get_index(key) and key in wv and wv.has_index_for(key)
+    np.testing.assert_array_equal(wv[[0, "w2", np.int64(5)]], kv[[0, "w2", np.int64(5)]])
+    np.testing.assert_array_equal(wv[np.arange(3)], kv[np.arange(3)])
+    for key in ["unknown", 300, -1, 2.0, None]:
+        assert (key in wv) == (key in kv) is False and not wv.has_index_for(key)
+        assert wv.get_index(key, default=-5) == kv.get_index(key, default=-5) == -5
+    # gensim iterates by wv[0], wv[1], ...: the vectors in order (then a KeyError); ours stops after the last
+    rows = list(wv)
+    assert len(rows) == 300
+    np.testing.assert_array_equal(np.stack(rows), np.stack(list(itertools.islice(iter(kv), 300))))
+    np.testing.assert_array_equal(np.asarray(wv), wv.vectors)
+    wv.save_word2vec_format(tmp_path / "v.txt")  # gensim's default: text
+    assert KeyedVectors.load_word2vec_format(str(tmp_path / "v.txt"), binary=False).index_to_key == wv.words
+    assert repr(wv) == "WordVectors<300 words, dim 24 from random>" and len(str(wv)) < 100
+
+
+def test_an_unknown_word_is_a_key_error_of_one_plain_line(both: tuple) -> None:
+    wv, _ = both
+    queries = [("word not in vocabulary: 'prince'", lambda: wv["prince"]),
+               ("word not in vocabulary: 'prince'", lambda: wv.get_vector("prince")),
+               ("word not in vocabulary: 'prince'", lambda: wv[["w1", "prince"]]),
+               ("word not in vocabulary: 'prince'", lambda: wv.most_similar(positive=["w1"], negative=["prince"])),
+               ("word not in vocabulary: 'prince'", lambda: wv.most_similar_cosmul("prince")),
+               ("word not in vocabulary: 'prince'", lambda: wv.similarity("w1", "prince")),
+               ("word not in vocabulary: 'prince'", lambda: wv.nearest("prince")),
+               ("row 300 is out of range: the vocabulary has 300 words, rows 0 to 299", lambda: wv[300]),
+               ("row -1 is out of range: the vocabulary has 300 words, rows 0 to 299", lambda: wv[-1]),
+               ("1.5 is not a word or a row number (give a str, an int or a list of them)", lambda: wv[1.5])]
+    for message, query in queries:
+        with pytest.raises(KeyError) as caught:
+            query()
+        assert isinstance(caught.value, SGNSError) and str(caught.value) == message  # not quoted, as KeyError's is
+    try:
+        wv["prince"]
+    except SGNSError as e:  # the command line's handler prints it as its one line
+        assert str(e) == "word not in vocabulary: 'prince'"
+
+
+def gensim_public_names() -> set:
+    kv = KeyedVectors(vector_size=2)
+    kv.add_lifecycle_event("created")  # an attribute gensim sets on use
+    return {n for n in set(dir(KeyedVectors)) | set(vars(kv)) if not n.startswith("_")}
+
+
+def test_the_rest_of_keyedvectors_answers_with_to_gensim(both: tuple) -> None:
+    from sgns.vectors import GENSIM_3_NAMES, GENSIM_ONLY
+
+    wv, kv = both
+    missing = {n for n in gensim_public_names() if not hasattr(wv, n)}
+    assert missing == GENSIM_ONLY  # the static list (sgns does not import gensim) is gensim's surface minus ours
+    assert {"most_similar_cosmul", "doesnt_match", "get_vector", "n_similarity"}.isdisjoint(missing)
+    for name in missing:
+        with pytest.raises(AttributeError) as caught:
+            getattr(wv, name)
+        message = str(caught.value)
+        assert "\n" not in message and (f"wv.to_gensim().{name}" in message if name not in GENSIM_3_NAMES
+                                        else "gensim 4 has none either" in message), message
+    with pytest.raises(AttributeError, match=r"evaluate_word_analogies.*wv.evaluate\(analogies=FILE\)"):
+        wv.evaluate_word_analogies("questions-words.txt")
+    with pytest.raises(AttributeError, match=r"^WordVectors has no vocab \(gensim 4 has none either\): use "
+                                             r"key_to_index and index_to_key$"):
+        _ = wv.vocab
+    with pytest.raises(AttributeError, match=r"^'WordVectors' object has no attribute 'no_such_thing'$"):
+        _ = wv.no_such_thing
+    assert kv.wmdistance is not None  # the pointer is right: gensim has it
+
+
+def test_pointers_to_gensim_do_not_import_it() -> None:
+    code = ("import sys, numpy as np; from sgns.vectors import WordVectors; wv = WordVectors(['a'], np.ones((1, 2)))\n"
+            "try: wv.wmdistance\nexcept AttributeError as e: print(e)\nprint('gensim' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.splitlines() == ["WordVectors has no wmdistance, gensim's KeyedVectors has: "
+                                       "wv.to_gensim().wmdistance on a gensim copy of these vectors", "False"], \
+        out.stdout + out.stderr
