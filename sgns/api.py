@@ -21,6 +21,7 @@ import datetime
 import logging
 import os
 import re
+import reprlib
 import signal
 import sys
 import tempfile
@@ -40,8 +41,35 @@ OWN_KEYS = {  # keys fit sets itself, and the argument to use instead
 }
 GENSIM_NAMES = {  # gensim's Word2Vec argument -> our key, named in the error for an unknown setting
     "vector_size": "dim", "size": "dim", "negative": "negatives", "sample": "subsample", "alpha": "lr",
-    "min_alpha": "min_lr_ratio", "workers": "threads", "iter": "epochs", "max_vocab_size": "max_vocab_size",
-    "max_final_vocab": "max_vocab_size", "sentences": "the corpus argument", "corpus_file": "the corpus argument",
+    "min_alpha": "min_lr_ratio, a fraction of lr (min_alpha / alpha)", "workers": "threads", "iter": "epochs",
+    "max_final_vocab": "max_vocab_size, which cuts inside a tie of counts where gensim drops the whole tie",
+    "sentences": "the corpus argument", "corpus_file": "the corpus argument",
+}
+# gensim's Word2Vec arguments for what sgns does one way only: the values meaning that way are accepted (and set
+# nothing), any other is refused with why. (window, min_count, seed, epochs, ns_exponent and max_vocab_size are
+# sgns's names too; docs/coming_from_gensim.md has the whole table)
+GENSIM_FIXED = {  # name -> (accepted values, why another value is refused)
+    "sg": ((1,), "CBOW is not offered: sgns trains skip-gram (sg=1) with negative sampling; model=full_softmax "
+                 "trains skip-gram with the exact softmax objective"),
+    "hs": ((0,), "hierarchical softmax is not offered: sgns trains with negative sampling (negatives=5); "
+                 "model=full_softmax trains the exact softmax objective (slow, for comparison)"),
+    "cbow_mean": ((0, 1), "not 0 or 1; only CBOW uses cbow_mean (sgns trains skip-gram, and gensim's sg=1 ignores "
+                          "it too)"),
+    "null_word": ((0,), "the padding word is CBOW's, not offered: sgns trains skip-gram"),
+    "sorted_vocab": ((1,), "not offered: sgns always sorts the vocabulary most frequent first (gensim 4's order)"),
+    "shrink_windows": ((True,), "not offered: sgns always draws each window's radius in [1, window], as word2vec "
+                                "does"),
+    "compute_loss": ((True, False), "not True or False; sgns always records the loss (run.metrics['loss'], "
+                                    "TensorBoard)"),
+    "hashfxn": ((), "not offered: sgns draws its start vectors from seed, not by hashing words; drop hashfxn "
+                    "(seed=1, deterministic=True gives the same vectors on every run)"),
+    "trim_rule": ((None,), "not offered: sgns keeps words by min_count and max_vocab_size; filter the sentences "
+                           "before fit"),
+    "batch_words": ((), "not offered: it sizes gensim's worker jobs; sgns's batches are data.chunk_tokens and "
+                        "data.batch_size"),
+    "callbacks": ((None, (), []), "not offered: sgns has no callbacks; the loss, lr and words/s go to TensorBoard "
+                                  "(run.dir / 'tb') every log_every steps, evaluations every eval.every_words"),
+    "comment": ((None,), "not offered: a run is recorded by its directory; name it with run_dir="),
 }
 WRITE_BLOCK = 1 << 20  # bytes of corpus text buffered before a write
 
@@ -105,9 +133,24 @@ def resolve_key(name: str) -> str:
     if len(candidates) > 1:
         raise SGNSError(f"setting {name!r} is ambiguous: it may be {' or '.join(candidates)}; pass the full name, "
                         f"e.g. **{{{candidates[0]!r}: ...}}")
-    hint = f" (gensim's {name} is {GENSIM_NAMES[name]})" if name in GENSIM_NAMES else ""
-    raise SGNSError(f"unknown setting {name!r}{hint}: use a config key such as dim, window, negatives, epochs, lr "
+    if name in GENSIM_NAMES:
+        raise SGNSError(f"unknown setting {name!r}: in sgns, gensim's {name} is {GENSIM_NAMES[name]}")
+    raise SGNSError(f"unknown setting {name!r}: use a config key such as dim, window, negatives, epochs, lr "
                     f"or a dotted name such as data.window (every key: sgns/config.py)")
+
+
+def _check_gensim_argument(name: str, value: Any) -> None:
+    """Accept a gensim Word2Vec argument whose value means what sgns does; else one line saying what sgns offers."""
+    if name == "negative":  # negative=0: no negative sampling, gensim's setting for hs=1
+        raise SGNSError("gensim's negative=0 (no negative sampling) is not offered: sgns trains with negative "
+                        "sampling, negatives >= 1; model=full_softmax trains the exact softmax objective")
+    accepted, reason = GENSIM_FIXED[name]
+    try:
+        if any(value == a for a in accepted):
+            return
+    except (TypeError, ValueError):  # a value that cannot be compared (an array): not one of them
+        pass
+    raise SGNSError(f"gensim's {name}={reprlib.repr(value)}: {reason}")
 
 
 PLAIN_STRING = re.compile(r"[A-Za-z_/~][\w./~+-]*")  # a value Hydra reads back as this very string...
@@ -155,6 +198,9 @@ def settings_overrides(settings: Mapping[str, Any], config_dir: Optional[str | o
         if name in groups and isinstance(value, str):
             overrides.append(f"{name}={value}")  # a group's option, as `optimizer=sparse_adam` on the command line
             continue
+        if name in GENSIM_FIXED or (name == "negative" and isinstance(value, (int, float)) and value == 0):
+            _check_gensim_argument(name, value)
+            continue  # what sgns does anyway
         key = resolve_key(name)
         if key in OWN_KEYS:
             raise SGNSError(f"{key} is set by fit: use {OWN_KEYS[key]}")

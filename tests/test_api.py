@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -109,6 +110,55 @@ def test_bad_settings_raise_the_command_line_message(tmp_path: Path) -> None:
     with pytest.raises(SGNSError, match="corpus item 1 is a int"):
         sgns.fit([1, 2], tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_word2vec_arguments_are_accepted_with_their_meaning_or_refused_in_one_line(tmp_path: Path) -> None:
+    from sgns.api import GENSIM_FIXED, GENSIM_NAMES, resolve_key, settings_overrides
+
+    what_sgns_does = {"sg": 1, "hs": 0, "cbow_mean": 0, "null_word": 0, "sorted_vocab": 1, "shrink_windows": True,
+                      "compute_loss": True, "trim_rule": None, "callbacks": [], "comment": None}
+    assert settings_overrides({**what_sgns_does, "dim": 8, "window": 3}) == ["model.dim=8", "data.window=3"]
+    corpus = ["a b c"] * 10
+    with pytest.raises(SGNSError, match=r"^data.window=0 is out of range"):  # sg=1 passed, the config was checked
+        sgns.fit(corpus, tmp_path / "run", sg=1, hs=0, window=0)
+    refused = [
+        ("sg", 0, "gensim's sg=0: CBOW is not offered: sgns trains skip-gram (sg=1) with negative sampling; "
+                  "model=full_softmax trains skip-gram with the exact softmax objective"),
+        ("hs", 1, "gensim's hs=1: hierarchical softmax is not offered: sgns trains with negative sampling "
+                  "(negatives=5); model=full_softmax trains the exact softmax objective (slow, for comparison)"),
+        ("negative", 0, "gensim's negative=0 (no negative sampling) is not offered: sgns trains with negative "
+                        "sampling, negatives >= 1; model=full_softmax trains the exact softmax objective"),
+        ("hashfxn", hash, "gensim's hashfxn=<built-in function hash>: not offered: sgns draws its start vectors "
+                          "from seed, not by hashing words; drop hashfxn (seed=1, deterministic=True gives the "
+                          "same vectors on every run)"),
+        ("cbow_mean", 2, "gensim's cbow_mean=2: not 0 or 1; only CBOW uses cbow_mean"),
+        ("sorted_vocab", 0, "gensim's sorted_vocab=0: not offered: sgns always sorts"),
+        ("shrink_windows", False, "gensim's shrink_windows=False: not offered: sgns always draws each window's"),
+        ("null_word", 1, "gensim's null_word=1: the padding word is CBOW's"),
+        ("trim_rule", len, "gensim's trim_rule=<built-in function len>: not offered: sgns keeps words by"),
+        ("batch_words", 10000, "gensim's batch_words=10000: not offered: it sizes gensim's worker jobs"),
+        ("callbacks", [print], "gensim's callbacks=[<built-in function print>]: not offered: sgns has no callbacks"),
+        ("comment", "x", "gensim's comment='x': not offered: a run is recorded by its directory"),
+        ("compute_loss", "yes", "gensim's compute_loss='yes': not True or False"),
+        ("max_final_vocab", 100, "unknown setting 'max_final_vocab': in sgns, gensim's max_final_vocab is "
+                                 "max_vocab_size, which cuts inside a tie of counts where gensim drops the whole tie"),
+        ("min_alpha", 1e-4, "unknown setting 'min_alpha': in sgns, gensim's min_alpha is min_lr_ratio, a fraction "
+                            "of lr (min_alpha / alpha)"),
+        ("negative", 5, "unknown setting 'negative': in sgns, gensim's negative is negatives"),
+    ]
+    for name, value, message in refused:
+        with pytest.raises(SGNSError) as caught:
+            sgns.fit(corpus, tmp_path / "run", **{name: value})
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
+    assert not (tmp_path / "run").exists()  # nothing was written
+    # every argument of gensim's Word2Vec is an sgns setting of the same name, or answered by one of the tables
+    word2vec = pytest.importorskip("gensim.models").Word2Vec
+    for name in list(inspect.signature(word2vec).parameters):
+        shared = name not in GENSIM_NAMES and name not in GENSIM_FIXED
+        assert not shared or resolve_key(name), name
+        if not shared:  # a gensim-only name must never hide an sgns setting of that name
+            with pytest.raises(SGNSError, match="unknown setting"):
+                resolve_key(name)
 
 
 def test_gensim_round_trip_keeps_every_vector_exactly(tmp_path: Path) -> None:
