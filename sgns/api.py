@@ -356,7 +356,7 @@ class _KeepProcessState:
             pass
 
 
-def fit(corpus: Any, run_dir: Optional[str | os.PathLike] = None, *, column: str = "text",
+def fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, column: str = "text",
         config_dir: Optional[str | os.PathLike] = None, **settings: Any) -> Run:
     """Train word vectors on `corpus` with `settings`; return the Run (`.wv`, `.metrics`, `.dir`).
 

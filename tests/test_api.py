@@ -145,10 +145,11 @@ def test_word2vec_arguments_are_accepted_with_their_meaning_or_refused_in_one_li
         ("min_alpha", 1e-4, "unknown setting 'min_alpha': in sgns, gensim's min_alpha is min_lr_ratio, a fraction "
                             "of lr (min_alpha / alpha)"),
         ("negative", 5, "unknown setting 'negative': in sgns, gensim's negative is negatives"),
+        ("sentences", corpus, "unknown setting 'sentences': in sgns, gensim's sentences is the corpus argument"),
     ]
     for name, value, message in refused:
         with pytest.raises(SGNSError) as caught:
-            sgns.fit(corpus, tmp_path / "run", **{name: value})
+            sgns.fit(**({} if name == "sentences" else {"corpus": corpus}), run_dir=tmp_path / "run", **{name: value})
         assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
     assert not (tmp_path / "run").exists()  # nothing was written
     # every argument of gensim's Word2Vec is an sgns setting of the same name, or answered by one of the tables
