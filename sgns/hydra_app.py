@@ -21,18 +21,25 @@ the folders, and sgns.config holds every key with its comment.
 
 from __future__ import annotations
 
+import ast
 import contextlib
-import copy
+import dataclasses
+import difflib
+import functools
+import io
 import os
-import string
+import shutil
+import tokenize
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
+from hydra.errors import CompactHydraException
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig
 
-from sgns.config import CONFIG_DIR, check_resolvable, config_error, validate
+from sgns import config as schema
+from sgns.config import CONFIG_DIR, check_resolvable, config_error, setting_keys, validate
 from sgns.errors import SGNSError
 
 CONFIG_NAME = "train"  # sgns/conf/train.yaml, the primary config
@@ -43,6 +50,10 @@ CHECKOUT_MARKER = "pyproject.toml"  # beside configs/ only in a checkout (site-p
 HYDRA_GROUP = "hydra"  # Hydra's own config groups (hydra/launcher, ...) live under it
 RECIPE_GROUP = "experiment"  # a group of recipes only, and also the key recording which one a run applied
 VERSION_BASE = "1.3"  # Hydra's defaults of this version (no chdir into the run dir, ...)
+RUN_FILES = {".hydra", f"{TASK_NAME}.log"}  # what a run dir holds once Hydra has started the job, before training
+KEY_WIDTH = 36  # help: `key=default` padded to this, the comment after it
+NEAR = 0.1  # suggestions score within this of the best one
+SUGGESTIONS = 3  # nearest keys or options named for a misspelled one
 
 
 def checkout_configs() -> Optional[Path]:
@@ -110,6 +121,62 @@ def check_recipes_found(overrides: Sequence[str], config_dir: Optional[str | os.
                         f"{RECIPE_GROUP}/ (run sgns from a checkout) or in your own folder (-cd DIR, config_dir=DIR)")
 
 
+def _nearest(name: str, candidates: Sequence[str]) -> List[str]:
+    """The candidates closest to a misspelled `name` (difflib's ratio, on the whole key or on its last part:
+    `dimm` -> model.dim), those within NEAR of the best, at most SUGGESTIONS."""
+    last = name.rsplit(".", 1)[-1]
+
+    def score(candidate: str) -> float:
+        whole = difflib.SequenceMatcher(None, name, candidate).ratio()
+        return max(whole, difflib.SequenceMatcher(None, last, candidate.rsplit(".", 1)[-1]).ratio() - 0.05)
+
+    scored = sorted(((score(c), c) for c in candidates), reverse=True)
+    if not scored or scored[0][0] < 0.6:
+        return []
+    return [c for s, c in scored[:SUGGESTIONS] if s >= scored[0][0] - NEAR]
+
+
+def _did_you_mean(found: List[str]) -> str:
+    return f": did you mean {' or '.join(found)}?" if found else ""
+
+
+def check_overrides(overrides: Sequence[str], config_dir: Optional[str | os.PathLike] = None) -> None:
+    """SGNSError, before composing, for an override whose key is no setting of the schema (`model.dimm=10`, and
+    `+model.dimm=10`, which Hydra would add and training would ignore), naming the nearest keys; and for a group
+    option that does not exist (`corpus=txt`), listing every option. Hydra's own keys (hydra.*, hydra/...) are
+    left to Hydra; an override that does not parse too (compose reports it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:
+        return
+    keys = setting_keys()
+    groups: Optional[Dict[str, List[str]]] = None
+    for o in parsed:
+        if o.is_hydra_override():
+            continue
+        key = o.key_or_group
+        if groups is None:
+            groups = option_names(config_dir)
+        if key in groups and o.package is None:
+            if o.is_delete():
+                continue
+            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else [o.value()]
+            for value in values:
+                if isinstance(value, str) and value not in groups[key]:
+                    options = groups[key]
+                    raise SGNSError(f"{key}={value}: there is no {key} option {value!r}"
+                                    f"{_did_you_mean([f'{key}={n}' for n in _nearest(value, options)])} "
+                                    f"({key} options: {', '.join(options)})")
+            continue
+        if key in keys or any(key.startswith(k + ".") or k.startswith(key + ".") for k in keys):
+            continue  # a setting, an item of a list setting, or a group of settings (`corpus.synthetic={...}`)
+        near = _nearest(key, keys if "." in key else keys + list(groups))  # a group is named without a dot
+        raise SGNSError(f"{key} is not a setting{_did_you_mean(near)} (sgns-train --help lists every key and "
+                        f"group)")
+
+
 @contextlib.contextmanager
 def hydra_app(config_dir: Optional[str | os.PathLike] = None) -> Iterator[Any]:
     """Hydra's application object for the train config, its search path as `@hydra.main` builds it (with
@@ -143,6 +210,7 @@ def compose(overrides: Sequence[str] = (), *, config_dir: Optional[str | os.Path
     from hydra.types import RunMode
     from omegaconf import open_dict
 
+    check_overrides(overrides, config_dir)
     check_recipes_found(overrides, config_dir)
     with hydra_app(config_dir) as app:
         try:
@@ -184,6 +252,7 @@ def run_once(task: Callable[[DictConfig], Any], overrides: Sequence[str], *,
     from hydra.types import HydraContext, RunMode
     from omegaconf import open_dict, read_write
 
+    check_overrides(overrides, config_dir)
     check_recipes_found(overrides, config_dir)
     with hydra_app(config_dir) as app:
         try:
@@ -199,6 +268,13 @@ def run_once(task: Callable[[DictConfig], Any], overrides: Sequence[str], *,
         check_composed(cfg)
         if check is not None:
             check({key: cfg[key] for key in cfg if key != HYDRA_GROUP})
+        try:  # resolved once (`${now:...}`), so that the dir checked below is the one run_job makes
+            run_dir = Path(str(cfg.hydra.run.dir))
+        except Exception as e:
+            raise config_error(e, "hydra.run.dir") from None
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
+            cfg.hydra.run.dir = str(run_dir)
+        made_here = not run_dir.exists()
 
         def run() -> Any:  # Hydra.run after its compose
             callbacks = Callbacks(cfg)
@@ -209,7 +285,51 @@ def run_once(task: Callable[[DictConfig], Any], overrides: Sequence[str], *,
             callbacks.on_run_end(config=cfg, config_name=CONFIG_NAME, job_return=job)
             return job.return_value  # raises the job's exception, as Hydra.run does
 
-        return True, (run_and_report(run) if report else run())
+        try:
+            return True, (run_and_report(run) if report else run())
+        except KeyboardInterrupt:  # before the loop's own handler (it stops with a checkpoint: Stopped)
+            if made_here:
+                remove_unstarted_run_dir(run_dir)
+            raise
+
+
+def remove_unstarted_run_dir(run_dir: Path) -> bool:
+    """Remove a run dir this process made that holds nothing but Hydra's files and the log (a run interrupted
+    before it trained or wrote anything): it would only be a half run among the others. True if removed."""
+    try:
+        if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= RUN_FILES:
+            return False
+        logs = [h for h in _log_handlers() if Path(getattr(h, "baseFilename", "/")).parent == run_dir.absolute()]
+        for handler in logs:
+            handler.close()
+        shutil.rmtree(run_dir)
+        return True
+    except OSError:
+        return False
+
+
+def _log_handlers() -> List[Any]:
+    import logging
+
+    loggers = (logging.getLogger(), logging.getLogger("sgns"), logging.getLogger("hydra"))
+    return [handler for logger in loggers for handler in logger.handlers]
+
+
+class FailedJob(CompactHydraException):
+    """A sweep job that failed with an SGNSError, raised to Hydra's sweeper, which raises the first one at the
+    sweep's end and prints a CompactHydraException as its message alone. Its message lists every job that failed
+    in this process by then (jobs a launcher ran elsewhere: its own), one line each."""
+
+    failed: List[str] = []  # "job N (overrides): error" of every job failed in this process
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+        FailedJob.failed.append(line)
+
+    def __str__(self) -> str:
+        lines = FailedJob.failed if self.line in FailedJob.failed else [self.line]
+        return "\n".join(f"sgns-train: error: {line}" for line in lines)
 
 
 def run_with_hydra(task: Callable[[DictConfig], Any]) -> Any:
@@ -228,25 +348,125 @@ def args_parser() -> Any:
     return get_args_parser()
 
 
-def help_text(overrides: Sequence[str], config_dir: Optional[str | os.PathLike] = None) -> str:
-    """`sgns-train --help [overrides]`: Hydra's app help (its help template, the config groups, the composed config),
-    without listing Hydra's own config groups unless the template shows them (Hydra's help lists every group
-    twice, whatever the template: most of its time) and without importing torch."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+COMMANDS = (  # the commands, in the order a run uses them: shown by sgns-train --help
+    ("sgns-train [overrides]", "train word vectors; writes a run dir (outputs/DATE/TIME)"),
+    ("sgns-eval PATH", "score a run, checkpoint or word2vec file on benchmarks, or show neighbours"),
+    ("sgns-export CHECKPOINT OUT", "a checkpoint's (or run dir's) vectors as a word2vec file"),
+    ("sgns-summarize DIR", "compare the runs of a folder or a sweep in one table"),
+)
+EXAMPLES = (
+    "sgns-train corpus=text corpus.path=FILE model.dim=300 trainer.epochs=3",
+    "sgns-train experiment=text8                 # a recipe of configs/experiment/",
+    "sgns-train -m data.window=2,5,10            # a sweep: one run per value",
+    "sgns-train --cfg job [overrides]            # print the config a run would use, without training",
+)
+
+
+@functools.cache
+def schema_comments() -> Dict[str, str]:
+    """Every schema field's one-line comment, by `Class.field` (`DataConfig.window`), read once from the source
+    of sgns/config.py, where each comment stands beside its field (the one place a setting is described)."""
+    source = Path(schema.__file__).read_text(encoding="utf-8")
+    comment_at = {tok.start[0]: tok.string.lstrip("#").strip()
+                  for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    found: Dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    line = item.end_lineno or item.lineno
+                    found[f"{node.name}.{item.target.id}"] = comment_at.get(line, "")
+    return found
+
+
+def schema_help() -> List[Tuple[str, str, List[Tuple[str, str, str]]]]:
+    """(group, its comment, [(key, default, comment)]) for every group of the schema, in its order; a nested
+    group's keys (corpus.synthetic.*) under its group."""
+    comments = schema_comments()
+    groups: List[Tuple[str, str, List[Tuple[str, str, str]]]] = []
+
+    def default_of(f: dataclasses.Field) -> str:
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            return "???"
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+    def walk(node: type, prefix: str, rows: List[Tuple[str, str, str]]) -> None:
+        hints = schema.field_types(node)
+        for f in dataclasses.fields(node):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.", rows)
+            else:
+                rows.append((f"{prefix}{f.name}", default_of(f), comments.get(f"{node.__name__}.{f.name}", "")))
+
+    top: List[Tuple[str, str, str]] = []
+    hints = schema.field_types(schema.Config)
+    for f in dataclasses.fields(schema.Config):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows: List[Tuple[str, str, str]] = []
+            walk(hints[f.name], f"{f.name}.", rows)
+            groups.append((f.name, comments.get(f"Config.{f.name}", ""), rows))
+        else:
+            top.append((f.name, default_of(f), comments.get(f"Config.{f.name}", "")))
+    groups.append(("other", "top-level keys", top))
+    return groups
+
+
+def default_options() -> Dict[str, str]:
+    """group -> the option train.yaml's defaults list picks (`corpus` -> synthetic)."""
     from omegaconf import OmegaConf
 
-    with hydra_app(config_dir) as app:
-        try:
-            cfg = app.compose_config(CONFIG_NAME, list(overrides), run_mode=RunMode.RUN, with_log_configuration=True)
-        except Exception as e:
-            raise config_error(e) from None
-        HydraConfig.instance().set_config(cfg)
-        template = str(cfg.hydra.help.template)
-        groups = "".join(f"{group}: {', '.join(options)}\n" for group, options in option_names(config_dir).items())
-        hydra_groups = ""
-        if "HYDRA_CONFIG_GROUPS" in template:
-            hydra_groups = app.format_config_groups(lambda g: g == HYDRA_GROUP or g.startswith(HYDRA_GROUP + "/"))
-        return string.Template(template).substitute(
-            FLAGS_HELP=app.format_args_help(args_parser()), HYDRA_CONFIG_GROUPS=hydra_groups, APP_CONFIG_GROUPS=groups,
-            CONFIG=OmegaConf.to_yaml(app.get_sanitized_cfg(copy.deepcopy(cfg), "job"), resolve=False))
+    chosen: Dict[str, str] = {}
+    for entry in OmegaConf.load(Path(CONFIG_DIR) / f"{CONFIG_NAME}.yaml").defaults:
+        if isinstance(entry, DictConfig):
+            for group, option in entry.items():
+                if isinstance(option, str):
+                    chosen[str(group).split(" ")[-1]] = option
+    return chosen
+
+
+def _flags_help() -> str:
+    rows = []
+    for action in args_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            rows.append(f"  {', '.join(action.option_strings):<24} {str(action.help or '').strip().splitlines()[0]}")
+    return "\n".join(rows)
+
+
+def help_text(overrides: Sequence[str], config_dir: Optional[str | os.PathLike] = None) -> str:
+    """`sgns-train --help [overrides]`: the commands, how to pick group options (option_names), and every key of
+    the schema with its default and its one-line comment, by group; with overrides, each key's value is the one
+    they compose to. Made from the schema and the config folders, without importing torch."""
+    values: Dict[str, str] = {}
+    if overrides:  # the values these overrides give (a recipe's, an option's)
+        from omegaconf import OmegaConf
+
+        cfg = compose(overrides, config_dir=config_dir)
+        flat = OmegaConf.to_container(cfg, resolve=False)
+        for key in setting_keys():
+            node: Any = flat
+            for part in key.split("."):
+                node = node[part]
+            values[key] = "null" if node is None else str(node).lower() if isinstance(node, bool) else str(node)
+    out = ["sgns-train: train word2vec skip-gram with negative sampling; each run writes its own directory.", "",
+           "Commands:"]
+    out += [f"  {command:<28} {what}" for command, what in COMMANDS]
+    out += ["", "Usage: sgns-train [group=option ...] [group.key=value ...] [flags]", "Examples:"]
+    out += [f"  {example}" for example in EXAMPLES]
+    out += ["", "Groups: pick one option with group=option (e.g. corpus=text)"]
+    chosen = default_options()
+    for group, options in option_names(config_dir).items():
+        out.append(f"  {group}: {', '.join(o + (' (default)' if chosen.get(group) == o else '') for o in options)}")
+    title = "Settings (group.key=value" + (f"; values with {' '.join(overrides)}" if overrides else "; defaults") + ")"
+    out += ["", title]
+    for group, comment, rows in schema_help():
+        out.append(f"{group}: {comment}")
+        width = min(KEY_WIDTH, max(len(f"{key}={values.get(key, default)}") for key, default, _ in rows))
+        for key, default, what in rows:
+            out.append(f"  {f'{key}={values.get(key, default)}':<{width}}  {what}")
+    out += ["", "Flags (Hydra's):", _flags_help(), "",
+            "More: README.md and docs/ (sweeps: docs/sweeps.md, where configs are found: sgns/hydra_app.py)"]
+    return "\n".join(out)

@@ -5,7 +5,8 @@ different run, or one in use, is refused: both fail in one line, having written 
 and `-cd DIR` only, no sweep, not under torchrun) is composed once and run by sgns.hydra_app.run_once, as
 `@hydra.main` would run it; sweeps, torchrun and Hydra's other flags go through `@hydra.main`
 (sgns.hydra_app.run_with_hydra). The job returns the objective, so sweepers can optimise it; a failed job's
-metrics.json says so. `--help` is Hydra's app help, made without importing torch. Start-up costs and what is
+metrics.json says so; a failed sweep job is one line at the sweep's end. `--help` lists every key with its default and
+comment, made from the schema without importing torch. Start-up costs and what is
 imported when: docs/startup.md.
 """
 
@@ -33,6 +34,8 @@ log = logging.getLogger("sgns")
 PLAIN_FLAGS = {"config_dir"}  # the flags (Hydra's parser's names) a plain run may have: composed once (run_once)
 SWEEP_FLAGS = {"config_dir", "multirun"}  # those of a command line checked before Hydra runs it
 HELP_FLAGS = {"config_dir", "help"}  # sgns-train's own --help
+RUN_DIR_KEY = "trainer.run_dir"  # Hydra's run dir, as the job sees it
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it
 
 
 def train_job(cfg: DictConfig) -> float:
@@ -52,9 +55,12 @@ def train_job(cfg: DictConfig) -> float:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
             log.error(f"error: {e}")
-            raise  # the sweep goes on with the other jobs and reports this one at the end
+            # the sweep goes on with the other jobs, and ends with one line for each failed one (not a traceback)
+            overrides = " ".join(hydra_cfg.overrides.task)
+            raise hydra_app.FailedJob(f"job {hydra_cfg.job.num} ({overrides}): {e}") from None
         exit_with_error("sgns-train", e)
 
 
@@ -143,12 +149,18 @@ def prepare_distributed(argv: List[str]) -> List[str]:
 
 def main() -> None:
     """Console entry point: `sgns-train [overrides]`, also `torchrun ... -m sgns.train [overrides]`. Ends the
-    process without the interpreter's teardown (sgns.cli.common.exit_without_teardown), except under torchrun."""
+    process without the interpreter's teardown (sgns.cli.common.exit_without_teardown), except under torchrun.
+    Ctrl-C before the train loop takes it over (start-up: imports, reading): one line, exit status 130, and the
+    run dir it made removed (sgns.hydra_app.run_once); once training runs, the loop stops with a checkpoint."""
     distributed_run = "WORLD_SIZE" in os.environ
     defer_collection()  # until train_job has loaded torch, numba and the train loop
     with contextlib.nullcontext() if distributed_run else exit_without_teardown():
         try:
             run_command(sys.argv[1:])
+        except KeyboardInterrupt:
+            sys.stderr.write("sgns-train: interrupted (Ctrl-C) before training started: nothing trained, nothing "
+                             "kept\n")
+            sys.exit(INTERRUPTED)
         finally:
             distributed = sys.modules.get("sgns.distributed")
             if distributed is not None:  # under torchrun; a process that exits still in the group may abort in gloo
@@ -159,6 +171,11 @@ def run_command(argv: List[str]) -> None:
     args, flags = parse_args(argv)
     rank = 0
     try:
+        hydra_app.check_overrides(args.overrides, args.config_dir)  # every command line, --help and --cfg too
+        if "cfg" in flags and args.resolve and not any(o.lstrip("+").startswith(RUN_DIR_KEY + "=")
+                                                       for o in args.overrides):
+            # --cfg runs no job, so Hydra leaves runtime.output_dir unset: the run dir a run would get instead
+            argv = [*argv, f"{RUN_DIR_KEY}=${{hydra:run.dir}}"]
         if "help" in flags and flags <= HELP_FLAGS:
             print(hydra_app.help_text(args.overrides, args.config_dir))
             return
