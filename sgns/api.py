@@ -356,6 +356,14 @@ class _KeepProcessState:
             pass
 
 
+def in_fit_words(message: str) -> str:
+    """An error written for the command line (`choose another hydra.run.dir`, `run the same command again`) in
+    the words of a `fit` call: its run_dir argument, calling fit again."""
+    message = re.sub(r"hydra\.run\.dir=([^\s;,)]+)", lambda m: f"run_dir={m[1]!r}", message)
+    message = message.replace("hydra.run.dir", "run_dir")
+    return message.replace("run the same command again", "call sgns.fit again with the same corpus and settings")
+
+
 def fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, column: str = "text",
         config_dir: Optional[str | os.PathLike] = None, **settings: Any) -> Run:
     """Train word vectors on `corpus` with `settings`; return the Run (`.wv`, `.metrics`, `.dir`).
@@ -369,6 +377,16 @@ def fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, colu
     `init_from` also takes a Run or gensim KeyedVectors. Raises SGNSError (one line) for bad input,
     KeyboardInterrupt (with the resume hint) when Ctrl-C stopped training with a checkpoint.
     """
+    try:
+        return _fit(corpus, run_dir, column=column, config_dir=config_dir, **settings)
+    except SGNSError as e:  # the train loop's and the run dir's messages speak to the command line
+        e.args = (in_fit_words(str(e)),)
+        raise
+
+
+def _fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, column: str = "text",
+         config_dir: Optional[str | os.PathLike] = None, **settings: Any) -> Run:
+    """fit's body (its errors are reworded by fit)."""
     from sgns.hydra_app import compose, run_once
     from sgns.train import train
     from sgns.train.rundir import check_run_dir

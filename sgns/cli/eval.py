@@ -13,14 +13,19 @@ import math
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sgns.cli.common import OneLineParser, quiet_broken_pipe
-from sgns.config import RESTRICT_VOCAB
 from sgns.errors import SGNSError, exit_with_error
-from sgns.evaluate import METHODS, EvalSuite, nearest
-from sgns.load import VECTOR_CHOICES, load_vectors
-from sgns.vectors import WordVectors
+
+if TYPE_CHECKING:
+    from sgns.vectors import WordVectors
+
+# torch, sgns.evaluate, sgns.load and sgns.config (Hydra) are imported once the arguments are parsed, so that
+# --help is quick; their constants the parser shows are repeated here (tests/test_cli_help.py checks they agree).
+VECTOR_CHOICES = ("input", "average")  # sgns.load.VECTOR_CHOICES
+METHODS = ("3cosadd", "3cosmul")  # sgns.config.ANALOGY_METHODS
+RESTRICT_VOCAB = 30000  # sgns.config.RESTRICT_VOCAB
 
 SANITY_WORDS = 5  # frequent words whose neighbours are shown when no benchmark is given
 
@@ -150,6 +155,8 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if not Path(f).is_file():
             raise SGNSError(f"benchmark file not found: {f}")
     from sgns.device import resolve_device
+    from sgns.evaluate import EvalSuite, nearest
+    from sgns.load import load_vectors
 
     device = resolve_device(args.device, option="--device ")
     started = time.perf_counter()
