@@ -359,7 +359,7 @@ class _KeepProcessState:
 def in_fit_words(message: str) -> str:
     """An error written for the command line (`choose another hydra.run.dir`, `run the same command again`) in
     the words of a `fit` call: its run_dir argument, calling fit again."""
-    message = re.sub(r"hydra\.run\.dir=([^\s;,)]+)", lambda m: f"run_dir={m[1]!r}", message)
+    message = re.sub(r"hydra\.run\.dir=(.+?)(?=\)|;|, |$)", lambda m: f"run_dir={m[1]!r}", message)
     message = message.replace("hydra.run.dir", "run_dir")
     return message.replace("run the same command again", "call sgns.fit again with the same corpus and settings")
 
