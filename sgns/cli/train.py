@@ -158,8 +158,7 @@ def main() -> None:
         try:
             run_command(sys.argv[1:])
         except KeyboardInterrupt:
-            sys.stderr.write("sgns-train: interrupted (Ctrl-C) before training started: nothing trained, nothing "
-                             "kept\n")
+            sys.stderr.write("sgns-train: error: interrupted (Ctrl-C) before training started; nothing was trained\n")
             sys.exit(INTERRUPTED)
         finally:
             distributed = sys.modules.get("sgns.distributed")
