@@ -50,7 +50,8 @@ CHECKOUT_MARKER = "pyproject.toml"  # beside configs/ only in a checkout (site-p
 HYDRA_GROUP = "hydra"  # Hydra's own config groups (hydra/launcher, ...) live under it
 RECIPE_GROUP = "experiment"  # a group of recipes only, and also the key recording which one a run applied
 VERSION_BASE = "1.3"  # Hydra's defaults of this version (no chdir into the run dir, ...)
-RUN_FILES = {".hydra", f"{TASK_NAME}.log"}  # what a run dir holds once Hydra has started the job, before training
+# What a run dir holds once Hydra has started the job and the loop has locked it, before anything is trained
+RUN_FILES = {".hydra", f"{TASK_NAME}.log", ".sgns.lock"}  # .sgns.lock: sgns.train.rundir.LOCK_NAME
 KEY_WIDTH = 36  # help: `key=default` padded to this, the comment after it
 NEAR = 0.1  # suggestions score within this of the best one
 SUGGESTIONS = 3  # nearest keys or options named for a misspelled one
@@ -275,6 +276,8 @@ def run_once(task: Callable[[DictConfig], Any], overrides: Sequence[str], *,
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.run.dir = str(run_dir)
         made_here = not run_dir.exists()
+        if made_here:
+            MADE_RUN_DIRS.add(run_dir.absolute())
 
         def run() -> Any:  # Hydra.run after its compose
             callbacks = Callbacks(cfg)
@@ -287,19 +290,23 @@ def run_once(task: Callable[[DictConfig], Any], overrides: Sequence[str], *,
 
         try:
             return True, (run_and_report(run) if report else run())
-        except KeyboardInterrupt:  # before the loop's own handler (it stops with a checkpoint: Stopped)
-            if made_here:
-                remove_unstarted_run_dir(run_dir)
+        except KeyboardInterrupt:  # in start-up, before or after the loop's Stopped (discard_unstarted_run_dir)
+            discard_unstarted_run_dir(run_dir)
             raise
 
 
-def remove_unstarted_run_dir(run_dir: Path) -> bool:
-    """Remove a run dir this process made that holds nothing but Hydra's files and the log (a run interrupted
-    before it trained or wrote anything): it would only be a half run among the others. True if removed."""
+MADE_RUN_DIRS: set = set()  # the run dirs run_once made in this process (absolute paths)
+
+
+def discard_unstarted_run_dir(run_dir: str | os.PathLike) -> bool:
+    """Remove a run dir that run_once made in this process and that holds nothing but Hydra's files, the log and
+    the run's lock (a run interrupted before it trained or wrote anything): it would only be a half run among the
+    others. Never a dir that existed before. True if removed."""
+    run_dir = Path(run_dir).absolute()
     try:
-        if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= RUN_FILES:
+        if run_dir not in MADE_RUN_DIRS or not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= RUN_FILES:
             return False
-        logs = [h for h in _log_handlers() if Path(getattr(h, "baseFilename", "/")).parent == run_dir.absolute()]
+        logs = [h for h in _log_handlers() if Path(getattr(h, "baseFilename", "/")).parent == run_dir]
         for handler in logs:
             handler.close()
         shutil.rmtree(run_dir)

@@ -82,14 +82,16 @@ def test_cfg_job_resolve_prints_the_resolved_config() -> None:
 # ----------------------------------------------------------------------------------------- interrupted
 
 
-def interrupt_in_startup(run_dir: Path, corpus: Path) -> subprocess.CompletedProcess:
-    """sgns-train with a real SIGINT once Hydra has started the job (its log exists), while it still loads its
-    libraries (torch takes seconds to import): the start-up a user interrupts."""
+def interrupt_in_startup(run_dir: Path, corpus: Path, logged: str = "") -> subprocess.CompletedProcess:
+    """sgns-train with a real SIGINT once Hydra has started the job (its log exists) and the log holds `logged`:
+    by default while it still loads its libraries (torch takes seconds to import), the start-up a user
+    interrupts."""
     proc = subprocess.Popen(["sgns-train", "corpus=text", f"corpus.path={corpus}", *TINY, f"hydra.run.dir={run_dir}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run_dir / "train.log"
     try:
         deadline = time.monotonic() + TIMEOUT
-        while not (run_dir / "train.log").exists():
+        while not (log.exists() and logged in log.read_text()):
             assert proc.poll() is None and time.monotonic() < deadline, "sgns-train ended before its job started"
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
@@ -105,6 +107,14 @@ def test_ctrl_c_in_startup_is_one_line_and_leaves_no_half_run_dir(tiny_corpus: P
     run_dir = tmp_path / "run"
     line = one_error_line(interrupt_in_startup(run_dir, tiny_corpus))
     assert "interrupted" in line and "before training started" in line, line
+    assert not run_dir.exists(), list(run_dir.iterdir())
+
+
+def test_ctrl_c_while_reading_the_corpus_leaves_no_half_run_dir(tmp_path: Path) -> None:
+    corpus = zipf_text(tmp_path / "long.txt", words=2_000_000, vocab=20000)  # read for a second or more
+    run_dir = tmp_path / "run"
+    line = one_error_line(interrupt_in_startup(run_dir, corpus, logged="corpus: reading"))
+    assert "before training started" in line, line
     assert not run_dir.exists(), list(run_dir.iterdir())
 
 
@@ -213,12 +223,15 @@ def test_help_with_overrides_shows_their_values() -> None:
     assert re.search(r"^  optimizer\.lr=0\.001\s", text, re.M), text
 
 
-def test_the_quick_helps_repeat_the_constants_they_show() -> None:
+def test_the_constants_repeated_for_quick_commands_agree() -> None:
     from sgns.cli import eval as eval_cli
     from sgns.cli import export as export_cli
+    from sgns.hydra_app import RUN_FILES
     from sgns.load import VECTOR_CHOICES as LOAD_CHOICES
+    from sgns.train.rundir import LOCK_NAME
     from sgns.train.runs import VECTOR_CHOICES
 
+    assert LOCK_NAME in RUN_FILES
     assert eval_cli.METHODS == ANALOGY_METHODS and eval_cli.RESTRICT_VOCAB == RESTRICT_VOCAB
     assert eval_cli.VECTOR_CHOICES == LOAD_CHOICES == export_cli.VECTOR_CHOICES == VECTOR_CHOICES
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from sgns import hydra_app
 from sgns.cli.common import collect_again, defer_collection, exit_without_teardown
-from sgns.errors import SGNSError, exit_with_error
+from sgns.errors import SGNSError, Stopped, exit_with_error
 from sgns.train.metrics import mark_failed, objective
 
 # The train loop (torch, numba, tensorboard) and sgns.distributed (torch) are imported where a run needs them,
@@ -50,6 +50,8 @@ def train_job(cfg: DictConfig) -> float:
     except FollowerExit:
         sys.exit(2)  # rank 0 reports it, in one line
     except SGNSError as e:
+        if isinstance(e, Stopped) and hydra_app.discard_unstarted_run_dir(cfg.trainer.run_dir):
+            raise KeyboardInterrupt from None  # stopped while reading: nothing to resume, nothing kept (main says so)
         if topology_from_env().rank == 0:
             mark_failed(cfg.trainer.run_dir, e)  # metrics.json says failed and why; sgns-summarize shows it
         from hydra.core.hydra_config import HydraConfig
