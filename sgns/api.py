@@ -387,7 +387,7 @@ def fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, colu
 def _fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, column: str = "text",
          config_dir: Optional[str | os.PathLike] = None, **settings: Any) -> Run:
     """fit's body (its errors are reworded by fit)."""
-    from sgns.hydra_app import compose, run_once
+    from sgns.hydra_app import compose, discard_unstarted_run_dir, run_once
     from sgns.train import train
     from sgns.train.rundir import check_run_dir
 
@@ -420,6 +420,8 @@ def _fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, col
                                     config_dir=config_dir,
                                     check=lambda job: check_run_dir(run_path, job, warn=log.warning, mmap=True))
         except Stopped as e:
+            if discard_unstarted_run_dir(run_path):  # stopped while reading: nothing to resume, nothing kept
+                raise KeyboardInterrupt(f"{e.what}, before training started: nothing was trained") from None
             raise KeyboardInterrupt(f"{e.what}; to resume, call sgns.fit again with the same corpus and settings "
                                     f"and run_dir={str(run_path)!r}") from None
     if not ran:

@@ -118,6 +118,37 @@ def test_ctrl_c_while_reading_the_corpus_leaves_no_half_run_dir(tmp_path: Path) 
     assert not run_dir.exists(), list(run_dir.iterdir())
 
 
+INTERRUPTED_FIT = """
+import sys
+import sgns
+try:
+    sgns.fit(sys.argv[1], sys.argv[2], dim=8, epochs=1, progress=False)
+except KeyboardInterrupt as e:
+    print("KeyboardInterrupt:", e)
+"""
+
+
+def test_ctrl_c_while_fit_reads_leaves_no_half_run_dir(tmp_path: Path) -> None:
+    corpus = zipf_text(tmp_path / "long.txt", words=2_000_000, vocab=20000)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_FIT, str(corpus), str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run_dir / "train.log"
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (log.exists() and "corpus: reading" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "fit ended before it read the corpus"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "KeyboardInterrupt: " in out and "before training started" in out, out + err[-2000:]
+    assert not run_dir.exists()
+
+
 def test_ctrl_c_in_startup_keeps_an_earlier_runs_files(tiny_corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
