@@ -35,6 +35,7 @@ PLAIN_FLAGS = {"config_dir"}  # the flags (Hydra's parser's names) a plain run m
 SWEEP_FLAGS = {"config_dir", "multirun"}  # those of a command line checked before Hydra runs it
 HELP_FLAGS = {"config_dir", "help"}  # sgns-train's own --help
 RUN_DIR_KEY = "trainer.run_dir"  # Hydra's run dir, as the job sees it
+FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra re-raises a job's error where this is set (a user's: a full traceback)
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it
 
 
@@ -201,6 +202,15 @@ def run_command(argv: List[str]) -> None:
                 sys.exit(2)  # the same line as rank 0's (the same arguments): said once
         exit_with_error("sgns-train", e)
     sys.argv[1:] = argv
+    if "multirun" in flags and FULL_ERROR not in os.environ:
+        # Hydra re-raises a failed job's error to us instead of printing it with a hint about tracebacks
+        os.environ[FULL_ERROR] = "1"
+        try:
+            hydra_app.run_with_hydra(train_job)
+        except hydra_app.FailedJob as e:  # every failed job, one line each
+            sys.stderr.write(f"{e}\n")
+            sys.exit(2)
+        return
     hydra_app.run_with_hydra(train_job)
 
 
