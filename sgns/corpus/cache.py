@@ -5,12 +5,14 @@ and tokenisation settings, so a sweep re-reads nothing and a changed file never 
 from __future__ import annotations
 
 import array
+import fcntl
 import hashlib
 import itertools
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,25 +43,126 @@ class EncodedCorpus:
         return int(self.offsets[-1])
 
 
-def _load_encoded(folder: Path) -> EncodedCorpus:
+def _load_encoded(folder: Path, verify: bool = False) -> EncodedCorpus:
     meta = json.loads((folder / "meta.json").read_text())
     tokens = meta["tokens"]
     ids = (np.memmap(folder / "ids.bin", dtype=np.int32, mode="r", shape=(tokens,)) if tokens
            else np.zeros(0, dtype=np.int32))
     words = (folder / "words.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    return EncodedCorpus(ids, np.load(folder / "offsets.npy"), words, np.load(folder / "counts.npy"),
-                         meta["replaced_bytes"], folder)
+    corpus = EncodedCorpus(ids, np.load(folder / "offsets.npy"), words, np.load(folder / "counts.npy"),
+                           meta["replaced_bytes"], folder)
+    if verify:
+        _verify(corpus, meta)
+    return corpus
 
 
-def load_cached(folder: Path) -> Optional[EncodedCorpus]:
-    """The encoded corpus cached in `folder`, or None when there is none; a damaged entry is removed (rebuilt)."""
+def _verify(corpus: EncodedCorpus, meta: dict) -> None:
+    """ValueError unless the entry's parts agree: every id indexes the word list (the kernels index tables with
+    them unchecked: an id out of range is a segfault) and the sentence offsets are ordered within the ids. One
+    pass over the ids (a checksum would cost more and catch only what no table lookup notices)."""
+    distinct, tokens = len(corpus.counts), meta["tokens"]
+    if len(corpus.words) != distinct or meta.get("distinct", distinct) != distinct:
+        raise ValueError(f"{len(corpus.words):,} words, {distinct:,} counts")
+    if (corpus.path / "ids.bin").stat().st_size != 4 * tokens:
+        raise ValueError(f"ids.bin is not {tokens:,} ids long")
+    offsets = corpus.offsets
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != tokens or np.any(
+            np.diff(offsets) < 0):
+        raise ValueError("sentence offsets out of order")
+    if tokens and int(corpus.ids.view(np.uint32).max()) >= distinct:  # a negative id is a huge uint32
+        raise ValueError(f"ids out of range (>= {distinct:,} distinct words)")
+
+
+def load_cached(folder: Path, log: Callable[[str], None] = print) -> Optional[EncodedCorpus]:
+    """The encoded corpus cached in `folder`, or None when there is none; a damaged entry (unreadable, or parts
+    that disagree: bit rot, a bad copy) is removed with one line to `log`, so the caller rebuilds it."""
     if not (folder / "meta.json").exists():
         return None
     try:
-        return _load_encoded(folder)
-    except (OSError, ValueError, KeyError):
+        return _load_encoded(folder, verify=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log(f"corpus: the cache entry {folder} is damaged ({e}): removed, it is rebuilt")
         shutil.rmtree(folder, ignore_errors=True)
         return None
+
+
+class _Owner:
+    """The lock a run holds on its temporary cache folder `<name>` (as a flock on `<name>.lock` beside it) while it
+    writes there: a folder whose lock anyone can take belongs to a dead run (`remove_dead_temporaries`). The
+    kernel drops a flock when its holder dies, SIGKILL included; Linux's NFS client maps it to a POSIX lock, so
+    runs on several machines sharing a cache see one another's."""
+
+    def __init__(self, lock: Path, fd: int):
+        self.lock, self.fd = lock, fd
+
+    def __enter__(self) -> _Owner:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.lock.unlink(missing_ok=True)  # first: a lock file without its holder is a dead run's
+        os.close(self.fd)
+
+
+def make_temporary(cache_dir: Path, prefix: str) -> tuple[Path, _Owner]:
+    """A new folder `cache_dir`/`prefix`XXXX, locked by this process (`_Owner`, to be closed once the folder is
+    published or removed)."""
+    while True:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".lock", dir=cache_dir)
+        lock = Path(name)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # at once, unless a cleaner holds it this instant
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                folder = lock.with_suffix("")
+                folder.mkdir()
+                return folder, _Owner(lock, fd)
+            # A cleaner took the new lock for a dead run's and removed it: make another.
+        except OSError:
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+LEGACY_TEMPORARY_SECONDS = 86400  # an unlocked temporary folder (sgns before locks) untouched this long is litter
+
+
+def remove_dead_temporaries(cache_dir: Path, log: Callable[[str], None] = print) -> None:
+    """Remove the temporary folders (`.tokens-*`, `.phrases-*`) of runs that died while writing them: those whose
+    lock (`make_temporary`) is free. A live run's folder stays: its lock is held. A folder without a lock file
+    (written by sgns before locks) is removed once nothing in it changed for a day."""
+    for lock in sorted(cache_dir.glob(".*-*.lock")):
+        if not lock.name.startswith((".tokens-", ".phrases-")):
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:  # removed meanwhile by its run or by another cleaner
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a live run writes there
+            os.close(fd)
+            continue
+        try:
+            _remove_temporary(lock.with_suffix(""), log)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    now = time.time()
+    for folder in cache_dir.glob(".*-*"):
+        if (folder.name.startswith((".tokens-", ".phrases-")) and folder.is_dir()
+                and not folder.with_name(folder.name + ".lock").exists()):
+            try:
+                changed = max([folder.stat().st_mtime] + [f.stat().st_mtime for f in folder.iterdir()])
+            except OSError:
+                continue
+            if now - changed > LEGACY_TEMPORARY_SECONDS:
+                _remove_temporary(folder, log)
+
+
+def _remove_temporary(folder: Path, log: Callable[[str], None]) -> None:
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        log(f"corpus: removed {folder}, left by a run that died while writing it")
 
 
 def publish_cache_entry(tmp: Path, folder: Path, offsets: np.ndarray, counts: np.ndarray,
@@ -191,16 +294,23 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
     key = hashlib.blake2b(f"{CACHE_FORMAT}:{source.cache_key()}".encode(), digest_size=12).hexdigest()
     cache_dir = Path(cache_dir).expanduser()
     folder = cache_dir / f"tokens-{key}"
-    encoded = load_cached(folder)
+    encoded = load_cached(folder, log)
     if encoded is not None:
         log(f"corpus: reusing token ids cached in {folder}")
         return encoded
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tokens-{key}-", dir=cache_dir))
+        remove_dead_temporaries(cache_dir, log)
+        tmp, owner = make_temporary(cache_dir, f".tokens-{key}-")
     except OSError as e:
         raise SGNSError(f"cannot write the token cache in {cache_dir}: {e.strerror} "
                         f"(set data.cache_dir=DIR)") from None
+    with owner:
+        return _encode_into(source, tmp, folder, log, workers)
+
+
+def _encode_into(source: CorpusSource, tmp: Path, folder: Path, log: Callable[[str], None],
+                 workers: Optional[int]) -> EncodedCorpus:
     workers = resolve_workers(source.workers if workers is None else workers)
     log(f"corpus: reading {source.description} ({workers} process{'es' if workers > 1 else ''})")
     try:

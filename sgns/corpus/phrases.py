@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -32,7 +31,14 @@ import numba
 import numpy as np
 
 from sgns.config import check_value
-from sgns.corpus.cache import EncodedCorpus, _load_encoded, load_cached, publish_cache_entry
+from sgns.corpus.cache import (
+    EncodedCorpus,
+    _load_encoded,
+    load_cached,
+    make_temporary,
+    publish_cache_entry,
+    remove_dead_temporaries,
+)
 from sgns.errors import SGNSError
 
 PHRASES_FORMAT = 2  # bump when the algorithm or the cache layout changes: old phrase caches are ignored
@@ -226,7 +232,7 @@ def apply_phrases(corpus: EncodedCorpus, passes: int, threshold: float, min_coun
     key = hashlib.blake2b(settings.encode(), digest_size=12).hexdigest()
     cache_dir = Path(cache_dir).expanduser()
     folder = cache_dir / f"phrases-{key}"
-    cached = load_cached(folder)
+    cached = load_cached(folder, log)
     if cached is not None:
         log(f"phrases: reusing the joined stream cached in {folder}")
         return cached
@@ -234,17 +240,19 @@ def apply_phrases(corpus: EncodedCorpus, passes: int, threshold: float, min_coun
                           list(corpus.words), np.asarray(corpus.counts, dtype=np.int64))
     stream = phrase_stream(stream, passes, threshold, min_count, log)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".phrases-{key}-", dir=cache_dir))
+        remove_dead_temporaries(cache_dir, log)
+        tmp, owner = make_temporary(cache_dir, f".phrases-{key}-")
     except OSError as e:
         raise SGNSError(f"cannot write the phrase cache in {cache_dir}: {e.strerror} "
                         f"(set data.cache_dir=DIR)") from None
-    try:
-        stream.ids.astype(np.int32, copy=False).tofile(tmp / "ids.bin")
-        publish_cache_entry(tmp, folder, stream.offsets, stream.counts, stream.words,
-                            {"tokens": int(stream.offsets[-1]), "sentences": len(stream.offsets) - 1,
-                             "distinct": len(stream.words), "replaced_bytes": corpus.replaced_bytes,
-                             "source": f"{corpus.path.name} + {passes} phrase passes", "settings": settings})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with owner:
+        try:
+            stream.ids.astype(np.int32, copy=False).tofile(tmp / "ids.bin")
+            publish_cache_entry(tmp, folder, stream.offsets, stream.counts, stream.words,
+                                {"tokens": int(stream.offsets[-1]), "sentences": len(stream.offsets) - 1,
+                                 "distinct": len(stream.words), "replaced_bytes": corpus.replaced_bytes,
+                                 "source": f"{corpus.path.name} + {passes} phrase passes", "settings": settings})
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return _load_encoded(folder)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import errno
 import gzip
 import hashlib
 import itertools
 import lzma
 import os
+import stat
 import zlib
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -48,13 +50,31 @@ class ReadStats:
     replaced_bytes: int = 0  # undecodable bytes replaced by U+FFFD
 
 
+def check_corpus_file(path: str | Path) -> Path:
+    """`path` as a regular file that exists (symlinks followed), or SGNSError saying what it is instead: a FIFO,
+    a device (/dev/zero), a directory or a socket would block in open() or be read forever."""
+    p = Path(path).expanduser()
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SGNSError(f"corpus path {p} is a symlink loop (too many levels of symbolic links)") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise SGNSError(f"corpus file not found: {p} (set corpus.path=FILE)") from None
+        raise SGNSError(f"corpus file {p} cannot be read: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise SGNSError(f"corpus path is a directory, not a file: {p}")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise SGNSError(f"corpus path {p} is {kind}, not a regular file: give a file (plain, .gz, .bz2 or .xz)")
+    return p
+
+
 def open_binary(path: str | Path) -> BinaryIO:
     """Open a file for reading, decompressing gzip, bzip2 or xz by its magic bytes."""
-    p = Path(path)
-    if not p.exists():
-        raise SGNSError(f"corpus file not found: {p} (set corpus.path=FILE)")
-    if p.is_dir():
-        raise SGNSError(f"corpus path is a directory, not a file: {p}")
+    p = check_corpus_file(path)
     try:
         with open(p, "rb") as f:
             magic = f.read(6)
@@ -224,47 +244,88 @@ def iter_chunks(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES,
         rest = window[cut:]
 
 
+def _changed(path: str | Path, size: int, now: int) -> SGNSError:
+    return SGNSError(f"corpus file {path} changed while being read (size {size:,} -> {now:,} bytes): run again "
+                     f"once it is complete")
+
+
 def file_ranges(path: str | Path, size: int, chunk_bytes: int = CHUNK_BYTES,
                 max_token_bytes: int = MAX_TOKEN_BYTES) -> Iterator[Tuple[int, int]]:
     """The byte ranges `iter_chunks` cuts a plain file of `size` bytes into, reading mostly each window's last
-    64 KiB (the last newline is almost always there)."""
+    64 KiB (the last newline is almost always there). A file that is no longer `size` bytes long (truncated or
+    grown while read) raises SGNSError: the ranges are only right for the content that was hashed."""
     if chunk_bytes < 4:
         raise ValueError("chunk_bytes must be at least 4 (the longest UTF-8 character)")
     start = 0
     with open(path, "rb") as f:
+
+        def read_at(position: int, n: int) -> bytes:
+            # Every read lies inside the first `size` bytes: a short one means the file shrank (an endless loop
+            # of empty reads otherwise).
+            f.seek(position)
+            data = f.read(n)
+            if len(data) != n:
+                raise _changed(path, size, os.fstat(f.fileno()).st_size)
+            return data
+
         while start < size:
             end = start + chunk_bytes
             if end > size:
                 yield start, size
-                return
+                break
             tail = min(chunk_bytes, 1 << 16)
-            f.seek(end - tail)
-            newline = f.read(tail).rfind(b"\n")
+            newline = read_at(end - tail, tail).rfind(b"\n")
             if newline >= 0:
                 cut = chunk_bytes - tail + newline + 1
             else:
-                f.seek(start)
-                window = f.read(chunk_bytes)
-                while not (cut := _piece_end(window, len(window) == end - start, max_token_bytes)):
+                window = read_at(start, chunk_bytes)
+                while not (cut := _piece_end(window, end <= size, max_token_bytes)):
+                    window += read_at(end, min(chunk_bytes, size - end))
                     end += chunk_bytes
-                    window += f.read(chunk_bytes)
                 if end > size:
                     yield start, size
-                    return
+                    break
             yield start, start + cut
             start += cut
+        now = os.fstat(f.fileno()).st_size
+        if now != size:  # grown (or shrunk at its end) while read
+            raise _changed(path, size, now)
 
 
-def resolve_workers(workers: int) -> int:
-    """`corpus.read_workers`: 0 means one per core this process may use."""
-    if workers > 0:
-        return workers
+def usable_cores() -> int:
+    """Cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def resolve_workers(workers: int) -> int:
+    """`corpus.read_workers`: 0 means one per core this process may use; more than that is capped at it (a
+    process per core is what the tokenising can use; more only cost memory and start-up)."""
+    cores = usable_cores()
+    return min(workers, cores) if workers > 0 else cores
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: on Linux, the kernel sends this worker SIGKILL when its parent dies (SIGKILL of a
+    training run would otherwise leave the workers alive, re-parented, blocked on a pipe nobody reads)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux (no prctl): nothing to ask for
+        return
+    if os.getppid() != parent:  # the parent died before prctl: nobody would send the signal
+        os._exit(1)
+
+
 def run_in_order(tasks: Iterable[Tuple[Callable[..., Piece], tuple]], workers: int) -> Iterator[Piece]:
-    """fn(*args) for every task, in order; with workers > 1 in that many processes, at most 2 per worker queued
-    (bounded memory), started only once a second task exists (a small corpus pays no process start-up)."""
+    """fn(*args) for every task, in order; with workers > 1 in that many processes (at most one per task), at most
+    2 per worker queued (bounded memory), started only once a second task exists (a small corpus pays no process
+    start-up). The processes die with this one (`_die_with_parent`)."""
     tasks = iter(tasks)
     first = next(tasks, None)
     if first is None:
@@ -274,6 +335,9 @@ def run_in_order(tasks: Iterable[Tuple[Callable[..., Piece], tuple]], workers: i
         for fn, args in itertools.chain([first], [second] if second else [], tasks):
             yield fn(*args)
         return
+    # The first `workers` tasks are known before the pool starts: a file of 3 pieces starts 3 processes.
+    ahead = [first, second, *itertools.islice(tasks, workers - 2)]
+    workers = min(workers, len(ahead))
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
@@ -283,10 +347,11 @@ def run_in_order(tasks: Iterable[Tuple[Callable[..., Piece], tuple]], workers: i
     scan("warm up")  # compile or load the scanner once here: the forked workers inherit it
     # fork, not spawn or forkserver: those re-import the main module (a whole sgns-train with torch) in every
     # worker. The workers run only the tokeniser (no torch, no logging), so the parent's threads do not matter.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
     try:
         queued: deque = deque()
-        for fn, args in itertools.chain([first, second], tasks):
+        for fn, args in itertools.chain(ahead, tasks):
             queued.append(pool.submit(fn, *args))
             if len(queued) >= 2 * workers:
                 yield queued.popleft().result()
