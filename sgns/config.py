@@ -351,7 +351,7 @@ def validate(cfg: Any) -> None:
     if cfg.corpus.kind == "text" and cfg.corpus.path:  # a FIFO, a device, a directory: one line before any write
         from sgns.corpus.reading import check_corpus_file
 
-        check_corpus_file(cfg.corpus.path)
+        check_corpus_file(cfg.corpus.path, missing_ok=True)
     if cfg.eval.benchmarks:  # an unknown or unshipped name, or a missing file: one line now, not after reading
         from sgns.benchmarks import expand
 

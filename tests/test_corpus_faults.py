@@ -116,6 +116,15 @@ def test_a_symlink_loop_says_so(tmp_path: Path):
         check_corpus_file(dangling)
 
 
+def test_the_config_check_refuses_what_is_there_and_not_a_file_but_leaves_missing_files_to_the_job(tmp_path: Path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for missing in (tmp_path / "missing.txt", loop):  # a sweep's job fails alone when it reads it
+        assert check_corpus_file(missing, missing_ok=True) == missing
+    with pytest.raises(SGNSError, match="is a character device"):
+        check_corpus_file("/dev/zero", missing_ok=True)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
 def test_sgns_train_refuses_a_fifo_or_a_device_in_one_line_before_writing_anything(tmp_path: Path, kind: str):
     if kind == "fifo":

@@ -50,13 +50,17 @@ class ReadStats:
     replaced_bytes: int = 0  # undecodable bytes replaced by U+FFFD
 
 
-def check_corpus_file(path: str | Path) -> Path:
+def check_corpus_file(path: str | Path, missing_ok: bool = False) -> Path:
     """`path` as a regular file that exists (symlinks followed), or SGNSError saying what it is instead: a FIFO,
-    a device (/dev/zero), a directory or a socket would block in open() or be read forever."""
+    a device (/dev/zero), a directory or a socket would block in open() or be read forever. With `missing_ok`
+    only a path that is there and not a file is refused (a config check: a missing file fails its own job of a
+    sweep when it is read, not the whole sweep)."""
     p = Path(path).expanduser()
     try:
         mode = os.stat(p).st_mode
     except OSError as e:
+        if missing_ok:
+            return p
         if e.errno == errno.ELOOP:
             raise SGNSError(f"corpus path {p} is a symlink loop (too many levels of symbolic links)") from None
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
