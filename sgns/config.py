@@ -337,6 +337,14 @@ def check_value(key: str, value: Any) -> None:
     _check(c.ok(value), key, c.allowed, value, f"e.g. {key}={c.example}" if c.example is not None else "")
 
 
+def _value_or_none(node: Any, key: str) -> Any:
+    """node[key], or None when its interpolation cannot be resolved (an unset environment variable)."""
+    try:
+        return node[key]
+    except Exception:  # omegaconf's InterpolationResolutionError and the resolver's own errors
+        return None
+
+
 def validate(cfg: Any) -> None:
     """Check every setting that has a range or choices (the schema's `check` metadata), then the settings that
     depend on one another; raise SGNSError naming the key and what it must be."""
@@ -348,10 +356,11 @@ def validate(cfg: Any) -> None:
     m = cfg.model
     _check(not m.freeze_init or bool(m.init_from), "model.freeze_init", "false unless model.init_from is set",
            m.freeze_init, "set model.init_from=PATH")
-    if cfg.corpus.kind == "text" and cfg.corpus.path:  # a FIFO, a device, a directory: one line before any write
+    corpus_path = _value_or_none(cfg.corpus, "path")  # unresolvable: check_resolvable names the reason
+    if cfg.corpus.kind == "text" and corpus_path:  # a FIFO, a device, a directory: one line before any write
         from sgns.corpus.reading import check_corpus_file
 
-        check_corpus_file(cfg.corpus.path, missing_ok=True)
+        check_corpus_file(corpus_path, missing_ok=True)
     if cfg.eval.benchmarks:  # an unknown or unshipped name, or a missing file: one line now, not after reading
         from sgns.benchmarks import expand
 
