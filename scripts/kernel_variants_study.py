@@ -44,8 +44,10 @@ def compose(overrides: List[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from sgns.config import typed_config
+
     with initialize_config_dir(config_dir=str(ROOT / "sgns" / "conf"), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+        return typed_config(hydra_compose("train", overrides=overrides))
 
 
 def train_once(cfg: Any, corpus: Any, vocab: Any, flags: int, max_spans: int = 0) -> Dict[str, Any]:
@@ -55,14 +57,14 @@ def train_once(cfg: Any, corpus: Any, vocab: Any, flags: int, max_spans: int = 0
     from kernel_variants import PER_CONTEXT, variant_kernel
 
     from sgns.model import make_model
-    from sgns.pipelines import learning_rate, make_pipeline, resolve_settings
+    from sgns.pipelines import learning_rate, make_pipeline, resolve
     from sgns.pipelines.span_kernel import train_piece, train_piece_per_context
     from sgns.train.state import seed_everything
 
     seed_everything(cfg.trainer.seed)
     model = make_model(cfg.model, len(vocab))
     cpu = torch.device("cpu")
-    backend = make_pipeline(resolve_settings(cfg, cpu, corpus.total_tokens), cfg, corpus, vocab, model, cpu)
+    backend = make_pipeline(resolve(cfg, cpu, corpus.total_tokens), corpus, vocab, model, cpu)
     # the product's kernels where a variant is one (bit for bit), else the study's
     product = {0: train_piece, PER_CONTEXT: train_piece_per_context}
     backend.trainer.kernel = product.get(flags) or variant_kernel(flags)

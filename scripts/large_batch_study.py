@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import DEFAULT_CORPUS, EVAL_DIR, prefix_corpus  # noqa: E402
 
+from sgns.config import DataConfig, TrainerConfig  # noqa: E402
 from sgns.corpus import encode, text_source  # noqa: E402
 from sgns.evaluate import evaluate_analogies, evaluate_similarity  # noqa: E402
 from sgns.model import SGNS  # noqa: E402
@@ -65,8 +66,9 @@ def train_one(run: Dict, corpus, vocab: Vocabulary, args) -> Dict:
         return run["lr"] * max(1.0 - progress, 1e-4)
 
     if run["kernel"] == "numba":
-        backend = SpanPipeline(TokenSpans(corpus, 131_072, args.epochs), model, vocab, args.window, args.negatives,
-                               1e-3, 0.75, args.seed, 0, False, schedule)
+        data = DataConfig(window=args.window, negatives=args.negatives, subsample=1e-3, ns_exponent=0.75)
+        backend = SpanPipeline(TokenSpans(corpus, 131_072, args.epochs), model, vocab, data,
+                               TrainerConfig(seed=args.seed, threads=0, deterministic=False), schedule)
     else:
         data = DevicePairBatches(corpus, vocab, args.window, 1e-3, run["batch"], args.chunk_tokens, args.epochs,
                                  args.seed, args.negatives, run["shared"], 0.75, device)

@@ -26,11 +26,11 @@ from typing import Callable, Dict, List
 
 import torch
 
-from sgns.config import CONFIG_DIR
+from sgns.config import CONFIG_DIR, typed_config
 from sgns.corpus.synthetic import evaluation_config
 from sgns.device import resolve_device
 from sgns.model import SGNS, FullSoftmax, make_model
-from sgns.pipelines import make_pipeline, resolve_settings
+from sgns.pipelines import make_pipeline, resolve
 from sgns.pipelines.softmax import full_softmax_sgd_step
 from sgns.pipelines.torch_step import sgd_step
 from sgns.train.loop import evaluate, read_corpus
@@ -78,7 +78,7 @@ def compose(overrides: List[str]):
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+        return typed_config(hydra_compose("train", overrides=overrides))
 
 
 def equal_time(objective: str, budget: float, points: int, device: torch.device, overrides: List[str],
@@ -93,8 +93,8 @@ def equal_time(objective: str, budget: float, points: int, device: torch.device,
     torch.manual_seed(cfg.trainer.seed)
     corpus, vocab = read_corpus(cfg)
     model = make_model(cfg.model, len(vocab)).to(device)
-    backend = make_pipeline(resolve_settings(cfg, device, corpus.total_tokens), cfg, corpus, vocab, model, device)
-    eval_cfg = evaluation_config(cfg)
+    backend = make_pipeline(resolve(cfg, device, corpus.total_tokens), corpus, vocab, model, device)
+    eval_cfg = evaluation_config(cfg.eval, cfg.corpus, cfg.data.cache_dir)
     lr0, floor = cfg.optimizer.lr, cfg.optimizer.min_lr_ratio
     curve: Dict[str, List[float]] = {"seconds": [], "accuracy": [], "pairs": []}
     spent, pairs, next_point = 0.0, 0, budget / points

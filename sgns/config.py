@@ -273,6 +273,29 @@ def config_error(error: Exception, key: Optional[str] = None) -> SGNSError:
     return SGNSError(f"bad config: {'; '.join(lines[:3]) if lines else type(error).__name__}")
 
 
+def as_record(config: Mapping[str, Any] | DictConfig) -> Dict[str, Any]:
+    """A config as plain data (dicts, lists, scalars), every interpolation resolved: what checkpoints keep, HParams
+    show and a resumed run is compared with. A mapping that is plain data already is returned as it is."""
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return dict(config)
+
+
+def typed_config(cfg: DictConfig) -> Config:
+    """The composed (and validated) config as the schema's objects: what every stage below the entry reads.
+
+    Hydra composes onto the schema, so this is one OmegaConf.to_object (about 1 ms); a config built some other way
+    is merged onto the schema first."""
+    if OmegaConf.get_type(cfg) is not Config:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    return OmegaConf.to_object(cfg)
+
+
+def to_yaml(data: Mapping[str, Any]) -> str:
+    """Plain data as the YAML Hydra writes (resolved.yaml)."""
+    return OmegaConf.to_yaml(data)
+
+
 def check_resolvable(cfg: DictConfig, skip: tuple = ()) -> None:
     """Resolve every value once (but the keys in `skip`), so one that cannot be resolved fails in one line
     naming it, before any work."""

@@ -8,14 +8,18 @@ gradient, so the sum, not the mean, matches its learning rate).
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Tuple
+from typing import TYPE_CHECKING, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sgns.errors import SGNSError
+
+if TYPE_CHECKING:
+    from sgns.config import ModelConfig
 
 
 def group_size(positives: int, rows: int) -> int:
@@ -51,6 +55,10 @@ class SGNS(nn.Module):
         negative = torch.bmm(w, self.output(negatives).transpose(1, 2)).reshape(-1, k)[: len(centers)]
         return positive, negative
 
+    def untrained_loss(self, negatives: int) -> float:
+        """The loss per pair with every logit 0 (the scale of a diverged run): (1 + K) ln 2 for K negatives."""
+        return (1 + negatives) * math.log(2)
+
 
 def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """BCE-with-logits summed over all pairs: label 1 for positives, 0 for negatives."""
@@ -84,6 +92,10 @@ class FullSoftmax(nn.Module):
         """Logits over the whole vocabulary, (B, |V|)."""
         return self.input(centers) @ self.output.weight.T
 
+    def untrained_loss(self, negatives: int) -> float:
+        """The loss per pair with every logit 0: ln |V| (no negatives: every word is scored)."""
+        return math.log(max(self.input.num_embeddings, 2))
+
 
 def full_softmax_loss(model: FullSoftmax, centers: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the true contexts over all |V| logits, summed over the batch (the reference)."""
@@ -112,9 +124,9 @@ def check_table_memory(vocab_size: int, dim: int, tables: int = 2, available: in
                         f"model.dim, or shrink the vocabulary (raise data.min_count or set data.max_vocab_size)")
 
 
-def make_model(cfg_model: Any, vocab_size: int) -> nn.Module:
+def make_model(model: ModelConfig, vocab_size: int) -> SGNS | FullSoftmax:
     """The model group's module: SGNS, or the full softmax it replaces (`model=full_softmax`)."""
-    check_table_memory(vocab_size, cfg_model.dim)
-    if cfg_model.name == "full_softmax":
-        return FullSoftmax(vocab_size, cfg_model.dim)
-    return SGNS(vocab_size, cfg_model.dim)
+    check_table_memory(vocab_size, model.dim)
+    if model.name == "full_softmax":
+        return FullSoftmax(vocab_size, model.dim)
+    return SGNS(vocab_size, model.dim)

@@ -150,10 +150,10 @@ def test_hugging_face_rows_read_by_parallel_map_match_the_reference(tmp_path: Pa
     expected = expected_encoding(data, 3, True)
     script = f"""
 import sys, json, numpy as np
-from types import SimpleNamespace
+from sgns.config import CorpusConfig
 from sgns.corpus import encode, hf_source
-cfg = SimpleNamespace(name=None, data_files=[{str(rows)!r}], config_name=None, split="train", column="text",
-                      revision=None, max_sentence_len=3, lowercase=True, read_workers=int(sys.argv[1]))
+cfg = CorpusConfig(kind="hf", data_files=[{str(rows)!r}], max_sentence_len=3, lowercase=True,
+                   read_workers=int(sys.argv[1]))
 c = encode(hf_source(cfg), sys.argv[2], log=lambda _: None)
 np.save(sys.argv[2] + "/ids.npy", np.asarray(c.ids)); np.save(sys.argv[2] + "/offsets.npy", c.offsets)
 print(json.dumps(c.words))

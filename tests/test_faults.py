@@ -18,9 +18,10 @@ import torch
 from conftest import compose_cfg, zipf_text
 
 import sgns.config as config_module
-from sgns.config import validate
+from sgns.config import typed_config, validate
 from sgns.corpus import ReadStats, encode, iter_sentences, open_binary, text_source
 from sgns.errors import SGNSError
+from sgns.model import make_model
 from sgns.train import train
 from sgns.train.checkpoint import list_checkpoints, load_checkpoint
 from sgns.train.loop import DivergenceGuard
@@ -75,19 +76,22 @@ def test_nan_parameters_stop_before_their_checkpoint(tmp_path: Path):
 @pytest.mark.parametrize("overrides, untrained", [([], 6 * np.log(2)), (["data.negatives=15"], 16 * np.log(2)),
                                                   (["model=full_softmax"], np.log(1000))])
 def test_the_loss_limit_is_100x_an_untrained_models_loss(tmp_path: Path, overrides: list, untrained: float):
-    guard = DivergenceGuard(compose_cfg(tmp_path / "run", overrides), tmp_path / "run", vocab_size=1000)
+    config = typed_config(compose_cfg(tmp_path / "run", overrides))
+    model_loss = make_model(config.model, 1000).untrained_loss(config.data.negatives)  # the model says its own
+    guard = DivergenceGuard(config.optimizer, model_loss, tmp_path / "run")
     assert guard.check_loss(7, 99 * untrained) == 99 * untrained
     with pytest.raises(SGNSError, match=r"the loss reached [0-9.e+]+ per pair by step 7, over 100x"):
         guard.check_loss(7, 101 * untrained)
     with pytest.raises(SGNSError, match="the loss became NaN/inf by step 7"):
         guard.check_loss(7, float("nan"))
-    torchrun = DivergenceGuard(compose_cfg(tmp_path / "run", overrides), tmp_path / "run", 1000, ranks=2)
+    torchrun = DivergenceGuard(config.optimizer, model_loss, tmp_path / "run", config.dist, ranks=2)
     with pytest.raises(SGNSError, match=r"\); with 2 ranks, dist.merge=sum every dist.sync_every_words"):
         torchrun.check_loss(7, 101 * untrained)
 
 
 def test_the_divergence_advice_asks_for_a_smaller_lr_when_it_already_is_the_usual_one(tmp_path: Path):
-    usual = DivergenceGuard(compose_cfg(tmp_path / "run", ["optimizer.lr=0.025"]), tmp_path / "run", 1000)
+    config = typed_config(compose_cfg(tmp_path / "run", ["optimizer.lr=0.025"]))
+    usual = DivergenceGuard(config.optimizer, 6 * np.log(2), tmp_path / "run")
     with pytest.raises(SGNSError, match=r"optimizer.lr=0.025 is too high for optimizer.name=sgd \(try a smaller one, "
                                         r"e.g. 0.00625\)"):
         usual.check_loss(3, float("inf"))

@@ -15,6 +15,7 @@ import torch
 from conftest import copy_model as _copy
 from conftest import random_model as _model
 
+from sgns.config import Config, OptimizerConfig, TrainerConfig
 from sgns.errors import SGNSError
 from sgns.model import SGNS, sgns_loss
 from sgns.pipelines import choose_pipeline
@@ -95,11 +96,8 @@ def test_sparse_adam_path_uses_sparse_gradients():
     assert model.input.weight.grad.is_sparse and model.output.weight.grad.is_sparse
 
 
-def _kernel_cfg(kernel: str, optimizer: str = "sgd"):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(trainer=SimpleNamespace(kernel=kernel), optimizer=SimpleNamespace(name=optimizer),
-                           model=SimpleNamespace(name="sgns"))
+def _kernel_cfg(kernel: str, optimizer: str = "sgd") -> Config:
+    return Config(trainer=TrainerConfig(kernel=kernel), optimizer=OptimizerConfig(name=optimizer))
 
 
 def uses_numba(cfg, device) -> bool:

@@ -118,6 +118,36 @@ def part_of(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
+# Where the composed config (omegaconf's DictConfig) may be seen: below the entry points every stage takes its own
+# group's typed config (sgns.config's dataclasses) or plain values.
+CONFIG_DOORS = ("config.py", "api.py", "cli", "train/loop.py")
+
+
+def test_omegaconf_stops_at_the_door() -> None:
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}" for path in sorted(PACKAGE.rglob("*.py"))
+             for line, module in imports(path)
+             if module.split(".")[0] == "omegaconf"
+             and not any(path.relative_to(PACKAGE).as_posix().startswith(door) for door in CONFIG_DOORS)]
+    assert not found, "omegaconf below the entry points (take the typed config instead):\n" + "\n".join(found)
+
+
+# The options that decide a pipeline or a model, compared as values only where the rules live: the schema, the
+# model and the pipelines' factory (sgns/pipelines/__init__.py).
+RULE_VALUES = ("sparse_adam", "full_softmax")
+RULE_HOMES = ("config.py", "model.py", "pipelines/__init__.py")
+
+
+def test_optimizer_and_objective_names_appear_only_in_the_config_the_model_and_the_factory() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).as_posix() in RULE_HOMES:
+            continue
+        found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.value!r}"
+                  for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                  if isinstance(node, ast.Constant) and node.value in RULE_VALUES]
+    assert not found, "a rule outside sgns.pipelines' factory:\n" + "\n".join(found)
+
+
 def test_no_import_cycle_between_modules() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

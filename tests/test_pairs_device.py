@@ -464,15 +464,16 @@ def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch):
 
 
 def test_make_pipeline_picks_the_torch_pipeline_and_its_defaults(tmp_path):
-    from sgns.pipelines import make_pipeline, resolve_settings
+    from sgns.config import typed_config
+    from sgns.pipelines import make_pipeline, resolve
     from sgns.pipelines.span import SpanPipeline
 
     corpus, vocab = _corpus(tmp_path)
     model = SGNS(len(vocab), 8)
 
     def backend(*overrides):
-        cfg = compose_cfg(tmp_path / "run", list(overrides))
-        return make_pipeline(resolve_settings(cfg, CPU, corpus.total_tokens), cfg, corpus, vocab, model, CPU)
+        config = typed_config(compose_cfg(tmp_path / "run", list(overrides)))
+        return make_pipeline(resolve(config, CPU, corpus.total_tokens), corpus, vocab, model, CPU)
 
     assert isinstance(backend("trainer.kernel=auto"), SpanPipeline)  # the CPU default is untouched
     torch_backend = backend("trainer.kernel=torch")

@@ -4,7 +4,6 @@ tag checked on restore, the one alias table and the one epoch/chunk plan."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,8 +12,10 @@ import yaml
 from conftest import compose_cfg
 
 import sgns.train
+from sgns.config import Config, ModelConfig, OptimizerConfig, TrainerConfig, typed_config
 from sgns.errors import SGNSError
-from sgns.pipelines import choose_pipeline, resolve_settings
+from sgns.model import SGNS, FullSoftmax
+from sgns.pipelines import choose_pipeline, make_optimizer, resolve
 from sgns.pipelines.base import PipelineBase, checkpoint_pipeline
 from sgns.pipelines.device import (
     CPU_BATCH_SIZE,
@@ -29,9 +30,9 @@ from sgns.pipelines.plan import ChunkPlan
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-def _cfg(kernel: str = "auto", optimizer: str = "sgd", model: str = "sgns") -> SimpleNamespace:
-    return SimpleNamespace(trainer=SimpleNamespace(kernel=kernel), optimizer=SimpleNamespace(name=optimizer),
-                           model=SimpleNamespace(name=model))
+def _cfg(kernel: str = "auto", optimizer: str = "sgd", model: str = "sgns", torch_step: str = "eager") -> Config:
+    return Config(trainer=TrainerConfig(kernel=kernel, torch_step=torch_step),
+                  optimizer=OptimizerConfig(name=optimizer), model=ModelConfig(name=model))
 
 
 @pytest.mark.parametrize("kernel,optimizer,model,device,expected", [
@@ -61,6 +62,25 @@ def test_choose_pipeline_refuses_what_no_pipeline_runs_in_one_line(kernel, optim
     assert "\n" not in str(error.value)
 
 
+def test_choose_pipeline_also_holds_the_torch_step_and_torchrun_rules():
+    """Every compatibility rule is in the one function: a compiled torch step is the sgd step, and a torchrun merge
+    combines no optimizer state."""
+    with pytest.raises(SGNSError, match="trainer.torch_step=static is the sgd step"):
+        choose_pipeline(_cfg("torch", "sparse_adam", torch_step="static"), CPU)
+    assert choose_pipeline(_cfg("auto", "sparse_adam", torch_step="static"), CPU) == "pairs"  # no torch step there
+    assert choose_pipeline(_cfg("torch", torch_step="static"), CPU, world_size=2) == "device"
+    with pytest.raises(SGNSError, match="torchrun runs train with optimizer.name=sgd only"):
+        choose_pipeline(_cfg("torch", "sparse_adam"), CPU, world_size=2)
+
+
+def test_the_optimizer_is_built_in_one_place_and_the_model_knows_its_untrained_loss():
+    assert make_optimizer(OptimizerConfig(), SGNS(10, 4)) is None  # sgd: the pipelines' own steps
+    adam = make_optimizer(OptimizerConfig(name="sparse_adam", lr=0.002), SGNS(10, 4))
+    assert isinstance(adam, torch.optim.SparseAdam) and adam.param_groups[0]["lr"] == 0.002
+    assert SGNS(10, 4).untrained_loss(5) == 6 * np.log(2)
+    assert FullSoftmax(1000, 4).untrained_loss(5) == np.log(1000)
+
+
 def test_device_step_defaults_fill_in_only_what_is_null():
     big = 10**8  # a corpus big enough for the largest default batch
     assert device_step_defaults(big, 5, None, None, None) == (DEVICE_BATCH_SIZE, DEVICE_ROW_CAP, DEVICE_LR_SCALE)
@@ -70,22 +90,26 @@ def test_device_step_defaults_fill_in_only_what_is_null():
     assert device_step_defaults(10**6, 5, None, None, None) == (CPU_BATCH_SIZE, 0.0, 1.0)  # a small corpus
 
 
-def test_resolve_settings_turns_every_auto_into_a_value(tmp_path: Path):
+def test_resolve_turns_every_auto_into_a_value(tmp_path: Path):
     def resolved(*overrides):  # on a corpus big enough for the device pipeline's largest default batch
-        return resolve_settings(compose_cfg(tmp_path, list(overrides)), CPU, 10**8)
+        return resolve(typed_config(compose_cfg(tmp_path, list(overrides))), CPU, 10**8)
+
+    def values(r):
+        c = r.config
+        return r.pipeline, c.trainer.device, c.data.batch_size, c.optimizer.row_cap, c.optimizer.lr_scale
 
     span = resolved()
-    assert (span.pipeline, span.device, span.batch_size, span.row_cap, span.lr_scale) == ("span", "cpu", None, None,
-                                                                                          None)
-    assert span.threads >= 1 and resolved("trainer.threads=3").threads == 3
+    assert values(span) == ("span", "cpu", None, None, None)
+    assert span.config.trainer.threads >= 1 and resolved("trainer.threads=3").config.trainer.threads == 3
     device = resolved("trainer.kernel=torch")
-    assert (device.batch_size, device.row_cap, device.lr_scale) == (DEVICE_BATCH_SIZE, DEVICE_ROW_CAP,
-                                                                    DEVICE_LR_SCALE)
+    assert values(device)[2:] == (DEVICE_BATCH_SIZE, DEVICE_ROW_CAP, DEVICE_LR_SCALE)
     adam = resolved("trainer.kernel=torch", "optimizer=sparse_adam")
-    assert (adam.row_cap, adam.lr_scale) == (0.0, 1.0)  # the autograd step neither caps nor scales
-    assert resolved("optimizer=sparse_adam").batch_size == CPU_BATCH_SIZE
-    assert resolved("model=full_softmax", "data.batch_size=128").batch_size == 128
-    asked = resolved("trainer.kernel=torch").with_asked(compose_cfg(tmp_path, ["trainer.kernel=torch"]))
+    assert values(adam)[3:] == (0.0, 1.0)  # the autograd step neither caps nor scales
+    assert resolved("optimizer=sparse_adam").config.data.batch_size == CPU_BATCH_SIZE
+    assert resolved("model=full_softmax", "data.batch_size=128").config.data.batch_size == 128
+    record = {"trainer": {"kernel": "torch", "device": "auto", "threads": 0}, "data": {"batch_size": None},
+              "optimizer": {"row_cap": None, "lr_scale": None}}
+    asked = resolved("trainer.kernel=torch").with_asked(record)
     assert asked["asked"]["data.batch_size"] is None and asked["resolved"]["data.batch_size"] == DEVICE_BATCH_SIZE
     assert asked["asked"]["trainer.kernel"] == "torch" and asked["resolved"]["trainer.kernel"] == "device"
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import compose_cfg, zipf_text
 
+from sgns.config import as_record
 from sgns.evaluate import evaluate_analogies, evaluate_similarity
 from sgns.train import train
 from sgns.train.eval_schedule import AUTO_MAX_OVERHEAD, EvalSchedule
@@ -185,7 +186,7 @@ def test_the_null_log_of_other_ranks_has_every_call_of_the_real_one_and_writes_n
     null.evaluation({}, 10)
     null.evaluation_summary({}, 10)
     null.projector(["a"], np.zeros((1, 2), dtype=np.float32), [1], 1, 10)
-    null.hparams(cfg, 10)
+    null.hparams(as_record(cfg), 10)
     null.flush()
     null.close()
     assert not list(tmp_path.iterdir())

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from sgns.config import EvalConfig
 from sgns.distributed import Team
 from sgns.errors import SGNSError
 from sgns.train.rundir import OtherRankRunDir, RunDir, open_run_dir
@@ -55,7 +55,7 @@ def test_another_ranks_run_dir_writes_nothing(tmp_path: Path) -> None:
         assert isinstance(run, OtherRankRunDir)
         assert sgns_log.level == logging.WARNING  # rank 0 tells the story
         with run.locked():
-            assert run.find_resume(OmegaConf.create({})) is None
+            assert run.find_resume({}) is None
             run.write_vocab(must_not_run)
             assert isinstance(run.tblog(0), NullTBLog)
             assert run.progress_bar(10, 0, enabled=True).disable
@@ -63,8 +63,7 @@ def test_another_ranks_run_dir_writes_nothing(tmp_path: Path) -> None:
             run.write_vectors(["a"], np.zeros((1, 2), np.float32), binary=True)
             assert run.write_metrics({"loss": 1.0}, "loss") == {}
             assert run.finished_metrics({"metrics": {"loss": 1.0}}) == {}
-            benchmarks = run.benchmarks(OmegaConf.create({"analogies": ["a.txt"], "similarities": ["s.tsv"],
-                                                          "method": "3cosadd"}))
+            benchmarks = run.benchmarks(EvalConfig(analogies=["a.txt"], similarities=["s.tsv"], method="3cosadd"))
             assert (list(benchmarks.analogies), list(benchmarks.similarities), benchmarks.method) == ([], [], "3cosadd")
         assert not (tmp_path / "run").exists()
     finally:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Set, Tuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sgns import hydra_app
 from sgns.cli.common import collect_again, defer_collection, exit_without_teardown
@@ -138,7 +138,7 @@ def prepare_distributed(argv: List[str]) -> List[str]:
         raise SGNSError("a sweep (-m) cannot run under torchrun, which trains one model: sweep with a Hydra "
                         "launcher (hydra/launcher=slurm) instead")
     cfg = hydra_app.compose(args.overrides, config_dir=args.config_dir, hydra_config=True)
-    cluster = join_cluster(cfg)
+    cluster = join_cluster(str(cfg.trainer.device), OmegaConf.to_object(cfg.dist))
     assert cluster is not None
     # rank 0 resolves ${now:...} once (the command line was checked on every rank before)
     run_dir = cluster.broadcast_object(str(cfg.hydra.run.dir) if cluster.rank == 0 else None,

@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from sgns.corpus.reading import (
     tokenise_bytes,
 )
 from sgns.errors import SGNSError
+
+if TYPE_CHECKING:
+    from sgns.config import CorpusConfig
 
 
 @dataclass
@@ -93,7 +96,7 @@ def _tokenise_rows(batch: dict, column: str, lowercase: bool) -> dict:
     return {"words": [piece.words], "ids": [piece.ids], "lines": [piece.lines]}
 
 
-def hf_source(cfg: Any) -> CorpusSource:
+def hf_source(cfg: CorpusConfig) -> CorpusSource:
     """A Hugging Face dataset read through `datasets.load_dataset` (hub name or local json/csv/parquet)."""
     import datasets  # here, not at the top: it costs a second to import and most runs read text files
 
@@ -135,12 +138,12 @@ def hf_source(cfg: Any) -> CorpusSource:
             del tokenised
 
     key = f"hf:{ds._fingerprint}:{column}:{max_len}:{lowercase}"
-    return CorpusSource(f"{name} ({cfg.split})", key, pieces, max_len, getattr(cfg, "read_workers", 0))
+    return CorpusSource(f"{name} ({cfg.split})", key, pieces, max_len, cfg.read_workers)
 
 
-def make_source(cfg: Any, cache_dir: str | Path) -> CorpusSource:
+def make_source(cfg: CorpusConfig, cache_dir: str | Path) -> CorpusSource:
     """The corpus named by the `corpus` config group."""
-    workers = getattr(cfg, "read_workers", 0)
+    workers = cfg.read_workers
     if cfg.kind == "text":
         if not cfg.path:
             raise SGNSError("corpus=text needs a file: set corpus.path=FILE")
@@ -152,6 +155,6 @@ def make_source(cfg: Any, cache_dir: str | Path) -> CorpusSource:
 
         corpus_path, _ = ensure_synthetic(cfg.synthetic, cache_dir)
         source = text_source(corpus_path, cfg.max_sentence_len, cfg.lowercase, workers)
-    source.max_distinct = getattr(cfg, "max_distinct_words", None)
+    source.max_distinct = cfg.max_distinct_words
     return source
 

@@ -14,10 +14,14 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sgns.config import CorpusConfig, EvalConfig, SyntheticConfig
 
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
@@ -39,7 +43,7 @@ def _make_words(n: int, rng: np.random.Generator, taken: set) -> List[str]:
     return words
 
 
-def generate(cfg: Any) -> Tuple[List[str], List[str]]:
+def generate(cfg: SyntheticConfig) -> Tuple[List[str], List[str]]:
     """Return (corpus lines, analogy file lines) for a SyntheticConfig."""
     rng = np.random.default_rng(cfg.seed)
     taken: set = set()
@@ -89,9 +93,9 @@ def _write_atomic(path: Path, lines: List[str]) -> None:
     os.replace(tmp, path)
 
 
-def ensure_synthetic(cfg: Any, cache_dir: str | Path) -> Tuple[Path, Path]:
+def ensure_synthetic(cfg: SyntheticConfig, cache_dir: str | Path) -> Tuple[Path, Path]:
     """Generate (once per setting) the corpus and analogy files; return their paths."""
-    params = {k: int(cfg[k]) for k in ("relations", "pairs", "filler_words", "sentences", "seed")}
+    params = {k: int(getattr(cfg, k)) for k in ("relations", "pairs", "filler_words", "sentences", "seed")}
     key = hashlib.blake2b(json.dumps(params, sort_keys=True).encode(), digest_size=8).hexdigest()
     folder = Path(cache_dir).expanduser() / f"synthetic-{key}"
     corpus, analogies = folder / "corpus.txt", folder / "planted_analogies.txt"
@@ -103,12 +107,9 @@ def ensure_synthetic(cfg: Any, cache_dir: str | Path) -> Tuple[Path, Path]:
     return corpus, analogies
 
 
-def evaluation_config(cfg: Any) -> Any:
+def evaluation_config(eval_cfg: EvalConfig, corpus: CorpusConfig, cache_dir: str | Path) -> EvalConfig:
     """The run's `eval` group, with the synthetic corpus's planted analogy file first when it is scored."""
-    from omegaconf import OmegaConf
-
-    files = OmegaConf.to_container(cfg.eval, resolve=True)
-    if cfg.corpus.kind == "synthetic" and cfg.corpus.synthetic.evaluate:
-        planted = ensure_synthetic(cfg.corpus.synthetic, cfg.data.cache_dir)[1]
-        files["analogies"] = [str(planted), *files["analogies"]]
-    return OmegaConf.create(files)
+    if corpus.kind == "synthetic" and corpus.synthetic.evaluate:
+        planted = ensure_synthetic(corpus.synthetic, cache_dir)[1]
+        return replace(eval_cfg, analogies=[str(planted), *eval_cfg.analogies])
+    return eval_cfg

@@ -17,6 +17,7 @@ from typing import Any, Callable, List, Optional, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from sgns.config import DistConfig
 from sgns.device import resolve_device
 from sgns.errors import SGNSError
 
@@ -174,17 +175,18 @@ class Cluster:
 _cluster: Optional[Cluster] = None  # this process's, once joined
 
 
-def join_cluster(cfg: Any) -> Optional[Cluster]:
-    """The process group when torchrun started this process with others (joined once), else None."""
+def join_cluster(device: str, settings: DistConfig) -> Optional[Cluster]:
+    """The process group when torchrun started this process with others (joined once, each process on its own
+    GPU when `device` (trainer.device) is CUDA), else None."""
     global _cluster
     topology = topology_from_env()
     if not topology.distributed:
         return None
     if _cluster is None:
-        device = resolve_device(cfg.trainer.device)
-        if device.type == "cuda":
-            device = torch.device("cuda", topology.local_rank)  # one GPU per process
-        _cluster = Cluster(topology, device, cfg.dist.timeout_s).start()
+        resolved = resolve_device(device)
+        if resolved.type == "cuda":
+            resolved = torch.device("cuda", topology.local_rank)  # one GPU per process
+        _cluster = Cluster(topology, resolved, settings.timeout_s).start()
     return _cluster
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
+from sgns.config import DistConfig
 from sgns.device import resolve_device
 from sgns.distributed.group import Cluster, join_cluster
 from sgns.distributed.merge import TableSync
@@ -61,8 +62,9 @@ class Team:
         """`build()`, which caches what it reads: alone, there is no one to wait for."""
         return build()
 
-    def form(self, cfg: Any, corpus: Any, vocab: Any, model: Any) -> None:
-        """Plan the run: each rank's share of the corpus and the merges of its tables (alone: neither)."""
+    def form(self, corpus: Any, vocab: Any, model: Any, chunk_tokens: int) -> None:
+        """Plan the run: each rank's share of the corpus (in chunks of `chunk_tokens`) and the merges of its tables
+        (alone: neither)."""
 
     def start(self) -> None:
         """Every rank continues from the same tables (alone: its own)."""
@@ -86,9 +88,9 @@ class Team:
 class ClusterTeam(Team):
     """One rank of a torchrun run: its share of the data, when to merge, what all ranks agreed."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, dist: DistConfig) -> None:
         super().__init__(cluster.device)
-        self.cluster = cluster
+        self.cluster, self.dist = cluster, dist
         self.rank, self.world_size, self.is_main = cluster.rank, cluster.world_size, cluster.rank == 0
         self.clock: Optional[MergeClock] = None
         self.sync: Optional[TableSync] = None
@@ -145,22 +147,20 @@ class ClusterTeam(Team):
             result = build()
         return result
 
-    def form(self, cfg: Any, corpus: Any, vocab: Any, model: Any) -> None:
-        """Check every rank built the same vocabulary; plan this rank's shard and the merges of the tables."""
-        if cfg.optimizer.name != "sgd":
-            raise SGNSError(f"torchrun runs train with optimizer.name=sgd only (optimizer.name="
-                            f"{cfg.optimizer.name} keeps per-row state that the merge would not combine)")
-        cluster = self.cluster
+    def form(self, corpus: Any, vocab: Any, model: Any, chunk_tokens: int) -> None:
+        """Check every rank built the same vocabulary; plan this rank's shard and the merges of the tables (as the
+        `dist` settings say). Which optimizers a merge can combine: sgns.pipelines.choose_pipeline."""
+        cluster, dist = self.cluster, self.dist
         prints = cluster.gather_objects(fingerprint(vocab.words, vocab.counts), "comparing vocabularies")
         if len(set(prints)) > 1:
             raise SGNSError(f"the ranks built different vocabularies ({', '.join(prints)}): every machine must "
                             f"read the same corpus with the same data settings")
-        hot = cfg.dist.hot_sync_every_words if cfg.dist.hot_rows else None
-        self.shard = plan_shard(corpus.total_tokens, cfg.data.chunk_tokens, cfg.dist.sync_every_words, cluster.rank,
+        hot = dist.hot_sync_every_words if dist.hot_rows else None
+        self.shard = plan_shard(corpus.total_tokens, chunk_tokens, dist.sync_every_words, cluster.rank,
                                 cluster.world_size, hot)
         self.clock = MergeClock(self.shard.points_per_chunk)
-        self.sync = TableSync(cluster, [model.input.weight, model.output.weight], cfg.dist.merge,
-                              cfg.dist.hot_rows if self.shard.hot_per_merge > 1 else 0)
+        self.sync = TableSync(cluster, [model.input.weight, model.output.weight], dist.merge,
+                              dist.hot_rows if self.shard.hot_per_merge > 1 else 0)
 
     def start(self) -> None:
         """Every rank continues from rank 0's tables (its fresh init or the checkpoint it loaded)."""
@@ -213,8 +213,8 @@ class ClusterTeam(Team):
                 "words_per_rank": words}
 
 
-def join_team(cfg: Any) -> Team:
-    """This process's team: its rank of the process group when torchrun started it with others (joined once),
-    else a team of one on `trainer.device`."""
-    cluster = join_cluster(cfg)
-    return Team(resolve_device(cfg.trainer.device)) if cluster is None else ClusterTeam(cluster)
+def join_team(device: str, dist: DistConfig) -> Team:
+    """This process's team: its rank of the process group when torchrun started it with others (joined once,
+    merging as `dist` says), else a team of one on `device` (trainer.device)."""
+    cluster = join_cluster(device, dist)
+    return Team(resolve_device(device)) if cluster is None else ClusterTeam(cluster, dist)

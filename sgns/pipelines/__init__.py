@@ -18,24 +18,27 @@ so every kernel and optimizer is one `step(batch, lr)`, and the loop never branc
   negatives drawn in (sgns.pipelines.negatives), stepped through torch.optim.SparseAdam.
 - `softmax` (sgns.pipelines.softmax; `model=full_softmax`): the pair batches, trained with the full softmax.
 
-`choose_pipeline` holds every rule that picks one; `resolve_settings` turns the "auto"/null settings into the
-values this run uses (logged and saved by the loop), and `make_pipeline` builds the pipeline from them.
+This module is the one factory: `choose_pipeline` holds every rule that picks a pipeline or refuses a
+combination (kernel, device, optimizer, objective, torch step, torchrun); `resolve` turns the "auto"/null settings
+into the values this run uses (logged and saved by the loop); `make_optimizer` builds the optimizer (the one
+place); and `BUILDERS` maps each pipeline's name to the function that builds it from the resolved config.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
 import torch
 
+from sgns.config import Config, OptimizerConfig
 from sgns.corpus import EncodedCorpus
 from sgns.device import cpu_threads
 from sgns.errors import SGNSError
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
-from sgns.pipelines.device import CPU_BATCH_SIZE, device_step_defaults, make_device_pipeline
+from sgns.pipelines.device import CPU_BATCH_SIZE, DevicePairBatches, DevicePipeline, device_step_defaults
 from sgns.pipelines.negatives import NegativeSampler, unigram_table
 from sgns.pipelines.pairs import PairBatches, PairPipeline, make_pair_step
 from sgns.pipelines.plan import Position
@@ -46,8 +49,8 @@ from sgns.vocab import Vocabulary
 if TYPE_CHECKING:
     from sgns.distributed import Shard
 
-__all__ = ["Pipeline", "Settings", "TrainBatch", "choose_pipeline", "learning_rate", "make_pipeline",
-           "resolve_settings"]
+__all__ = ["BUILDERS", "Pipeline", "Resolved", "TrainBatch", "choose_pipeline", "learning_rate", "make_optimizer",
+           "make_pipeline", "resolve"]
 
 
 class TrainBatch(Protocol):
@@ -79,102 +82,149 @@ class Pipeline(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def learning_rate(cfg: Any, progress: float) -> float:
-    """Word2vec's schedule for an `optimizer` config: linear from lr to lr * min_lr_ratio over the whole run."""
-    if not cfg.decay:
-        return cfg.lr
-    return cfg.lr * max(1.0 - progress, cfg.min_lr_ratio)
+def learning_rate(optimizer: OptimizerConfig, progress: float) -> float:
+    """Word2vec's schedule: linear from optimizer.lr to lr * min_lr_ratio over the whole run."""
+    if not optimizer.decay:
+        return optimizer.lr
+    return optimizer.lr * max(1.0 - progress, optimizer.min_lr_ratio)
 
 
-def choose_pipeline(cfg: Any, device: torch.device) -> str:
-    """The pipeline for model.name, optimizer.name, trainer.kernel and the device (every rule that picks one);
-    SGNSError for a combination no pipeline runs."""
-    kernel, optimizer = cfg.trainer.kernel, cfg.optimizer.name
-    if cfg.model.name == "full_softmax":
+def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -> str:
+    """The pipeline for model.name, optimizer.name, trainer.kernel and the device; SGNSError for a combination
+    no pipeline runs (every compatibility rule is here: objectives, kernels, optimizers, torch steps, torchrun)."""
+    kernel, optimizer = config.trainer.kernel, config.optimizer.name
+    if config.model.name == "full_softmax":
         if kernel not in ("auto", "torch") or optimizer != "sgd":
             raise SGNSError(f"model=full_softmax trains with its own torch SGD step: use trainer.kernel=auto and "
                             f"optimizer=sgd (got trainer.kernel={kernel}, optimizer.name={optimizer})")
-        return "softmax"
-    if kernel == "numba":
+        pipeline = "softmax"
+    elif kernel == "numba":
         if device.type != "cpu":
             raise SGNSError(f"trainer.kernel=numba runs on the CPU only: use trainer.kernel=torch (or auto) with "
                             f"trainer.device={device}")
         if optimizer != "sgd":
             raise SGNSError(f"trainer.kernel=numba does plain SGD: use trainer.kernel=torch (or auto) with "
                             f"optimizer={optimizer}")
-        return "span"
-    if kernel == "torch" or device.type != "cpu":
-        return "device"
-    return "span" if optimizer == "sgd" else "pairs"
+        pipeline = "span"
+    elif kernel == "torch" or device.type != "cpu":
+        pipeline = "device"
+    else:
+        pipeline = "span" if optimizer == "sgd" else "pairs"
+    step_mode = config.trainer.torch_step
+    if pipeline == "device" and optimizer != "sgd" and step_mode != "eager":
+        raise SGNSError(f"trainer.torch_step={step_mode} is the sgd step: use trainer.torch_step=eager with "
+                        f"optimizer={optimizer}")
+    if world_size > 1 and optimizer != "sgd":
+        raise SGNSError(f"torchrun runs train with optimizer.name=sgd only (optimizer.name={optimizer} keeps per-row "
+                        f"state that the merge would not combine)")
+    return pipeline
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The values this run uses for the settings left to "auto"/null, resolved once at setup."""
+class Resolved:
+    """The run's pipeline and its typed config with every "auto"/null setting the hot path reads replaced by the
+    value this run uses, resolved once at setup: the pipelines read `config`, never the asked values."""
 
     pipeline: str  # trainer.kernel (with model.name, optimizer.name, the device): span | device | pairs | softmax
-    device: str  # trainer.device
-    threads: int  # trainer.threads for the numba kernel (0: the cores, shared by torchrun's local processes)
-    batch_size: Optional[int]  # data.batch_size (None: the span pipeline trains spans, not batches of pairs)
-    row_cap: Optional[float]  # optimizer.row_cap (None: the pipeline's step caps no rows)
-    lr_scale: Optional[float]  # optimizer.lr_scale (None: the pipeline's step does not scale the lr)
+    config: Config  # trainer.device, trainer.threads, data.batch_size, optimizer.row_cap and lr_scale resolved
 
-    ASKED = {"pipeline": "trainer.kernel", "device": "trainer.device", "threads": "trainer.threads",
-             "batch_size": "data.batch_size", "row_cap": "optimizer.row_cap", "lr_scale": "optimizer.lr_scale"}
+    # The keys resolved, in resolved.yaml's order. data.batch_size is null for the span pipeline (it trains spans,
+    # not batches of pairs), optimizer.row_cap and lr_scale unless the device pipeline's step uses them.
+    KEYS: ClassVar[Tuple[str, ...]] = ("trainer.kernel", "trainer.device", "trainer.threads", "data.batch_size",
+                                       "optimizer.row_cap", "optimizer.lr_scale")
 
-    def with_asked(self, cfg: Any) -> Dict[str, Dict[str, Any]]:
-        """{"asked": the config's values of these keys, "resolved": what they became}, for resolved.yaml."""
-        return {"asked": {key: _select(cfg, key) for key in self.ASKED.values()},
-                "resolved": {self.ASKED[name]: value for name, value in asdict(self).items()}}
+    def values(self) -> Dict[str, Any]:
+        """key -> the value this run uses (trainer.kernel: the pipeline's name)."""
+        return {key: self.pipeline if key == "trainer.kernel" else _select(self.config, key) for key in self.KEYS}
+
+    def with_asked(self, record: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+        """{"asked": the run's config record's values of these keys, "resolved": what they became}: resolved.yaml."""
+        return {"asked": {key: _select(record, key) for key in self.KEYS}, "resolved": self.values()}
 
     def describe(self) -> str:
-        return ", ".join(f"{self.ASKED[name]}={value}" for name, value in asdict(self).items() if value is not None)
+        return ", ".join(f"{key}={value}" for key, value in self.values().items() if value is not None)
 
 
-def _select(cfg: Any, key: str) -> Any:
-    node = cfg
+def _select(config: Any, key: str) -> Any:
+    node = config
     for part in key.split("."):
-        node = node[part]
+        node = node[part] if isinstance(node, Mapping) else getattr(node, part)
     return node
 
 
-def resolve_settings(cfg: Any, device: torch.device, corpus_words: int) -> Settings:
-    """Every "auto"/null setting of the hot path as the value this run uses (the device is resolved before, by
-    sgns.device.resolve_device, or given by torchrun)."""
-    pipeline = choose_pipeline(cfg, device)
-    d, o = cfg.data, cfg.optimizer
+def resolve(config: Config, device: torch.device, corpus_words: int, world_size: int = 1) -> Resolved:
+    """The pipeline (`choose_pipeline`) and every "auto"/null setting of the hot path as the value this run uses
+    (the device is resolved before, by sgns.device.resolve_device, or given by torchrun)."""
+    pipeline = choose_pipeline(config, device, world_size)
+    d, o, t = config.data, config.optimizer, config.trainer
     batch_size, row_cap, lr_scale = None, None, None
     if pipeline == "device":
         batch_size, row_cap, lr_scale = device_step_defaults(corpus_words, d.window, d.batch_size, o.row_cap,
                                                              o.lr_scale)
-        if o.name == "sparse_adam":
-            row_cap, lr_scale = 0.0, 1.0  # the autograd step neither caps rows nor scales the lr
+        if o.name != "sgd":
+            row_cap, lr_scale = 0.0, 1.0  # the optimizer's autograd step neither caps rows nor scales the lr
     elif pipeline in ("pairs", "softmax"):
         batch_size = d.batch_size or CPU_BATCH_SIZE
-    return Settings(pipeline, str(device), cpu_threads(cfg.trainer.threads), batch_size, row_cap, lr_scale)
+    return Resolved(pipeline, replace(
+        config, trainer=replace(t, device=str(device), threads=cpu_threads(t.threads)),
+        data=replace(d, batch_size=batch_size), optimizer=replace(o, row_cap=row_cap, lr_scale=lr_scale)))
 
 
-def make_pipeline(settings: Settings, cfg: Any, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS,
-                  device: torch.device, shard: Optional[Shard] = None) -> PipelineBase:
-    """The pipeline `settings` name, built once at setup.
+def make_optimizer(optimizer: OptimizerConfig, model: torch.nn.Module) -> Optional[torch.optim.Optimizer]:
+    """The torch optimizer `optimizer.name` steps the tables with; None for sgd (the pipelines' own SGD steps)."""
+    if optimizer.name == "sparse_adam":
+        return torch.optim.SparseAdam(list(model.parameters()), lr=optimizer.lr)
+    return None
 
-    `shard`: under torchrun, this rank's share of every epoch (sgns.distributed). Its random streams differ
-    from the other ranks': the span and device pipelines key them by chunk, the pair pipeline's negatives by
-    (seed, rank).
-    """
-    d, t = cfg.data, cfg.trainer
-    if settings.pipeline == "span":
-        return SpanPipeline(TokenSpans(corpus, d.span_tokens, t.epochs, shard), model, vocab, d.window, d.negatives,
-                            d.subsample, d.ns_exponent, t.seed, settings.threads, t.deterministic,
-                            lambda progress: learning_rate(cfg.optimizer, progress), d.window_negatives)
-    if settings.pipeline == "device":
-        return make_device_pipeline(cfg, settings.batch_size, settings.row_cap, settings.lr_scale, corpus, vocab,
-                                    model, device, shard)
-    pairs = PairBatches(corpus, vocab, d.window, d.subsample, settings.batch_size, d.chunk_tokens, t.epochs,
-                        t.seed, device, d.prefetch, shard)
-    if settings.pipeline == "softmax":
-        return SoftmaxPipeline(pairs, model)
+
+# Each builder: (the resolved config, corpus, vocabulary, model, device, this rank's shard or None) -> pipeline.
+# `shard`: under torchrun, this rank's share of every epoch (sgns.distributed). Its random streams differ from the
+# other ranks': the span and device pipelines key them by chunk, the pair pipeline's negatives by (seed, rank).
+Builder = Callable[[Config, EncodedCorpus, Vocabulary, SGNS, torch.device, Optional["Shard"]], PipelineBase]
+
+
+def _span(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,
+          shard: Optional[Shard]) -> PipelineBase:
+    d, t = config.data, config.trainer
+    return SpanPipeline(TokenSpans(corpus, d.span_tokens, t.epochs, shard), model, vocab, d, t,
+                        lambda progress: learning_rate(config.optimizer, progress))
+
+
+def _device(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,
+            shard: Optional[Shard]) -> PipelineBase:
+    d, t, o = config.data, config.trainer, config.optimizer
+    data = DevicePairBatches(corpus, vocab, d.window, d.subsample, d.batch_size, d.chunk_tokens, t.epochs, t.seed,
+                             d.negatives, d.shared_negatives, d.ns_exponent, device, shard)
+    return DevicePipeline(data, model, o.row_cap, make_optimizer(o, model), fixed_lr=not o.decay,
+                          lr_scale=o.lr_scale, step_mode=t.torch_step)
+
+
+def _pair_batches(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, device: torch.device,
+                  shard: Optional[Shard]) -> PairBatches:
+    d, t = config.data, config.trainer
+    return PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size, d.chunk_tokens, t.epochs, t.seed, device,
+                       d.prefetch, shard)
+
+
+def _pairs(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,
+           shard: Optional[Shard]) -> PipelineBase:
+    d, t, o = config.data, config.trainer, config.optimizer
     seed = t.seed if shard is None else int(np.random.SeedSequence([t.seed, shard.rank]).generate_state(1)[0])
     sampler = NegativeSampler(unigram_table(vocab.counts, d.ns_exponent), device, seed)
-    pair_step, optimizer = make_pair_step(cfg, model)
-    return PairPipeline(pairs, sampler, d.negatives, d.shared_negatives, pair_step, optimizer)
+    optimizer = make_optimizer(o, model)
+    return PairPipeline(_pair_batches(config, corpus, vocab, device, shard), sampler, d.negatives,
+                        d.shared_negatives, make_pair_step(model, optimizer, fixed_lr=not o.decay), optimizer)
+
+
+def _softmax(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,
+             shard: Optional[Shard]) -> PipelineBase:
+    return SoftmaxPipeline(_pair_batches(config, corpus, vocab, device, shard), model)
+
+
+BUILDERS: Dict[str, Builder] = {"span": _span, "device": _device, "pairs": _pairs, "softmax": _softmax}
+
+
+def make_pipeline(resolved: Resolved, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,
+                  shard: Optional[Shard] = None) -> PipelineBase:
+    """The pipeline `resolved` names, built once at setup from its resolved config."""
+    return BUILDERS[resolved.pipeline](resolved.config, corpus, vocab, model, device, shard)

@@ -18,13 +18,12 @@ size, row cap and lr scale when they are left null.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 
 from sgns.corpus import EncodedCorpus
-from sgns.errors import SGNSError
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import alias_table, unigram_table
@@ -208,9 +207,6 @@ class DevicePipeline(PipelineBase):
         self.data, self.model, self.row_cap, self.lr_scale = data, model, row_cap, lr_scale
         self.optimizer, self.fixed_lr = optimizer, fixed_lr
         self.counter = RowCounter(model.input.weight.shape[0], model.input.weight.device) if row_cap > 0 else None
-        if step_mode != "eager" and optimizer is not None:
-            raise SGNSError(f"trainer.torch_step={step_mode} is the sgd step: use trainer.torch_step=eager with "
-                            f"optimizer=sparse_adam")
         self.fixed = (FixedShapeStep(model, data.batch_size, data.shared, data.k, row_cap, step_mode)
                       if step_mode != "eager" else None)
         self.total_words = data.total_words()
@@ -238,15 +234,3 @@ class DevicePipeline(PipelineBase):
     def load_own_state(self, state: dict) -> None:
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-
-
-def make_device_pipeline(cfg: Any, batch_size: int, row_cap: float, lr_scale: float, corpus: EncodedCorpus,
-                         vocab: Vocabulary, model: SGNS, device: torch.device,
-                         shard: Optional[Shard] = None) -> DevicePipeline:
-    d, t, o = cfg.data, cfg.trainer, cfg.optimizer
-    data = DevicePairBatches(corpus, vocab, d.window, d.subsample, batch_size, d.chunk_tokens, t.epochs, t.seed,
-                             d.negatives, d.shared_negatives, d.ns_exponent, device, shard)
-    if o.name == "sparse_adam":
-        optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=o.lr)
-        return DevicePipeline(data, model, 0.0, optimizer, fixed_lr=not o.decay, step_mode=t.torch_step)
-    return DevicePipeline(data, model, row_cap, lr_scale=lr_scale, step_mode=t.torch_step)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -172,23 +172,21 @@ class PairBatches(IterableDataset):
 PairStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
-def make_pair_step(cfg: Any, model: SGNS) -> Tuple[PairStep, Optional[torch.optim.Optimizer]]:
-    """The update for `optimizer`, and the torch optimizer it steps (None for plain SGD: the exact torch step)."""
-    o = cfg.optimizer
-    if o.name == "sparse_adam":
-        optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=o.lr)
-        fixed_lr = not o.decay  # SparseAdam keeps its own lr unless the schedule decays it
-
-        def adam_step(centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
-                      lr: float) -> torch.Tensor:
+def make_pair_step(model: SGNS, optimizer: Optional[torch.optim.Optimizer] = None,
+                   fixed_lr: bool = False) -> PairStep:
+    """The update: an autograd step through `optimizer` (at its own lr when `fixed_lr`, else the schedule's), or
+    for None the exact torch SGD step."""
+    if optimizer is not None:
+        def optimizer_update(centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor,
+                             lr: float) -> torch.Tensor:
             return optimizer_step(model, optimizer, centers, contexts, negatives, None if fixed_lr else lr)
 
-        return adam_step, optimizer
+        return optimizer_update
 
     def sgd(centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor, lr: float) -> torch.Tensor:
         return sgd_step(model, centers, contexts, negatives, lr)
 
-    return sgd, None
+    return sgd
 
 
 class PairPipeline(PipelineBase):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
+from sgns.config import DataConfig, TrainerConfig
 from sgns.corpus import EncodedCorpus
 from sgns.errors import SGNSError
 from sgns.model import SGNS
@@ -239,22 +240,23 @@ class SpanPipeline(PipelineBase):
 
     name = "span"
 
-    def __init__(self, spans: TokenSpans, model: SGNS, vocab: Vocabulary, window: int, negatives: int,
-                 subsample: float, ns_exponent: float, seed: int, threads: int, deterministic: bool,
-                 lr_at: Callable[[float], float], window_negatives: bool = True):
+    def __init__(self, spans: TokenSpans, model: SGNS, vocab: Vocabulary, data: DataConfig, trainer: TrainerConfig,
+                 lr_at: Callable[[float], float]):
+        """`data`: window, negatives, subsample, ns_exponent, window_negatives; `trainer`: seed, deterministic and
+        threads (resolved: sgns.pipelines.resolve)."""
         W, C = model.input.weight, model.output.weight
         if W.device.type != "cpu" or W.dtype != torch.float32 or not (W.is_contiguous() and C.is_contiguous()):
             raise SGNSError("the numba kernel trains contiguous float32 CPU weights: use trainer.kernel=torch")
         self.spans, self.lr_at = spans, lr_at
         self.total_words = spans.total_words()
-        accept, alias = kernel_alias_table(unigram_table(vocab.counts, ns_exponent))
+        accept, alias = kernel_alias_table(unigram_table(vocab.counts, data.ns_exponent))
         for table in (W, C):  # torch's tables are in 4 KiB pages: a big one's rows miss the TLB (docs/kernels.md)
             if table.nbytes >= HUGE_PAGE_TABLE_BYTES:
                 advise_huge_pages(table.detach().numpy())
         self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.counts)),
-                                   keep_probabilities(vocab.counts, subsample), accept, alias, window, negatives,
-                                   seed, threads, deterministic=deterministic,
-                                   kernel=train_piece if window_negatives else train_piece_per_context)
+                                   keep_probabilities(vocab.counts, data.subsample), accept, alias, data.window,
+                                   data.negatives, trainer.seed, trainer.threads, deterministic=trainer.deterministic,
+                                   kernel=train_piece if data.window_negatives else train_piece_per_context)
 
     def batches(self, start: Position) -> Iterator[Span]:
         return self.spans(start)

@@ -16,9 +16,19 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sgns.config import USUAL_LR, check_resolvable, validate
+from sgns.config import (
+    USUAL_LR,
+    Config,
+    DistConfig,
+    OptimizerConfig,
+    as_record,
+    check_resolvable,
+    to_yaml,
+    typed_config,
+    validate,
+)
 from sgns.corpus import EncodedCorpus, encode, make_source, return_freed_memory
 from sgns.corpus.phrases import apply_phrases
 from sgns.corpus.synthetic import evaluation_config
@@ -26,7 +36,7 @@ from sgns.distributed.team import Team, join_team
 from sgns.errors import SGNSError, Stopped
 from sgns.evaluate import EvalSuite
 from sgns.model import SGNS, make_model
-from sgns.pipelines import Pipeline, learning_rate, make_pipeline, resolve_settings
+from sgns.pipelines import Pipeline, learning_rate, make_pipeline, resolve
 from sgns.train.checkpoint import list_checkpoints
 from sgns.train.eval_schedule import EvalSchedule, one_cpu_thread
 from sgns.train.init_from import start_from
@@ -44,45 +54,50 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
 
     Holds a lock on the run dir while it trains; SIGINT/SIGTERM outside the training loop (reading the corpus,
     writing outputs) become an SGNSError, inside it they stop after the current step with a checkpoint.
+
+    The config stops here: checked, then turned once into the schema's objects (what every stage below reads)
+    and into plain data, its record (what checkpoints keep, HParams show and a resumed run is compared with).
     """
     validate(cfg)
     check_resolvable(cfg)
-    team = join_team(cfg)  # a team of one unless torchrun started this process with others
-    run = open_run_dir(cfg.trainer.run_dir, writer=team.is_main)  # under torchrun rank 0 alone writes files
+    config, record = typed_config(cfg), as_record(cfg)
+    team = join_team(config.trainer.device, config.dist)  # a team of one unless torchrun started others too
+    run = open_run_dir(config.trainer.run_dir, writer=team.is_main)  # under torchrun rank 0 alone writes files
     try:
         with run.locked(), sigterm_interrupts():
-            return _train(cfg, run, team)
+            return _train(config, record, run, team)
     except KeyboardInterrupt:
-        raise Stopped("interrupted outside the training loop", cfg.trainer.run_dir,
-                      f"nothing is lost: run the same command again to continue (hydra.run.dir={cfg.trainer.run_dir})"
-                      ) from None
+        run_dir = config.trainer.run_dir
+        raise Stopped("interrupted outside the training loop", run_dir,
+                      f"nothing is lost: run the same command again to continue (hydra.run.dir={run_dir})") from None
 
 
-def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
+def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> Dict[str, Any]:
     # ------------------------------------------------------------------------------------------- setup
     started = time.perf_counter()
-    t = cfg.trainer
+    t = config.trainer
     if t.threads:
         torch.set_num_threads(t.threads)
     device = team.device
     seed_everything(t.seed)
-    resume, rank_state = team.share_resume(run.find_resume(cfg))
+    resume, rank_state = team.share_resume(run.find_resume(record))
     if resume is not None and resume["progress"].get("finished"):
         return run.finished_metrics(resume)
 
     # A resumed run keeps the tie order its checkpoint was written with (older runs: alphabetical), so it resumes
     # exactly; every torchrun rank learns that rule with rank 0's resume decision.
     ties = tie_rule(resume.get("vocab", {}) if resume is not None else None)
-    corpus, vocab = team.first_then_others(lambda: read_corpus(cfg, ties), "reading the corpus")
+    corpus, vocab = team.first_then_others(lambda: read_corpus(config, ties), "reading the corpus")
     run.write_vocab(vocab)
-    model = make_model(cfg.model, len(vocab)).to(device)
-    team.form(cfg, corpus, vocab, model)
-    settings = resolve_settings(cfg, device, corpus.total_tokens)  # every "auto"/null setting, resolved once
-    log.info(f"resolved: {settings.describe()}")
-    run.write_resolved(OmegaConf.to_yaml(settings.with_asked(cfg)))
-    pipeline = make_pipeline(settings, cfg, corpus, vocab, model, device, team.shard)
-    rows = start_from(cfg.model, model, vocab.words, resumed=resume is not None, log=log.info)
-    if cfg.model.freeze_init:
+    model = make_model(config.model, len(vocab)).to(device)
+    # the pipeline and every "auto"/null setting, resolved once (SGNSError for a combination none runs)
+    resolved = resolve(config, device, corpus.total_tokens, team.world_size)
+    team.form(corpus, vocab, model, config.data.chunk_tokens)
+    log.info(f"resolved: {resolved.describe()}")
+    run.write_resolved(to_yaml(resolved.with_asked(record)))
+    pipeline = make_pipeline(resolved, corpus, vocab, model, device, team.shard)
+    rows = start_from(config.model, model, vocab.words, resumed=resume is not None, log=log.info)
+    if config.model.freeze_init:
         pipeline.freeze(model.input.weight, rows)
     state = TrainState(loss_sum=torch.zeros((), device=device))
     if resume is not None:
@@ -90,9 +105,12 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     team.start()  # every rank from rank 0's tables (fresh or restored)
     at_end = resume is not None and state.words_done >= pipeline.total_words  # killed writing its outputs
     tb = run.tblog(state.words_done, at_end, state.last_point if state.step % t.log_every == 0 else None)
-    suite = EvalSuite(run.benchmarks(evaluation_config(cfg)), vocab.words, cfg.corpus.kind, log=log.info)
-    evals = EvalSchedule(cfg.eval.every_words, cfg.eval.points, pipeline.total_words, state.words_done, bool(suite))
-    guard = DivergenceGuard(cfg, run.path, len(vocab), ranks=team.world_size)
+    suite = EvalSuite(run.benchmarks(evaluation_config(config.eval, config.corpus, config.data.cache_dir)),
+                      vocab.words, config.corpus.kind, log=log.info)
+    evals = EvalSchedule(config.eval.every_words, config.eval.points, pipeline.total_words, state.words_done,
+                         bool(suite))
+    guard = DivergenceGuard(config.optimizer, model.untrained_loss(config.data.negatives), run.path, config.dist,
+                            ranks=team.world_size)
 
     # ------------------------------------------------------------------------------------------- the loop
     total_words = pipeline.total_words
@@ -103,7 +121,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     with StopRequest() as stop:
         tick, tick_words = time.perf_counter(), state.words_done
         for batch in pipeline.batches(state.position):
-            lr = learning_rate(cfg.optimizer, state.words_done / total_words)
+            lr = learning_rate(config.optimizer, state.words_done / total_words)
             loss = pipeline.step(batch, lr)
             bar.update(int(batch.words_done) - int(state.words_done))
             state.advance(batch, loss)
@@ -125,7 +143,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
                 tb.evaluation(evals.run(evaluate, suite, model, device, True), state.words_done)
                 tick += evals.last_seconds  # evaluating is not training: words/s and train_seconds leave it out
             if checkpoint_now:
-                save(cfg, run, state, model, pipeline, vocab, tb, guard, team)
+                save(record, run, state, model, pipeline, vocab, tb, guard, team)
                 next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every
             if stop_now:
                 interrupted = stop.signal or signal.SIGTERM  # another rank's signal
@@ -135,7 +153,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
             last_loss = guard.check_loss(state.step, state.window_loss())
         bar.close()
         if interrupted is not None:
-            save(cfg, run, state, model, pipeline, vocab, tb, guard, team)
+            save(record, run, state, model, pipeline, vocab, tb, guard, team)
             tb.close()
             raise team.error(Stopped(f"stopped by {signal.Signals(interrupted).name} at step {state.step}, "
                                      f"checkpoint saved in {run.path / 'checkpoints'}", run.path))
@@ -146,7 +164,7 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
     writing = time.perf_counter()
     run.write_vectors(vocab.words, vectors, binary=t.export_binary)
     vectors_seconds = time.perf_counter() - writing
-    tb.projector(vocab.words, vectors, vocab.counts, cfg.eval.projector_words, state.words_done)
+    tb.projector(vocab.words, vectors, vocab.counts, config.eval.projector_words, state.words_done)
     results = evals.run(evaluate, suite, model, device, False)
     tb.evaluation(results, state.words_done)
     tb.evaluation_summary(results, state.words_done)
@@ -172,14 +190,14 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
         **({"eval_skipped": suite.skipped} if suite.skipped else {}),  # named benchmarks under eval.min_coverage
         **({"distributed": distributed} if distributed is not None else {}),
     }
-    metrics = run.write_metrics(metrics, cfg.objective)  # with the objective
+    metrics = run.write_metrics(metrics, config.objective)  # with the objective
     if state.step % t.log_every:  # the last, partial log interval (a full one was logged in the loop)
         tb.final_loss(state.words_done, last_loss)
-    tb.hparams(cfg, state.words_done)
+    tb.hparams(record, state.words_done)
     tb.close()
     state.finished = True  # last: a finished checkpoint means every output exists
     writing = time.perf_counter()
-    save(cfg, run, state, model, pipeline, vocab, tb, guard, team, metrics)
+    save(record, run, state, model, pipeline, vocab, tb, guard, team, metrics)
     log.info(f"done: {int(state.words_done):,} words in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
              f"training), loss {last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint in "
              f"{time.perf_counter() - writing:.1f}s; outputs in {run.path}")
@@ -189,14 +207,14 @@ def _train(cfg: DictConfig, run: RunDir, team: Team) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def read_corpus(cfg: DictConfig, ties: str = TIES) -> tuple[EncodedCorpus, Vocabulary]:
+def read_corpus(config: Config, ties: str = TIES) -> tuple[EncodedCorpus, Vocabulary]:
     """corpus -> token ids (cached) -> vocabulary (words of equal count ordered by `ties`)."""
-    d = cfg.data
-    source = make_source(cfg.corpus, d.cache_dir)
+    d = config.data
+    source = make_source(config.corpus, d.cache_dir)
     corpus = encode(source, d.cache_dir, log=log.info)
     if corpus.total_tokens == 0:
         raise SGNSError(f"corpus {source.description} is empty: it holds no words")
-    c = cfg.corpus
+    c = config.corpus
     corpus = apply_phrases(corpus, c.phrases, c.phrase_threshold, c.phrase_min_count, d.cache_dir, log=log.info)
     vocab = Vocabulary.build(corpus.words, corpus.counts, d.min_count, d.max_vocab_size, ties)
     # Every distinct word as a Python string (1.9M at 50M Zipf words, ~100 MiB) is not needed from here on: the
@@ -236,14 +254,15 @@ class DivergenceGuard:
     # (every logit 0: (1 + K) ln 2 per pair, ln |V| for the full softmax). Measurements: docs/notes_from_code.md.
     LOSS_LIMIT_FACTOR = 100
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, vocab_size: int, ranks: int = 1) -> None:
-        self.optimizer, self.run_dir = cfg.optimizer, run_dir
+    def __init__(self, optimizer: OptimizerConfig, untrained_loss: float, run_dir: Path,
+                 dist: Optional[DistConfig] = None, ranks: int = 1) -> None:
+        """`untrained_loss`: the model's loss per pair with every logit 0 (its `untrained_loss`)."""
+        self.optimizer, self.run_dir = optimizer, run_dir
         # Under torchrun the merge can diverge where one process does not
-        self.merge = (f"; with {ranks} ranks, dist.merge={cfg.dist.merge} every dist.sync_every_words="
-                      f"{cfg.dist.sync_every_words} may be the cause: try the same config in one process"
-                      if ranks > 1 else "")
-        self.untrained_loss = (math.log(max(vocab_size, 2)) if cfg.model.name == "full_softmax"
-                               else (1 + cfg.data.negatives) * math.log(2))
+        self.merge = (f"; with {ranks} ranks, dist.merge={dist.merge} every dist.sync_every_words="
+                      f"{dist.sync_every_words} may be the cause: try the same config in one process"
+                      if ranks > 1 and dist is not None else "")
+        self.untrained_loss = untrained_loss
         self.loss_limit = self.LOSS_LIMIT_FACTOR * self.untrained_loss
 
     def check(self, step: int, what: str, value: Any) -> Any:
@@ -288,9 +307,10 @@ def all_finite(values: torch.Tensor | np.ndarray) -> bool:
     return math.isfinite(float(np.sum(values, dtype=np.float64)))
 
 
-def save(cfg: DictConfig, run: RunDir, state: TrainState, model: SGNS, pipeline: Pipeline, vocab: Vocabulary,
+def save(record: Dict[str, Any], run: RunDir, state: TrainState, model: SGNS, pipeline: Pipeline, vocab: Vocabulary,
          tb: TBLog, guard: DivergenceGuard, team: Team, metrics: Optional[dict] = None) -> None:
-    """Write a checkpoint: the state, the model, the pipeline's state, the vocabulary and the config in one dict.
+    """Write a checkpoint: the state, the model, the pipeline's state, the vocabulary and the config's record (plain
+    data) in one dict.
 
     Under torchrun every rank calls this at the same merge: rank 0 gathers each rank's data position and
     negative-sampler state and writes the one checkpoint (the tables are identical after a merge)."""
@@ -308,12 +328,12 @@ def save(cfg: DictConfig, run: RunDir, state: TrainState, model: SGNS, pipeline:
             **pipeline.state_dict(),
             **state.state_dict(),
             "vocab": vocab.state_dict(),
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "config": record,
             "metrics": metrics,
             **({"distributed": section} if section is not None else {}),  # every rank's position (torchrun)
         }
 
-    run.save_checkpoint(checkpoint, state.step, cfg.trainer.keep_checkpoints)
+    run.save_checkpoint(checkpoint, state.step, record["trainer"]["keep_checkpoints"])
 
 
 def evaluate(suite: EvalSuite, model: SGNS, device: torch.device, sampled: bool) -> Dict[str, dict]:

@@ -17,14 +17,14 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm  # a notebook's widget bar where ipywidgets is installed
 
-from sgns.config import result_settings
+from sgns.config import EvalConfig, result_settings
 from sgns.errors import SGNSError
 from sgns.train.checkpoint import (
     checkpoint_dir,
@@ -42,7 +42,7 @@ LOCK_NAME = ".sgns.lock"
 log = logging.getLogger("sgns")
 
 
-def settings_differences(previous: Mapping[str, Any], current: Mapping[str, Any] | DictConfig) -> List[str]:
+def settings_differences(previous: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
     """`key=old (now new)` for every result setting that differs between two configs."""
     old, new = result_settings(previous), result_settings(current)
     return [f"{k}={old.get(k)!r} (this command: {new.get(k)!r})" for k in sorted(set(old) | set(new))
@@ -91,7 +91,7 @@ def _in_use(run_dir: Path) -> bool:
         os.close(fd)
 
 
-def check_run_dir(run_dir: str | Path, config: Mapping[str, Any] | DictConfig, warn: Callable[[str], None] = print,
+def check_run_dir(run_dir: str | Path, config: Mapping[str, Any], warn: Callable[[str], None] = print,
                   mmap: bool = True, locked_by_us: bool = False) -> Optional[Tuple[Path, dict]]:
     """Decide whether a run may train in `run_dir` with `config`; return the checkpoint to resume.
 
@@ -158,11 +158,12 @@ class RunDir:
         finally:
             lock.release()
 
-    def find_resume(self, cfg: DictConfig) -> Optional[dict]:
-        """The checkpoint to continue from (None: start fresh); SGNSError if the directory holds a different run."""
+    def find_resume(self, record: Mapping[str, Any]) -> Optional[dict]:
+        """The checkpoint to continue from (None: start fresh); SGNSError if the directory holds a different run
+        (`record`: this run's config as plain data)."""
         if remove_stale_temp_files(self.path):
             log.info(f"removed a half-written checkpoint left in {checkpoint_dir(self.path)} by an interrupted write")
-        found = check_run_dir(self.path, cfg, warn=log.warning, mmap=False, locked_by_us=True)
+        found = check_run_dir(self.path, record, warn=log.warning, mmap=False, locked_by_us=True)
         if found is not None:
             log.info(f"continuing from checkpoint {found[0]}")
         return found[1] if found else None
@@ -191,7 +192,7 @@ class RunDir:
         return tqdm(total=total, initial=int(initial), unit="w", unit_scale=True, delay=2.0, disable=not enabled,
                     dynamic_ncols=True, file=sys.stderr)
 
-    def benchmarks(self, eval_cfg: DictConfig) -> DictConfig:
+    def benchmarks(self, eval_cfg: EvalConfig) -> EvalConfig:
         """The evaluations whose results this run dir records: all of `eval_cfg`."""
         return eval_cfg
 
@@ -223,7 +224,7 @@ class OtherRankRunDir(RunDir):
     def locked(self) -> Iterator[RunDir]:
         yield self
 
-    def find_resume(self, cfg: DictConfig) -> Optional[dict]:
+    def find_resume(self, record: Mapping[str, Any]) -> Optional[dict]:
         return None  # rank 0's decision reaches every rank through the team
 
     def finished_metrics(self, checkpoint: dict) -> Dict[str, Any]:
@@ -242,8 +243,8 @@ class OtherRankRunDir(RunDir):
     def progress_bar(self, total: float, initial: float, enabled: bool) -> tqdm:
         return super().progress_bar(total, initial, enabled=False)
 
-    def benchmarks(self, eval_cfg: DictConfig) -> DictConfig:
-        return OmegaConf.create({**OmegaConf.to_container(eval_cfg), "enabled": False})
+    def benchmarks(self, eval_cfg: EvalConfig) -> EvalConfig:
+        return replace(eval_cfg, enabled=False)
 
     def save_checkpoint(self, build: Callable[[], dict], step: int, keep: int) -> None:
         pass

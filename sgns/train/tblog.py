@@ -28,9 +28,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from sgns.config import BOOKKEEPING, setting_role
+from sgns.config import BOOKKEEPING, as_record, setting_role
 
 ANALOGY_PARTS = ("semantic", "syntactic")  # evaluate_analogies' pooled parts (gram* sections are syntactic)
 HF_ONLY = ("name", "config_name", "data_files", "split", "column", "revision")  # corpus keys only corpus=hf reads
@@ -117,8 +116,8 @@ class TBLog:
                   words_done: float) -> None:
         write_projector(self.writer, words, vectors, counts, top_n, words_axis(words_done))
 
-    def hparams(self, cfg: DictConfig, words_done: float) -> None:
-        log_hparams(self.writer, cfg, words_axis(words_done))
+    def hparams(self, record: Mapping[str, Any], words_done: float) -> None:
+        log_hparams(self.writer, record, words_axis(words_done))
 
     def flush(self) -> None:
         self.writer.flush()
@@ -150,7 +149,7 @@ class NullTBLog(TBLog):
                   words_done: float) -> None:
         pass
 
-    def hparams(self, cfg: DictConfig, words_done: float) -> None:
+    def hparams(self, record: Mapping[str, Any], words_done: float) -> None:
         pass
 
     def flush(self) -> None:
@@ -203,10 +202,10 @@ def write_projector(writer: Any, words: Sequence[str], vectors: np.ndarray | tor
     return n
 
 
-def flat_hyperparameters(cfg: DictConfig) -> Dict[str, Any]:
-    """The resolved config as `group.key -> int | float | str`, less bookkeeping settings; bools and lists
-    (comma-joined) as text, None dropped."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
+def flat_hyperparameters(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """A config (plain data, or composed) as `group.key -> int | float | str`, less bookkeeping settings; bools
+    and lists (comma-joined) as text, None dropped."""
+    tree = as_record(config)
     flat: Dict[str, Any] = {}
 
     def walk(node: Mapping[str, Any], prefix: str) -> None:
@@ -230,12 +229,12 @@ def flat_hyperparameters(cfg: DictConfig) -> Dict[str, Any]:
     return flat
 
 
-def log_hparams(writer: Any, cfg: DictConfig, step: int) -> None:
+def log_hparams(writer: Any, config: Mapping[str, Any], step: int) -> None:
     """Write the run's session (hyperparameters, success) into `writer`'s event dir. Its metric columns in the
     HParams tab are the last values of the run's scalars (written before): the final loss and evaluation."""
     from torch.utils.tensorboard.summary import hparams
 
-    _experiment, session_start, session_end = hparams(flat_hyperparameters(cfg), {})
+    _experiment, session_start, session_end = hparams(flat_hyperparameters(config), {})
     writer.file_writer.add_summary(session_start, step)
     writer.file_writer.add_summary(session_end, step)
     writer.flush()
