@@ -70,8 +70,10 @@ def train_one(run: Dict, corpus, vocab: Vocabulary, args) -> Dict:
         backend = SpanPipeline(TokenSpans(corpus, 131_072, args.epochs), model, vocab, data,
                                TrainerConfig(seed=args.seed, threads=0, deterministic=False), schedule)
     else:
-        data = DevicePairBatches(corpus, vocab, args.window, 1e-3, run["batch"], args.chunk_tokens, args.epochs,
-                                 args.seed, args.negatives, run["shared"], 0.75, device)
+        pair_data = DataConfig(window=args.window, subsample=1e-3, batch_size=run["batch"],
+                               chunk_tokens=args.chunk_tokens, negatives=args.negatives,
+                               shared_negatives=run["shared"], ns_exponent=0.75)
+        data = DevicePairBatches(corpus, vocab, pair_data, args.epochs, args.seed, device)
         backend = DevicePipeline(data, model, run["cap"], lr_scale=run["scale"])
 
     total = backend.total_words

@@ -36,6 +36,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sgns.config import DataConfig  # noqa: E402
 from sgns.corpus import encode, text_source  # noqa: E402
 from sgns.model import SGNS  # noqa: E402
 from sgns.pipelines.device import DEVICE_LR_SCALE, DEVICE_ROW_CAP, DevicePairBatches, DevicePipeline  # noqa: E402
@@ -127,8 +128,9 @@ def main(argv: List[str] | None = None) -> None:
     path = args.corpus or zipf_corpus(tmp / "zipf.txt", args.words)
     corpus = encode(text_source(path, 10000, False), tmp / "cache", log=lambda _: None)
     vocab = Vocabulary.build(corpus.words, corpus.counts, 5)
-    data = DevicePairBatches(corpus, vocab, 5, 1e-3, args.batch_size, args.chunk_tokens, 1, 1, args.negatives,
-                             device=device)
+    settings = DataConfig(window=5, subsample=1e-3, batch_size=args.batch_size, chunk_tokens=args.chunk_tokens,
+                          negatives=args.negatives)
+    data = DevicePairBatches(corpus, vocab, settings, 1, 1, device=device)
     model = SGNS(len(vocab), args.dim).to(device)
     mode = {} if args.step == "reference" else {"step_mode": args.step}
     backend = DevicePipeline(data, model, DEVICE_ROW_CAP, lr_scale=DEVICE_LR_SCALE, **mode)

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import torch
 
+from sgns.config import DataConfig
 from sgns.corpus import encode, text_source
 from sgns.pipelines.negatives import NegativeSampler, unigram_table
 from sgns.pipelines.pairs import PairBatches
@@ -29,7 +30,8 @@ def main() -> None:
     vocab = Vocabulary.build(corpus.words, corpus.counts, 5, None)
     sampler = NegativeSampler(unigram_table(vocab.counts, 0.75), torch.device("cpu"), 1)
     for per_rank in (5_000, 50_000, 500_000):
-        pairs = PairBatches(corpus, vocab, 5, 1e-3, 4096, 1_000_000, 1, 1, torch.device("cpu"), False)
+        data = DataConfig(window=5, subsample=1e-3, batch_size=4096, chunk_tokens=1_000_000, prefetch=False)
+        pairs = PairBatches(corpus, vocab, data, 1, 1, torch.device("cpu"))
         changed_in, changed_out = np.zeros(len(vocab), bool), np.zeros(len(vocab), bool)
         for batch in pairs:
             changed_in[batch.centers.numpy()] = True

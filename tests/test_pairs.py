@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
+from sgns.config import DataConfig
 from sgns.corpus import encode, text_source
 from sgns.pipelines.negatives import NegativeSampler, unigram_table
 from sgns.pipelines.pairs import PairBatches, window_pairs
@@ -15,7 +16,8 @@ from sgns.vocab import Vocabulary
 def _dataset(path, cache, window=5, subsample=0.0, batch=1000, chunk=10_000, epochs=1, seed=3, max_len=10000):
     corpus = encode(text_source(path, max_len, False), cache, log=lambda _: None)
     vocab = Vocabulary.build(corpus.words, corpus.counts, min_count=1)
-    return PairBatches(corpus, vocab, window, subsample, batch, chunk, epochs, seed, prefetch=False), vocab
+    data = DataConfig(window=window, subsample=subsample, batch_size=batch, chunk_tokens=chunk, prefetch=False)
+    return PairBatches(corpus, vocab, data, epochs, seed), vocab
 
 
 def test_keep_probability_formula():

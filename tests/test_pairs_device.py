@@ -18,7 +18,7 @@ from conftest import random_model as _model
 from omegaconf import OmegaConf
 from scipy import stats
 
-from sgns.config import SyntheticConfig
+from sgns.config import DataConfig, SyntheticConfig
 from sgns.corpus import encode, text_source
 from sgns.corpus.synthetic import ensure_synthetic
 from sgns.errors import SGNSError
@@ -87,13 +87,15 @@ def test_pair_counts_match_the_numpy_pipeline(tmp_path):
 
     def numpy_pairs(window):
         def make(r):
-            c, x = PairBatches(corpus, vocab, window, 0.05, 10**6, 10**6, 1, seed=r, prefetch=False).chunk_pairs(0, 0)
+            data = DataConfig(window=window, subsample=0.05, batch_size=10**6, chunk_tokens=10**6, prefetch=False)
+            c, x = PairBatches(corpus, vocab, data, 1, seed=r).chunk_pairs(0, 0)
             return c, x
         return make
 
     def torch_pairs(window):
         def make(r):
-            ds = DevicePairBatches(corpus, vocab, window, 0.05, 10**6, 10**6, 1, seed=r, negatives=1)
+            data = DataConfig(window=window, subsample=0.05, batch_size=10**6, chunk_tokens=10**6, negatives=1)
+            ds = DevicePairBatches(corpus, vocab, data, 1, seed=r)
             c, x = unpack(ds.chunk_pairs(0, 0))
             return c.numpy(), x.numpy()
         return make
@@ -164,8 +166,9 @@ def test_batches_are_a_pure_function_of_their_position_and_resume_exactly(tmp_pa
     corpus, vocab = _corpus(tmp_path, words=6000)
 
     def dataset():
-        return DevicePairBatches(corpus, vocab, 3, 1e-2, batch_size=500, chunk_tokens=2000, epochs=2, seed=4,
-                                 negatives=3, shared_negatives=2)
+        data = DataConfig(window=3, subsample=1e-2, batch_size=500, chunk_tokens=2000, negatives=3,
+                          shared_negatives=2)
+        return DevicePairBatches(corpus, vocab, data, epochs=2, seed=4)
 
     full = list(dataset())
     assert len({b.chunk for b in full}) == 3 and len({b.epoch for b in full}) == 2
@@ -294,7 +297,8 @@ def test_static_torch_step_trains_what_the_eager_one_does(tmp_path):
     corpus, vocab = _corpus(tmp_path, words=6000)
     models = []
     for mode in ("eager", "static"):
-        data = DevicePairBatches(corpus, vocab, 3, 1e-2, 512, 2000, 1, 4, 3, shared_negatives=2)
+        data = DevicePairBatches(corpus, vocab, DataConfig(window=3, subsample=1e-2, batch_size=512, chunk_tokens=2000,
+                                                           negatives=3, shared_negatives=2), 1, 4)
         model = _model(len(vocab), 16)
         backend = DevicePipeline(data, model, 2.0, lr_scale=2.0, step_mode=mode)
         losses = [float(backend.step(batch, 0.025)) for batch in backend.batches((0, 0, 0))]
@@ -307,7 +311,8 @@ def test_static_torch_step_trains_what_the_eager_one_does(tmp_path):
 
 def test_torch_step_values_are_checked(tmp_path):
     corpus, vocab = _corpus(tmp_path)
-    data = DevicePairBatches(corpus, vocab, 3, 1e-2, 512, 2000, 1, 4, 3)
+    data = DevicePairBatches(corpus, vocab, DataConfig(window=3, subsample=1e-2, batch_size=512, chunk_tokens=2000,
+                                                       negatives=3), 1, 4)
     with pytest.raises(SGNSError, match="needs a CUDA device"):
         DevicePipeline(data, SGNS(len(vocab), 8), 0.0, step_mode="cuda_graph")
 
@@ -326,7 +331,8 @@ def _train_planted(corpus, vocab, analogies, batch_size: int, row_cap: float, lr
                    device: torch.device = CPU, lr_scale: float = 1.0, seed: int = 1) -> float:
     torch.manual_seed(seed)
     model = SGNS(len(vocab), 50).to(device)
-    data = DevicePairBatches(corpus, vocab, 5, 1e-3, batch_size, 10**6, epochs, seed, 5, device=device)
+    data = DevicePairBatches(corpus, vocab, DataConfig(window=5, subsample=1e-3, batch_size=batch_size,
+                                                       chunk_tokens=10**6, negatives=5), epochs, seed, device=device)
     backend = DevicePipeline(data, model, row_cap, lr_scale=lr_scale)
     done = 0.0
     for batch in backend.batches((0, 0, 0)):
@@ -368,7 +374,8 @@ def test_cuda_pipeline_matches_the_cpu_step_and_resumes_exactly(tmp_path):
     corpus, vocab = _corpus(tmp_path, words=6000)
 
     def dataset():
-        return DevicePairBatches(corpus, vocab, 3, 1e-2, 500, 2000, 2, 4, 3, device=cuda)
+        return DevicePairBatches(corpus, vocab, DataConfig(window=3, subsample=1e-2, batch_size=500, chunk_tokens=2000,
+                                                           negatives=3), 2, 4, device=cuda)
 
     full = list(dataset())
     assert full[0].centers.device.type == "cuda" and full[0].negatives.device.type == "cuda"

@@ -192,18 +192,15 @@ def _span(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS,
 
 def _device(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,
             shard: Optional[Shard]) -> PipelineBase:
-    d, t, o = config.data, config.trainer, config.optimizer
-    data = DevicePairBatches(corpus, vocab, d.window, d.subsample, d.batch_size, d.chunk_tokens, t.epochs, t.seed,
-                             d.negatives, d.shared_negatives, d.ns_exponent, device, shard)
+    t, o = config.trainer, config.optimizer
+    data = DevicePairBatches(corpus, vocab, config.data, t.epochs, t.seed, device, shard)
     return DevicePipeline(data, model, o.row_cap, make_optimizer(o, model), fixed_lr=not o.decay,
                           lr_scale=o.lr_scale, step_mode=t.torch_step)
 
 
 def _pair_batches(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, device: torch.device,
                   shard: Optional[Shard]) -> PairBatches:
-    d, t = config.data, config.trainer
-    return PairBatches(corpus, vocab, d.window, d.subsample, d.batch_size, d.chunk_tokens, t.epochs, t.seed, device,
-                       d.prefetch, shard)
+    return PairBatches(corpus, vocab, config.data, config.trainer.epochs, config.trainer.seed, device, shard)
 
 
 def _pairs(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,

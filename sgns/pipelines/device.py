@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
+from sgns.config import DataConfig
 from sgns.corpus import EncodedCorpus
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
@@ -101,17 +102,17 @@ def unpack(pairs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 class DevicePairBatches:
     """Iterable over device batches of (centers, contexts, negatives) for every epoch, resumable at any batch."""
 
-    def __init__(self, corpus: EncodedCorpus, vocab: Vocabulary, window: int, subsample: float,
-                 batch_size: int, chunk_tokens: int, epochs: int, seed: int, negatives: int,
-                 shared_negatives: int = 1, ns_exponent: float = 0.75,
+    def __init__(self, corpus: EncodedCorpus, vocab: Vocabulary, data: DataConfig, epochs: int, seed: int,
                  device: torch.device = torch.device("cpu"), shard: Optional[Shard] = None):
-        self.corpus, self.window, self.batch_size, self.seed = corpus, window, batch_size, seed
-        self.k, self.shared, self.device = negatives, shared_negatives, device
+        """`data`: window, subsample, batch_size (resolved: an int), chunk_tokens, negatives, shared_negatives,
+        ns_exponent."""
+        self.corpus, self.window, self.batch_size, self.seed = corpus, data.window, data.batch_size, seed
+        self.k, self.shared, self.device = data.negatives, data.shared_negatives, device
         self.remap = torch.from_numpy(vocab.remap(len(corpus.counts))).to(device)
-        self.keep = torch.from_numpy(keep_probabilities(vocab.counts, subsample)).to(device, torch.float32)
-        self.noise = AliasTable(unigram_table(vocab.counts, ns_exponent), device)
+        self.keep = torch.from_numpy(keep_probabilities(vocab.counts, data.subsample)).to(device, torch.float32)
+        self.noise = AliasTable(unigram_table(vocab.counts, data.ns_exponent), device)
         self.total_tokens = corpus.total_tokens
-        self.plan = ChunkPlan(corpus.total_tokens, chunk_tokens, epochs, shard)
+        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard)
         self.start: Position = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
 
     def chunk_tokens_on_device(self, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:

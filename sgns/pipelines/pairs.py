@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from sgns.config import DataConfig
 from sgns.corpus import EncodedCorpus
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
@@ -78,16 +79,15 @@ def _unpack(packed: np.ndarray, dtype: np.dtype = np.int32) -> Tuple[np.ndarray,
 class PairBatches(IterableDataset):
     """Iterable over batches of positive pairs for every epoch, resumable at any batch."""
 
-    def __init__(self, corpus: EncodedCorpus, vocab: Vocabulary, window: int, subsample: float,
-                 batch_size: int, chunk_tokens: int, epochs: int, seed: int,
-                 device: torch.device = torch.device("cpu"), prefetch: bool = True,
-                 shard: Optional[Shard] = None):
-        self.corpus, self.window, self.batch_size, self.seed = corpus, window, batch_size, seed
-        self.device, self.prefetch = device, prefetch
+    def __init__(self, corpus: EncodedCorpus, vocab: Vocabulary, data: DataConfig, epochs: int, seed: int,
+                 device: torch.device = torch.device("cpu"), shard: Optional[Shard] = None):
+        """`data`: window, subsample, batch_size (resolved: an int), chunk_tokens, prefetch."""
+        self.corpus, self.window, self.batch_size, self.seed = corpus, data.window, data.batch_size, seed
+        self.device, self.prefetch = device, data.prefetch
         self.remap = vocab.remap(len(corpus.counts))
-        self.keep = keep_probabilities(vocab.counts, subsample)
+        self.keep = keep_probabilities(vocab.counts, data.subsample)
         self.total_tokens = corpus.total_tokens
-        self.plan = ChunkPlan(corpus.total_tokens, chunk_tokens, epochs, shard)
+        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard)
         self.start: Position = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
 
     def chunk_pairs(self, epoch: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
