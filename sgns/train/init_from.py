@@ -10,11 +10,12 @@ imported are what the pipeline keeps bit-identical when `model.freeze_init` is s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from sgns.config import ModelConfig
 from sgns.errors import SGNSError
 from sgns.train.runs import RunVectors, read_vectors
 
@@ -64,13 +65,13 @@ def import_vectors(input_weight: torch.Tensor, output_weight: torch.Tensor, word
     return rows
 
 
-def start_from(cfg_model: Any, model: torch.nn.Module, words: Sequence[str], resumed: bool,
+def start_from(model_cfg: ModelConfig, model: torch.nn.Module, words: Sequence[str], resumed: bool,
                log: Callable[[str], None] = print) -> Optional[np.ndarray]:
     """Apply `model.init_from` (not on resume: the checkpoint holds the model); the rows imported, or None."""
-    if not cfg_model.init_from or resumed:
+    if not model_cfg.init_from or resumed:
         return None
-    init = read_initial_vectors(cfg_model.init_from)
+    init = read_initial_vectors(model_cfg.init_from)
     rows = import_vectors(model.input.weight, model.output.weight, words, init, log)
-    if cfg_model.freeze_init:
+    if model_cfg.freeze_init:
         log(f"init_from: {len(rows):,} imported input vectors stay fixed (model.freeze_init=true)")
     return rows
