@@ -20,6 +20,7 @@ from conftest import zipf_text
 from omegaconf import OmegaConf
 
 import sgns
+from sgns.config import SyntheticConfig
 from sgns.corpus.synthetic import generate
 from sgns.errors import SGNSError
 
@@ -43,8 +44,7 @@ def error_line(result: subprocess.CompletedProcess, prog: str = "sgns-train") ->
 def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """The embedded corpus as test_planted trains it (30k sentences), as a list of lines, and its analogy file."""
     folder = tmp_path_factory.mktemp("planted")
-    lines, questions = generate(OmegaConf.create({"relations": 4, "pairs": 24, "filler_words": 2000,
-                                                  "sentences": 30000, "seed": 0}))
+    lines, questions = generate(SyntheticConfig(relations=4, pairs=24, filler_words=2000, sentences=30000, seed=0))
     analogies = folder / "planted_analogies.txt"
     analogies.write_text("\n".join(questions) + "\n")
     return lines, analogies

@@ -13,7 +13,7 @@ gensim_models = pytest.importorskip("gensim.models")
 KeyedVectors = gensim_models.KeyedVectors
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated:DeprecationWarning")  # gensim's own init_sims
 
-from sgns.config import SyntheticConfig  # noqa: E402
+from sgns.config import EvalConfig, SyntheticConfig  # noqa: E402
 from sgns.corpus.synthetic import generate  # noqa: E402
 from sgns.errors import SGNSError  # noqa: E402
 from sgns.evaluate import evaluate_all, evaluate_analogies, evaluate_similarity, nearest, upper_index  # noqa: E402
@@ -290,12 +290,10 @@ def test_nearest_and_analogy_query_match_gensim(trained) -> None:
 
 
 def test_evaluate_all_keys_by_stem(trained, analogy_file: Path, tmp_path: Path) -> None:
-    from omegaconf import OmegaConf
 
     words, vectors, _ = trained
     sim = similarity_file(tmp_path / "wordsim.tsv", words[:100], np.random.default_rng(3), vectors[:100])
-    cfg = OmegaConf.create({"analogies": [str(analogy_file)], "similarities": [str(sim)],
-                            "restrict_vocab": 30000, "method": "3cosadd"})
+    cfg = EvalConfig(analogies=[str(analogy_file)], similarities=[str(sim)], restrict_vocab=30000, method="3cosadd")
     results = evaluate_all(cfg, words, torch.from_numpy(vectors))
     assert set(results) == {"planted", "wordsim"}
     assert results["planted"]["accuracy"] == evaluate_analogies(words, vectors, analogy_file)["accuracy"]

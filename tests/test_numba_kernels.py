@@ -13,6 +13,7 @@ import pytest
 import torch
 from numba import njit
 
+from sgns.config import SyntheticConfig
 from sgns.model import SGNS, sgns_loss
 from sgns.pipelines.span import LOSS_SAMPLE_MIN_SPAN, SpanTrainer, advise_huge_pages, piece_bounds, span_starts
 from sgns.pipelines.span_kernel import (
@@ -367,7 +368,7 @@ def test_kernel_learns_planted_analogies(tmp_path):
     from sgns.evaluate import evaluate_analogies
     from sgns.vocab import Vocabulary
 
-    cfg = SimpleNamespace(relations=3, pairs=12, filler_words=300, sentences=12000, seed=0, evaluate=True)
+    cfg = SyntheticConfig(relations=3, pairs=12, filler_words=300, sentences=12000, seed=0, evaluate=True)
     lines, questions = generate(cfg)
     (tmp_path / "q.txt").write_text("\n".join(questions) + "\n")
     words, ids, offsets = {}, [], [0]

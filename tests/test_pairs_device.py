@@ -15,7 +15,6 @@ import torch
 from conftest import compose_cfg, zipf_text
 from conftest import copy_model as _copy
 from conftest import random_model as _model
-from omegaconf import OmegaConf
 from scipy import stats
 
 from sgns.config import DataConfig, SyntheticConfig
@@ -321,8 +320,7 @@ def test_torch_step_values_are_checked(tmp_path):
 
 
 def _planted(tmp_path: Path):
-    cfg = OmegaConf.structured(SyntheticConfig(sentences=30000))
-    text, analogies = ensure_synthetic(cfg, tmp_path)
+    text, analogies = ensure_synthetic(SyntheticConfig(sentences=30000), tmp_path)
     corpus = encode(text_source(text, 10000, False), tmp_path, log=lambda _: None)
     return corpus, Vocabulary.build(corpus.words, corpus.counts, 5), analogies
 
