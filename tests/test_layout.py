@@ -118,9 +118,10 @@ def part_of(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
-# Where the composed config (omegaconf's DictConfig) may be seen: below the entry points every stage takes its own
-# group's typed config (sgns.config's dataclasses) or plain values.
-CONFIG_DOORS = ("config.py", "api.py", "cli", "train/loop.py")
+# Where the composed config (omegaconf's DictConfig) may be seen: the schema, the Hydra seam, the commands, sgns.fit
+# and the loop's entry; below them every stage takes its own group's typed config (sgns.config's dataclasses) or
+# plain values.
+CONFIG_DOORS = ("config.py", "hydra_app.py", "api.py", "cli", "train/loop.py")
 
 
 def test_omegaconf_stops_at_the_door() -> None:
