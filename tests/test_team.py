@@ -14,6 +14,7 @@ import torch
 from sgns.config import EvalConfig
 from sgns.distributed import Team
 from sgns.errors import SGNSError
+from sgns.evaluate import EvalSuite
 from sgns.train.rundir import OtherRankRunDir, RunDir, open_run_dir
 from sgns.train.tblog import NullTBLog
 
@@ -65,6 +66,7 @@ def test_another_ranks_run_dir_writes_nothing(tmp_path: Path) -> None:
             assert run.finished_metrics({"metrics": {"loss": 1.0}}) == {}
             benchmarks = run.benchmarks(EvalConfig(analogies=["a.txt"], similarities=["s.tsv"], method="3cosadd"))
             assert (list(benchmarks.analogies), list(benchmarks.similarities), benchmarks.method) == ([], [], "3cosadd")
+            assert not benchmarks.enabled and not EvalSuite(benchmarks, ["a"], "text")  # not even the suite by name
         assert not (tmp_path / "run").exists()
     finally:
         sgns_log.setLevel(level)

@@ -244,7 +244,7 @@ class OtherRankRunDir(RunDir):
         return super().progress_bar(total, initial, enabled=False)
 
     def benchmarks(self, eval_cfg: EvalConfig) -> EvalConfig:
-        return replace(eval_cfg, enabled=False)
+        return replace(eval_cfg, analogies=[], similarities=[], enabled=False)  # scores nothing
 
     def save_checkpoint(self, build: Callable[[], dict], step: int, keep: int) -> None:
         pass
