@@ -387,9 +387,14 @@ def fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, colu
 def _fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, column: str = "text",
          config_dir: Optional[str | os.PathLike] = None, **settings: Any) -> Run:
     """fit's body (its errors are reworded by fit)."""
+    from sgns.corpus import check_corpus_path
     from sgns.hydra_app import compose, discard_unstarted_run_dir, run_once
     from sgns.train import train
     from sgns.train.rundir import check_run_dir
+
+    def check_job(run_path: Path, job: Mapping[str, Any]) -> None:  # before Hydra writes into the run dir
+        check_corpus_path(job["corpus"])
+        check_run_dir(run_path, job, warn=log.warning, mmap=True)
 
     init_from = settings.pop("init_from", settings.pop("model.init_from", None))
     overrides = settings_overrides(settings, config_dir)
@@ -418,7 +423,7 @@ def _fit(corpus: Any = None, run_dir: Optional[str | os.PathLike] = None, *, col
         try:  # another run's dir is refused (check_run_dir) before Hydra writes into it
             ran, metrics = run_once(train, [*overrides, f"hydra.run.dir={override_value(str(run_path))}"],
                                     config_dir=config_dir,
-                                    check=lambda job: check_run_dir(run_path, job, warn=log.warning, mmap=True))
+                                    check=lambda job: check_job(run_path, job))
         except Stopped as e:
             if discard_unstarted_run_dir(run_path):  # stopped while reading: nothing to resume, nothing kept
                 raise KeyboardInterrupt(f"{e.what}, before training started: nothing was trained") from None

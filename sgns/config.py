@@ -379,11 +379,6 @@ def validate(cfg: Any) -> None:
     m = cfg.model
     _check(not m.freeze_init or bool(m.init_from), "model.freeze_init", "false unless model.init_from is set",
            m.freeze_init, "set model.init_from=PATH")
-    corpus_path = _value_or_none(cfg.corpus, "path")  # unresolvable: check_resolvable names the reason
-    if cfg.corpus.kind == "text" and corpus_path:  # a FIFO, a device, a directory: one line before any write
-        from sgns.corpus.reading import check_corpus_file
-
-        check_corpus_file(corpus_path, missing_ok=True)
     if cfg.eval.benchmarks:  # an unknown or unshipped name, or a missing file: one line now, not after reading
         from sgns.benchmarks import expand
 

@@ -120,7 +120,11 @@ def check_command_line(argv: List[str]) -> None:
 
 
 def check_run_dir_of(run_dir: Optional[str], cfg: Mapping[str, Any] | DictConfig) -> None:
-    """Refuse (SGNSError) a hydra.run.dir given on the command line that may not take this run."""
+    """Refuse (SGNSError) a corpus path that is no file, and a hydra.run.dir given on the command line that may not
+    take this run."""
+    from sgns.corpus import check_corpus_path
+
+    check_corpus_path(cfg["corpus"])
     if not run_dir or "${" in run_dir or not Path(run_dir).expanduser().is_dir():
         return  # a new run dir holds nothing to compare with
     from sgns.train.rundir import check_run_dir

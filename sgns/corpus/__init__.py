@@ -26,9 +26,9 @@ from sgns.corpus.reading import (
     tokenise,
     tokenise_bytes,
 )
-from sgns.corpus.sources import CorpusSource, hf_source, make_source, text_source
+from sgns.corpus.sources import CorpusSource, check_corpus_path, hf_source, make_source, text_source
 
-__all__ = ["CorpusSource", "EncodedCorpus", "Piece", "ReadStats", "encode", "file_fingerprint", "file_ranges",
-           "hf_source", "iter_chunks", "iter_sentences", "load_cached", "make_source", "open_binary",
+__all__ = ["CorpusSource", "EncodedCorpus", "Piece", "ReadStats", "check_corpus_path", "encode", "file_fingerprint",
+           "file_ranges", "hf_source", "iter_chunks", "iter_sentences", "load_cached", "make_source", "open_binary",
            "publish_cache_entry", "resolve_workers", "return_freed_memory", "run_in_order", "sentences_of",
            "text_source", "tokenise", "tokenise_bytes"]

@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Mapping, Optional
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from sgns.corpus.reading import (
     Piece,
     ReadStats,
     _tokenise_range,
+    check_corpus_file,
     file_fingerprint,
     file_ranges,
     iter_chunks,
@@ -139,6 +140,15 @@ def hf_source(cfg: CorpusConfig) -> CorpusSource:
 
     key = f"hf:{ds._fingerprint}:{column}:{max_len}:{lowercase}"
     return CorpusSource(f"{name} ({cfg.split})", key, pieces, max_len, cfg.read_workers)
+
+
+def check_corpus_path(corpus: Mapping[str, Any]) -> None:
+    """Refuse in one line, before a run writes anything, a text corpus path that is there but is no regular file
+    (a FIFO would block in open(), /dev/zero be read forever); a missing file is left to the reading step, so in
+    a sweep it fails its own job alone. `corpus`: the composed corpus group."""
+    kind, path = corpus["kind"], corpus["path"]
+    if kind == "text" and path:
+        check_corpus_file(path, missing_ok=True)
 
 
 def make_source(cfg: CorpusConfig, cache_dir: str | Path) -> CorpusSource:

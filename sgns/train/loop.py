@@ -29,7 +29,7 @@ from sgns.config import (
     typed_config,
     validate,
 )
-from sgns.corpus import EncodedCorpus, encode, make_source, return_freed_memory
+from sgns.corpus import EncodedCorpus, check_corpus_path, encode, make_source, return_freed_memory
 from sgns.corpus.phrases import apply_phrases
 from sgns.corpus.synthetic import evaluation_config
 from sgns.distributed.team import Team, join_team
@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     """
     validate(cfg)
     check_resolvable(cfg)
+    check_corpus_path(cfg.corpus)  # a FIFO or a device: refused before the run dir is opened
     config, record = typed_config(cfg), as_record(cfg)
     team = join_team(config.trainer.device, config.dist)  # a team of one unless torchrun started others too
     run = open_run_dir(config.trainer.run_dir, writer=team.is_main)  # under torchrun rank 0 alone writes files
