@@ -16,13 +16,12 @@ import fcntl
 import json
 import logging
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from tqdm.auto import tqdm  # a notebook's widget bar where ipywidgets is installed
+from tqdm.auto import tqdm
 
 from sgns.config import EvalConfig, result_settings
 from sgns.errors import SGNSError
@@ -34,6 +33,7 @@ from sgns.train.checkpoint import (
     save_checkpoint,
 )
 from sgns.train.metrics import LOSS_WARNING, objective, ranks_by_loss, read_metrics, write_metrics
+from sgns.train.progress import PlainProgress, progress_bar
 from sgns.train.runs import read_checkpoint
 from sgns.train.tblog import NullTBLog, TBLog
 from sgns.vectors import save_word2vec
@@ -187,10 +187,9 @@ class RunDir:
         """The run's TensorBoard log, continuing at `words_done` (TBLog says what `at_end` and `last_point` do)."""
         return TBLog(self.path / "tb", words_done, at_end, last_point)
 
-    def progress_bar(self, total: float, initial: float, enabled: bool) -> tqdm:
-        """The console progress bar over corpus words."""
-        return tqdm(total=total, initial=int(initial), unit="w", unit_scale=True, delay=2.0, disable=not enabled,
-                    dynamic_ncols=True, file=sys.stderr)
+    def progress_bar(self, total: float, initial: float, enabled: bool) -> Union[tqdm, PlainProgress]:
+        """The console progress over corpus words: tqdm's bar on a terminal, plain lines when piped."""
+        return progress_bar(total, initial, enabled)
 
     def benchmarks(self, eval_cfg: EvalConfig) -> EvalConfig:
         """The evaluations whose results this run dir records: all of `eval_cfg`."""
@@ -240,7 +239,7 @@ class OtherRankRunDir(RunDir):
               last_point: Optional[Tuple[float, float, float]] = None) -> TBLog:
         return NullTBLog()
 
-    def progress_bar(self, total: float, initial: float, enabled: bool) -> tqdm:
+    def progress_bar(self, total: float, initial: float, enabled: bool) -> Union[tqdm, PlainProgress]:
         return super().progress_bar(total, initial, enabled=False)
 
     def benchmarks(self, eval_cfg: EvalConfig) -> EvalConfig:

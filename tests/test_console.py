@@ -1,0 +1,42 @@
+"""What a run prints when its output is not a terminal: whole lines, no progress-bar frames glued by '\r'."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import zipf_text
+
+from sgns.train.progress import PlainProgress, progress_bar
+
+
+def test_piped_training_prints_progress_lines_without_carriage_returns(tmp_path: Path) -> None:
+    corpus = zipf_text(tmp_path / "tiny.txt", words=100000)
+    # stdout and stderr to pipes, as `sgns-train ... | cat` or `> log 2>&1` make them
+    proc = subprocess.run(["sgns-train", "corpus=text", f"corpus.path={corpus}", "model.dim=16", "trainer.epochs=2",
+                           "data.min_count=2", "data.batch_size=512", "eval=none", f"data.cache_dir={tmp_path / 'c'}",
+                           f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "\r" not in output, "progress-bar frames in piped output"
+    progress = [line for line in output.splitlines() if line.startswith("progress: ")]
+    assert 10 <= len(progress) <= 11 and progress[-1].startswith("progress: 100% (200,000 of 200,000 words)"), \
+        progress
+
+
+def test_plain_progress_writes_one_line_per_tenth_and_resumes_from_its_start() -> None:
+    out = io.StringIO()
+    bar = progress_bar(1000, 400, enabled=True, file=out)  # a StringIO is no terminal
+    assert isinstance(bar, PlainProgress)
+    for _ in range(60):
+        bar.update(10)
+        bar.set_postfix(loss="2.500", refresh=False)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"progress: {p}%" for p in (50, 60, 70, 80, 90, 100)]
+    assert lines[-1].startswith("progress: 100% (1,000 of 1,000 words)") and lines[-1].endswith("loss 2.500")
+    assert progress_bar(1000, 0, enabled=False, file=io.StringIO()).disable  # progress=false: nothing
