@@ -99,6 +99,32 @@ def test_docs_index_lists_every_page() -> None:
     assert not missing, f"docs/index.md does not list {sorted(missing)}"
 
 
+USER_PATH = ["quickstart.md", "choosing_settings.md", "troubleshooting.md"]  # in the order a new user needs them
+DEVELOPER_NOTES = {"architecture.md", "notes_from_code.md", "device_pipeline.md", "gpu_howto.md", "startup.md",
+                   "kernel_quality.md", "scale.md", "memory.md"}
+
+
+def index_sections() -> List[Tuple[str, List[str]]]:
+    """docs/index.md's `## ` sections in order: (heading, the .md pages its prose links)."""
+    sections = prose((ROOT / "docs" / "index.md").read_text()).split("\n## ")[1:]
+    return [(s.split("\n", 1)[0].strip(), [Path(t).name for t in LINK.findall(s) if t.endswith(".md")])
+            for s in sections]
+
+
+def test_docs_index_starts_with_the_user_path_and_keeps_developer_notes_apart() -> None:
+    sections = index_sections()
+    assert sections and sections[0][0] == "Start here", [h for h, _ in sections]
+    assert sections[0][1] == USER_PATH, sections[0][1]
+    assert all((ROOT / "docs" / name).exists() for name in USER_PATH)
+    developer = [pages for heading, pages in sections if heading == "Developer notes"]
+    assert developer, "docs/index.md has no Developer notes section"
+    assert set(developer[0]) == DEVELOPER_NOTES, set(developer[0]) ^ DEVELOPER_NOTES
+    users = [name for heading, pages in sections if heading != "Developer notes" for name in pages]
+    assert not DEVELOPER_NOTES & set(users), "developer notes listed among the users' pages"
+    every_page = {p.name for p in PAGES[1:] if p.name != "index.md"}
+    assert set(users) | DEVELOPER_NOTES == every_page, every_page ^ (set(users) | DEVELOPER_NOTES)
+
+
 @pytest.mark.parametrize("page", PAGES[1:], ids=rel)
 def test_docs_name_no_machine_path(page: Path) -> None:
     for marker in ("/work/", "/root/", "/home/"):
