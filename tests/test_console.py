@@ -1,12 +1,14 @@
-"""What a run prints when its output is not a terminal: whole lines, no progress-bar frames glued by '\r'."""
+"""What a run prints: off a terminal whole lines, no progress-bar frames glued by '\r'; scores rounded."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import zipf_text
 
 from sgns.train.progress import PlainProgress, progress_bar
@@ -40,3 +42,20 @@ def test_plain_progress_writes_one_line_per_tenth_and_resumes_from_its_start() -
     assert [line.split(" (")[0] for line in lines] == [f"progress: {p}%" for p in (50, 60, 70, 80, 90, 100)]
     assert lines[-1].startswith("progress: 100% (1,000 of 1,000 words)") and lines[-1].endswith("loss 2.500")
     assert progress_bar(1000, 0, enabled=False, file=io.StringIO()).disable  # progress=false: nothing
+
+
+def test_a_sweep_logs_its_spearman_objective_rounded(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    corpus = zipf_text(tmp_path / "tiny.txt", words=20000)
+    pairs = tmp_path / "sim.tsv"
+    pairs.write_text("\n".join(f"w{i}\tw{i + 3}\t{(i * 7) % 10}.{i % 9}" for i in range(40)) + "\n")
+    proc = subprocess.run(["sgns-train", "-m", "hparams_search=optuna_sgns", "hydra.sweeper.n_trials=1",
+                           "corpus=text", f"corpus.path={corpus}", "model.dim=16", "trainer.epochs=1",
+                           "data.min_count=2", f"eval.similarities=[{pairs}]", "eval.analogies=[]",
+                           "eval.every_words=0", f"data.cache_dir={tmp_path / 'c'}",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    logged = re.findall(r"(?:Best value|finished with value): (\S+)", output)
+    assert logged and all(re.fullmatch(r"-?\d\.\d{4}", v.rstrip(".,")) for v in logged), logged

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Set, Tuple
@@ -37,6 +38,29 @@ HELP_FLAGS = {"config_dir", "help"}  # sgns-train's own --help
 RUN_DIR_KEY = "trainer.run_dir"  # Hydra's run dir, as the job sees it
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra re-raises a job's error where this is set (a user's: a full traceback)
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it
+# The loggers that print what a job returned (the objective: an accuracy or a Spearman, a float's 17 digits)
+SWEEP_SCORE_LOGGERS = ("optuna.study.study", "hydra_plugins.hydra_optuna_sweeper._impl")
+LOGGED_SCORE = re.compile(r"(\bvalues?: \[?)(-?\d+\.\d{5,}(?:e-?\d+)?)")
+SCORE_DIGITS = 4  # as sgns's own log lines (sgns.train.loop.log_evaluation)
+
+
+class RoundedScores(logging.Filter):
+    """Rounds the objective in Optuna's and its Hydra sweeper's log lines (`Trial 3 finished with value:
+    0.38878...`, `Best value: ...`) to SCORE_DIGITS decimals; optimization_results.yaml and Optuna's study keep
+    the full value. Their messages arrive formatted, so the number is rewritten in the text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and not record.args:
+            record.msg = LOGGED_SCORE.sub(lambda m: f"{m.group(1)}{float(m.group(2)):.{SCORE_DIGITS}f}", record.msg)
+        return True
+
+
+def round_sweep_scores() -> None:
+    """Put RoundedScores on the loggers that print a sweep's objective."""
+    for name in SWEEP_SCORE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RoundedScores) for f in logger.filters):
+            logger.addFilter(RoundedScores())
 
 
 def train_job(cfg: DictConfig) -> float:
@@ -206,6 +230,8 @@ def run_command(argv: List[str]) -> None:
                 sys.exit(2)  # the same line as rank 0's (the same arguments): said once
         exit_with_error("sgns-train", e)
     sys.argv[1:] = argv
+    if "multirun" in flags:
+        round_sweep_scores()
     if "multirun" in flags and FULL_ERROR not in os.environ:
         # Hydra re-raises a failed job's error to us instead of printing it with a hint about tracebacks
         os.environ[FULL_ERROR] = "1"
