@@ -28,6 +28,23 @@ from sgns.errors import SGNSError
 CHUNK_BYTES = 8 << 20  # text tokenised as one piece by one worker, at most (a longer token is cut)
 BLOCK_BYTES = 1 << 20  # `iter_sentences`'s pieces (one process: small, so memory stays flat)
 COMPILED_MIN_CHARS = 1 << 20  # pieces this long are tokenised by the compiled scanner (sgns.corpus.scan)
+# ...once it is compiled; a piece this long compiles it first (5-10 s, once: numba caches it). A shorter one, a
+# corpus read as one piece, is tokenised in Python until then (~0.05 s/MB slower: docs/startup.md).
+SCANNER_COMPILE_MIN_CHARS = 6 << 20
+
+
+def _use_scanner(chars: int) -> bool:
+    """Whether a piece of `chars` characters goes to the compiled scanner (compiled now if it must be)."""
+    if chars < COMPILED_MIN_CHARS:
+        return False
+    from sgns.corpus import scan  # numba: loaded only when a corpus is big enough to gain from it
+
+    if scan.is_cached():
+        return True
+    if chars < SCANNER_COMPILE_MIN_CHARS:
+        return False
+    scan.prepare()
+    return True
 MAX_TOKEN_BYTES = 1 << 20  # a "word" longer than this (binary junk, no whitespace) is cut: memory stays bounded
 _READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)  # truncated or corrupt files, I/O errors
 
@@ -130,8 +147,8 @@ def tokenise(text: str, lowercase: bool = False, compiled: Optional[bool] = None
     `utf8`: a compiled piece gives its words as one UTF-8 buffer (`Piece.utf8`), not as strings."""
     if lowercase:
         text = text.lower()  # the whole piece at once: it is cut only at whitespace, so the same as per line
-    if compiled or (compiled is None and len(text) >= COMPILED_MIN_CHARS):
-        from sgns.corpus import scan  # numba: loaded only when a corpus is big enough to gain from it
+    if compiled or (compiled is None and _use_scanner(len(text))):
+        from sgns.corpus import scan
 
         if utf8:
             words_utf8, ids, lines = scan.scan_utf8(scan.code_points(text))
@@ -160,7 +177,7 @@ def tokenise(text: str, lowercase: bool = False, compiled: Optional[bool] = None
 def tokenise_bytes(data: bytes, lowercase: bool = False) -> Piece:
     """Decode UTF-8 (invalid bytes -> U+FFFD, counted), NUL as whitespace, then `tokenise` (a compiled piece
     gives its words as UTF-8)."""
-    if len(data) >= COMPILED_MIN_CHARS and data.isascii():  # nothing to decode: the bytes are the code points
+    if _use_scanner(len(data)) and data.isascii():  # nothing to decode: the bytes are the code points
         from sgns.corpus import scan
 
         if lowercase:
@@ -346,9 +363,9 @@ def run_in_order(tasks: Iterable[Tuple[Callable[..., Piece], tuple]], workers: i
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    from sgns.corpus.scan import scan
+    from sgns.corpus.scan import prepare
 
-    scan("warm up")  # compile or load the scanner once here: the forked workers inherit it
+    prepare()  # compile (announced) or load the scanner once here: the forked workers inherit it
     # fork, not spawn or forkserver: those re-import the main module (a whole sgns-train with torch) in every
     # worker. The workers run only the tokeniser (no torch, no logging), so the parent's threads do not matter.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),

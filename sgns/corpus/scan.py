@@ -9,7 +9,7 @@ order, as a Python dict would give them — at a fraction of a dict's cost per t
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numba
 import numpy as np
@@ -378,3 +378,35 @@ class WordTable:
         keep = np.repeat(self.alive[: self.ids], lengths)
         keep[self.ends[1 : self.ids + 1] - 1] = True  # every id's "\n"
         return store[keep].tobytes()
+
+
+_COMPILED = (_scan, _utf8_lines, _number_words, _hash_lines, _fill_table, corpus_ids)  # what a read may call
+_ready = [False]  # this process has them compiled or loaded
+
+
+def is_cached() -> bool:
+    """Whether the scanner needs no compile: in this process already, or every part of it in numba's cache."""
+    if not _ready[0]:
+        from sgns.compiling import has_cached_code
+
+        _ready[0] = all(has_cached_code(f) for f in _COMPILED)
+    return _ready[0]
+
+
+def prepare(say: Optional[Callable[[str], None]] = None) -> None:
+    """Compile (announced by `say`, default the "sgns" log) or load every part of the scanner now, with the
+    argument types a read gives them: forked reading workers then inherit it instead of compiling each their own."""
+    if not is_cached():
+        from sgns.compiling import announce_compile
+
+        announce_compile("the tokeniser", _COMPILED, "5-10 s", say)
+    scan("warm up")
+    points = code_points("warm up\n")
+    scan_utf8(points)
+    scan_utf8(code_points("w\u00e4rm\n"))
+    table = WordTable()
+    local = table.add(_utf8_lines(points, _scan(points, _SPACES_BELOW_256)[2]))
+    table.forget(np.zeros(table.ids, dtype=np.bool_))
+    table.preload(["warm"])
+    corpus_ids(local, local.copy(), np.zeros(len(local), dtype=np.int64))
+    _ready[0] = True

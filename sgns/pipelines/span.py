@@ -106,6 +106,9 @@ class SpanTrainer:
         self.deterministic = deterministic
         self.kernel = kernel
         self._pool: Optional[ThreadPoolExecutor] = None  # the helper threads, started on first use
+        # Compiled (or loaded from numba's cache) now, announced if it compiles: the loop's first step, which
+        # the words/s is timed over, would otherwise pay it.
+        entry_point(kernel, W.shape[1])
 
     def train_span(self, raw: np.ndarray, starts: np.ndarray, epoch: int, chunk: int, lr0: float,
                    lr1: float) -> Tuple[float, int, int]:

@@ -14,10 +14,11 @@ small products of the same loaded rows. Gradients of one window are computed fro
 before the window: exactly a batch SGD step on the BCE-with-logits loss of that window's m * (K+1) logits
 (tests/test_numba_kernels.py checks it against the nn.Module reference).
 
-Two entry points, one loop (`_train_piece`, compiled once per model.dim for both): `train_piece`, the window's
-shared negatives (the default), and `train_piece_per_context` (data.window_negatives=false), where each context
-draws its own K negatives (word2vec's draws, the same batch step; `window_per_context`). `compiled_train_piece`
-hands either out as a directly callable entry point. Threads, spans and the pipeline: sgns.pipelines.span.
+Two entry points, one loop (`_piece_kernel`'s, compiled per model.dim as a constant): `train_piece`, the
+window's shared negatives (the default), and `train_piece_per_context` (data.window_negatives=false), where each
+context draws its own K negatives (word2vec's draws, the same batch step; `window_per_context`). `entry_point`
+hands either out compiled for a dim, as a directly callable entry point, announcing a compile (sgns.compiling).
+Threads, spans and the pipeline: sgns.pipelines.span.
 
 The public helpers (draws, windows, the logit gradient, prefetches) are the building blocks that
 scripts/kernel_variants.py's study kernel is made of.
@@ -26,7 +27,7 @@ scripts/kernel_variants.py's study kernel is made of.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from llvmlite import ir
@@ -34,12 +35,12 @@ from numba import literally, njit, typeof, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from sgns.compiling import announce_compile, has_cached_code
 from sgns.pipelines.negatives import alias_table
 
 # Reassociation lets LLVM vectorise the dot products; the compiled code is fixed, so one machine gives
-# bit-identical results run to run. The entry points carry the same flags and inline `_train_piece` (one
-# compiled copy): a separately compiled callee made a process that compiled give other bits than one that
-# loaded numba's cache (docs/kernel_quality.md).
+# bit-identical results run to run. Each entry point holds the whole loop itself (no separately compiled callee):
+# one made a process that compiled give other bits than one that loaded numba's cache (docs/kernel_quality.md).
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -243,177 +244,171 @@ def prefetch_draws(accept: np.ndarray, alias: np.ndarray, state: np.uint64, skip
         prefetch(alias, slot)
 
 
-@njit(nogil=True, cache=True, fastmath=FASTMATH)
-def train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
-                s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
-                negatives: int, lr0: float, lr1: float, state: np.uint64,
-                loss_every: int, dim: int) -> Tuple[float, int, int, int]:
-    """Train on sentences s0..s1-1 of a span, the contexts of a window sharing one draw of negatives (see
-    `_train_piece`), compiled for `dim` (W's width) as a constant (the row loops then vectorise without a
-    generic remainder path)."""
-    return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
-                        state, loss_every, literally(dim), False)
+def _piece_kernel(per_context: bool) -> PieceKernel:
+    """The piece kernel with `per_context` a constant: `train_piece` (False) or `train_piece_per_context` (True).
 
+    A closure, not an `inline="always"` function called by two entry points: numba inlines by deep-copying the
+    callee's IR block by block, each copy taking the whole scope along, which made a cold compile 2.5x longer
+    (docs/startup.md, "First-run compiles"). numba caches each closure under a hash of its cell (`per_context`).
+    `dim` is compiled as a constant (`entry_point` asks for it literal): the row loops then vectorise without a
+    generic remainder path."""
 
-@njit(nogil=True, cache=True, fastmath=FASTMATH)
-def train_piece_per_context(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray,
-                            starts: np.ndarray, s0: int, s1: int, keep: np.ndarray, accept: np.ndarray,
-                            alias: np.ndarray, window: int, negatives: int, lr0: float, lr1: float,
-                            state: np.uint64, loss_every: int, dim: int) -> Tuple[float, int, int, int]:
-    """`train_piece` with each context drawing its own negatives (data.window_negatives=false)."""
-    return _train_piece(W, C, raw, remap, starts, s0, s1, keep, accept, alias, window, negatives, lr0, lr1,
-                        state, loss_every, literally(dim), True)
+    @njit(nogil=True, cache=True, fastmath=FASTMATH)
+    def piece_kernel(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
+                     s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
+                     negatives: int, lr0: float, lr1: float, state: np.uint64,
+                     loss_every: int, dim: int) -> Tuple[float, int, int, int]:
+        """Train on sentences s0..s1-1 of a span; returns (summed loss of the sampled windows, their positive
+        pairs, all positive pairs, logits computed).
 
+        raw: the span's token ids in corpus (first-seen) order; remap: corpus id -> vocabulary id or -1.
+        starts: sentence start offsets within the span, plus the span length at the end.
+        keep: per-word keep probability (float32); accept/alias: Walker's alias table of the negative
+        distribution (accept as a threshold in [0, 2^32] in an int64 array). lr falls linearly from lr0 to lr1
+        over the piece. The loss (a log per logit) is summed over a random 1 in `loss_every` windows (0: none),
+        an unbiased sample for the logged mean. per_context: each context draws its own negatives
+        (`window_per_context`) instead of sharing the window's.
 
-@njit(nogil=True, cache=True, inline="always", fastmath=FASTMATH)
-def _train_piece(W: np.ndarray, C: np.ndarray, raw: np.ndarray, remap: np.ndarray, starts: np.ndarray,
-                 s0: int, s1: int, keep: np.ndarray, accept: np.ndarray, alias: np.ndarray, window: int,
-                 negatives: int, lr0: float, lr1: float, state: np.uint64,
-                 loss_every: int, d: int, per_context: bool) -> Tuple[float, int, int, int]:
-    """Train on sentences s0..s1-1 of a span; returns (summed loss of the sampled windows, their positive
-    pairs, all positive pairs, logits computed).
-
-    raw: the span's token ids in corpus (first-seen) order; remap: corpus id -> vocabulary id or -1.
-    starts: sentence start offsets within the span, plus the span length at the end.
-    keep: per-word keep probability (float32); accept/alias: Walker's alias table of the negative
-    distribution (accept as a threshold in [0, 2^32] in an int64 array). lr falls linearly from lr0 to lr1
-    over the piece. The loss (a log per logit) is summed over a random 1 in `loss_every` windows (0: none),
-    an unbiased sample for the logged mean. per_context: each context draws its own negatives
-    (`window_per_context`) instead of sharing the window's.
-
-    Rows and table lines are prefetched ahead of use (docs/kernels.md, "A big vocabulary"): the next
-    sentence's remap and keep entries, the alias-table lines of the negatives two centers ahead, the output
-    rows of the next center and of its negatives, the input row of the word entering the next window.
-    Prefetches change no arithmetic.
-    """
-    k1 = negatives + 1
-    lo, hi = starts[s0], starts[s1]
-    span = max(hi - lo, 1)
-    longest = 0
-    for s in range(s0, s1):
-        longest = max(longest, starts[s + 1] - starts[s])
-    sen = np.empty(longest, dtype=np.int32)  # the kept words of the current sentence
-    ctx = np.empty(2 * window, dtype=np.int32)  # the current window's context words
-    out = np.empty(k1, dtype=np.int32)  # center word, then the shared negatives
-    ahead = np.empty(k1, dtype=np.int32)  # the next center's negatives, drawn early to prefetch their rows
-    grad = np.empty((2 * window, k1), dtype=np.float32)  # lr * (label - sigmoid(logit))
-    dw = np.empty((2 * window, d), dtype=np.float32)  # pending input-row updates
-    negs = np.empty((2 * window if per_context else 0, k1), dtype=np.int32)  # each context's output rows
-    loss = 0.0
-    loss_pairs = 0
-    pairs = 0
-    logits = 0
-    for s in range(s0, s1):
-        # 1. the sentence's kept words; the next sentence's remap entries start loading
-        n, state = kept_words(raw, remap, keep, starts[s], starts[s + 1], sen, state)
-        if s + 1 < s1:
-            for p in range(starts[s + 1], starts[s + 2]):
-                prefetch(remap, raw[p])
-        alpha = np.float32(lr0 + (lr1 - lr0) * (starts[s] - lo) / span)
-        for k in range(1, k1):
-            state, r = draw(state)
-            ahead[k] = negative_word(r, accept, alias)
-        for i in range(n):
-            # 2. this center's negatives (drawn one center ahead), one draw shared by the whole window;
-            # a negative equal to the center is skipped. Then the next center's, prefetched.
-            center = sen[i]
-            out[0] = center
-            for k in range(1, k1):
-                out[k] = ahead[k]
-            if i == n // 2 and s + 1 < s1:  # the next sentence's keep entries (its remap lines have arrived)
+        Rows and table lines are prefetched ahead of use (docs/kernels.md, "A big vocabulary"): the next
+        sentence's remap and keep entries, the alias-table lines of the negatives two centers ahead, the output
+        rows of the next center and of its negatives, the input row of the word entering the next window.
+        Prefetches change no arithmetic.
+        """
+        d = literally(dim)  # a constant: the row loops vectorise without a generic remainder path
+        k1 = negatives + 1
+        lo, hi = starts[s0], starts[s1]
+        span = max(hi - lo, 1)
+        longest = 0
+        for s in range(s0, s1):
+            longest = max(longest, starts[s + 1] - starts[s])
+        sen = np.empty(longest, dtype=np.int32)  # the kept words of the current sentence
+        ctx = np.empty(2 * window, dtype=np.int32)  # the current window's context words
+        out = np.empty(k1, dtype=np.int32)  # center word, then the shared negatives
+        ahead = np.empty(k1, dtype=np.int32)  # the next center's negatives, drawn early to prefetch their rows
+        grad = np.empty((2 * window, k1), dtype=np.float32)  # lr * (label - sigmoid(logit))
+        dw = np.empty((2 * window, d), dtype=np.float32)  # pending input-row updates
+        negs = np.empty((2 * window if per_context else 0, k1), dtype=np.int32)  # each context's output rows
+        loss = 0.0
+        loss_pairs = 0
+        pairs = 0
+        logits = 0
+        for s in range(s0, s1):
+            # 1. the sentence's kept words; the next sentence's remap entries start loading
+            n, state = kept_words(raw, remap, keep, starts[s], starts[s + 1], sen, state)
+            if s + 1 < s1:
                 for p in range(starts[s + 1], starts[s + 2]):
-                    w = remap[raw[p]]
-                    if w >= 0:
-                        prefetch(keep, w)
-            if not per_context and i + 2 < n:  # the center after next's negatives: after this center's k1 draws
-                prefetch_draws(accept, alias, state, k1, negatives)
-            if i + 1 < n:
+                    prefetch(remap, raw[p])
+            alpha = np.float32(lr0 + (lr1 - lr0) * (starts[s] - lo) / span)
+            for k in range(1, k1):
+                state, r = draw(state)
+                ahead[k] = negative_word(r, accept, alias)
+            for i in range(n):
+                # 2. this center's negatives (drawn one center ahead), one draw shared by the whole window;
+                # a negative equal to the center is skipped. Then the next center's, prefetched.
+                center = sen[i]
+                out[0] = center
                 for k in range(1, k1):
-                    state, r = draw(state)
-                    ahead[k] = negative_word(r, accept, alias)
-                    prefetch_row(C, ahead[k], d)
-                prefetch_row(C, sen[i + 1], d)
-                if i + 1 + window < n:
-                    prefetch_row(W, sen[i + 1 + window], d)
-            # 3. the window: radius uniform in [1, window]
-            state, r = draw(state)
-            radius = window_radius(r, window)
-            with_loss = loss_every > 0 and np.int64(r & _U32) % loss_every == 0
-            m = 0
-            for j in range(max(0, i - radius), min(n, i + radius + 1)):
-                if j != i:
-                    ctx[m] = sen[j]
-                    m += 1
-            if m == 0:
-                continue
-            if per_context:
-                state, l_, x_ = window_per_context(W, C, ctx, m, center, negs, grad, dw, accept, alias, k1, alpha,
-                                                   with_loss, state, d)
-                loss += l_
-                logits += x_
+                    out[k] = ahead[k]
+                if i == n // 2 and s + 1 < s1:  # the next sentence's keep entries (its remap lines have arrived)
+                    for p in range(starts[s + 1], starts[s + 2]):
+                        w = remap[raw[p]]
+                        if w >= 0:
+                            prefetch(keep, w)
+                if not per_context and i + 2 < n:  # the center after next's negatives: after this center's k1 draws
+                    prefetch_draws(accept, alias, state, k1, negatives)
+                if i + 1 < n:
+                    for k in range(1, k1):
+                        state, r = draw(state)
+                        ahead[k] = negative_word(r, accept, alias)
+                        prefetch_row(C, ahead[k], d)
+                    prefetch_row(C, sen[i + 1], d)
+                    if i + 1 + window < n:
+                        prefetch_row(W, sen[i + 1 + window], d)
+                # 3. the window: radius uniform in [1, window]
+                state, r = draw(state)
+                radius = window_radius(r, window)
+                with_loss = loss_every > 0 and np.int64(r & _U32) % loss_every == 0
+                m = 0
+                for j in range(max(0, i - radius), min(n, i + radius + 1)):
+                    if j != i:
+                        ctx[m] = sen[j]
+                        m += 1
+                if m == 0:
+                    continue
+                if per_context:
+                    state, l_, x_ = window_per_context(W, C, ctx, m, center, negs, grad, dw, accept, alias, k1, alpha,
+                                                       with_loss, state, d)
+                    loss += l_
+                    logits += x_
+                    pairs += m
+                    if with_loss:
+                        loss_pairs += m
+                    continue
+                # 4. logits and their gradients, all from the weights before this window. Rows are taken two
+                # at a time (an odd last one twice), so each pass over a loaded row serves two products.
+                for a in range(m):
+                    wa = W[ctx[a]]
+                    for k in range(0, k1, 2):
+                        k2 = min(k + 1, k1 - 1)
+                        c0 = C[out[k]]
+                        c1 = C[out[k2]]
+                        x0 = np.float32(0.0)
+                        x1 = np.float32(0.0)
+                        for t in range(d):
+                            x0 += wa[t] * c0[t]
+                            x1 += wa[t] * c1[t]
+                        g, l_ = logit_grad(x0, k == 0, alpha, with_loss)
+                        skip = k > 0 and out[k] == center  # word2vec skips a negative equal to the center
+                        grad[a, k] = 0.0 if skip else g
+                        loss += 0.0 if skip else l_
+                        logits += 0 if skip else 1
+                        if k2 != k:
+                            g, l_ = logit_grad(x1, False, alpha, with_loss)
+                            skip = out[k2] == center
+                            grad[a, k2] = 0.0 if skip else g
+                            loss += 0.0 if skip else l_
+                            logits += 0 if skip else 1
+                # 5. input-row steps (from the old output rows), then output rows (from the old input rows)
+                for a in range(m):
+                    da = dw[a]
+                    ga = grad[a]
+                    for k in range(0, k1, 2):
+                        k2 = min(k + 1, k1 - 1)
+                        g0 = ga[k]
+                        g1 = ga[k2] if k2 != k else np.float32(0.0)
+                        c0 = C[out[k]]
+                        c1 = C[out[k2]]
+                        if k == 0:
+                            for t in range(d):
+                                da[t] = g0 * c0[t] + g1 * c1[t]
+                        else:
+                            for t in range(d):
+                                da[t] += g0 * c0[t] + g1 * c1[t]
+                for k in range(k1):
+                    co = C[out[k]]
+                    for a in range(0, m, 2):
+                        a2 = min(a + 1, m - 1)
+                        g0 = grad[a, k]
+                        g1 = grad[a2, k] if a2 != a else np.float32(0.0)
+                        w0 = W[ctx[a]]
+                        w1 = W[ctx[a2]]
+                        for t in range(d):
+                            co[t] += g0 * w0[t] + g1 * w1[t]
+                for a in range(m):
+                    wa = W[ctx[a]]
+                    da = dw[a]
+                    for t in range(d):
+                        wa[t] += da[t]
                 pairs += m
                 if with_loss:
                     loss_pairs += m
-                continue
-            # 4. logits and their gradients, all from the weights before this window. Rows are taken two
-            # at a time (an odd last one twice), so each pass over a loaded row serves two products.
-            for a in range(m):
-                wa = W[ctx[a]]
-                for k in range(0, k1, 2):
-                    k2 = min(k + 1, k1 - 1)
-                    c0 = C[out[k]]
-                    c1 = C[out[k2]]
-                    x0 = np.float32(0.0)
-                    x1 = np.float32(0.0)
-                    for t in range(d):
-                        x0 += wa[t] * c0[t]
-                        x1 += wa[t] * c1[t]
-                    g, l_ = logit_grad(x0, k == 0, alpha, with_loss)
-                    skip = k > 0 and out[k] == center  # word2vec skips a negative equal to the center
-                    grad[a, k] = 0.0 if skip else g
-                    loss += 0.0 if skip else l_
-                    logits += 0 if skip else 1
-                    if k2 != k:
-                        g, l_ = logit_grad(x1, False, alpha, with_loss)
-                        skip = out[k2] == center
-                        grad[a, k2] = 0.0 if skip else g
-                        loss += 0.0 if skip else l_
-                        logits += 0 if skip else 1
-            # 5. input-row steps (from the old output rows), then output rows (from the old input rows)
-            for a in range(m):
-                da = dw[a]
-                ga = grad[a]
-                for k in range(0, k1, 2):
-                    k2 = min(k + 1, k1 - 1)
-                    g0 = ga[k]
-                    g1 = ga[k2] if k2 != k else np.float32(0.0)
-                    c0 = C[out[k]]
-                    c1 = C[out[k2]]
-                    if k == 0:
-                        for t in range(d):
-                            da[t] = g0 * c0[t] + g1 * c1[t]
-                    else:
-                        for t in range(d):
-                            da[t] += g0 * c0[t] + g1 * c1[t]
-            for k in range(k1):
-                co = C[out[k]]
-                for a in range(0, m, 2):
-                    a2 = min(a + 1, m - 1)
-                    g0 = grad[a, k]
-                    g1 = grad[a2, k] if a2 != a else np.float32(0.0)
-                    w0 = W[ctx[a]]
-                    w1 = W[ctx[a2]]
-                    for t in range(d):
-                        co[t] += g0 * w0[t] + g1 * w1[t]
-            for a in range(m):
-                wa = W[ctx[a]]
-                da = dw[a]
-                for t in range(d):
-                    wa[t] += da[t]
-            pairs += m
-            if with_loss:
-                loss_pairs += m
-    return loss, loss_pairs, pairs, logits
+        return loss, loss_pairs, pairs, logits
+
+    return piece_kernel
+
+
+train_piece = _piece_kernel(False)
+train_piece_per_context = _piece_kernel(True)
 
 
 def kernel_alias_table(probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -433,20 +428,26 @@ def compiled_train_piece(dim: int, per_context: bool = False) -> PieceKernel:
     return entry_point(train_piece_per_context if per_context else train_piece, dim)
 
 
-def entry_point(kernel: PieceKernel, dim: int) -> PieceKernel:
+def entry_point(kernel: PieceKernel, dim: int, say: Optional[Callable[[str], None]] = None) -> PieceKernel:
     """`kernel` (a numba dispatcher of `train_piece`'s signature) compiled for `dim`, as a directly callable
-    entry point.
+    entry point; if that means compiling (not in numba's cache), `say` (default: the "sgns" log) announces it
+    first. The pipeline asks for it at setup, so the training loop never times a compile.
 
     Through the dispatcher, every call with `dim` as a plain int would go through numba's literal-argument
-    resolution again (about 6 ms a call, measured; seconds once `_train_piece` is inlined, since it types
-    the whole loop first); the entry point of the compiled overload costs about 2 us. The signature is given
-    with `dim` already literal, so numba's cache is looked up directly."""
+    resolution again (about 6 ms a call, measured; seconds once the loop is typed first); the entry point of
+    the compiled overload costs about 2 us. The signature is given with `dim` already literal, so numba's cache
+    is looked up directly."""
     entry = _ENTRY_POINTS.get((kernel, dim))
     if entry is None:
         W = np.zeros((1, dim), dtype=np.float32)
         args = (W, W.copy(), np.zeros(1, np.int32), np.zeros(1, np.int32), np.array([0, 1], np.int64), 0, 0,
                 np.ones(1, np.float32), np.ones(1, np.int64), np.zeros(1, np.int32), 1, 1, 0.0, 0.0, np.uint64(0), 0)
         signature = tuple(typeof(a) for a in args) + (types.literal(dim),)
+        seed_signature = (types.int64,) * 4
+        if not (has_cached_code(kernel, signature) and has_cached_code(piece_seed, seed_signature)):
+            name = "train_piece_per_context" if kernel is train_piece_per_context else "train_piece"
+            announce_compile(f"the training kernel ({name}) for model.dim={dim}", [kernel], "3-10 s", say)
+        piece_seed.compile(seed_signature)
         entry = kernel.compile(signature)  # loads from numba's cache, else compiles
         _ENTRY_POINTS[(kernel, dim)] = entry
     return entry
