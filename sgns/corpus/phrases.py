@@ -238,6 +238,11 @@ def apply_phrases(corpus: EncodedCorpus, passes: int, threshold: float, min_coun
         return cached
     stream = PhraseStream(np.asarray(corpus.ids), np.asarray(corpus.offsets, dtype=np.int64),
                           list(corpus.words), np.asarray(corpus.counts, dtype=np.int64))
+    from sgns.compiling import announce_compile, has_cached_code
+
+    compiled = (_count_pairs, _greedy_joins, _first_seen_ids)
+    if not all(has_cached_code(f) for f in compiled):
+        announce_compile("word2phrase (corpus.phrases)", compiled, "5-10 s", log)
     stream = phrase_stream(stream, passes, threshold, min_count, log)
     try:
         remove_dead_temporaries(cache_dir, log)
