@@ -8,6 +8,10 @@ caches) against a warm one, alternated, and a warm start with a new `model.dim` 
     git show main:sgns/pipelines/span_kernel.py > /tmp/span_main.py
     python scripts/bench_compile.py --kernel /tmp/span_main.py --repeats 3
     python scripts/bench_compile.py --runs --repeats 3
+    python scripts/bench_compile.py --warm /tmp/span_main.py --repeats 5     # warm speed and bits, same process
+
+`--warm`: one `train_piece` call (dim 100, 1M Zipf tokens over 2,512 words, one thread) with each kernel,
+alternated, and whether the tables come out bit-identical.
 """
 
 from __future__ import annotations
@@ -84,10 +88,57 @@ def runs(repeats: int, tmp: Path) -> None:
     print(f"first-ever / warm (medians): {ratio:.2f}x")
 
 
+def load_module(path: str):  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_span_kernel", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def warm_speed(baseline: str, repeats: int, dim: int = 100, vocab: int = 2512) -> None:
+    import numpy as np
+
+    from sgns.pipelines import span_kernel
+    from sgns.pipelines.negatives import unigram_table
+    from sgns.pipelines.plan import keep_probabilities
+
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, vocab + 1)
+    ids = np.minimum(np.searchsorted(np.cumsum(p / p.sum()), rng.random(1_000_000)), vocab - 1).astype(np.int32)
+    counts = np.bincount(ids, minlength=vocab).astype(np.int64) + 1
+    starts = np.arange(0, len(ids) + 1, 20, dtype=np.int64)
+    accept, alias = span_kernel.kernel_alias_table(unigram_table(counts, 0.75))
+    keep = keep_probabilities(counts, 1e-3).astype(np.float32)
+    remap = np.arange(vocab, dtype=np.int32)
+    other = load_module(baseline)
+    kernels = {"this checkout": span_kernel.entry_point(span_kernel.train_piece, dim),
+               "baseline": other.entry_point(other.train_piece, dim)}
+    W0 = ((rng.random((vocab, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+
+    def run(name: str):  # type: ignore[no-untyped-def]
+        W, C = W0.copy(), np.zeros_like(W0)
+        t = time.perf_counter()
+        kernels[name](W, C, ids, remap, starts, 0, len(starts) - 1, keep, accept, alias, 5, 5, 0.025, 0.0001,
+                      np.uint64(1), 16, dim)
+        return time.perf_counter() - t, W.tobytes() + C.tobytes()
+
+    times: Dict[str, List[float]] = {name: [] for name in kernels}
+    tables = {name: run(name)[1] for name in kernels}  # warm-up, and the bits
+    for i in range(repeats):
+        for name in (list(kernels) if i % 2 == 0 else list(reversed(kernels))):
+            times[name].append(run(name)[0])
+    for name, values in times.items():
+        show(f"train_piece, dim {dim}, V {vocab}, {name}", values)
+    print(f"bit-identical tables: {tables['this checkout'] == tables['baseline']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kernel", metavar="BASELINE_SPAN_KERNEL_PY")
     parser.add_argument("--runs", action="store_true")
+    parser.add_argument("--warm", metavar="BASELINE_SPAN_KERNEL_PY")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +146,8 @@ def main() -> None:
             kernel_compiles(args.kernel, args.repeats, Path(tmp))
         if args.runs:
             runs(args.repeats, Path(tmp))
+        if args.warm:
+            warm_speed(args.warm, args.repeats)
 
 
 if __name__ == "__main__":
