@@ -407,8 +407,22 @@ def _piece_kernel(per_context: bool) -> PieceKernel:
     return piece_kernel
 
 
-train_piece = _piece_kernel(False)
-train_piece_per_context = _piece_kernel(True)
+_SHARED_NEGATIVES, _PER_CONTEXT = _piece_kernel(False), _piece_kernel(True)  # the numba dispatchers
+
+
+def train_piece(*args):  # type: ignore[no-untyped-def]
+    """Train on sentences s0..s1-1 of a span, the contexts of a window sharing one draw of negatives (arguments and
+    returns: `_piece_kernel`), through `entry_point` for the last argument, dim: a plain call to the dispatcher
+    would type the whole loop to find the literal dim, about a second a call."""
+    return entry_point(train_piece, int(args[-1]))(*args)
+
+
+def train_piece_per_context(*args):  # type: ignore[no-untyped-def]
+    """`train_piece` with each context drawing its own negatives (data.window_negatives=false)."""
+    return entry_point(train_piece_per_context, int(args[-1]))(*args)
+
+
+_DISPATCHERS = {train_piece: _SHARED_NEGATIVES, train_piece_per_context: _PER_CONTEXT}
 
 
 def kernel_alias_table(probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -444,10 +458,11 @@ def entry_point(kernel: PieceKernel, dim: int, say: Optional[Callable[[str], Non
                 np.ones(1, np.float32), np.ones(1, np.int64), np.zeros(1, np.int32), 1, 1, 0.0, 0.0, np.uint64(0), 0)
         signature = tuple(typeof(a) for a in args) + (types.literal(dim),)
         seed_signature = (types.int64,) * 4
-        if not (has_cached_code(kernel, signature) and has_cached_code(piece_seed, seed_signature)):
+        dispatcher = _DISPATCHERS.get(kernel, kernel)
+        if not (has_cached_code(dispatcher, signature) and has_cached_code(piece_seed, seed_signature)):
             name = "train_piece_per_context" if kernel is train_piece_per_context else "train_piece"
-            announce_compile(f"the training kernel ({name}) for model.dim={dim}", [kernel], "3-10 s", say)
+            announce_compile(f"the training kernel ({name}) for model.dim={dim}", [dispatcher], "3-10 s", say)
         piece_seed.compile(seed_signature)
-        entry = kernel.compile(signature)  # loads from numba's cache, else compiles
+        entry = dispatcher.compile(signature)  # loads from numba's cache, else compiles
         _ENTRY_POINTS[(kernel, dim)] = entry
     return entry
