@@ -380,3 +380,22 @@ def test_log_intervals_without_pairs_are_not_a_divergence(tmp_path: Path):
     assert metrics["pairs"] > 0 and metrics["vocab_size"] == 1
     assert np.isfinite(metrics["loss"])
     assert (tmp_path / "run" / "vectors.bin").exists()
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_finished_run_whose_vectors_were_deleted_rewrites_them_from_its_final_checkpoint(
+        tmp_path: Path, binary: bool, caplog: pytest.LogCaptureFixture):
+    from sgns.api import Run
+
+    corpus = zipf_text(tmp_path / "c.txt")
+    extra = f"trainer.export_binary={str(binary).lower()}"
+    first = run(tmp_path, corpus, extra)
+    vectors = tmp_path / "run" / ("vectors.bin" if binary else "vectors.txt")
+    written = vectors.read_bytes()
+    vectors.unlink()
+    caplog.set_level("INFO", logger="sgns")
+    again = run(tmp_path, corpus, extra)
+    assert again == first
+    assert f"{vectors.name} is missing: rewriting it from the final checkpoint" in caplog.text
+    assert vectors.read_bytes() == written
+    assert len(Run.load(tmp_path / "run").wv.words) == first["vocab_size"]
