@@ -140,3 +140,22 @@ def test_without_sqlalchemy_1_a_database_fails_in_one_line(tmp_path: Path) -> No
                                                              "search.db needs SQLAlchemy<2 with optuna 2.10")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sweep" / "0").exists()
+
+
+@pytest.mark.parametrize("storage, reason", [
+    ("sqlite:///not-a-database.db", "file is not a database"),
+    ("foo://x", "Can't load plugin: sqlalchemy.dialects:foo"),
+    ("sqlite:////proc/self/search.db", "unable to open database file"),  # no file can be made there, even by root
+])
+def test_a_storage_that_cannot_be_opened_fails_in_one_line(tmp_path: Path, storage: str, reason: str) -> None:
+    needs_database_support()
+    (tmp_path / "not-a-database.db").write_text("a text file, not SQLite\n")
+    command = [c.replace("sqlite:///search.db", storage) for c in search_command(tmp_path, n_trials=1)]
+    result = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"sgns-train: error: hydra.sweeper.storage={storage} cannot be opened: {reason} (give a database URL such as "
+        f"sqlite:///search.db, of an SQLite file or a folder this process can write)")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sweep" / "0").exists()
+    assert (tmp_path / "not-a-database.db").read_text() == "a text file, not SQLite\n"

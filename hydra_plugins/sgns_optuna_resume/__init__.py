@@ -45,6 +45,26 @@ def check_storage_support(storage: Any) -> None:
                         f"pip install 'sqlalchemy<2' (or pip install 'sgns[sweep]')")
 
 
+def check_storage_opens(storage: Any) -> None:
+    """A storage that is no database (a corrupt file), has an unknown scheme or lies in a read-only place: one line
+    naming it, not SQLAlchemy's traceback."""
+    if storage is None:
+        return
+    import re
+
+    import optuna
+
+    from sgns.errors import SGNSError
+
+    try:
+        optuna.storages.get_storage(storage)
+    except Exception as e:  # SQLAlchemy's DatabaseError, OperationalError, NoSuchModuleError, ArgumentError
+        text = str(e).strip()
+        reason = re.sub(r"^\(\w+(\.\w+)*\) ", "", text.splitlines()[0]) if text else type(e).__name__
+        raise SGNSError(f"hydra.sweeper.storage={storage} cannot be opened: {reason} (give a database URL such as "
+                        f"sqlite:///search.db, of an SQLite file or a folder this process can write)") from None
+
+
 def continue_study(impl: Any, sweep_dir: Path) -> None:
     """Prepare the plugin's sweeper (`OptunaSweeperImpl`) to continue the study it names, if it exists."""
     import optuna
@@ -143,6 +163,7 @@ if OptunaSweeper is not None:
             impl = self.sweeper
             try:
                 check_storage_support(impl.storage)
+                check_storage_opens(impl.storage)
             except SGNSError as e:
                 exit_with_error("sgns-train", e)  # one line, as for any bad input (SystemExit passes Hydra by)
             if impl.storage is not None:
