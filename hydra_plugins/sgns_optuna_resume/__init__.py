@@ -18,6 +18,7 @@ imports every module here at start-up: this one imports nothing beyond the optun
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, List
 
@@ -93,7 +94,9 @@ def continue_study(impl: Any, sweep_dir: Path) -> None:
                      f"objective {value:g}")
             continue
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params)
+        with warnings.catch_warnings():  # optuna 2.10 calls enqueue_trial experimental: a user can do nothing
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.enqueue_trial(trial.params)
         if num is not None and (sweep_dir / str(num)).is_dir():
             mark_failed(sweep_dir / str(num), f"the search stopped while trial {trial.number} ran; it is marked "
                                               f"failed in study {impl.study_name} and its parameters run again")
