@@ -233,7 +233,12 @@ def _lines(corpus: Any, column: str) -> Iterator[str]:
                 raise SGNSError(f"corpus row {number} has no column {column!r}; it has {list(item)} (pass column=...)")
             yield item[column] or ""
         elif isinstance(item, (list, tuple)):
-            line = " ".join(item)  # a TypeError here names a token that is not a string
+            try:
+                line = " ".join(item)
+            except TypeError:  # found only when joining fails: no check per token
+                bad = next(t for t in item if not isinstance(t, str))
+                raise SGNSError(f"corpus sentence {number}: token {bad!r} is not a string ({type(bad).__name__}): "
+                                f"tokens must be strings") from None
             if len(line.split()) != len(item):
                 bad = next(t for t in item if len(t.split()) != 1)
                 raise SGNSError(f"corpus sentence {number}: token {bad!r} is empty or holds whitespace, which a "

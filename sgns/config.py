@@ -270,6 +270,9 @@ def config_error(error: Exception, key: Optional[str] = None) -> SGNSError:
         return SGNSError(f"the environment variable {unset[1]} is not set{needs}: set it (export {unset[1]}=...)"
                          f"{f' or override {key}' if key else ''}")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    cause = str(error.__cause__ or "").strip()  # Hydra's "Error merging override" keeps the reason here
+    if cause and cause.splitlines()[0] not in text:
+        lines.append(cause.splitlines()[0])
     return SGNSError(f"bad config: {'; '.join(lines[:3]) if lines else type(error).__name__}")
 
 

@@ -273,6 +273,7 @@ def run_once(task: Callable[[DictConfig], Any], overrides: Sequence[str], *,
             run_dir = Path(str(cfg.hydra.run.dir))
         except Exception as e:
             raise config_error(e, "hydra.run.dir") from None
+        check_run_dir_writable(run_dir)
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.run.dir = str(run_dir)
         made_here = not run_dir.exists()
@@ -293,6 +294,23 @@ def run_once(task: Callable[[DictConfig], Any], overrides: Sequence[str], *,
         except KeyboardInterrupt:  # in start-up, before or after the loop's Stopped (discard_unstarted_run_dir)
             discard_unstarted_run_dir(run_dir)
             raise
+
+
+def check_run_dir_writable(run_dir: str | os.PathLike) -> None:
+    """SGNSError for a hydra.run.dir that cannot become a run directory (it, or a folder above it, is a file) or
+    cannot be written (a read-only file system, no permission): said before Hydra makes it, not by its traceback."""
+    run_dir = Path(run_dir).expanduser()
+    nearest = run_dir  # the run dir itself, or the nearest folder above it that exists (where it would be made)
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise SGNSError(f"cannot use hydra.run.dir={run_dir}; {nearest} is a file, not a folder: choose another "
+                        f"hydra.run.dir")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(nearest).f_flag & os.ST_RDONLY)
+        raise SGNSError(f"cannot write hydra.run.dir={run_dir}; {nearest} is "
+                        f"{'on a read-only file system' if read_only else 'not writable: permission denied'}: "
+                        f"choose another hydra.run.dir")
 
 
 MADE_RUN_DIRS: set = set()  # the run dirs run_once made in this process (absolute paths)

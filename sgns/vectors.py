@@ -415,6 +415,9 @@ def _as_list(keys: Any) -> List[Any]:
 def save_word2vec(path: str | Path, words: Sequence[str], vectors: np.ndarray, binary: bool = True) -> None:
     """Write `V D` then one word per row; binary rows are `word<space><D float32 LE>\\n` (the C tool's)."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a folder: os.replace below says so
+        raise SGNSError(f"cannot write {path}: it exists and is not a regular file (a device or a FIFO), which "
+                        f"writing the vectors would replace")
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     if vectors.ndim != 2 or len(vectors) != len(words):
         raise SGNSError(f"cannot write {path}: {len(words)} words but vectors of shape {vectors.shape}")

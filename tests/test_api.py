@@ -112,6 +112,49 @@ def test_bad_settings_raise_the_command_line_message(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()  # nothing was written
 
 
+def test_bad_fit_arguments_are_one_line_naming_the_reason(tmp_path: Path) -> None:
+    corpus = ["a b c"] * 10
+    with pytest.raises(SGNSError) as caught:
+        sgns.fit(corpus, tmp_path / "run", dim="abc")
+    assert str(caught.value) == ("bad config: Error merging override model.dim=abc; Value 'abc' of type 'str' could "
+                                 "not be converted to Integer")
+    assert error_line(cli("sgns-train", ["model.dim=abc", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)) == str(
+        caught.value)
+    with pytest.raises(SGNSError, match=r"^corpus sentence 2: token 3 is not a string \(int\): tokens must be "
+                                        r"strings$"):
+        sgns.fit([["a", "b"], ["a", "b", 3]], tmp_path / "run")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine\n")
+    for run_dir in (a_file, a_file / "below"):
+        with pytest.raises(SGNSError, match=rf"^cannot use run_dir='{run_dir}'; {a_file} is a file, not a folder: "
+                                            r"choose another run_dir$"):
+            sgns.fit(corpus, run_dir, **TINY)
+    assert a_file.read_text() == "mine\n"
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_a_run_dir_that_is_a_file_or_read_only_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine\n")
+    corpus = zipf_text(tmp_path / "c.txt", words=200)
+    for run_dir in (a_file, a_file / "below"):
+        line = error_line(cli("sgns-train", ["corpus=text", f"corpus.path={corpus}", f"hydra.run.dir={run_dir}"],
+                              tmp_path))
+        assert line == (f"cannot use hydra.run.dir={run_dir}; {a_file} is a file, not a folder: choose another "
+                        f"hydra.run.dir")
+    assert a_file.read_text() == "mine\n"
+    # a place this process cannot write: a folder without write permission, or (root ignores permissions) procfs
+    read_only = Path("/proc/self") if os.geteuid() == 0 else tmp_path / "read-only"
+    if os.geteuid() != 0:
+        read_only.mkdir()
+        read_only.chmod(0o555)
+    line = error_line(cli("sgns-train", ["corpus=text", f"corpus.path={corpus}", f"hydra.run.dir={read_only / 'run'}"],
+                          tmp_path))
+    assert line.startswith(f"cannot write hydra.run.dir={read_only / 'run'}; {read_only} is ")
+    with pytest.raises(SGNSError, match=rf"^cannot write run_dir='{read_only / 'run'}'; "):
+        sgns.fit(corpus, read_only / "run", **TINY)
+
+
 def test_word2vec_arguments_are_accepted_with_their_meaning_or_refused_in_one_line(tmp_path: Path) -> None:
     from sgns.api import GENSIM_FIXED, GENSIM_NAMES, resolve_key, settings_overrides
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,42 @@ def test_disk_full_leaves_previous_intact(tmp_path: Path, monkeypatch: pytest.Mo
         save_checkpoint(state(2), tmp_path, 2, keep=1)
     assert folder.is_dir()
     _assert_previous_intact(tmp_path, previous, before)
+
+
+FILE_SIZE_LIMITED_SAVE = """
+import resource, signal, sys, torch
+from sgns.train.checkpoint import save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+state = {"model": {"input.weight": torch.randn(1000, 100)}, "progress": {"step": 2}}  # 400 kB: past torch's buffer
+save_checkpoint(state, sys.argv[1], 2, keep=1)
+"""
+
+
+def test_a_write_failing_inside_torchs_writer_names_the_systems_reason(tmp_path: Path):
+    # A real failed write(2) in the middle of a large tensor (a full disk fails the same way): torch's zip writer
+    # reports it as "[enforce fail at inline_container.cc] unexpected pos"; the error says the system's reason.
+    previous = save_checkpoint(state(1), tmp_path, 1, keep=1)
+    before = previous.read_bytes()
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED_SAVE, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "could not write checkpoint" in last and "step-00000002.pt: File too large; " in last, done.stderr
+    assert "enforce fail" not in done.stderr
+    _assert_previous_intact(tmp_path, previous, before)
+
+
+def test_checkpoints_get_the_mode_of_every_other_output(tmp_path: Path):
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(state(1), tmp_path, 1, keep=1)
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        path = save_checkpoint(state(2), tmp_path, 2, keep=1)
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
 
 
 def test_read_only_directory_leaves_previous_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +131,20 @@ def test_sgns_export_errors_are_one_line(run_dir: Path, tmp_path: Path, args: li
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sgns-export: error: ") and message in lines[0], lines
     assert not (tmp_path / "o.bin").exists()
+
+
+def test_sgns_export_never_replaces_a_device_or_fifo(run_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    # the atomic write renames its file over the target: over /dev/full it would replace the device itself
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(run_dir), str(fifo)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"sgns-export: error: cannot write {fifo}: it exists and is not a regular file (a device or a FIFO), which "
+        f"writing the vectors would replace"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 def test_sgns_export_error_from_the_command_line(tmp_path: Path) -> None:

@@ -357,3 +357,45 @@ def test_resume_from_a_missing_checkpoint_is_refused_up_front(tmp_path: Path):
     cfg = compose_cfg(tmp_path, [f"trainer.resume={tmp_path / 'nope.pt'}"])
     with pytest.raises(SGNSError, match="trainer.resume=.*must be auto, never or the path of an existing checkpoint"):
         validate(cfg)
+
+
+# ------------------------------------------------------------------------------------------- nothing to train
+
+
+def test_a_run_with_no_pairs_trained_says_so_not_that_it_diverged(tmp_path: Path):
+    corpus = zipf_text(tmp_path / "c.txt")
+    with pytest.raises(SGNSError) as error:
+        run(tmp_path, corpus, "data.subsample=1e-9", "trainer.log_every=1")
+    message = str(error.value)
+    assert "diverged" not in message
+    assert message.startswith("no training pairs: ")
+    assert "data.subsample" in message and "\n" not in message
+    assert not (tmp_path / "run" / "vectors.bin").exists()
+
+
+def test_log_intervals_without_pairs_are_not_a_divergence(tmp_path: Path):
+    # one word kept, subsampled hard: most batches train no pair, some do
+    corpus = zipf_text(tmp_path / "c.txt")
+    metrics = run(tmp_path, corpus, "corpus.max_distinct_words=1", "trainer.log_every=1")
+    assert metrics["pairs"] > 0 and metrics["vocab_size"] == 1
+    assert np.isfinite(metrics["loss"])
+    assert (tmp_path / "run" / "vectors.bin").exists()
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_finished_run_whose_vectors_were_deleted_rewrites_them_from_its_final_checkpoint(
+        tmp_path: Path, binary: bool, caplog: pytest.LogCaptureFixture):
+    from sgns.api import Run
+
+    corpus = zipf_text(tmp_path / "c.txt")
+    extra = f"trainer.export_binary={str(binary).lower()}"
+    first = run(tmp_path, corpus, extra)
+    vectors = tmp_path / "run" / ("vectors.bin" if binary else "vectors.txt")
+    written = vectors.read_bytes()
+    vectors.unlink()
+    caplog.set_level("INFO", logger="sgns")
+    again = run(tmp_path, corpus, extra)
+    assert again == first
+    assert f"{vectors.name} is missing: rewriting it from the final checkpoint" in caplog.text
+    assert vectors.read_bytes() == written
+    assert len(Run.load(tmp_path / "run").wv.words) == first["vocab_size"]

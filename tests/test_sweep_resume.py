@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -105,7 +106,10 @@ def test_a_trial_whose_run_finished_before_the_driver_died_is_recorded_not_run_a
     impl.study_name, impl.storage, impl.job_idx, impl.n_trials = "s", storage, 0, 3
     impl.sampler = optuna.samplers.RandomSampler(seed=1)
     impl.config = OmegaConf.create({"hydra": {"sweeper": {"sampler": {"seed": 1}}}})
-    continue_study(impl, sweep)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        continue_study(impl, sweep)
+    assert not caught, [str(w.message) for w in caught]  # optuna's ExperimentalWarning (enqueue_trial) says nothing
 
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
@@ -140,3 +144,22 @@ def test_without_sqlalchemy_1_a_database_fails_in_one_line(tmp_path: Path) -> No
                                                              "search.db needs SQLAlchemy<2 with optuna 2.10")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sweep" / "0").exists()
+
+
+@pytest.mark.parametrize("storage, reason", [
+    ("sqlite:///not-a-database.db", "file is not a database"),
+    ("foo://x", "Can't load plugin: sqlalchemy.dialects:foo"),
+    ("sqlite:////proc/self/search.db", "unable to open database file"),  # no file can be made there, even by root
+])
+def test_a_storage_that_cannot_be_opened_fails_in_one_line(tmp_path: Path, storage: str, reason: str) -> None:
+    needs_database_support()
+    (tmp_path / "not-a-database.db").write_text("a text file, not SQLite\n")
+    command = [c.replace("sqlite:///search.db", storage) for c in search_command(tmp_path, n_trials=1)]
+    result = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"sgns-train: error: hydra.sweeper.storage={storage} cannot be opened: {reason} (give a database URL such as "
+        f"sqlite:///search.db, of an SQLite file or a folder this process can write)")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sweep" / "0").exists()
+    assert (tmp_path / "not-a-database.db").read_text() == "a text file, not SQLite\n"

@@ -18,6 +18,7 @@ imports every module here at start-up: this one imports nothing beyond the optun
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, List
 
@@ -43,6 +44,26 @@ def check_storage_support(storage: Any) -> None:
         raise SGNSError(f"hydra.sweeper.storage={storage} needs SQLAlchemy<2 with optuna 2.10 (which "
                         f"hydra-optuna-sweeper pins), found SQLAlchemy {sqlalchemy.__version__}: "
                         f"pip install 'sqlalchemy<2' (or pip install 'sgns[sweep]')")
+
+
+def check_storage_opens(storage: Any) -> None:
+    """A storage that is no database (a corrupt file), has an unknown scheme or lies in a read-only place: one line
+    naming it, not SQLAlchemy's traceback."""
+    if storage is None:
+        return
+    import re
+
+    import optuna
+
+    from sgns.errors import SGNSError
+
+    try:
+        optuna.storages.get_storage(storage)
+    except Exception as e:  # SQLAlchemy's DatabaseError, OperationalError, NoSuchModuleError, ArgumentError
+        text = str(e).strip()
+        reason = re.sub(r"^\(\w+(\.\w+)*\) ", "", text.splitlines()[0]) if text else type(e).__name__
+        raise SGNSError(f"hydra.sweeper.storage={storage} cannot be opened: {reason} (give a database URL such as "
+                        f"sqlite:///search.db, of an SQLite file or a folder this process can write)") from None
 
 
 def continue_study(impl: Any, sweep_dir: Path) -> None:
@@ -73,7 +94,9 @@ def continue_study(impl: Any, sweep_dir: Path) -> None:
                      f"objective {value:g}")
             continue
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params)
+        with warnings.catch_warnings():  # optuna 2.10 calls enqueue_trial experimental: a user can do nothing
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.enqueue_trial(trial.params)
         if num is not None and (sweep_dir / str(num)).is_dir():
             mark_failed(sweep_dir / str(num), f"the search stopped while trial {trial.number} ran; it is marked "
                                               f"failed in study {impl.study_name} and its parameters run again")
@@ -143,6 +166,7 @@ if OptunaSweeper is not None:
             impl = self.sweeper
             try:
                 check_storage_support(impl.storage)
+                check_storage_opens(impl.storage)
             except SGNSError as e:
                 exit_with_error("sgns-train", e)  # one line, as for any bad input (SystemExit passes Hydra by)
             if impl.storage is not None:

@@ -149,6 +149,8 @@ def check_run_dir_of(run_dir: Optional[str], cfg: Mapping[str, Any] | DictConfig
     from sgns.corpus import check_corpus_path
 
     check_corpus_path(cfg["corpus"])
+    if run_dir and "${" not in run_dir:
+        hydra_app.check_run_dir_writable(run_dir)
     if not run_dir or "${" in run_dir or not Path(run_dir).expanduser().is_dir():
         return  # a new run dir holds nothing to compare with
     from sgns.train.rundir import check_run_dir

@@ -113,6 +113,31 @@ class _HalfwayKiller:
         return getattr(self.f, name)
 
 
+class _ErrorKeepingFile:
+    """File wrapper that keeps the OSError a write raised: torch's zip writer turns it into "[enforce fail at
+    inline_container.cc] unexpected pos ...", which hides the reason (a full disk, a file size limit)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def _file_mode() -> int:
+    """The mode every other output gets (0644 under the usual umask): mkstemp makes 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fault_step() -> Optional[int]:
     value = os.environ.get(FAULT_ENV)
     return int(value) if value and value.isdigit() else None
@@ -127,16 +152,18 @@ def save_checkpoint(state: dict, run_dir: str | Path, step: int, keep: int) -> P
     folder = checkpoint_dir(run_dir)
     path = folder / f"step-{step:08d}.pt"
     state = {**state, "checksum": state_checksum(state)}
-    tmp = None
+    tmp, writer = None, None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".pt")
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
+            writer = _ErrorKeepingFile(f)
             if _fault_step() == step:
                 expected = sum(t.numel() * t.element_size() for t in state["model"].values())
-                torch.save(state, _HalfwayKiller(f, expected), pickle_module=_UNMEMOIZED_PICKLE)
+                torch.save(state, _HalfwayKiller(writer, expected), pickle_module=_UNMEMOIZED_PICKLE)
             else:
-                torch.save(state, f, pickle_module=_UNMEMOIZED_PICKLE)
+                torch.save(state, writer, pickle_module=_UNMEMOIZED_PICKLE)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -147,6 +174,8 @@ def save_checkpoint(state: dict, run_dir: str | Path, step: int, keep: int) -> P
         finally:
             os.close(dir_fd)
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
+        if not isinstance(e, OSError) and writer is not None and writer.error is not None:
+            e = writer.error  # the write's own reason, not torch's "unexpected pos"
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
         previous = [p.name for p in list_checkpoints(run_dir) if p != path]
         kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"

@@ -132,7 +132,8 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
 
             if state.step % t.log_every == 0:
                 now = time.perf_counter()
-                last_loss = guard.check_loss(state.step, state.window_loss())
+                if state.loss_pairs:  # an interval of batches with no pairs (all subsampled) has no loss: 0/0
+                    last_loss = guard.check_loss(state.step, state.window_loss())
                 speed = (state.words_done - tick_words) / max(now - tick, 1e-9)
                 state.train_seconds += now - tick
                 tick, tick_words = now, state.words_done
@@ -161,6 +162,11 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
 
     # ------------------------------------------------------------------------------------------- finish
     distributed = team.report()  # every rank's figures, gathered (None for a team of one)
+    if state.pairs == 0:  # the vectors would be the untrained initial ones: no result to write
+        raise SGNSError(f"no training pairs: {int(state.words_done):,} words read but every one was subsampled or "
+                        f"dropped (vocabulary {len(vocab):,} words); raise data.subsample (0 disables it; now "
+                        f"{config.data.subsample}), corpus.max_distinct_words or data.max_vocab_size, or lower "
+                        f"data.min_count")
     vectors = guard.check(state.step, "the vectors", model.input.weight.detach().cpu().numpy())
     writing = time.perf_counter()
     run.write_vectors(vocab.words, vectors, binary=t.export_binary)

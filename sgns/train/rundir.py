@@ -173,6 +173,11 @@ class RunDir:
         log.info(f"the run in {self.path} already finished; nothing to do (a new hydra.run.dir trains again)")
         if not (self.path / "metrics.json").is_file() and checkpoint.get("metrics"):
             write_metrics(self.path, checkpoint["metrics"])  # deleted since: the final checkpoint holds a copy
+        binary = (checkpoint.get("config") or {}).get("trainer", {}).get("export_binary", True)
+        vectors = self.path / ("vectors.bin" if binary else "vectors.txt")
+        if not vectors.is_file() and "input.weight" in checkpoint.get("model", {}):  # deleted since: the final
+            log.info(f"{vectors.name} is missing: rewriting it from the final checkpoint")  # checkpoint's model
+            self.write_vectors(list(checkpoint["vocab"]["words"]), checkpoint["model"]["input.weight"].numpy(), binary)
         return checkpoint.get("metrics") or read_metrics(self.path)
 
     def write_vocab(self, vocab: Any) -> None:
