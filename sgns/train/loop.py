@@ -186,7 +186,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
         "vocab_size": len(vocab),
         "corpus_words": corpus.total_tokens,
         "replaced_bytes": corpus.replaced_bytes,
-        "process_words": int(process_words),  # trained by this process (a resumed run: since its checkpoint)
+        "process_words": int(state.words_done) - int(words_before),  # trained by this process (resumed: since then)
         "train_seconds": process_seconds,  # this process's time in the loop, evaluations left out
         "train_seconds_total": state.train_seconds,  # every process's of this run (equal unless resumed)
         "words_per_sec": words_per_sec,  # process_words / train_seconds
@@ -206,7 +206,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     state.finished = True  # last: a finished checkpoint means every output exists
     writing = time.perf_counter()
     save(record, run, state, model, pipeline, vocab, tb, guard, team, metrics)
-    resumed = f" ({int(process_words):,} in this process)" if words_before else ""
+    resumed = f" ({int(state.words_done) - int(words_before):,} in this process)" if words_before else ""
     log.info(f"done: {int(state.words_done):,} words{resumed} in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
              f"training), loss {last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint in "
              f"{time.perf_counter() - writing:.1f}s; outputs in {run.path}")
