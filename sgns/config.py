@@ -208,7 +208,9 @@ class TrainerConfig:
     deterministic: bool = choice(False)  # numba kernel on one thread in a fixed order: same bits, exact resume
     run_dir: str = bookkeeping("${hydra:runtime.output_dir}")  # where checkpoints, logs and vectors go
     log_every: int = bookkeeping(10, at_least(1))  # steps between TensorBoard scalar points (a span step: ~131k words)
-    checkpoint_every: int = bookkeeping(0, at_least(0))  # steps between checkpoints (0: only at the end)
+    checkpoint_minutes: float = bookkeeping(10.0, finite_from(0))  # minutes between checkpoints (0: none by time)
+    checkpoint_every_words: Optional[int] = bookkeeping(None, at_least(1, null=True))  # corpus words between them
+    checkpoint_every: int = bookkeeping(0, at_least(0))  # steps between them (0: none by steps; step size: resolved:)
     keep_checkpoints: int = bookkeeping(2, at_least(1))  # how many recent checkpoints to keep
     resume: str = bookkeeping("auto", RESUME)  # auto | never | PATH of a checkpoint
     progress: bool = bookkeeping(True)  # show a progress bar

@@ -232,10 +232,19 @@ def test_sigint_sigterm_stop_with_a_checkpoint_and_a_resume_hint(setup, tmp_path
     assert newest_step(run) == stopped_at and "Traceback" not in out
     if sig == signal.SIGTERM:
         return  # resuming is the same for both (and costs a run): checked once, after SIGINT
+    before = load_checkpoint(list_checkpoints(run)[-1])["progress"]
     proc = start(setup, run)
     out = finish(proc)
     assert proc.returncode == 0, out
     assert_same_as_reference(setup, run)
+    # the resumed process's speed: its own words over its own training seconds, not the whole run's words
+    metrics = json.loads((run / "metrics.json").read_text())
+    own_words = metrics["train_words"] - int(before["words_done"])
+    assert metrics["process_words"] == own_words > 0
+    assert metrics["train_seconds"] <= metrics["wall_seconds"]
+    assert metrics["train_seconds_total"] >= before["train_seconds"] + metrics["train_seconds"] - 1e-6
+    assert metrics["words_per_sec"] == pytest.approx(own_words / metrics["train_seconds"], rel=1e-4)
+    assert f"({own_words:,} in this process)" in out
 
 
 def test_second_sigint_exits_at_once_without_damage(setup, tmp_path):

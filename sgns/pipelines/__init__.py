@@ -137,12 +137,23 @@ class Resolved:
         """key -> the value this run uses (trainer.kernel: the pipeline's name)."""
         return {key: self.pipeline if key == "trainer.kernel" else _select(self.config, key) for key in self.KEYS}
 
+    def step_size(self) -> Dict[str, Any]:
+        """What one step (trainer.checkpoint_every, log_every count them) trains: {"size": N, "unit": words | pairs}.
+        The span pipeline's step is a span of at most data.span_tokens corpus words, the others' a batch of pairs."""
+        if self.pipeline == "span":
+            return {"size": self.config.data.span_tokens, "unit": "words"}
+        return {"size": self.config.data.batch_size, "unit": "pairs"}
+
     def with_asked(self, record: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
-        """{"asked": the run's config record's values of these keys, "resolved": what they became}: resolved.yaml."""
-        return {"asked": {key: _select(record, key) for key in self.KEYS}, "resolved": self.values()}
+        """{"asked": the run's config record's values of these keys, "resolved": what they became, "step": the step
+        size}: resolved.yaml."""
+        return {"asked": {key: _select(record, key) for key in self.KEYS}, "resolved": self.values(),
+                "step": self.step_size()}
 
     def describe(self) -> str:
-        return ", ".join(f"{key}={value}" for key, value in self.values().items() if value is not None)
+        step = self.step_size()
+        return ", ".join([*(f"{key}={value}" for key, value in self.values().items() if value is not None),
+                          f"step={step['size']:,} {step['unit']}"])
 
 
 def _select(config: Any, key: str) -> Any:

@@ -38,6 +38,7 @@ from sgns.evaluate import EvalSuite
 from sgns.model import SGNS, make_model
 from sgns.pipelines import Pipeline, learning_rate, make_pipeline, resolve
 from sgns.train.checkpoint import list_checkpoints
+from sgns.train.checkpoint_cadence import CheckpointCadence
 from sgns.train.eval_schedule import EvalSchedule, one_cpu_thread
 from sgns.train.init_from import start_from
 from sgns.train.rundir import RunDir, open_run_dir
@@ -116,7 +117,10 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     # ------------------------------------------------------------------------------------------- the loop
     total_words = pipeline.total_words
     bar = run.progress_bar(total_words, state.words_done, enabled=t.progress)
-    next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
+    # this process's own words and training seconds: its words/s (a resumed run's state counts earlier processes')
+    words_before, seconds_before = state.words_done, state.train_seconds
+    cadence = CheckpointCadence(t.checkpoint_minutes, t.checkpoint_every_words, t.checkpoint_every, state.step,
+                                state.words_done, time.perf_counter())
     last_loss = state.last_point[0] if state.last_point else float("nan")
     interrupted = None
     with StopRequest() as stop:
@@ -128,7 +132,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
             state.advance(batch, loss)
             # merge the ranks' tables when due; stop and checkpoint only as all agree
             stop_now, checkpoint_now = team.after_batch(
-                batch, stop.signal is not None, next_checkpoint is not None and state.step >= next_checkpoint)
+                batch, stop.signal is not None, cadence.due(state.step, state.words_done, time.perf_counter()))
 
             if state.step % t.log_every == 0:
                 now = time.perf_counter()
@@ -146,7 +150,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
                 tick += evals.last_seconds  # evaluating is not training: words/s and train_seconds leave it out
             if checkpoint_now:
                 save(record, run, state, model, pipeline, vocab, tb, guard, team)
-                next_checkpoint = (state.step // t.checkpoint_every + 1) * t.checkpoint_every
+                cadence.written(state.step, state.words_done, time.perf_counter())
             if stop_now:
                 interrupted = stop.signal or signal.SIGTERM  # another rank's signal
                 break
@@ -176,7 +180,8 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     tb.evaluation(results, state.words_done)
     tb.evaluation_summary(results, state.words_done)
     log_evaluation(results, evals, state.train_seconds)
-    words_per_sec = state.words_done / state.train_seconds if state.train_seconds else 0.0
+    process_words, process_seconds = state.words_done - words_before, state.train_seconds - seconds_before
+    words_per_sec = process_words / process_seconds if process_seconds else 0.0
     wall_seconds = time.perf_counter() - started
     metrics: Dict[str, Any] = {
         "status": "finished",
@@ -187,8 +192,10 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
         "vocab_size": len(vocab),
         "corpus_words": corpus.total_tokens,
         "replaced_bytes": corpus.replaced_bytes,
-        "train_seconds": state.train_seconds,
-        "words_per_sec": words_per_sec,
+        "process_words": int(state.words_done) - int(words_before),  # trained by this process (resumed: since then)
+        "train_seconds": process_seconds,  # this process's time in the loop, evaluations left out
+        "train_seconds_total": state.train_seconds,  # every process's of this run (equal unless resumed)
+        "words_per_sec": words_per_sec,  # process_words / train_seconds
         "wall_seconds": wall_seconds,
         "device": str(device),
         "eval_seconds": evals.seconds,
@@ -205,7 +212,8 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     state.finished = True  # last: a finished checkpoint means every output exists
     writing = time.perf_counter()
     save(record, run, state, model, pipeline, vocab, tb, guard, team, metrics)
-    log.info(f"done: {int(state.words_done):,} words in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
+    resumed = f" ({int(state.words_done) - int(words_before):,} in this process)" if words_before else ""
+    log.info(f"done: {int(state.words_done):,} words{resumed} in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
              f"training), loss {last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint in "
              f"{time.perf_counter() - writing:.1f}s; outputs in {run.path}")
     return metrics
