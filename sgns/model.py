@@ -70,7 +70,7 @@ def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
 # P(context | center) = softmax over the whole vocabulary of C @ w, w the center's input vector and C the
 # output table; the loss is the cross-entropy of the true context, summed over the batch. Every pair costs
 # |V| dot products (and its gradient touches every output row) where negative sampling costs K + 1: that is
-# what `scripts/why_negative_sampling.py` measures. Same tables, names and initialisation as SGNS (`input`,
+# what `scripts/studies/why_negative_sampling.py` measures. Same tables, names and initialisation as SGNS (`input`,
 # `output`), so checkpoints, vector export, `load_model` and `model.init_from` work unchanged. The training
 # step is sgns.pipelines.softmax.
 

@@ -349,9 +349,9 @@ def test_a_wrong_override_or_train_flag_is_seen(args: List[str], expected: List[
 def test_a_wrong_command_flag_is_seen() -> None:
     assert flag_problems("sgns-eval", ["x", "--analogies", "a.txt", "--topn", "3"]) == []
     assert flag_problems("sgns-eval", ["x", "--top-n", "3"]) == ["sgns-eval --top-n: no such flag"]
-    assert flag_problems("scripts/benchmark.py", ["--repeats", "1", "[--repeat", "2]"]) == \
-        ["scripts/benchmark.py --repeat: no such flag"]
-    assert flag_problems("scripts/bench_distributed.py", ["--repeats", "1", "--", "dist.hot_row=0"]) == \
+    assert flag_problems("scripts/benchmarks/benchmark.py", ["--repeats", "1", "[--repeat", "2]"]) == \
+        ["scripts/benchmarks/benchmark.py --repeat: no such flag"]
+    assert flag_problems("scripts/benchmarks/bench_distributed.py", ["--repeats", "1", "--", "dist.hot_row=0"]) == \
         ["dist.hot_row: no such key"]
 
 

@@ -301,8 +301,8 @@ def test_deterministic_mode_ignores_the_thread_count(kernel):
 
 
 def _study_kernels():
-    """scripts/kernel_variants.py, the kernel study's own module (scripts/ is not a package)."""
-    path = Path(__file__).resolve().parent.parent / "scripts" / "kernel_variants.py"
+    """scripts/studies/kernel_variants.py, the kernel study's own module (scripts/ is not a package)."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "studies" / "kernel_variants.py"
     spec = importlib.util.spec_from_file_location("kernel_variants", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -310,8 +310,8 @@ def _study_kernels():
 
 
 def test_the_study_kernel_is_the_product_loop_and_trains_its_own_variants():
-    # The kernel study (scripts/kernel_variants.py) owns a copy of the product's loop over sentences, draws and
-    # windows. At PER_CONTEXT its window update is the product's, so it must train bit for bit as
+    # The kernel study (scripts/studies/kernel_variants.py) owns a copy of the product's loop over sentences, draws
+    # and windows. At PER_CONTEXT its window update is the product's, so it must train bit for bit as
     # train_piece_per_context: a copy drifted from the product's loop fails here. A study variant (word2vec's
     # pair-by-pair step) must train differently: the study never trains the product's kernel by mistake.
     study = _study_kernels()

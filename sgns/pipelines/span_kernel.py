@@ -21,7 +21,7 @@ hands either out compiled for a dim, as a directly callable entry point, announc
 Threads, spans and the pipeline: sgns.pipelines.span.
 
 The public helpers (draws, windows, the logit gradient, prefetches) are the building blocks that
-scripts/kernel_variants.py's study kernel is made of.
+scripts/studies/kernel_variants.py's study kernel is made of.
 """
 
 from __future__ import annotations

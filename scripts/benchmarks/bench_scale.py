@@ -4,7 +4,7 @@ The corpus (lines of 5-30 words drawn from a Zipf law with exponent 1 over V typ
 once under --cache-dir and reused; it is never part of the repository. Then, each run its own process:
 
 * reading A/B (--reader-pairs K): the corpus stage alone (token ids + counts + the min_count=5 vocabulary,
-  cold token cache each time) with the reader of another checkout (--old, e.g. /work/main: today's reader)
+  cold token cache each time) with the reader of another checkout (--old DIR, e.g. a `git worktree` of main)
   and with this one's, alternated K times; medians, and words/s per core;
 * whole runs (unless --no-runs): sgns with word2vec's settings for --epochs, and gensim 4 in both its modes,
   iterable (LineSentence) and corpus_file (C++ reading in every worker); whole-process wall time, reading
@@ -13,11 +13,11 @@ once under --cache-dir and reused; it is never part of the repository. Then, eac
 
 A Zipf corpus has no analogies or similarities to score, so no quality column: gensim's corpus_file mode
 decays the learning rate per worker, which changes its 1-epoch quality on real text (see the dev-corpus
-benchmark, scripts/benchmark.py). Run under `nice` on a shared machine.
+benchmark, scripts/benchmarks/benchmark.py). Run under `nice` on a shared machine.
 
-    python scripts/bench_scale.py --words 50_000_000 --types 2_000_000 --reader-pairs 3 --no-runs
-    python scripts/bench_scale.py --words 200_000_000 --types 8_000_000 --reader-pairs 1
-    python scripts/bench_scale.py --words 1_000_000_000 --types 20_000_000 --gensim-workers 32   # a big machine
+    python scripts/benchmarks/bench_scale.py --words 50_000_000 --types 2_000_000 --reader-pairs 3 --no-runs
+    python scripts/benchmarks/bench_scale.py --words 200_000_000 --types 8_000_000 --reader-pairs 1
+    python scripts/benchmarks/bench_scale.py --words 1_000_000_000 --types 20_000_000 --gensim-workers 32  # big machine
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
 from benchmark import contract_command, timed  # noqa: E402
 
 LINE_WORDS = (5, 31)  # words per line: uniform in [5, 30]

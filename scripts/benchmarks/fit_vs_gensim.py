@@ -1,6 +1,6 @@
 """sgns.fit beside gensim's Word2Vec on the same sentences in memory: wall time and the same evaluator's scores.
 
-    python scripts/fit_vs_gensim.py --corpus gutenberg_dev.txt.gz --words 4000000 --eval-dir DIR
+    python scripts/benchmarks/fit_vs_gensim.py --corpus gutenberg_dev.txt.gz --words 4000000 --eval-dir DIR
 
 Both train skip-gram with negative sampling at word2vec's defaults (dim 100, window 5, 5 negatives, min_count 5,
 subsample 1e-3, lr 0.025 decaying to 0.025e-4) for --epochs epochs on every core; both sets of vectors are scored

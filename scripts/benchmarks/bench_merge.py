@@ -1,6 +1,6 @@
 """Time one merge of the embedding tables across ranks (the communication cost of distributed training).
 
-    torchrun --nproc_per_node=2 scripts/bench_merge.py --vocab 70000 --dim 100 --repeats 20 [--rows 1000]
+    torchrun --nproc_per_node=2 scripts/benchmarks/bench_merge.py --vocab 70000 --dim 100 --repeats 20 [--rows 1000]
 
 Each rank changes a few rows, then merges; rank 0 prints the median seconds per merge, the bytes handed to
 the all-reduce per rank, and the effective bandwidth. `--rows H` times a merge of the first H rows only (a

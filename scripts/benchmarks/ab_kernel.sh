@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Two checkouts side by side: the default sgns-train on a corpus, 1 epoch, contract settings, warm token caches
 # (one per checkout, warmed by a first pair), alternating, N pairs; prints wall seconds and training words/s.
-# Usage: bash scripts/ab_kernel.sh OLD_CHECKOUT NEW_CHECKOUT [N=3] [CORPUS=../shared/data/corpora/gutenberg_dev.txt.gz]
+# Usage: bash scripts/benchmarks/ab_kernel.sh OLD_CHECKOUT NEW_CHECKOUT [N=3] [CORPUS=../shared/data/corpora/gutenberg_dev.txt.gz]
 set -u
 OLD=$(realpath "${1:?old checkout}"); NEW=$(realpath "${2:?new checkout}"); N=${3:-3}
-CORPUS=$(realpath "${4:-$(dirname "$0")/../../shared/data/corpora/gutenberg_dev.txt.gz}")
+CORPUS=$(realpath "${4:-$(dirname "$0")/../../../shared/data/corpora/gutenberg_dev.txt.gz}")
 ARGS="corpus=text corpus.path=$CORPUS model.dim=100 data.window=5 data.negatives=5 data.min_count=5 data.subsample=1e-3 trainer.epochs=1 optimizer.lr=0.025 trainer.device=cpu trainer.seed=1 trainer.progress=false eval.every_words=0"
 run() { # name root cache
   local name=$1 root=$2 cache=$3 dir=/tmp/ab/$1-$4

@@ -1,6 +1,6 @@
 """Variants of the numba span kernel's window update, side by side on one corpus (docs/kernel_quality.md).
 
-Each variant is a bit set of scripts/kernel_variants.py (PER_CONTEXT_NEGATIVES, SEQUENTIAL, PER_WORD_LR...),
+Each variant is a bit set of scripts/studies/kernel_variants.py (PER_CONTEXT_NEGATIVES, SEQUENTIAL, PER_WORD_LR...),
 trained by the study's kernel `kernel_variants.variant_kernel(flags)`; "default" and "per_context_batch" are
 the product's own kernels (`train_piece`, and `train_piece_per_context`: data.window_negatives=false). The
 corpus is read once (token cache) and every run trains a fresh model in this process through the real
@@ -9,9 +9,9 @@ Google analogies (overall, semantic, syntactic; top 30k words), WordSim353 and S
 alternately, one run of each per seed in turn, so their words/s (training only) share the machine's load; the
 ratios are what to read on a shared machine.
 
-    SGNS_DATA_DIR=DATA python scripts/kernel_variants_study.py --epochs 1 --seeds 1 2 3 \\
+    SGNS_DATA_DIR=DATA python scripts/studies/kernel_variants_study.py --epochs 1 --seeds 1 2 3 \\
         --variants default per_context sequential word2vec --out study-e1.jsonl
-    python scripts/kernel_variants_study.py --summarize study-e1.jsonl
+    python scripts/studies/kernel_variants_study.py --summarize study-e1.jsonl
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {  # name -> variant flags (see scripts/kernel_variants.py); 0 and 17: the product's kernels
+ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = {  # name -> variant flags (see scripts/studies/kernel_variants.py); 0 and 17: the product's kernels
     "default": 0,
     "per_context": 1,  # a draw of K negatives per (context, center) pair
     "per_context_batch": 17,  # the same step, its row passes two rows at a time (data.window_negatives=false)

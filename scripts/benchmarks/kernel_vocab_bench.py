@@ -14,8 +14,8 @@ A configuration's words/s is its tokens over its seconds in the pass; ratios are
 per-context negatives) and says whether the tables come out bit-identical.
 
     git show main:sgns/pipelines/span_kernel.py > /tmp/span_main.py
-    python scripts/kernel_vocab_bench.py --vocab 60000 2000000 --baseline /tmp/span_main.py --repeats 5
-    python scripts/kernel_vocab_bench.py --vocab 60000 2000000 --baseline /tmp/span_main.py --check
+    python scripts/benchmarks/kernel_vocab_bench.py --vocab 60000 2000000 --baseline /tmp/span_main.py --repeats 5
+    python scripts/benchmarks/kernel_vocab_bench.py --vocab 60000 2000000 --baseline /tmp/span_main.py --check
 """
 
 from __future__ import annotations

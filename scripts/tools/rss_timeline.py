@@ -1,6 +1,6 @@
 """Run a command and sample the resident memory of it and of its children over time (psutil).
 
-    python scripts/rss_timeline.py OUT.json -- python -m sgns.cli.train ...
+    python scripts/tools/rss_timeline.py OUT.json -- python -m sgns.cli.train ...
 
 OUT.json holds the exit status, wall seconds, the peak RSS of the main process and of the whole process tree (MiB),
 and every sample as [unix time, main MiB, tree MiB], so phases can be matched to the run's log timestamps.

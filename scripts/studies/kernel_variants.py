@@ -1,5 +1,5 @@
 """Study-only variants of the span kernel's window update (docs/kernel_quality.md), for
-scripts/kernel_variants_study.py: not part of sgns.
+scripts/studies/kernel_variants_study.py: not part of sgns.
 
 A variant is a bit set `flags` of this module's PER_CONTEXT_NEGATIVES, SEQUENTIAL, PER_WORD_LR, FUSED and
 PER_CONTEXT_BATCH. The study owns its kernel: `_train_piece_variant` is the product's loop over sentences, draws

@@ -1,6 +1,6 @@
 """1 process x 2 threads against 2 processes (torchrun) x 1 thread, alternately, on one corpus: words/s, quality.
 
-    python scripts/bench_distributed.py --repeats 3 [--corpus FILE] [--epochs 1] [-- extra overrides]
+    python scripts/benchmarks/bench_distributed.py --repeats 3 [--corpus FILE] [--epochs 1] [-- extra overrides]
 
 Every run holds /tmp/sgns-bench.lock (flock), so benchmarks of different sessions never overlap. Prints one
 row per run and the medians; run directories are kept under --out.

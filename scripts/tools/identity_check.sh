@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Behaviour-preservation check for refactors: trains seven configurations on the embedded synthetic corpus
 # and prints the sha256 of each run's vectors.bin. Run it before and after a change and diff the outputs.
-# Usage: bash scripts/identity_check.sh OUT_DIR > hashes.txt
+# Usage: bash scripts/tools/identity_check.sh OUT_DIR > hashes.txt
 # (Under a git worktree, run with PYTHONPATH=$PWD so the checkout's sgns is the one imported.)
 set -euo pipefail
 out="${1:?usage: identity_check.sh OUT_DIR}"

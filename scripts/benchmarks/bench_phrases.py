@@ -8,7 +8,7 @@ same pairs. gensim's time is Phrases() (counting) + freeze() + applying the froz
 sgns's is `phrase_stream` (counting + joining + the new id stream). Each later pass runs on the previous
 pass's output, on both sides. Prints a markdown table of medians, and how far the phrases found agree.
 
-    flock /tmp/sgns-bench.lock python scripts/bench_phrases.py --repeats 3 --passes 1
+    flock /tmp/sgns-bench.lock python scripts/benchmarks/bench_phrases.py --repeats 3 --passes 1
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from sgns.corpus import encode, text_source
 from sgns.corpus.phrases import PhraseStream, phrase_stream
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "corpora" / "gutenberg_dev.txt.gz"
 
 

@@ -10,9 +10,9 @@ scipy) does not count. Both vector files are then scored by the same evaluator (
 over the top-30k words as gensim's evaluate_word_analogies, WordSim353 and SimLex-999 Spearman). Prints a
 markdown table of medians and ratios. By default it times sgns's default, its deterministic mode and gensim.
 
-    python scripts/benchmark.py --repeats 3
-    python scripts/benchmark.py --max-words 2000000 --variant torch=trainer.kernel=torch
-    python scripts/benchmark.py --epochs 3 --no-gensim --no-deterministic
+    python scripts/benchmarks/benchmark.py --repeats 3
+    python scripts/benchmarks/benchmark.py --max-words 2000000 --variant torch=trainer.kernel=torch
+    python scripts/benchmarks/benchmark.py --epochs 3 --no-gensim --no-deterministic
 
 Each sgns run gets a fresh token cache (cold: tokenising is timed, as gensim's build_vocab is) unless
 `--warm-cache`. A short sgns warm-up run first compiles the numba kernels into numba's on-disk cache, as any
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "corpora" / "gutenberg_dev.txt.gz"
 EVAL_DIR = ROOT.parent / "shared" / "data" / "eval"
 

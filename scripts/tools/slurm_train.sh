@@ -2,7 +2,7 @@
 # One sgns model trained on several machines under SLURM: one torchrun per node, torchrun starts one worker
 # per GPU (or per CPU share) on it, and the workers find each other through the first node (c10d rendezvous).
 #
-#   sbatch scripts/slurm_train.sh corpus=text corpus.path=/shared/corpus.txt.gz trainer.epochs=5
+#   sbatch scripts/tools/slurm_train.sh corpus=text corpus.path=/shared/corpus.txt.gz trainer.epochs=5
 #
 # Adjust the #SBATCH lines to your cluster. The run directory must be on a filesystem every node sees
 # (rank 0 writes it; every rank reads the corpus path). Resubmitting the same command with the same

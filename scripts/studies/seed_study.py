@@ -1,12 +1,12 @@
 """Quality over seeds: `sgns-train` configurations side by side, each trained with several seeds, scored alike.
 
 Every run is its own `python -m sgns.train` process with the benchmark's contract settings (dim 100,
-window 5, 5 negatives, subsample 1e-3, min_count 5, lr 0.025; scripts/benchmark.py) plus the variant's
-overrides and `trainer.seed=S`; its vectors are scored by scripts/benchmark.py's evaluator (questions-words
+window 5, 5 negatives, subsample 1e-3, min_count 5, lr 0.025; scripts/benchmarks/benchmark.py) plus the variant's
+overrides and `trainer.seed=S`; its vectors are scored by scripts/benchmarks/benchmark.py's evaluator (questions-words
 top-30k, WordSim353, SimLex-999). Prints every run, then the mean, sample standard deviation and range of each
 variant over its seeds. Quality only: the runs share a machine, so no speed is read from them.
 
-    python scripts/seed_study.py --seeds 1,2,3 --variant cpu= --variant torch=trainer.kernel=torch \\
+    python scripts/studies/seed_study.py --seeds 1,2,3 --variant cpu= --variant torch=trainer.kernel=torch \\
         --lock /tmp/sgns-bench.lock --json /tmp/seeds.jsonl
 
 `--json` appends one line per finished run and skips runs already there, so a stopped study continues.
@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from benchmark import DEFAULT_CORPUS, contract_command, prefix_corpus, score, timed  # noqa: E402
 
 

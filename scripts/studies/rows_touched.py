@@ -1,6 +1,6 @@
 """How many rows of each table one rank changes between two merges (2 ranks), from the real batch stream.
 
-    python scripts/rows_touched.py data/corpora/gutenberg_dev.txt.gz
+    python scripts/studies/rows_touched.py data/corpora/gutenberg_dev.txt.gz
 
 No training: it walks the pairs and negatives the first rank would train and marks the rows they touch.
 This decides between merging whole tables and merging only the changed rows (see README, Scaling out).

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Reading + vocabulary alone, two checkouts side by side, cold token cache, alternating, N pairs: the corpus read
 # through each checkout's sgns.train.loop.read_corpus (composed config, corpus=text, min_count 5).
-# Usage: bash scripts/ab_read.sh OLD_CHECKOUT NEW_CHECKOUT [N=3] [CORPUS=../shared/data/corpora/gutenberg_dev.txt.gz]
+# Usage: bash scripts/benchmarks/ab_read.sh OLD_CHECKOUT NEW_CHECKOUT [N=3] [CORPUS=../shared/data/corpora/gutenberg_dev.txt.gz]
 OLD=$(realpath "${1:?old checkout}"); NEW=$(realpath "${2:?new checkout}"); N=${3:-3}
-FILE=$(realpath "${4:-$(dirname "$0")/../../shared/data/corpora/gutenberg_dev.txt.gz}")
+FILE=$(realpath "${4:-$(dirname "$0")/../../../shared/data/corpora/gutenberg_dev.txt.gz}")
 one() { # name root (a checkout whose sgns is imported through PYTHONPATH)
   rm -rf /tmp/abr-cache; mkdir -p /tmp/abr-cache
   (cd $2 && SGNS_CACHE_DIR=/tmp/abr-cache PYTHONPATH=$2 python - "$FILE" "$1" <<'PY'

@@ -14,10 +14,10 @@ for warm-up steps, then records `--steps` steps with torch.profiler and prints, 
 A chunk's pair building (subsampling, windows, shuffle) happens once per chunk; its cost is reported per chunk
 and spread over the chunk's steps in the "per step, amortised" column.
 
-    python scripts/profile_device_step.py                        # the default step, a synthetic corpus
-    python scripts/profile_device_step.py --step static          # the fixed-shape (CUDA-graph-ready) step
-    python scripts/profile_device_step.py --step compiled        # the fixed-shape step under torch.compile
-    python scripts/profile_device_step.py --corpus /tmp/prefix-1000000.txt --batch-size 65536
+    python scripts/benchmarks/profile_device_step.py                        # the default step, a synthetic corpus
+    python scripts/benchmarks/profile_device_step.py --step static          # the fixed-shape (CUDA-graph-ready) step
+    python scripts/benchmarks/profile_device_step.py --step compiled        # the fixed-shape step under torch.compile
+    python scripts/benchmarks/profile_device_step.py --corpus /tmp/prefix-1000000.txt --batch-size 65536
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sgns.config import DataConfig  # noqa: E402

@@ -10,7 +10,7 @@
    linearly over the budget instead of over epochs), and the planted analogies are scored along the way
    (evaluation time not counted).
 
-    flock /tmp/sgns-bench.lock python scripts/why_negative_sampling.py --out docs/why_negative_sampling
+    flock /tmp/sgns-bench.lock python scripts/studies/why_negative_sampling.py --out docs/why_negative_sampling
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ excluded), quality is the run's final evaluation (questions-words top-30k 3CosAd
 command runs the whole set and writes `gpu_benchmark.md` and `gpu_benchmark.json` under `--out` (default: $OUT,
 else ./), rewriting both after every run so a stopped benchmark keeps what it measured:
 
-    python scripts/benchmark_gpu.py --out "$OUT"
-    python scripts/benchmark_gpu.py --smoke --device cpu --out /tmp/gpu-smoke   # the whole script, tiny, no GPU
+    python scripts/benchmarks/benchmark_gpu.py --out "$OUT"
+    python scripts/benchmarks/benchmark_gpu.py --smoke --device cpu --out /tmp/gpu-smoke  # all of it, tiny, no GPU
 
 Rows (all window 5, subsample 1e-3, min_count 5, lr 0.025 decayed linearly, seed 1, the torch pipeline's
 defaults for batch size, row cap and lr scale):
@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
 from benchmark import DEFAULT_CORPUS, EVAL_DIR, prefix_corpus  # noqa: E402 (a script beside this one: stdlib only)
 
 SMOKE_WORDS = 100_000

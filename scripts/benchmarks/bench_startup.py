@@ -7,21 +7,21 @@ the process) is steadier on a shared machine. The cases:
 - `help`: `sgns-train --help`.
 - `tiny`: a 9,000-word text corpus (generated into the work dir, 300 distinct words), 1 epoch, a fresh token
   cache each run.
-- `1m`: the first 1M words of the dev corpus, with scripts/benchmark.py's contract settings (dim 100, window
+- `1m`: the first 1M words of the dev corpus, with scripts/benchmarks/benchmark.py's contract settings (dim 100, window
   5, 5 negatives, min_count 5, subsample 1e-3, 1 epoch; the same command line), a fresh token cache each run,
-  against gensim 4 (`--workers` threads) through scripts/benchmark.py's gensim worker.
+  against gensim 4 (`--workers` threads) through scripts/benchmarks/benchmark.py's gensim worker.
 
-`--baseline DIR` adds the same sgns runs from another checkout (e.g. `git worktree add /tmp/base main`), so a
+`--baseline DIR` adds the same sgns runs from another checkout (e.g. `git worktree add ../base main`), so a
 change is measured against what it changes, side by side. A warm-up run first fills numba's on-disk cache for
 each checkout, and its modules are byte-compiled (`__pycache__`), as any installation's first run does (even where
 PYTHONDONTWRITEBYTECODE is set, as on this project's machines: see `compile_bytecode`).
 
-    python scripts/bench_startup.py --repeats 5
-    python scripts/bench_startup.py --cases help,tiny --baseline /tmp/base
-    python scripts/bench_startup.py --phases --repeats 5      # what the fixed cost is made of (after a run:
+    python scripts/benchmarks/bench_startup.py --repeats 5
+    python scripts/benchmarks/bench_startup.py --cases help,tiny --baseline ../base
+    python scripts/benchmarks/bench_startup.py --phases --repeats 5      # what the fixed cost is made of (after a run:
                                                               # the kernel in numba's cache)
-    python scripts/bench_startup.py --overlap --repeats 8     # does a background import thread help?
-    python scripts/bench_startup.py --collector --baseline /tmp/base   # the garbage collector's share
+    python scripts/benchmarks/bench_startup.py --overlap --repeats 8     # does a background import thread help?
+    python scripts/benchmarks/bench_startup.py --collector --baseline ../base   # the garbage collector's share
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import DEFAULT_CORPUS, contract_command, prefix_corpus  # noqa: E402 (a script beside this one)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CASES = ("help", "tiny", "1m")
 
 # `--phases`: what the fixed cost is made of, in the order a run meets it, as CPU seconds of one process.
@@ -297,8 +297,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 if system == "gensim":
                     assert million is not None
                     run_dir.mkdir(parents=True)
-                    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--gensim-worker", str(million),
-                           str(run_dir / "vectors.bin"), "1", str(args.workers), "iterable"]
+                    cmd = [sys.executable, str(ROOT / "scripts" / "benchmarks" / "benchmark.py"), "--gensim-worker",
+                           str(million), str(run_dir / "vectors.bin"), "1", str(args.workers), "iterable"]
                     env, cwd = base_env, ROOT
                 else:
                     cmd = sgns_command(case, run_dir)

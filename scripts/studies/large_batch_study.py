@@ -12,9 +12,9 @@ of `sgns-train`) on the first `--max-words` words of a corpus, then scores the v
     kernel  torch (the device pipeline, default) | numba (the CPU default: the fused span kernel, all cores)
 
 Both train through the pipelines `sgns-train` uses (sgns.pipelines: DevicePipeline, SpanPipeline). For whole
-`sgns-train` runs over several seeds see scripts/seed_study.py.
+`sgns-train` runs over several seeds see scripts/studies/seed_study.py.
 
-    python scripts/large_batch_study.py --max-words 4000000 --run ref=kernel:numba \\
+    python scripts/studies/large_batch_study.py --max-words 4000000 --run ref=kernel:numba \\
         --run b64k=batch:65536 --run b64k_cap8=batch:65536,cap:8 --json /tmp/study.jsonl
 
 Prints a markdown table; `--json` appends one line per finished run (partial sweeps keep their results).
@@ -32,7 +32,7 @@ from typing import Dict, List
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from benchmark import DEFAULT_CORPUS, EVAL_DIR, prefix_corpus  # noqa: E402
 
 from sgns.config import DataConfig, TrainerConfig  # noqa: E402
