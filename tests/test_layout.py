@@ -233,3 +233,92 @@ def test_the_architecture_page_names_every_module() -> None:
     assert modules - listed_in_cli <= named | {"train.py"}, modules - listed_in_cli - named
     assert folders <= named | {"sgns/"}, folders - named
     assert {n for n in named if n.endswith(".py")} - {"__init__.py"} <= modules, "the page names a missing module"
+
+
+# ------------------------------------------------------------------------------------------------- scripts
+
+SCRIPTS = PACKAGE.parent / "scripts"
+SCRIPT_FOLDERS = ("benchmarks", "studies", "tools")  # what a script is for: measure, study, or help run sgns
+
+
+def script_files() -> List[Path]:
+    return sorted(p for p in SCRIPTS.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def test_every_script_is_sorted_by_purpose() -> None:
+    assert script_files(), "no scripts found"
+    loose = [str(p.relative_to(SCRIPTS)) for p in script_files()
+             if len(p.relative_to(SCRIPTS).parts) != 2 or p.relative_to(SCRIPTS).parts[0] not in SCRIPT_FOLDERS]
+    assert not loose, f"every script lives in scripts/{{{','.join(SCRIPT_FOLDERS)}}}/: {loose}"
+
+
+def private_sgns_names(path: Path) -> Iterator[Tuple[int, str]]:
+    """(line, name) of every private sgns name a script reaches: `from sgns.x import _y`, a module `sgns._x`,
+    or `m._y` where `m` is a name bound to an sgns module or object by an import."""
+    tree = ast.parse(path.read_text(), str(path))
+    from_sgns: Set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "sgns":
+            for part in node.module.split("."):
+                if part.startswith("_"):
+                    yield node.lineno, node.module
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    yield node.lineno, f"{node.module}.{alias.name}"
+                from_sgns.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "sgns":
+                    yield from ((node.lineno, alias.name) for part in alias.name.split(".") if part.startswith("_"))
+                    from_sgns.add(alias.asname or alias.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in from_sgns:
+                yield node.lineno, f"{ast.unparse(node)}"
+
+
+@pytest.mark.parametrize("script", [p for p in script_files() if p.suffix == ".py"], ids=lambda p: p.name)
+def test_scripts_use_public_names_of_sgns_only(script: Path) -> None:
+    found = [f"{script.relative_to(PACKAGE.parent)}:{line} uses {name}" for line, name in private_sgns_names(script)]
+    assert not found, "a script uses sgns's public names only (make the name public or change the script):\n" + \
+        "\n".join(found)
+
+
+def test_the_private_name_check_sees_each_form(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("import sgns.pipelines.span_kernel as k\nfrom sgns.pipelines.span_kernel import _draw, draw\n"
+                      "from sgns._hidden import x\nk._window(1)\nk.train_piece(1)\nimport os\nos._exit(0)\n")
+    assert [name for _, name in private_sgns_names(script)] == [
+        "sgns.pipelines.span_kernel._draw", "sgns._hidden", "k._window"]
+
+
+# ------------------------------------------------------------------------------------------------- machine paths
+
+MACHINE_PATHS = ("/work/", "/root/", "/home/", "/tmp/base")  # where this project was written, never a user's
+# The checks that name the markers themselves.
+MARKER_FILES = {Path("tests/test_layout.py"), Path("tests/test_docs.py")}
+
+
+def tracked_text_files() -> List[Path]:
+    """The checkout's files (git's list where there is one, else every file beside the package), text only."""
+    root = PACKAGE.parent
+    listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True) \
+        if shutil.which("git") and (root / ".git").exists() else None
+    if listed is not None and listed.returncode == 0:
+        paths = [root / line for line in listed.stdout.splitlines()]
+    else:
+        paths = [p for p in root.rglob("*") if p.is_file() and not {".git", "__pycache__", "outputs", ".cache"}
+                 & set(p.relative_to(root).parts)]
+    return [p for p in paths if p.is_file() and b"\0" not in p.read_bytes()[:8192]]
+
+
+def test_no_file_names_a_path_of_the_machine_it_was_written_on() -> None:
+    root = PACKAGE.parent
+    found = [f"{path.relative_to(root)}:{number}: {marker}" for path in tracked_text_files()
+             if path.relative_to(root) not in MARKER_FILES
+             for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+             for marker in MACHINE_PATHS if marker in line]
+    assert not found, "a tracked file names a path of the machine it was written on:\n" + "\n".join(found)
