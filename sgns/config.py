@@ -7,7 +7,7 @@ misspelled key or a value of the wrong type fails when the config is composed, b
 
 Each field also says what kind of setting it is (`role` metadata; unmarked fields change the result):
 - result: changes what a run computes; a run is resumed only with the same values (`result_settings`).
-- choice: a hyperparameter that may change on resume (device, kernel, evaluation); shown in HParams.
+- choice: a hyperparameter that may change on resume (device, pipeline, evaluation); shown in HParams.
 - bookkeeping: where and how often things are written, caches, threads; neither compared nor shown.
 Each field may also carry a `Check` (`check` metadata): the range or choices its values must be in. `validate`
 checks every such field, and tests/test_faults.py tries each check's bad values, so a new key is checked as
@@ -35,7 +35,7 @@ from sgns.errors import SGNSError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # the YAML groups, package data
 RESULT, CHOICE, BOOKKEEPING = "result", "choice", "bookkeeping"  # a setting's role (see above)
-KERNELS = ("auto", "numba", "torch")  # trainer.kernel values (sgns/pipelines/)
+PIPELINE_CHOICES = ("auto", "numba", "torch")  # trainer.kernel values: which pipeline trains (sgns/pipelines/)
 TORCH_STEPS = ("eager", "static", "compiled", "cuda_graph", "compiled_cuda_graph")  # trainer.torch_step values
 OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
 CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
@@ -203,7 +203,7 @@ class TrainerConfig:
     device: str = choice("auto", DEVICE)  # auto | cpu | cuda | cuda:N
     seed: int = result(1, seed())  # seeds every random choice (subsampling, windows, negatives, init)
     threads: int = bookkeeping(0, at_least(0))  # torch intra-op threads, and the numba kernel's (0: one per core)
-    kernel: str = choice("auto", one_of(KERNELS))  # hot path: auto is numba on CPU with sgd, else torch
+    kernel: str = choice("auto", one_of(PIPELINE_CHOICES))  # hot path: auto is numba on CPU with sgd, else torch
     torch_step: str = choice("eager", one_of(TORCH_STEPS))  # torch pipeline's sgd step: eager | static | compiled | ...
     deterministic: bool = choice(False)  # numba kernel on one thread in a fixed order: same bits, exact resume
     run_dir: str = bookkeeping("${hydra:runtime.output_dir}")  # where checkpoints, logs and vectors go

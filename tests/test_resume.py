@@ -345,3 +345,11 @@ def test_a_checkpoint_written_before_the_gensim_vocabulary_order_resumes_exactly
     new_order = Vocabulary.build(corpus.words, corpus.counts, min_count=1).words
     old_order = [line.rsplit(" ", 1)[0] for line in (run / "vocab.txt").read_text().splitlines()]
     assert sorted(new_order) == sorted(old_order) and new_order != old_order  # only the resume kept the old one
+
+
+def test_a_ranks_pipeline_state_keeps_its_checkpoint_key() -> None:
+    # Checkpoints written under torchrun before "backend" was renamed "pipeline" in the code hold each rank's
+    # pipeline state under "backend": the key must not follow the rename, or they would no longer resume.
+    from sgns.train.state import PIPELINE_STATE_KEY
+
+    assert PIPELINE_STATE_KEY == "backend"

@@ -91,14 +91,14 @@ def learning_rate(optimizer: OptimizerConfig, progress: float) -> float:
 
 def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -> str:
     """The pipeline for model.name, optimizer.name, trainer.kernel and the device; SGNSError for a combination
-    no pipeline runs (every compatibility rule is here: objectives, kernels, optimizers, torch steps, torchrun)."""
-    kernel, optimizer = config.trainer.kernel, config.optimizer.name
+    no pipeline runs (every compatibility rule is here: objectives, pipelines, optimizers, torch steps, torchrun)."""
+    chosen, optimizer = config.trainer.kernel, config.optimizer.name  # trainer.kernel: the pipeline asked for
     if config.model.name == "full_softmax":
-        if kernel not in ("auto", "torch") or optimizer != "sgd":
+        if chosen not in ("auto", "torch") or optimizer != "sgd":
             raise SGNSError(f"model=full_softmax trains with its own torch SGD step: use trainer.kernel=auto and "
-                            f"optimizer=sgd (got trainer.kernel={kernel}, optimizer.name={optimizer})")
+                            f"optimizer=sgd (got trainer.kernel={chosen}, optimizer.name={optimizer})")
         pipeline = "softmax"
-    elif kernel == "numba":
+    elif chosen == "numba":
         if device.type != "cpu":
             raise SGNSError(f"trainer.kernel=numba runs on the CPU only: use trainer.kernel=torch (or auto) with "
                             f"trainer.device={device}")
@@ -106,7 +106,7 @@ def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -
             raise SGNSError(f"trainer.kernel=numba does plain SGD: use trainer.kernel=torch (or auto) with "
                             f"optimizer={optimizer}")
         pipeline = "span"
-    elif kernel == "torch" or device.type != "cpu":
+    elif chosen == "torch" or device.type != "cpu":
         pipeline = "device"
     else:
         pipeline = "span" if optimizer == "sgd" else "pairs"

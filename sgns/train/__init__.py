@@ -11,7 +11,7 @@ __all__ = ["train"]
 
 def __getattr__(name: str) -> Any:
     # `train` is imported on first use, so that reading a checkpoint (sgns.train.checkpoint) does not load
-    # the loop's dependencies (kernels, numba, tensorboard).
+    # the loop's dependencies (pipelines, numba, tensorboard).
     if name == "train":
         from sgns.train.loop import train
 

@@ -43,7 +43,7 @@ from sgns.train.eval_schedule import EvalSchedule, one_cpu_thread
 from sgns.train.init_from import start_from
 from sgns.train.rundir import RunDir, open_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
-from sgns.train.state import TrainState, seed_everything
+from sgns.train.state import PIPELINE_STATE_KEY, TrainState, seed_everything
 from sgns.train.tblog import TBLog
 from sgns.vocab import TIES, Vocabulary, tie_rule
 
@@ -254,7 +254,7 @@ def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, pipeline: Pipeline
     else:
         state.load_state_dict({**checkpoint, "torch_rng": torch.get_rng_state()})
     if rank_state is not None:
-        pipeline.load_state_dict(rank_state["backend"])
+        pipeline.load_state_dict(rank_state[PIPELINE_STATE_KEY])
         state.position = tuple(rank_state["position"])
         state.words_done = rank_state["words_done"]  # this rank's own estimate (the lr it continues with)
         team.load_rank_state(rank_state)
@@ -330,7 +330,8 @@ def save(record: Dict[str, Any], run: RunDir, state: TrainState, model: SGNS, pi
     Under torchrun every rank calls this at the same merge: rank 0 gathers each rank's data position and
     negative-sampler state and writes the one checkpoint (the tables are identical after a merge)."""
     section = None if metrics is not None else team.checkpoint_section(
-        lambda: {"position": list(state.position), "words_done": state.words_done, "backend": pipeline.state_dict()})
+        lambda: {"position": list(state.position), "words_done": state.words_done,
+                 PIPELINE_STATE_KEY: pipeline.state_dict()})
 
     def checkpoint() -> dict:
         # Never save a diverged model: it would push the last good checkpoint out of the kept ones.

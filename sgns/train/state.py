@@ -1,6 +1,6 @@
 """TrainState: where a run is (counters, the open loss window, the data position, torch's global RNG state).
 
-`state_dict()` is the part of a checkpoint that says how far the run got; with the model, the backend's
+`state_dict()` is the part of a checkpoint that says how far the run got; with the model, the pipeline's
 state (negative-sampler RNG, optimizer), the vocabulary and the config it makes the whole checkpoint, and
 `load_state_dict` puts a resumed run exactly where the interrupted one was.
 """
@@ -13,6 +13,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
+
+# A rank's pipeline state (negative-sampler RNG, optimizer) in a checkpoint: the key keeps the pipeline's old name,
+# "backend", so checkpoints written before the rename still resume.
+PIPELINE_STATE_KEY = "backend"
 
 
 def seed_everything(seed: int) -> None:
