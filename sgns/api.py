@@ -16,7 +16,6 @@ train.log, checkpoints, vectors, metrics.json) and `sgns-eval`, `sgns-summarize`
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import os
@@ -26,10 +25,11 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import Any, Iterable, Iterator, List, Mapping, Optional
 
 from sgns.errors import SGNSError, Stopped
-from sgns.vectors import WordVectors, load_word_vectors, save_word2vec
+from sgns.train.runs import Run
+from sgns.vectors import WordVectors, save_word2vec
 
 log = logging.getLogger("sgns")
 
@@ -72,45 +72,6 @@ GENSIM_FIXED = {  # name -> (accepted values, why another value is refused)
     "comment": ((None,), "not offered: a run is recorded by its directory; name it with run_dir="),
 }
 WRITE_BLOCK = 1 << 20  # bytes of corpus text buffered before a write
-
-
-# ----------------------------------------------------------------------------------------------- result
-
-
-@dataclasses.dataclass
-class Run:
-    """A finished training run: its directory, its metrics.json and (read on first use) its vectors.
-
-    `os.fspath(run)` is its directory, so a run is accepted wherever a run directory is (`init_from=run`).
-    """
-
-    dir: Path
-    metrics: Dict[str, Any] = dataclasses.field(repr=False)
-    _wv: Optional[WordVectors] = dataclasses.field(default=None, repr=False)
-
-    @classmethod
-    def load(cls, run_dir: str | os.PathLike) -> Run:
-        """An earlier run, from its directory."""
-        from sgns.train.metrics import read_metrics
-
-        path = Path(run_dir)
-        try:
-            return cls(path, read_metrics(path))
-        except (OSError, ValueError) as e:
-            raise SGNSError(f"{path} holds no readable metrics.json: not a finished run ({e})") from None
-
-    @property
-    def wv(self) -> WordVectors:
-        """The trained input vectors (vectors.bin or vectors.txt of the run), words most frequent first."""
-        if self._wv is None:
-            found = next((self.dir / n for n in ("vectors.bin", "vectors.txt") if (self.dir / n).is_file()), None)
-            if found is None:
-                raise SGNSError(f"{self.dir} holds no vectors.bin or vectors.txt: the run has not finished")
-            self._wv = load_word_vectors(found)
-        return self._wv
-
-    def __fspath__(self) -> str:
-        return str(self.dir)
 
 
 # --------------------------------------------------------------------------------------------- settings

@@ -13,8 +13,9 @@ import pytest
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from sgns.cli.summarize import INCOMPLETE, find_runs, main, parse_overrides, summarize
+from sgns.cli.summarize import INCOMPLETE, find_runs, main, summarize
 from sgns.train.metrics import FAILED, FINISHED, higher_is_better, mark_failed
+from sgns.train.runs import parse_overrides
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

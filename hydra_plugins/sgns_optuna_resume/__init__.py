@@ -114,12 +114,10 @@ def finished_objective(run_dir: Path) -> Any:
     """The objective of the finished run in `run_dir` (its metrics.json), or None if it did not finish."""
     import math
 
-    from sgns.train.metrics import FINISHED, read_metrics
+    from sgns.train.metrics import FINISHED
+    from sgns.train.runs import Run
 
-    try:
-        metrics = read_metrics(run_dir)
-    except (OSError, ValueError):
-        return None
+    metrics = Run.read(run_dir).metrics  # empty when metrics.json is missing or unreadable
     value = metrics.get("objective")
     if metrics.get("status") != FINISHED or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None

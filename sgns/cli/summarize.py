@@ -12,59 +12,26 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sgns.cli.common import OneLineParser, quiet_broken_pipe
 from sgns.errors import SGNSError, exit_with_error
-from sgns.train.metrics import FAILED, FINISHED, LOSS_WARNING, higher_is_better, lookup, objective_key, ranks_by_loss
+from sgns.train.metrics import FAILED, FINISHED, LOSS_WARNING, higher_is_better, objective_key, ranks_by_loss
+from sgns.train.runs import INCOMPLETE, Curve, Run
 
-INCOMPLETE = "incomplete"  # no metrics.json: still running, killed, or crashed
 # Final metrics shown in the table besides the objective; evaluation results add `eval.<name>.<key>` columns.
 TABLE_METRICS = ("loss", "train_words", "words_per_sec", "wall_seconds")
 EVAL_TABLE_KEYS = ("accuracy", "spearman", "coverage")  # each score with the share of the benchmark it covers
 CURVE_KEYS = ("accuracy", "spearman")
-Curve = Tuple[List[float], List[float]]  # x (corpus words trained), values
-
-
-@dataclass
-class Run:
-    path: Path
-    name: str  # path relative to the summarized dir ("." for the dir itself)
-    overrides: Dict[str, str]
-    status: str
-    error: str = ""
-    metrics: Dict[str, Any] = field(default_factory=dict)  # metrics.json, nested as written
-    objective_setting: str = "auto"  # the run's `objective` config key
-    curves: Dict[str, Curve] = field(default_factory=dict)  # TensorBoard scalar tag -> curve
-
-    def metric(self, dotted: str) -> Optional[float]:
-        value = lookup(self.metrics, dotted)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        return float(value)
 
 
 def _natural(text: str) -> List[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def parse_overrides(lines: Sequence[str]) -> Dict[str, str]:
-    """`key=value` override strings (as in .hydra/overrides.yaml) -> {key: value}; `~key` -> {key: '(deleted)'}."""
-    out: Dict[str, str] = {}
-    for line in lines:
-        line = str(line)
-        if line.startswith("~"):
-            out[line[1:].split("=", 1)[0]] = "(deleted)"
-            continue
-        key, _, value = line.lstrip("+").partition("=")
-        out[key] = value
-    return out
 
 
 def read_curves(tb_dir: Path) -> Dict[str, Curve]:
@@ -83,28 +50,7 @@ def read_curves(tb_dir: Path) -> Dict[str, Curve]:
 
 
 def load_run(path: Path, root: Path) -> Run:
-    from omegaconf import OmegaConf
-
-    name = str(path.relative_to(root)) if path != root else "."
-    overrides: Dict[str, str] = {}
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    if overrides_file.is_file():
-        overrides = parse_overrides(list(OmegaConf.load(overrides_file) or []))
-    setting = "auto"
-    config_file = path / ".hydra" / "config.yaml"
-    if config_file.is_file():
-        setting = str(OmegaConf.load(config_file).get("objective", "auto"))
-    run = Run(path=path, name=name, overrides=overrides, status=INCOMPLETE, objective_setting=setting)
-    record = path / "metrics.json"
-    if record.is_file():
-        try:
-            run.metrics = json.loads(record.read_text())
-            run.status = str(run.metrics.get("status", FINISHED))
-            run.error = str(run.metrics.get("error", ""))
-        except (OSError, ValueError) as e:
-            run.error = f"metrics.json unreadable: {e}"
-    else:
-        run.error = "no metrics.json: still running, killed, or crashed (see its train.log)"
+    run = Run.read(path, name=str(path.relative_to(root)) if path != root else ".")
     run.curves = read_curves(path / "tb")
     if run.status != FINISHED and "train/loss" in run.curves:
         words, values = run.curves["train/loss"]

@@ -6,28 +6,35 @@ and the commands (sgns-eval, sgns-export) all read through here:
 - `read_checkpoint(path)`: a checkpoint file, or the newest loadable checkpoint of a run directory;
 - `checkpoint_tables(state, source)`: a checkpoint's words and both tables, checked to fit together;
 - `read_vectors(path)`: words and vectors from a run directory (its newest loadable checkpoint, else its
-  vectors file), a checkpoint or a word2vec file (text or binary: the C tool's, gensim's, ours).
+  vectors file), a checkpoint or a word2vec file (text or binary: the C tool's, gensim's, ours);
+- `Run`: what a run directory holds (its overrides and config, metrics.json, vectors), the one run that `sgns.fit`
+  returns, `sgns-summarize` tabulates and the resumable sweeper scores.
 
 The checkpoint file format itself (atomic writes, checksums, safe loading) is sgns.train.checkpoint's.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from sgns.errors import SGNSError
-from sgns.train.checkpoint import latest_loadable, list_checkpoints, load_checkpoint
-from sgns.vectors import load_word2vec
+from sgns.train.metrics import FINISHED, lookup, read_metrics
+from sgns.vectors import WordVectors, load_word2vec, load_word_vectors
 
 VECTOR_CHOICES = ("input", "average")  # which vectors of a checkpoint to use: input, or input + output averaged
 VECTOR_FILES = ("vectors.bin", "vectors.txt")  # a finished run's word2vec file, as the train loop names it
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (default) zip container
+INCOMPLETE = "incomplete"  # a run without metrics.json: still running, killed, or crashed
+Curve = Tuple[List[float], List[float]]  # x (corpus words trained), values
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 def warn_on_stderr(message: str) -> None:
@@ -50,6 +57,9 @@ def read_checkpoint(path: str | Path, warn: Callable[[str], None] = warn_on_stde
                     mmap: bool = False) -> Tuple[Path, dict]:
     """A checkpoint file, or the newest loadable checkpoint of a run directory (a damaged newer one is reported
     through `warn` and skipped), with the path it came from. `mmap=True` only maps the tensors."""
+    # Here, not at the top: a Run (sgns.fit's result, sgns-summarize's rows) is read without torch.
+    from sgns.train.checkpoint import latest_loadable, load_checkpoint
+
     p = Path(path)
     if p.is_dir():
         found = latest_loadable(p, warn=warn, mmap=mmap)
@@ -123,6 +133,8 @@ def read_vectors(path: str | Path, fall_back: bool = True,
     A run directory gives its newest loadable checkpoint (both tables), else its vectors file; with `fall_back`
     also when it has checkpoints but none loads any more (damaged, an older format), with a warning.
     """
+    from sgns.train.checkpoint import list_checkpoints
+
     p = Path(path).expanduser()
     if not p.exists():
         raise SGNSError(f"not found: {p} (no such file or directory)")
@@ -145,3 +157,91 @@ def read_vectors(path: str | Path, fall_back: bool = True,
         source, state = read_checkpoint(p, warn)
         return checkpoint_vectors(state, source)
     return file_vectors(p)
+
+
+def parse_overrides(lines: Sequence[str]) -> Dict[str, str]:
+    """`key=value` override strings (as in .hydra/overrides.yaml) -> {key: value}; `~key` -> {key: '(deleted)'}."""
+    out: Dict[str, str] = {}
+    for line in lines:
+        line = str(line)
+        if line.startswith("~"):
+            out[line[1:].split("=", 1)[0]] = "(deleted)"
+            continue
+        key, _, value = line.lstrip("+").partition("=")
+        out[key] = value
+    return out
+
+
+@dataclass
+class Run:
+    """What a run directory holds: its overrides and `objective` setting (`.hydra/`), its status and final metrics
+    (metrics.json; a failed run's says `"status": "failed"` and why, a run without one is incomplete) and its
+    vectors (vectors.bin or vectors.txt, read on first use). `curves` (TensorBoard scalar tag -> curve) are filled
+    by who reads them (sgns-summarize).
+
+    `os.fspath(run)` is its directory, so a run is accepted wherever a run directory is (`init_from=run`).
+    """
+
+    dir: Path
+    metrics: Dict[str, Any] = field(default_factory=dict, repr=False)  # metrics.json, nested as written
+    status: str = field(default=FINISHED, repr=False)
+    error: str = field(default="", repr=False)
+    name: str = field(default="", repr=False)  # in a summary: its path under the summarized dir (".": itself)
+    overrides: Dict[str, str] = field(default_factory=dict, repr=False)
+    objective_setting: str = "auto"  # the run's `objective` config key
+    curves: Dict[str, Curve] = field(default_factory=dict, repr=False)
+    _wv: Optional[WordVectors] = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> Run:
+        """A finished run, from its directory; SGNSError without a readable metrics.json."""
+        path = Path(run_dir)
+        try:
+            return cls(path, read_metrics(path))
+        except (OSError, ValueError) as e:
+            raise SGNSError(f"{path} holds no readable metrics.json: not a finished run ({e})") from None
+
+    @classmethod
+    def read(cls, run_dir: str | os.PathLike, name: str = "") -> Run:
+        """Any run, finished or not, from its directory: what it holds so far (never raises for a missing or
+        unreadable file; `status` and `error` say what was found)."""
+        from omegaconf import OmegaConf
+
+        path = Path(run_dir)
+        run = cls(path, status=INCOMPLETE, name=name)
+        overrides_file = path / ".hydra" / "overrides.yaml"
+        if overrides_file.is_file():
+            run.overrides = parse_overrides(list(OmegaConf.load(overrides_file) or []))
+        config_file = path / ".hydra" / "config.yaml"
+        if config_file.is_file():
+            run.objective_setting = str(OmegaConf.load(config_file).get("objective", "auto"))
+        if (path / "metrics.json").is_file():
+            try:
+                run.metrics = json.loads((path / "metrics.json").read_text())
+                run.status = str(run.metrics.get("status", FINISHED))
+                run.error = str(run.metrics.get("error", ""))
+            except (OSError, ValueError) as e:
+                run.error = f"metrics.json unreadable: {e}"
+        else:
+            run.error = "no metrics.json: still running, killed, or crashed (see its train.log)"
+        return run
+
+    def metric(self, dotted: str) -> Optional[float]:
+        """A number of metrics.json by its dotted path (`eval.ws353.spearman`), None if absent or not a number."""
+        value = lookup(self.metrics, dotted)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
+
+    @property
+    def wv(self) -> WordVectors:
+        """The trained input vectors (vectors.bin or vectors.txt of the run), words most frequent first."""
+        if self._wv is None:
+            found = next((self.dir / n for n in VECTOR_FILES if (self.dir / n).is_file()), None)
+            if found is None:
+                raise SGNSError(f"{self.dir} holds no vectors.bin or vectors.txt: the run has not finished")
+            self._wv = load_word_vectors(found)
+        return self._wv
+
+    def __fspath__(self) -> str:
+        return str(self.dir)
