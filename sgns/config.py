@@ -301,6 +301,11 @@ def to_yaml(data: Mapping[str, Any]) -> str:
     return OmegaConf.to_yaml(data)
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file Hydra wrote (`.hydra/overrides.yaml`, `.hydra/config.yaml`) as plain data, unresolved."""
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
 def check_resolvable(cfg: DictConfig, skip: tuple = ()) -> None:
     """Resolve every value once (but the keys in `skip`), so one that cannot be resolved fails in one line
     naming it, before any work."""

@@ -204,7 +204,7 @@ def _flat_numbers(metrics: Mapping[str, Any], prefix: str = "") -> Dict[str, flo
 
 
 def _label(run: Run, swept: List[str]) -> str:
-    label = ", ".join(f"{k.rsplit('.', 1)[-1]}={run.overrides.get(k, '')}" for k in swept) or run.path.name
+    label = ", ".join(f"{k.rsplit('.', 1)[-1]}={run.overrides.get(k, '')}" for k in swept) or run.dir.name
     return label if run.status == FINISHED else f"{label} ({run.status})"
 
 

@@ -205,16 +205,16 @@ class Run:
     def read(cls, run_dir: str | os.PathLike, name: str = "") -> Run:
         """Any run, finished or not, from its directory: what it holds so far (never raises for a missing or
         unreadable file; `status` and `error` say what was found)."""
-        from omegaconf import OmegaConf
+        from sgns.config import read_yaml  # here: importing sgns.api or a command stays quick (no omegaconf)
 
         path = Path(run_dir)
         run = cls(path, status=INCOMPLETE, name=name)
         overrides_file = path / ".hydra" / "overrides.yaml"
         if overrides_file.is_file():
-            run.overrides = parse_overrides(list(OmegaConf.load(overrides_file) or []))
+            run.overrides = parse_overrides(list(read_yaml(overrides_file) or []))
         config_file = path / ".hydra" / "config.yaml"
         if config_file.is_file():
-            run.objective_setting = str(OmegaConf.load(config_file).get("objective", "auto"))
+            run.objective_setting = str((read_yaml(config_file) or {}).get("objective", "auto"))
         if (path / "metrics.json").is_file():
             try:
                 run.metrics = json.loads((path / "metrics.json").read_text())
