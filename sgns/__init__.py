@@ -1,10 +1,13 @@
 """sgns: word2vec skip-gram with negative sampling in PyTorch, driven by Hydra configs.
 
-The layout follows the data flow:
-corpus (text -> token ids) -> vocab (counts -> ids) -> pairs (positive pairs) + negatives (sampler)
--> model (two tables, the reference loss) and kernels (one step interface) -> train (the loop, checkpoints,
-logs, metrics) -> vectors / evaluate / load; cli (the commands) and api (`sgns.fit`, for Python) on top.
-Settings: config.py and conf/.
+The layout follows the data flow, each stage importing only the ones before it (tests/test_layout.py):
+corpus/ (text -> token ids: reading, sources, the token cache, phrases, the synthetic corpus) -> vocab (counts
+-> ids) -> model (two tables, the reference loss) -> pipelines/ (pairs and negatives into one `step(batch, lr)`:
+the numba span kernel, the torch device pipeline, the pair and softmax pipelines, chosen by one factory)
+-> train/ (the loop, checkpoints, logs, metrics, and `Run`, what a run directory holds) -> vectors / evaluate
+/ load, with device, distributed/ (torchrun teams) and benchmarks/ (the evaluation files) beside them;
+hydra_app (the one Hydra seam), cli/ (the commands) and api (`sgns.fit`, for Python) on top.
+Settings: config.py (the typed schema) and conf/ in the package; recipes in the checkout's configs/.
 """
 
 from typing import Any
