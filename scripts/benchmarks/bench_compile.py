@@ -6,9 +6,9 @@ alternated. `--runs`: the default `sgns-train` (synthetic corpus) on a first-eve
 caches) against a warm one, alternated, and a warm start with a new `model.dim` (its kernel not in the cache).
 
     git show main:sgns/pipelines/span_kernel.py > /tmp/span_main.py
-    python scripts/bench_compile.py --kernel /tmp/span_main.py --repeats 3
-    python scripts/bench_compile.py --runs --repeats 3
-    python scripts/bench_compile.py --warm /tmp/span_main.py --repeats 5     # warm speed and bits, same process
+    python scripts/benchmarks/bench_compile.py --kernel /tmp/span_main.py --repeats 3
+    python scripts/benchmarks/bench_compile.py --runs --repeats 3
+    python scripts/benchmarks/bench_compile.py --warm /tmp/span_main.py --repeats 5  # warm speed and bits, same process
 
 `--warm`: one `train_piece` call (dim 100, 1M Zipf tokens over 2,512 words, one thread) with each kernel,
 alternated, and whether the tables come out bit-identical.
