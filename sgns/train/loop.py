@@ -180,7 +180,8 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     tb.evaluation(results, state.words_done)
     tb.evaluation_summary(results, state.words_done)
     log_evaluation(results, evals, state.train_seconds)
-    process_words, process_seconds = state.words_done - words_before, state.train_seconds - seconds_before
+    process_words = int(state.words_done) - int(words_before)  # this process's (resumed: since the checkpoint)
+    process_seconds = state.train_seconds - seconds_before
     words_per_sec = process_words / process_seconds if process_seconds else 0.0
     wall_seconds = time.perf_counter() - started
     metrics: Dict[str, Any] = {
@@ -192,7 +193,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
         "vocab_size": len(vocab),
         "corpus_words": corpus.total_tokens,
         "replaced_bytes": corpus.replaced_bytes,
-        "process_words": int(state.words_done) - int(words_before),  # trained by this process (resumed: since then)
+        "process_words": process_words,  # trained by this process (resumed: since then)
         "train_seconds": process_seconds,  # this process's time in the loop, evaluations left out
         "train_seconds_total": state.train_seconds,  # every process's of this run (equal unless resumed)
         "words_per_sec": words_per_sec,  # process_words / train_seconds
@@ -212,7 +213,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     state.finished = True  # last: a finished checkpoint means every output exists
     writing = time.perf_counter()
     save(record, run, state, model, pipeline, vocab, tb, guard, team, metrics)
-    resumed = f" ({int(state.words_done) - int(words_before):,} in this process)" if words_before else ""
+    resumed = f" ({process_words:,} in this process)" if words_before else ""
     log.info(f"done: {int(state.words_done):,} words{resumed} in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
              f"training), loss {last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint in "
              f"{time.perf_counter() - writing:.1f}s; outputs in {run.path}")
