@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import List
@@ -35,7 +34,12 @@ def search_command(tmp_path: Path, n_trials: int) -> List[str]:
 
 
 def environment() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]  # tests/: driver_kill_callback
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+KILL_AT_JOB_1 = ["+hydra.callbacks.kill_driver._target_=driver_kill_callback.KillDriverAtJob",
+                 "+hydra.callbacks.kill_driver.job_num=1"]
 
 
 def test_a_killed_search_continues_its_study(tmp_path: Path) -> None:
@@ -45,17 +49,11 @@ def test_a_killed_search_continues_its_study(tmp_path: Path) -> None:
 
     sweep = tmp_path / "sweep"
     command = search_command(tmp_path, n_trials=3)
-    driver = subprocess.Popen(command, cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not (sweep / "1" / ".hydra").is_dir() and time.monotonic() < deadline:
-            assert driver.poll() is None, driver.communicate()[1][-3000:]
-            time.sleep(0.05)
-        driver.send_signal(signal.SIGKILL)  # trial 1 is running: it dies with the driver
-        driver.wait(timeout=30)
-    finally:
-        driver.kill()
+    # the driver SIGKILLs itself as job 1 starts (tests/driver_kill_callback.py): trial 1 is running and dies with it
+    driver = subprocess.run(command + KILL_AT_JOB_1, cwd=tmp_path, env=environment(), capture_output=True,
+                            text=True, timeout=180)
+    assert driver.returncode == -signal.SIGKILL, driver.stderr[-3000:]
+    assert (sweep / "1" / ".hydra").is_dir() and not (sweep / "1" / "metrics.json").exists()
     first = json.loads((sweep / "0" / "metrics.json").read_text())
     assert first["status"] == "finished"
     first_stamp = (sweep / "0" / "metrics.json").stat().st_mtime_ns
