@@ -354,3 +354,30 @@ def test_run_in_order_with_more_workers_than_tasks_starts_one_per_task():
     first = next(results)
     started = children_of(os.getpid())
     assert len([first, *results]) == 3 and 2 <= len(started) <= 3, started
+
+
+# ---------------------------------------------------------------------- a full disk under the cache (attack 2)
+
+FILE_SIZE_LIMITED_ENCODE = """
+import resource, signal, sys
+from sgns.corpus import encode, text_source
+from sgns.errors import SGNSError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as a full disk's ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    encode(text_source(sys.argv[1], 10000, True, workers=1), sys.argv[2], log=lambda _: None)
+except SGNSError as e:
+    print(e)
+"""
+
+
+def test_a_token_cache_write_failing_is_one_line_and_leaves_nothing(tmp_path: Path):
+    """numpy's tofile reported a short write as `OSError: 1596096 requested and 600744 written`, which reached
+    sgns-train as a traceback (a cache on a full disk)."""
+    corpus = lines_file(tmp_path / "c.txt", megabytes=2)
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED_ENCODE, str(corpus), str(cache)],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.strip() == f"cannot write the token cache in {cache}: File too large (set data.cache_dir=DIR)"
+    assert [p.name for p in cache.iterdir()] == []  # no entry, no temporary folder, no lock file
