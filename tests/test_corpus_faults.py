@@ -381,3 +381,67 @@ def test_a_token_cache_write_failing_is_one_line_and_leaves_nothing(tmp_path: Pa
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert done.stdout.strip() == f"cannot write the token cache in {cache}: File too large (set data.cache_dir=DIR)"
     assert [p.name for p in cache.iterdir()] == []  # no entry, no temporary folder, no lock file
+
+
+# ------------------------------------------------------------- malformed Hugging Face data files (attack 3)
+
+
+def hf_file(folder: Path, name: str) -> Path:
+    """A local data file for corpus=hf: good ones of each kind of column, or damaged ones."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = folder / name
+    rows = [f"w{i % 7} w{i % 5} w{i % 3}" for i in range(3000)]
+    if name == "ints.jsonl":
+        path.write_text("".join(json.dumps({"text": i}) + "\n" for i in range(3000)))
+    elif name == "lists.jsonl":
+        path.write_text("".join(json.dumps({"text": r.split()}) + "\n" for r in rows))
+    elif name == "bytes.parquet":
+        pq.write_table(pa.table({"text": pa.array([r.encode() for r in rows])}), path)
+    elif name == "empty.jsonl":
+        path.write_bytes(b"")
+    elif name == "cut.jsonl":
+        text = "".join(json.dumps({"text": r}) + "\n" for r in rows)
+        path.write_text(text[: len(text) // 2 + 5])
+    elif name == "ragged.csv":
+        path.write_text('text,n\n"a b",1\na,b,c,d\n')
+    return path
+
+
+HF_FAILURES = {
+    "ints.jsonl": "dataset column 'text' holds int64 values, not text: set corpus.column to a column of strings; "
+                  "columns are ['text']",
+    "lists.jsonl": "dataset column 'text' holds List values, not text: set corpus.column to a column of strings; "
+                   "columns are ['text']",
+    "bytes.parquet": "dataset column 'text' holds binary values, not text: set corpus.column to a column of "
+                     "strings; columns are ['text']",
+    "empty.jsonl": "corpus data file {path} is empty",
+    "cut.jsonl": "could not load dataset 'json' split 'train': JSON parse error: Missing a closing quotation mark in "
+                 "string. in row 1500 (in {path})",
+    "ragged.csv": "could not load dataset 'csv' split 'train': Error tokenizing data. C error: Expected 2 fields in "
+                  "line 3, saw 4 (in {path})",
+}
+
+
+@pytest.mark.parametrize("name", list(HF_FAILURES))
+def test_a_malformed_hugging_face_data_file_is_one_clear_line(tmp_path: Path, name: str):
+    """A column of ints, lists or bytes trained on their str() ("['w1', 'w2']" as words); an empty file said
+    "StopIteration"; a damaged one "An error occurred while generating the dataset", after datasets' own log line."""
+    from sgns.config import CorpusConfig
+    from sgns.corpus import hf_source
+
+    path = hf_file(tmp_path, name)
+    with pytest.raises(SGNSError) as raised:
+        hf_source(CorpusConfig(kind="hf", data_files=[str(path)]))
+    assert str(raised.value) == HF_FAILURES[name].format(path=path)
+
+
+def test_sgns_train_on_a_damaged_hugging_face_file_prints_one_line(tmp_path: Path):
+    path = hf_file(tmp_path, "cut.jsonl")
+    done = subprocess.run([sys.executable, "-m", "sgns.train", "corpus=hf", f"corpus.data_files=[{path}]", *TINY,
+                           f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**ENV, "HF_DATASETS_CACHE": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1"})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["sgns-train: error: " + HF_FAILURES["cut.jsonl"].format(path=path)]
