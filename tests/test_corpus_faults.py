@@ -445,3 +445,27 @@ def test_sgns_train_on_a_damaged_hugging_face_file_prints_one_line(tmp_path: Pat
                           env={**ENV, "HF_DATASETS_CACHE": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1"})
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["sgns-train: error: " + HF_FAILURES["cut.jsonl"].format(path=path)]
+
+
+def test_sigterm_while_reading_names_sigterm_not_ctrl_c(tmp_path: Path):
+    """A batch scheduler's SIGTERM while the corpus was read said "interrupted (Ctrl-C)" and exited 130."""
+    corpus = lines_file(tmp_path / "c.txt", megabytes=40)  # read for seconds
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={corpus}", *TINY,
+                             f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run_dir / "train.log").exists() and "corpus: reading" in (run_dir / "train.log").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "sgns-train ended before reading"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.splitlines() == ["sgns-train: error: interrupted by SIGTERM before training started; nothing was "
+                                "trained"]
+    assert not run_dir.exists()
