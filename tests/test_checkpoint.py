@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,35 @@ def test_check_run_dir_refusals(tmp_path: Path):
     finally:
         lock.release()
     assert check_run_dir(tmp_path, CONFIG) is not None
+
+
+def test_a_torchscript_archive_is_one_line_without_torchs_warning(tmp_path: Path):
+    """torch.load warns before dispatching a TorchScript archive to torch.jit.load (issue 30 item 6: sgns-export
+    printed that UserWarning before its error line)."""
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    done = subprocess.run(["sgns-export", str(path), str(tmp_path / "out.bin")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"sgns-export: error: checkpoint {path} cannot be loaded: it is a "
+                                        f"TorchScript archive (torch.jit.save), not an sgns checkpoint"]
+    assert not (tmp_path / "out.bin").exists()
+
+
+def test_files_torch_cannot_read_are_named_in_words(tmp_path: Path):
+    """torch's first line named its internals: a KeyError '101' for a text file, inline_container.cc for a zip
+    it did not write."""
+    good = save_checkpoint(state(1), tmp_path, 1, keep=1).read_bytes()
+    cases = {"notes.pt": (b"hello world\n", "it is not a torch file (neither a zip archive nor a pickle)"),
+             "half.pt": (good[:len(good) // 2], "the file is truncated or damaged (PytorchStreamReader failed "
+                                                "reading zip archive: failed finding central directory)")}
+    other_zip = tmp_path / "other.pt"
+    with zipfile.ZipFile(other_zip, "w") as z:
+        z.writestr("a.txt", "hello")
+    for name, (content, _) in cases.items():
+        (tmp_path / name).write_bytes(content)
+    cases["other.pt"] = (b"", "it is a zip archive that torch.save did not write")
+    for name, (_, reason) in cases.items():
+        with pytest.raises(SGNSError) as raised:
+            load_checkpoint(tmp_path / name)
+        assert str(raised.value) == f"checkpoint {tmp_path / name} cannot be loaded: {reason}"

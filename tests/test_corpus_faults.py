@@ -354,3 +354,118 @@ def test_run_in_order_with_more_workers_than_tasks_starts_one_per_task():
     first = next(results)
     started = children_of(os.getpid())
     assert len([first, *results]) == 3 and 2 <= len(started) <= 3, started
+
+
+# ---------------------------------------------------------------------- a full disk under the cache (attack 2)
+
+FILE_SIZE_LIMITED_ENCODE = """
+import resource, signal, sys
+from sgns.corpus import encode, text_source
+from sgns.errors import SGNSError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as a full disk's ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    encode(text_source(sys.argv[1], 10000, True, workers=1), sys.argv[2], log=lambda _: None)
+except SGNSError as e:
+    print(e)
+"""
+
+
+def test_a_token_cache_write_failing_is_one_line_and_leaves_nothing(tmp_path: Path):
+    """numpy's tofile reported a short write as `OSError: 1596096 requested and 600744 written`, which reached
+    sgns-train as a traceback (a cache on a full disk)."""
+    corpus = lines_file(tmp_path / "c.txt", megabytes=2)
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED_ENCODE, str(corpus), str(cache)],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.strip() == f"cannot write the token cache in {cache}: File too large (set data.cache_dir=DIR)"
+    assert [p.name for p in cache.iterdir()] == []  # no entry, no temporary folder, no lock file
+
+
+# ------------------------------------------------------------- malformed Hugging Face data files (attack 3)
+
+
+def hf_file(folder: Path, name: str) -> Path:
+    """A local data file for corpus=hf: good ones of each kind of column, or damaged ones."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = folder / name
+    rows = [f"w{i % 7} w{i % 5} w{i % 3}" for i in range(3000)]
+    if name == "ints.jsonl":
+        path.write_text("".join(json.dumps({"text": i}) + "\n" for i in range(3000)))
+    elif name == "lists.jsonl":
+        path.write_text("".join(json.dumps({"text": r.split()}) + "\n" for r in rows))
+    elif name == "bytes.parquet":
+        pq.write_table(pa.table({"text": pa.array([r.encode() for r in rows])}), path)
+    elif name == "empty.jsonl":
+        path.write_bytes(b"")
+    elif name == "cut.jsonl":
+        text = "".join(json.dumps({"text": r}) + "\n" for r in rows)
+        path.write_text(text[: len(text) // 2 + 5])
+    elif name == "ragged.csv":
+        path.write_text('text,n\n"a b",1\na,b,c,d\n')
+    return path
+
+
+HF_FAILURES = {
+    "ints.jsonl": "dataset column 'text' holds int64 values, not text: set corpus.column to a column of strings; "
+                  "columns are ['text']",
+    "lists.jsonl": "dataset column 'text' holds List values, not text: set corpus.column to a column of strings; "
+                   "columns are ['text']",
+    "bytes.parquet": "dataset column 'text' holds binary values, not text: set corpus.column to a column of "
+                     "strings; columns are ['text']",
+    "empty.jsonl": "corpus data file {path} is empty",
+    "cut.jsonl": "could not load dataset 'json' split 'train': JSON parse error: Missing a closing quotation mark in "
+                 "string. in row 1500 (in {path})",
+    "ragged.csv": "could not load dataset 'csv' split 'train': Error tokenizing data. C error: Expected 2 fields in "
+                  "line 3, saw 4 (in {path})",
+}
+
+
+@pytest.mark.parametrize("name", list(HF_FAILURES))
+def test_a_malformed_hugging_face_data_file_is_one_clear_line(tmp_path: Path, name: str):
+    """A column of ints, lists or bytes trained on their str() ("['w1', 'w2']" as words); an empty file said
+    "StopIteration"; a damaged one "An error occurred while generating the dataset", after datasets' own log line."""
+    from sgns.config import CorpusConfig
+    from sgns.corpus import hf_source
+
+    path = hf_file(tmp_path, name)
+    with pytest.raises(SGNSError) as raised:
+        hf_source(CorpusConfig(kind="hf", data_files=[str(path)]))
+    assert str(raised.value) == HF_FAILURES[name].format(path=path)
+
+
+def test_sgns_train_on_a_damaged_hugging_face_file_prints_one_line(tmp_path: Path):
+    path = hf_file(tmp_path, "cut.jsonl")
+    done = subprocess.run([sys.executable, "-m", "sgns.train", "corpus=hf", f"corpus.data_files=[{path}]", *TINY,
+                           f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**ENV, "HF_DATASETS_CACHE": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1"})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["sgns-train: error: " + HF_FAILURES["cut.jsonl"].format(path=path)]
+
+
+def test_sigterm_while_reading_names_sigterm_not_ctrl_c(tmp_path: Path):
+    """A batch scheduler's SIGTERM while the corpus was read said "interrupted (Ctrl-C)" and exited 130."""
+    corpus = lines_file(tmp_path / "c.txt", megabytes=40)  # read for seconds
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={corpus}", *TINY,
+                             f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run_dir / "train.log").exists() and "corpus: reading" in (run_dir / "train.log").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "sgns-train ended before reading"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.splitlines() == ["sgns-train: error: interrupted by SIGTERM before training started; nothing was "
+                                "trained"]
+    assert not run_dir.exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import dataclasses
 import gzip
+import json
 import lzma
 import os
 import tracemalloc
@@ -399,3 +400,33 @@ def test_a_finished_run_whose_vectors_were_deleted_rewrites_them_from_its_final_
     assert f"{vectors.name} is missing: rewriting it from the final checkpoint" in caplog.text
     assert vectors.read_bytes() == written
     assert len(Run.load(tmp_path / "run").wv.words) == first["vocab_size"]
+
+
+def test_vectors_that_cannot_be_written_are_one_line_and_the_same_command_finishes(tmp_path: Path):
+    """A full disk (here a file size limit: the same failed write) when vectors.bin is written: the OSError
+    reached sgns-train as Hydra's traceback and metrics.json was never written (attack 2 of issue 30)."""
+    import resource
+    import subprocess
+    import sys
+
+    corpus = zipf_text(tmp_path / "c.txt", words=30000, vocab=400)
+    command = [sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={corpus}", "model.dim=300",
+               "data.min_count=1", "trainer.epochs=1", "trainer.device=cpu", "trainer.progress=false", "eval=none",
+               f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    limit = 300_000  # the token ids (120 kB) and the logs fit, the vectors (400 x 1.2 kB) do not
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, preexec_fn=limited)
+    vectors = tmp_path / "run" / "vectors.bin"
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"sgns-train: error: could not write {vectors}: File too large; fix that and run the same command "
+        f"again"], done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "File too large" in metrics["error"]
+    assert not [p.name for p in vectors.parent.iterdir() if p.name.startswith(".vectors")]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    assert vectors.stat().st_size > limit

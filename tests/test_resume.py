@@ -189,6 +189,24 @@ def test_a_run_killed_between_its_last_steps_checkpoint_and_its_outputs_resumes_
     assert "continuing from checkpoint" in out
     assert_same_as_reference(setup, run)
 
+def test_a_run_killed_writing_its_only_checkpoint_runs_again(setup, tmp_path):
+    """A short run checkpoints only at its end (the default cadence is 10 minutes): killed writing that final
+    checkpoint (or a full disk failing it), the run dir must not claim a finished run, which made the same command
+    refuse it ("holds a finished run but no checkpoint") while its metrics.json said finished."""
+    run = tmp_path / "run"
+    final_step = newest_step(setup["reference"])
+    proc = start(setup, run, "trainer.checkpoint_every=0", env={FAULT_ENV: str(final_step)})
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert not list_checkpoints(run)
+    metrics = run / "metrics.json"
+    assert not metrics.exists() or json.loads(metrics.read_text())["status"] != "finished"
+    proc = start(setup, run, "trainer.checkpoint_every=0")
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert_same_as_reference(setup, run)
+
+
 @pytest.mark.slow
 def test_many_random_sigkills_give_identical_vectors(setup, tmp_path):
     """Kills at random moments: three from process start on (start-up, reading the corpus: before the reference

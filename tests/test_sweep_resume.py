@@ -161,3 +161,37 @@ def test_a_storage_that_cannot_be_opened_fails_in_one_line(tmp_path: Path, stora
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sweep" / "0").exists()
     assert (tmp_path / "not-a-database.db").read_text() == "a text file, not SQLite\n"
+
+
+def test_a_second_driver_of_the_same_study_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Two drivers of one study at once: the second took the first's running trial for dead and marked it failed,
+    and the first then stopped with optuna's traceback ("Values cannot be specified when state is ... FAIL")."""
+    needs_database_support()
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    command = search_command(tmp_path, n_trials=2)
+    first = subprocess.Popen(command, cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (tmp_path / "sweep" / "0" / ".hydra").is_dir():  # the first driver's trial 0 runs
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-3000:]
+            time.sleep(0.05)
+        second = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True,
+                                timeout=180)
+        _, first_err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines()[-1] == (
+        "sgns-train: error: study resume-test in hydra.sweeper.storage=sqlite:///search.db is being run by another "
+        f"sgns-train (pid {first.pid}): one driver per study; wait for it to end, or give this search another "
+        "hydra.sweeper.study_name")
+    assert first.returncode == 0 and "Traceback" not in first_err, first_err[-3000:]
+    study = optuna.load_study(study_name="resume-test", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]

@@ -66,6 +66,38 @@ def check_storage_opens(storage: Any) -> None:
                         f"sqlite:///search.db, of an SQLite file or a folder this process can write)") from None
 
 
+def lock_study(storage: Any, study_name: str, sweep_dir: Path) -> int:
+    """Hold a lock on the study for this driver's life and return its file descriptor: a second driver of the same
+    study at once would mark this one's running trial failed (taking it for dead) and this one then stopped with
+    optuna's traceback. The lock lies beside an SQLite file (one per study), else in hydra.sweep.dir."""
+    import fcntl
+    import hashlib
+    import os
+
+    from sgns.errors import SGNSError
+
+    url = str(storage)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        database = Path(url[len("sqlite:///"):])
+        tag = hashlib.blake2b(study_name.encode(), digest_size=6).hexdigest()  # any study name, one file name
+        lock = database.with_name(f".{database.name}.{tag}.lock")
+    else:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        lock = sweep_dir / ".sgns-sweep.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SGNSError(f"study {study_name} in hydra.sweeper.storage={storage} is being run by another sgns-train "
+                        f"(pid {holder}): one driver per study; wait for it to end, or give this search another "
+                        f"hydra.sweeper.study_name") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def continue_study(impl: Any, sweep_dir: Path) -> None:
     """Prepare the plugin's sweeper (`OptunaSweeperImpl`) to continue the study it names, if it exists."""
     import optuna
@@ -165,6 +197,8 @@ if OptunaSweeper is not None:
             try:
                 check_storage_support(impl.storage)
                 check_storage_opens(impl.storage)
+                if impl.storage is not None:
+                    self.study_lock = lock_study(impl.storage, impl.study_name, Path(str(impl.config.hydra.sweep.dir)))
             except SGNSError as e:
                 exit_with_error("sgns-train", e)  # one line, as for any bad input (SystemExit passes Hydra by)
             if impl.storage is not None:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Set, Tuple
@@ -191,8 +192,11 @@ def main() -> None:
         try:
             run_command(sys.argv[1:])
         except KeyboardInterrupt:
-            sys.stderr.write("sgns-train: error: interrupted (Ctrl-C) before training started; nothing was trained\n")
-            sys.exit(INTERRUPTED)
+            signals = sys.modules.get("sgns.train.signals")  # loaded once train() runs
+            by = signals.interrupted_by if signals is not None else None
+            said = f"by {signal.Signals(by).name}" if by is not None else "(Ctrl-C)"
+            sys.stderr.write(f"sgns-train: error: interrupted {said} before training started; nothing was trained\n")
+            sys.exit(128 + by if by is not None else INTERRUPTED)
         finally:
             distributed = sys.modules.get("sgns.distributed")
             if distributed is not None:  # under torchrun; a process that exits still in the group may abort in gloo

@@ -5,6 +5,7 @@ and tokenisation settings, so a sweep re-reads nothing and a changed file never 
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -225,10 +226,10 @@ class _Merger:
         if self.table is not None:  # numba is loaded: one pass
             from sgns.corpus.scan import corpus_ids
 
-            corpus_ids(piece.ids, table, self.counts).tofile(self.out)
+            self.out.write(corpus_ids(piece.ids, table, self.counts))  # not tofile: its short write has no errno
         else:
             self.counts[table] += np.bincount(piece.ids, minlength=len(table))  # table holds distinct ids
-            table[piece.ids].tofile(self.out)
+            self.out.write(table[piece.ids])
         lines = piece.lines.copy()
         lines[0] += self.open_line
         self.lines.frombytes(lines[:-1].tobytes())
@@ -287,6 +288,10 @@ class _Merger:
         return np.append(np.repeat(starts, parts) + within * max_len, self.tokens).astype(np.int64)
 
 
+# writing the cache failed, not reading the corpus: a full disk or quota, a file size limit, a read-only mount
+CACHE_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
 def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], None] = print,
            workers: Optional[int] = None) -> EncodedCorpus:
     """Tokenise the corpus once into `cache_dir` (in `workers` processes, default the source's), or reuse the
@@ -306,7 +311,13 @@ def encode(source: CorpusSource, cache_dir: str | Path, log: Callable[[str], Non
         raise SGNSError(f"cannot write the token cache in {cache_dir}: {e.strerror} "
                         f"(set data.cache_dir=DIR)") from None
     with owner:
-        return _encode_into(source, tmp, folder, log, workers)
+        try:
+            return _encode_into(source, tmp, folder, log, workers)
+        except OSError as e:
+            if e.errno not in CACHE_WRITE_ERRORS:
+                raise
+            raise SGNSError(f"cannot write the token cache in {cache_dir}: {e.strerror} "
+                            f"(set data.cache_dir=DIR)") from None
 
 
 def _encode_into(source: CorpusSource, tmp: Path, folder: Path, log: Callable[[str], None],

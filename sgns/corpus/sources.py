@@ -3,8 +3,11 @@ a `CorpusSource`: its tokenised pieces in order and the key its token cache is f
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +100,44 @@ def _tokenise_rows(batch: dict, column: str, lowercase: bool) -> dict:
     return {"words": [piece.words], "ids": [piece.ids], "lines": [piece.lines]}
 
 
+@contextlib.contextmanager
+def _datasets_errors_kept(logged: List[str]) -> Iterator[None]:
+    """datasets logs a file it fails to read as an ERROR line of its own (the file's name, the parser's reason)
+    before it raises: kept in `logged` for the one error line instead of printed; its other messages still print."""
+    logger = logging.getLogger("datasets")
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    def below_error(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+    keep = Keep(logging.ERROR)
+    for handler in logger.handlers:
+        handler.addFilter(below_error)
+    logger.addHandler(keep)
+    try:
+        yield
+    finally:
+        logger.removeHandler(keep)
+        for handler in logger.handlers:
+            handler.removeFilter(below_error)
+
+
+def _load_failure(error: BaseException, logged: List[str]) -> str:
+    """Why load_dataset failed, in one line: a DatasetGenerationError ("An error occurred while generating the
+    dataset") says it through its cause (the parser's error); the file comes from datasets' own log line."""
+    if type(error).__name__ == "DatasetGenerationError" and error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    if isinstance(error, StopIteration):
+        reason = "no rows to read"
+    files = [m.group(1) for line in logged for m in [re.search(r"file '([^']+)'", line)] if m]
+    return f"{reason} (in {files[-1]})" if files else reason
+
+
 def hf_source(cfg: CorpusConfig) -> CorpusSource:
     """A Hugging Face dataset read through `datasets.load_dataset` (hub name or local json/csv/parquet)."""
     import datasets  # here, not at the top: it costs a second to import and most runs read text files
@@ -113,16 +154,24 @@ def hf_source(cfg: CorpusConfig) -> CorpusSource:
     for f in data_files or []:
         if not Path(f).exists():
             raise SGNSError(f"corpus data file not found: {f}")
+        if Path(f).is_file() and Path(f).stat().st_size == 0:
+            raise SGNSError(f"corpus data file {f} is empty")
     datasets.disable_progress_bars()
+    logged: List[str] = []
     try:
-        ds = datasets.load_dataset(name, cfg.config_name, data_files=data_files, split=cfg.split,
-                                   revision=cfg.revision)
+        with _datasets_errors_kept(logged):
+            ds = datasets.load_dataset(name, cfg.config_name, data_files=data_files, split=cfg.split,
+                                       revision=cfg.revision)
     except Exception as e:  # datasets raises many types (FileNotFoundError, ConnectionError, ValueError...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SGNSError(f"could not load dataset {name!r} split {cfg.split!r}: {first}") from None
+        raise SGNSError(f"could not load dataset {name!r} split {cfg.split!r}: {_load_failure(e, logged)}") from None
     if cfg.column not in ds.column_names:
         raise SGNSError(f"dataset has no column {cfg.column!r}; columns are {ds.column_names} "
                         f"(set corpus.column=...)")
+    feature = ds.features[cfg.column]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):  # str() of ints, lists, bytes trained
+        kind = getattr(feature, "dtype", None) or type(feature).__name__
+        raise SGNSError(f"dataset column {cfg.column!r} holds {kind} values, not text: set corpus.column to a "
+                        f"column of strings; columns are {ds.column_names}")
     column, max_len, lowercase = cfg.column, cfg.max_sentence_len, cfg.lowercase
 
     def pieces(n_workers: int) -> Iterator[Piece]:

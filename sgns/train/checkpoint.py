@@ -17,6 +17,8 @@ import re
 import signal
 import tempfile
 import types
+import warnings
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
@@ -188,6 +190,28 @@ def save_checkpoint(state: dict, run_dir: str | Path, step: int, keep: int) -> P
     return path
 
 
+def _load_failure(path: Path, error: Exception) -> str:
+    """Why torch.load failed on `path`, in words: torch's own first line names its internals (a KeyError '101'
+    for a text file, inline_container.cc for a zip that torch did not write)."""
+    text = str(error).strip()
+    if "TorchScript archive" in text:
+        return "it is a TorchScript archive (torch.jit.save), not an sgns checkpoint"
+    if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
+        return "it holds pickled objects other than tensors and plain data; refused for safety, nothing was run"
+    if not text:
+        return f"{type(error).__name__} (the file is empty or truncated)"
+    with path.open("rb") as f:
+        head = f.read(4)
+    first = text.splitlines()[0]
+    if head.startswith(b"PK"):  # a zip archive, torch.save's format
+        if zipfile.is_zipfile(path) and "not in a subdirectory" in text:
+            return "it is a zip archive that torch.save did not write"
+        return f"the file is truncated or damaged ({first.split('. ')[0]})"
+    if not head.startswith(b"\x80"):  # nor a pickle (torch's legacy format)
+        return "it is not a torch file (neither a zip archive nor a pickle)"
+    return f"the file is truncated or damaged ({first})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Load with weights_only=True; raise SGNSError for a missing, corrupt or unsafe file.
 
@@ -197,18 +221,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise SGNSError(f"checkpoint not found: {path}")
     try:
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-        except RuntimeError as e:
-            if not (mmap and "mmap" in str(e)):
-                raise
-            state = torch.load(path, map_location=map_location, weights_only=True)  # not a zip file: plain read
+        with warnings.catch_warnings():
+            # torch.load warns, then dispatches a TorchScript archive (torch.jit.save's model.pt) to torch.jit.load;
+            # as an error it is one line, not a warning before the refusal
+            warnings.filterwarnings("error", message=".*TorchScript archive", category=UserWarning)
+            try:
+                state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            except RuntimeError as e:
+                if not (mmap and "mmap" in str(e)):
+                    raise
+                state = torch.load(path, map_location=map_location, weights_only=True)  # not a zip file: plain read
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        text = str(e).strip()
-        reason = text.splitlines()[0] if text else f"{type(e).__name__} (the file is empty or truncated)"
-        if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
-            reason = "it holds pickled objects other than tensors and plain data; refused for safety, nothing was run"
-        raise SGNSError(f"checkpoint {path} cannot be loaded: {reason}") from None
+        raise SGNSError(f"checkpoint {path} cannot be loaded: {_load_failure(path, e)}") from None
     if not isinstance(state, dict) or "model" not in state or "progress" not in state:
         raise SGNSError(f"checkpoint {path} is not an sgns checkpoint (no model state)")
     stored = state.pop("checksum", None)

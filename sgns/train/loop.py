@@ -41,6 +41,7 @@ from sgns.train.checkpoint import list_checkpoints
 from sgns.train.checkpoint_cadence import CheckpointCadence
 from sgns.train.eval_schedule import EvalSchedule, one_cpu_thread
 from sgns.train.init_from import start_from
+from sgns.train.metrics import objective
 from sgns.train.rundir import RunDir, open_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
 from sgns.train.state import PIPELINE_STATE_KEY, TrainState, seed_everything
@@ -205,7 +206,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
         **({"eval_skipped": suite.skipped} if suite.skipped else {}),  # named benchmarks under eval.min_coverage
         **({"distributed": distributed} if distributed is not None else {}),
     }
-    metrics = run.write_metrics(metrics, config.objective)  # with the objective
+    metrics = {**metrics, "objective": objective(config.objective, metrics)}
     if state.step % t.log_every:  # the last, partial log interval (a full one was logged in the loop)
         tb.final_loss(state.words_done, last_loss)
     tb.hparams(record, state.words_done)
@@ -213,6 +214,9 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     state.finished = True  # last: a finished checkpoint means every output exists
     writing = time.perf_counter()
     save(record, run, state, model, pipeline, vocab, tb, guard, team, metrics)
+    # metrics.json says finished only once the final checkpoint exists: killed or out of disk space before, the
+    # same command must train again, not find a "finished" run without a checkpoint and refuse the run dir
+    metrics = run.write_metrics(metrics, config.objective)
     resumed = f" ({process_words:,} in this process)" if words_before else ""
     log.info(f"done: {int(state.words_done):,} words{resumed} in {wall_seconds:.1f}s ({words_per_sec:,.0f} words/s "
              f"training), loss {last_loss:.4f}; vectors written in {vectors_seconds:.1f}s, the final checkpoint in "

@@ -171,8 +171,9 @@ class RunDir:
     def finished_metrics(self, checkpoint: dict) -> Dict[str, Any]:
         """A finished run trains nothing again: its metrics (restoring metrics.json from the final checkpoint)."""
         log.info(f"the run in {self.path} already finished; nothing to do (a new hydra.run.dir trains again)")
-        if not (self.path / "metrics.json").is_file() and checkpoint.get("metrics"):
-            write_metrics(self.path, checkpoint["metrics"])  # deleted since: the final checkpoint holds a copy
+        if not _finished_record(self.path) and checkpoint.get("metrics"):
+            # deleted since, or killed between the final checkpoint and metrics.json: the checkpoint holds a copy
+            write_metrics(self.path, checkpoint["metrics"])
         binary = (checkpoint.get("config") or {}).get("trainer", {}).get("export_binary", True)
         vectors = self.path / ("vectors.bin" if binary else "vectors.txt")
         if not vectors.is_file() and "input.weight" in checkpoint.get("model", {}):  # deleted since: the final
@@ -205,7 +206,12 @@ class RunDir:
         save_checkpoint(build(), self.path, step, keep)
 
     def write_vectors(self, words: Sequence[str], vectors: np.ndarray, binary: bool) -> None:
-        save_word2vec(self.path / ("vectors.bin" if binary else "vectors.txt"), words, vectors, binary=binary)
+        path = self.path / ("vectors.bin" if binary else "vectors.txt")
+        try:
+            save_word2vec(path, words, vectors, binary=binary)
+        except OSError as e:  # a full disk: one line (and metrics.json says failed), not Hydra's traceback
+            raise SGNSError(f"could not write {path}: {e.strerror or e}; fix that and run the same command "
+                            f"again") from None
 
     def write_metrics(self, metrics: Dict[str, Any], objective_setting: str) -> Dict[str, Any]:
         """Add the objective to `metrics` and write them as metrics.json; return them."""

@@ -42,12 +42,23 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+# the signal that interrupted this process outside the loop, for the one line that reports it (None: Ctrl-C)
+interrupted_by: Optional[int] = None
+
+
+def _sigterm_interrupt(sig: int, frame: Any) -> None:
+    global interrupted_by
+    interrupted_by = sig
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, as SIGINT does, while the context is open (main thread only)."""
+    """SIGTERM raises KeyboardInterrupt, as SIGINT does, while the context is open (main thread only); the signal
+    is kept in `interrupted_by`, so a batch scheduler's SIGTERM is not reported as Ctrl-C."""
     previous = None
     try:
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        previous = signal.signal(signal.SIGTERM, _sigterm_interrupt)
     except ValueError:  # not the main thread
         pass
     try:
