@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 from tqdm.auto import tqdm
 
-from sgns.config import EvalConfig, result_settings
+from sgns.config import EvalConfig, result_settings, setting_default
 from sgns.errors import SGNSError
 from sgns.train.checkpoint import (
     checkpoint_dir,
@@ -43,8 +43,10 @@ log = logging.getLogger("sgns")
 
 
 def settings_differences(previous: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
-    """`key=old (now new)` for every result setting that differs between two configs."""
+    """`key=old (now new)` for every result setting that differs between two configs. A key the older config lacks
+    (written before the key existed: model.minn, for one) counts as its default, which kept the old behaviour."""
     old, new = result_settings(previous), result_settings(current)
+    old = {k: old[k] if k in old else setting_default(k) for k in set(old) | set(new)}
     return [f"{k}={old.get(k)!r} (this command: {new.get(k)!r})" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
 
