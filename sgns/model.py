@@ -159,6 +159,13 @@ class SubwordSGNS(SGNS):
         return F.embedding_bag(self.rows, self.input.weight.detach(), self.offsets[:-1], mode="mean")
 
 
+@torch.no_grad()
+def mean_of_rows(input_table: torch.Tensor, table: SubwordTable) -> torch.Tensor:
+    """Each vocabulary word's vector from a model=subword input table: the mean of its rows."""
+    return F.embedding_bag(torch.from_numpy(table.rows).long().to(input_table.device), input_table,
+                           torch.from_numpy(table.offsets[:-1]).to(input_table.device), mode="mean")
+
+
 def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """BCE-with-logits summed over all pairs: label 1 for positives, 0 for negatives."""
     return (F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive), reduction="sum")

@@ -44,8 +44,9 @@ def sgd_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negativ
     row_cap=0: the exact SGD step of the batch's summed loss (model=subword: fastText's rule, every input row of a
     center moved by the center's full gradient, as the reference's MeanOfRows). row_cap>0: each row's summed
     gradient is scaled by min(1, row_cap / n), n the number of (pair, logit) terms that reach the row (a shared
-    negative counts once per positive sharing it; an n-gram row once per center holding it): with large batches a frequent word's row gets thousands of terms, all
-    computed from the same stale weights, and their plain sum overshoots.
+    negative counts once per positive sharing it; an n-gram row once per center holding it): with large batches a
+    frequent word's row gets thousands of terms, all computed from the same stale weights, and their plain sum
+    overshoots.
     """
     W, C = model.input.weight, model.output.weight
     b, (groups, k), d = len(centers), negatives.shape, W.shape[1]

@@ -34,7 +34,7 @@ from sgns.train.checkpoint import (
 )
 from sgns.train.metrics import LOSS_WARNING, objective, ranks_by_loss, read_metrics, write_metrics
 from sgns.train.progress import PlainProgress, progress_bar
-from sgns.train.runs import read_checkpoint
+from sgns.train.runs import checkpoint_vectors, read_checkpoint
 from sgns.train.tblog import NullTBLog, TBLog
 from sgns.vectors import save_word2vec
 
@@ -180,7 +180,8 @@ class RunDir:
         vectors = self.path / ("vectors.bin" if binary else "vectors.txt")
         if not vectors.is_file() and "input.weight" in checkpoint.get("model", {}):  # deleted since: the final
             log.info(f"{vectors.name} is missing: rewriting it from the final checkpoint")  # checkpoint's model
-            self.write_vectors(list(checkpoint["vocab"]["words"]), checkpoint["model"]["input.weight"].numpy(), binary)
+            run = checkpoint_vectors(checkpoint, self.path)  # model=subword: each word's mean of rows
+            self.write_vectors(run.words, run.input, binary)
         return checkpoint.get("metrics") or read_metrics(self.path)
 
     def write_vocab(self, vocab: Any) -> None:
