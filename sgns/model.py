@@ -31,24 +31,41 @@ def group_size(positives: int, rows: int) -> int:
 
 @dataclass
 class CenterRows:
-    """The input rows behind a batch of center words: `rows` (int64), and `bag` (which center each row belongs to)
-    with `counts` (rows per center) when a center has several rows (model=subword); SGNS: one row each, bag None."""
+    """The input rows behind a batch of center words. SGNS: `rows` are the centers themselves (one row each).
+    model=subword: each distinct center's rows, flat (`rows`, int64), `bag` the distinct center each belongs to,
+    `counts` rows per distinct center, `inverse` each center's distinct index and `pairs` the centers sharing it."""
 
     rows: torch.Tensor
     bag: Optional[torch.Tensor] = None
     counts: Optional[torch.Tensor] = None
+    inverse: Optional[torch.Tensor] = None
+    pairs: Optional[torch.Tensor] = None
 
-    def vectors(self, weight: torch.Tensor) -> torch.Tensor:
-        """Each center's input vector h: its row, or the mean of its rows."""
-        if self.bag is None:
-            return weight.index_select(0, self.rows)
+    def means(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each distinct center's mean of rows (model=subword)."""
         sums = weight.new_zeros((len(self.counts), weight.shape[1])).index_add_(0, self.bag, weight[self.rows])
         return sums / self.counts.unsqueeze(1).to(weight.dtype)
 
+    def vectors(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each center's input vector h (B, D): its row, or the mean of its rows."""
+        if self.bag is None:
+            return weight.index_select(0, self.rows)
+        return self.means(weight).index_select(0, self.inverse)
+
     def spread(self, grad: torch.Tensor) -> torch.Tensor:
-        """Each row's gradient from the centers' dL/dh (B, D): fastText's skip-gram gives every row of a word the
-        FULL dL/dh (not dL/dh / n, the mean's own derivative), row by row as `rows`."""
-        return grad if self.bag is None else grad.index_select(0, self.bag)
+        """Each row's gradient from the centers' dL/dh (B, D), row by row as `rows`: fastText's skip-gram gives every
+        row of a word the FULL dL/dh (not dL/dh / n, the mean's own derivative), summed over the batch's pairs of
+        that word first (the rows of a word are expanded once per distinct center, not once per pair)."""
+        if self.bag is None:
+            return grad
+        per_center = grad.new_zeros((len(self.counts), grad.shape[1])).index_add_(0, self.inverse, grad)
+        return per_center.index_select(0, self.bag)
+
+    def terms(self) -> torch.Tensor:
+        """How many pairs' gradients each entry of `rows` carries (the row cap counts them)."""
+        if self.bag is None:
+            return torch.ones(len(self.rows), dtype=torch.float32, device=self.rows.device)
+        return self.pairs.index_select(0, self.bag).to(torch.float32)
 
 
 class SGNS(nn.Module):
@@ -107,7 +124,7 @@ class MeanOfRows(torch.autograd.Function):
                 counts: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(rows, bag)
         ctx.table_shape = weight.shape
-        return CenterRows(rows, bag, counts).vectors(weight)
+        return CenterRows(rows, bag, counts).means(weight)
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor):  # type: ignore[override]
@@ -140,18 +157,19 @@ class SubwordSGNS(SGNS):
             self.output.weight.zero_()
 
     def center_rows(self, centers: torch.Tensor) -> CenterRows:
-        """Every input row of each center, flat (one host sync for their number), with the center each belongs to."""
-        centers = centers.long()
-        starts = self.offsets[centers]
-        counts = self.offsets[centers + 1] - starts
-        bag = torch.repeat_interleave(torch.arange(len(centers), device=centers.device), counts)
+        """Every input row of each distinct center, flat (host syncs for their numbers), with the center each belongs
+        to: a frequent word is the center of many pairs of a batch, its rows are gathered once."""
+        distinct, inverse, pairs = torch.unique(centers.long(), return_inverse=True, return_counts=True)
+        starts = self.offsets[distinct]
+        counts = self.offsets[distinct + 1] - starts
+        bag = torch.repeat_interleave(torch.arange(len(distinct), device=centers.device), counts)
         first = torch.cumsum(counts, 0) - counts  # where each center's rows begin in the flat list
         position = torch.arange(len(bag), device=centers.device) - first[bag]
-        return CenterRows(self.rows[starts[bag] + position], bag, counts)
+        return CenterRows(self.rows[starts[bag] + position], bag, counts, inverse, pairs)
 
     def center_vectors(self, centers: torch.Tensor) -> torch.Tensor:
         found = self.center_rows(centers)
-        return MeanOfRows.apply(self.input.weight, found.rows, found.bag, found.counts)
+        return MeanOfRows.apply(self.input.weight, found.rows, found.bag, found.counts).index_select(0, found.inverse)
 
     @torch.no_grad()
     def word_vectors(self) -> torch.Tensor:

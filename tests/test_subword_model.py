@@ -155,3 +155,22 @@ def test_the_memory_check_counts_the_bucket_rows():
     with pytest.raises(SGNSError, match=r"10,000 words and 2,000,000 n-gram buckets x 100 dims need 0.8 GiB .*"
                                         r"model.bucket"):
         check_table_memory(10_000, 100, available=1 << 29, bucket=2_000_000)
+
+
+def test_the_row_cap_counts_each_pair_that_reaches_an_ngram_row():
+    """row_cap > 0 (large batches): a row's summed input update is scaled by min(1, cap / n), n the pairs whose
+    center holds the row (once per occurrence); the output side is SGNS's."""
+    centers, contexts = torch.tensor([0, 0, 1, 3, 0]), torch.tensor([1, 2, 3, 4, 2])
+    negatives = torch.tensor([[2, 4], [3, 4], [0, 2], [1, 2], [4, 3]])
+    exact, capped = tiny_model(), tiny_model()
+    before = exact.input.weight.detach().clone()
+    sgd_step(exact, centers, contexts, negatives, 0.1)
+    sgd_step(capped, centers, contexts, negatives, 0.1, row_cap=2.0)
+    hits = torch.zeros(len(before))
+    for c in centers.tolist():
+        for row in exact.table.rows_of(c).tolist():
+            hits[row] += 1
+    scale = (2.0 / hits.clamp(min=2.0)).unsqueeze(1)
+    assert (hits > 2).any()  # some rows are capped
+    assert torch.allclose(capped.input.weight.detach() - before, (exact.input.weight.detach() - before) * scale,
+                          atol=1e-6)

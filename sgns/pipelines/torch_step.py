@@ -70,8 +70,7 @@ def sgd_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negativ
     if row_cap > 0:
         counter = counter if counter is not None else RowCounter(W.shape[0], W.device)
         ones = torch.ones(b, dtype=torch.float32, device=W.device)
-        rows_ones = ones if center_rows.bag is None else torch.ones(len(center_rows.rows), device=W.device)
-        grad_rows *= counter.scale(center_rows.rows, rows_ones, row_cap).unsqueeze(1)
+        grad_rows *= counter.scale(center_rows.rows, center_rows.terms(), row_cap).unsqueeze(1)
         out_rows = torch.cat([contexts.to(flat_negatives.dtype), flat_negatives])
         out_weights = torch.cat([ones, torch.full((groups * k,), float(size), device=W.device)])
         out_scale = counter.scale(out_rows, out_weights, row_cap).unsqueeze(1)
