@@ -1,4 +1,4 @@
-"""Model stage: two embedding tables and the SGNS objective (and the full softmax it replaces).
+"""Model stage: two embedding tables and the SGNS objective (the full softmax it replaces; fastText's subwords).
 
 P(pair is real) = sigmoid(w . v), w the center word's input vector, v the other word's output vector.
 A positive (center, context) pair has label 1; each of its K negatives label 0. The loss is binary
