@@ -39,7 +39,7 @@ PIPELINE_CHOICES = ("auto", "numba", "torch")  # trainer.kernel values: which pi
 TORCH_STEPS = ("eager", "static", "compiled", "cuda_graph", "compiled_cuda_graph")  # trainer.torch_step values
 OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
 CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
-MODELS = ("sgns", "full_softmax")  # model.name values (the model group's options)
+MODELS = ("sgns", "full_softmax", "subword")  # model.name values (the model group's options)
 MERGES = ("sum", "rows", "average")  # dist.merge values (sgns/distributed/merge.py)
 ANALOGY_METHODS = ("3cosadd", "3cosmul")  # eval.method values (sgns/evaluate.py)
 RESTRICT_VOCAB = 30000  # analogy answers among this many most frequent words (gensim's default)
@@ -181,8 +181,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = result("sgns", one_of(MODELS, note=" (pick it with model=NAME)"))  # sgns | full_softmax (MODELS)
+    name: str = result("sgns", one_of(MODELS, note=" (pick it with model=NAME)"))  # sgns | full_softmax | subword
     dim: int = result(100, at_least(1, example=100))  # embedding dimension
+    minn: int = result(3, at_least(0, " (0: no n-grams)", example=3))  # subword: shortest character n-gram (fastText's)
+    maxn: int = result(6, at_least(0, " (0: no n-grams)", example=6))  # subword: longest character n-gram (fastText's)
+    bucket: int = result(2_000_000, at_least(0, " (0: no n-grams)", example=2_000_000))  # subword: n-gram hash rows
     init_from: Optional[str] = result(None, INIT_SOURCE)  # start from earlier vectors: word2vec file, checkpoint, run
     freeze_init: bool = False  # keep the imported input vectors bit-identical (gensim's lockf=0); needs init_from
 
@@ -389,6 +392,8 @@ def validate(cfg: Any) -> None:
     m = cfg.model
     _check(not m.freeze_init or bool(m.init_from), "model.freeze_init", "false unless model.init_from is set",
            m.freeze_init, "set model.init_from=PATH")
+    _check(m.maxn >= m.minn or m.minn == 0 or m.maxn == 0, "model.maxn", f">= model.minn={m.minn} (or 0: no n-grams)",
+           m.maxn, f"model.maxn={max(m.minn, 6)}")
     if cfg.eval.benchmarks:  # an unknown or unshipped name, or a missing file: one line now, not after reading
         from sgns.benchmarks import expand
 
@@ -416,6 +421,21 @@ def setting_role(key: str) -> Optional[str]:
         if not is_dataclass(kind):
             return None
         node = kind
+    return None
+
+
+def setting_default(key: str) -> Any:
+    """The schema's default of a dotted config key (None for one without a plain default): what a checkpoint written
+    before the key existed ran with, when the key was added with the old behaviour as its default."""
+    node: Any = Config
+    for part in key.split("."):
+        found = next((f for f in fields(node) if f.name == part), None)
+        if found is None:
+            return None
+        if is_dataclass(field_types(node)[part]):
+            node = field_types(node)[part]
+            continue
+        return None if found.default is MISSING else found.default
     return None
 
 

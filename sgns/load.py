@@ -16,8 +16,15 @@ from pathlib import Path
 import torch
 
 from sgns.errors import SGNSError
-from sgns.model import SGNS
-from sgns.train.runs import VECTOR_CHOICES, checkpoint_tables, read_checkpoint, read_vectors
+from sgns.model import SGNS, SubwordSGNS
+from sgns.subwords import subword_table
+from sgns.train.runs import (
+    VECTOR_CHOICES,
+    checkpoint_subwords,
+    checkpoint_tables,
+    read_checkpoint,
+    read_vectors,
+)
 from sgns.vectors import WordVectors
 from sgns.vocab import Vocabulary
 
@@ -32,7 +39,11 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> to
     """
     path, state = read_checkpoint(checkpoint)
     words, input_table, _ = checkpoint_tables(state, path)
-    model = SGNS(len(words), int(input_table.shape[1]))
+    subwords = checkpoint_subwords(state)
+    if subwords is not None:  # its n-gram rows rebuilt from the vocabulary and the run's minn/maxn/bucket
+        model = SubwordSGNS(subword_table(words, **subwords), int(input_table.shape[1]))
+    else:
+        model = SGNS(len(words), int(input_table.shape[1]))
     model.load_state_dict({k: v.detach().clone() for k, v in state["model"].items()})
     model.vocab = Vocabulary.from_state_dict(state["vocab"])
     return model.to(device)

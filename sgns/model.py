@@ -1,4 +1,4 @@
-"""Model stage: two embedding tables and the SGNS objective (and the full softmax it replaces).
+"""Model stage: two embedding tables and the SGNS objective (the full softmax it replaces; fastText's subwords).
 
 P(pair is real) = sigmoid(w . v), w the center word's input vector, v the other word's output vector.
 A positive (center, context) pair has label 1; each of its K negatives label 0. The loss is binary
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sgns.errors import SGNSError
+from sgns.subwords import SubwordTable, subword_table
 
 if TYPE_CHECKING:
     from sgns.config import ModelConfig
@@ -25,6 +27,45 @@ if TYPE_CHECKING:
 def group_size(positives: int, rows: int) -> int:
     """Positives served by each of `rows` rows of negatives: row r serves positives r*size .. (r+1)*size-1."""
     return -(-positives // rows)
+
+
+@dataclass
+class CenterRows:
+    """The input rows behind a batch of center words. SGNS: `rows` are the centers themselves (one row each).
+    model=subword: each distinct center's rows, flat (`rows`, int64), `bag` the distinct center each belongs to,
+    `counts` rows per distinct center, `inverse` each center's distinct index and `pairs` the centers sharing it."""
+
+    rows: torch.Tensor
+    bag: Optional[torch.Tensor] = None
+    counts: Optional[torch.Tensor] = None
+    inverse: Optional[torch.Tensor] = None
+    pairs: Optional[torch.Tensor] = None
+
+    def means(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each distinct center's mean of rows (model=subword)."""
+        sums = weight.new_zeros((len(self.counts), weight.shape[1])).index_add_(0, self.bag, weight[self.rows])
+        return sums / self.counts.unsqueeze(1).to(weight.dtype)
+
+    def vectors(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each center's input vector h (B, D): its row, or the mean of its rows."""
+        if self.bag is None:
+            return weight.index_select(0, self.rows)
+        return self.means(weight).index_select(0, self.inverse)
+
+    def spread(self, grad: torch.Tensor) -> torch.Tensor:
+        """Each row's gradient from the centers' dL/dh (B, D), row by row as `rows`: fastText's skip-gram gives every
+        row of a word the FULL dL/dh (not dL/dh / n, the mean's own derivative), summed over the batch's pairs of
+        that word first (the rows of a word are expanded once per distinct center, not once per pair)."""
+        if self.bag is None:
+            return grad
+        per_center = grad.new_zeros((len(self.counts), grad.shape[1])).index_add_(0, self.inverse, grad)
+        return per_center.index_select(0, self.bag)
+
+    def terms(self) -> torch.Tensor:
+        """How many pairs' gradients each entry of `rows` carries (the row cap counts them)."""
+        if self.bag is None:
+            return torch.ones(len(self.rows), dtype=torch.float32, device=self.rows.device)
+        return self.pairs.index_select(0, self.bag).to(torch.float32)
 
 
 class SGNS(nn.Module):
@@ -47,7 +88,7 @@ class SGNS(nn.Module):
         `negatives` is (B, K), or (ceil(B / G), K) when G consecutive positives share one draw of
         negatives: their logits are then one (G, D) x (D, K) product per group.
         """
-        w = self.input(centers)
+        w = self.center_vectors(centers)
         positive = (w * self.output(contexts)).sum(-1)
         groups, k = negatives.shape
         size = group_size(len(centers), groups)
@@ -58,6 +99,89 @@ class SGNS(nn.Module):
     def untrained_loss(self, negatives: int) -> float:
         """The loss per pair with every logit 0 (the scale of a diverged run): (1 + K) ln 2 for K negatives."""
         return (1 + negatives) * math.log(2)
+
+    def center_rows(self, centers: torch.Tensor) -> CenterRows:
+        """The input rows a batch of centers reads and updates: a word's own row."""
+        return CenterRows(centers)
+
+    def center_vectors(self, centers: torch.Tensor) -> torch.Tensor:
+        """The centers' input vectors (differentiable: the reference's forward)."""
+        return self.input(centers)
+
+    @torch.no_grad()
+    def word_vectors(self) -> torch.Tensor:
+        """Every vocabulary word's vector (vectors.bin, evaluation): its input row."""
+        return self.input.weight.detach()
+
+
+class MeanOfRows(torch.autograd.Function):
+    """h = the mean of each center's input rows; backward hands every row the center's FULL dL/dh, fastText's
+    skip-gram update (its Model::update adds the hidden gradient to each input row unscaled), not the mean's true
+    derivative dL/dh / n. The result is a sparse gradient of the input table, as nn.Embedding(sparse=True) gives."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, rows: torch.Tensor, bag: torch.Tensor,  # type: ignore[override]
+                counts: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows, bag)
+        ctx.table_shape = weight.shape
+        return CenterRows(rows, bag, counts).means(weight)
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor):  # type: ignore[override]
+        rows, bag = ctx.saved_tensors
+        grad = torch.sparse_coo_tensor(rows.unsqueeze(0), grad_h.index_select(0, bag), ctx.table_shape,
+                                       check_invariants=False)
+        return grad, None, None, None
+
+
+class SubwordSGNS(SGNS):
+    """fastText's skip-gram with negative sampling (`model=subword`): a center word's input vector h is the mean of
+    its rows in `input` (its own row, then one per character n-gram, sgns.subwords), the loss is SGNS's on h, and
+    every row of the center gets the full gradient dL/dh (MeanOfRows). `input` has n_words + bucket rows (words
+    first, then the hash buckets), `output` n_words; initialised as fastText: input uniform(-1/dim, 1/dim), output 0.
+    The table of rows is rebuilt from the vocabulary and minn/maxn/bucket (buffers left out of the state dict)."""
+
+    def __init__(self, table: SubwordTable, dim: int, sparse: bool = True):
+        nn.Module.__init__(self)
+        self.table = table
+        self.input = nn.Embedding(table.input_rows, dim, sparse=sparse)  # words' own rows, then the n-gram buckets
+        self.output = nn.Embedding(table.n_words, dim, sparse=sparse)  # context-word vectors
+        self.register_buffer("offsets", torch.from_numpy(table.offsets), persistent=False)
+        self.register_buffer("rows", torch.from_numpy(table.rows).long(), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        dim = self.input.embedding_dim
+        with torch.no_grad():  # fastText's initialisation (src/fasttext.cc: wi uniform(-1/dim, 1/dim), wo zero)
+            self.input.weight.uniform_(-1.0 / dim, 1.0 / dim)
+            self.output.weight.zero_()
+
+    def center_rows(self, centers: torch.Tensor) -> CenterRows:
+        """Every input row of each distinct center, flat (host syncs for their numbers), with the center each belongs
+        to: a frequent word is the center of many pairs of a batch, its rows are gathered once."""
+        distinct, inverse, pairs = torch.unique(centers.long(), return_inverse=True, return_counts=True)
+        starts = self.offsets[distinct]
+        counts = self.offsets[distinct + 1] - starts
+        bag = torch.repeat_interleave(torch.arange(len(distinct), device=centers.device), counts)
+        first = torch.cumsum(counts, 0) - counts  # where each center's rows begin in the flat list
+        position = torch.arange(len(bag), device=centers.device) - first[bag]
+        return CenterRows(self.rows[starts[bag] + position], bag, counts, inverse, pairs)
+
+    def center_vectors(self, centers: torch.Tensor) -> torch.Tensor:
+        found = self.center_rows(centers)
+        return MeanOfRows.apply(self.input.weight, found.rows, found.bag, found.counts).index_select(0, found.inverse)
+
+    @torch.no_grad()
+    def word_vectors(self) -> torch.Tensor:
+        """Every vocabulary word's vector: the mean of its rows (fastText's getWordVector)."""
+        return F.embedding_bag(self.rows, self.input.weight.detach(), self.offsets[:-1], mode="mean")
+
+
+@torch.no_grad()
+def mean_of_rows(input_table: torch.Tensor, table: SubwordTable) -> torch.Tensor:
+    """Each vocabulary word's vector from a model=subword input table: the mean of its rows."""
+    return F.embedding_bag(torch.from_numpy(table.rows).long().to(input_table.device), input_table,
+                           torch.from_numpy(table.offsets[:-1]).to(input_table.device), mode="mean")
 
 
 def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
@@ -96,6 +220,11 @@ class FullSoftmax(nn.Module):
         """The loss per pair with every logit 0: ln |V| (no negatives: every word is scored)."""
         return math.log(max(self.input.num_embeddings, 2))
 
+    @torch.no_grad()
+    def word_vectors(self) -> torch.Tensor:
+        """Every vocabulary word's vector: its input row."""
+        return self.input.weight.detach()
+
 
 def full_softmax_loss(model: FullSoftmax, centers: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the true contexts over all |V| logits, summed over the batch (the reference)."""
@@ -114,18 +243,30 @@ def available_memory() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_table_memory(vocab_size: int, dim: int, tables: int = 2, available: int | None = None) -> None:
-    """One clear SGNSError when the float32 tables cannot fit in memory (not an allocator traceback later)."""
-    need = tables * vocab_size * dim * 4
+def check_table_memory(vocab_size: int, dim: int, tables: int = 2, available: int | None = None,
+                       bucket: int = 0) -> None:
+    """One clear SGNSError when the float32 tables cannot fit in memory (not an allocator traceback later);
+    `bucket`: the subword model's n-gram rows, in the input table beside its vocabulary_size word rows."""
+    need = (tables * vocab_size + bucket) * dim * 4
     available = available_memory() if available is None else available
     if need > available:
-        raise SGNSError(f"the model's {tables} tables of {vocab_size:,} words x {dim:,} dims need "
+        buckets = f" and {bucket:,} n-gram buckets" if bucket else ""
+        lower = "model.bucket, " if bucket else ""
+        raise SGNSError(f"the model's {tables} tables of {vocab_size:,} words{buckets} x {dim:,} dims need "
                         f"{need / 2**30:,.1f} GiB but {available / 2**30:,.1f} GiB of memory is available: lower "
-                        f"model.dim, or shrink the vocabulary (raise data.min_count or set data.max_vocab_size)")
+                        f"{lower}model.dim, or shrink the vocabulary (raise data.min_count or set data.max_vocab_size)")
 
 
-def make_model(model: ModelConfig, vocab_size: int) -> SGNS | FullSoftmax:
-    """The model group's module: SGNS, or the full softmax it replaces (`model=full_softmax`)."""
+def make_model(model: ModelConfig, vocab_size: int, words: Optional[Sequence[str]] = None
+               ) -> SGNS | FullSoftmax | SubwordSGNS:
+    """The model group's module: SGNS, the full softmax it replaces (`model=full_softmax`), or fastText's subword
+    skip-gram (`model=subword`: its rows built here from the vocabulary `words`, in index order)."""
+    if model.name == "subword":
+        if words is None or len(words) != vocab_size:
+            raise ValueError("model=subword needs the vocabulary's words to build its n-gram rows")
+        table = subword_table(words, model.minn, model.maxn, model.bucket)
+        check_table_memory(vocab_size, model.dim, bucket=table.bucket)
+        return SubwordSGNS(table, model.dim)
     check_table_memory(vocab_size, model.dim)
     if model.name == "full_softmax":
         return FullSoftmax(vocab_size, model.dim)

@@ -254,6 +254,19 @@ def test_help_with_overrides_shows_their_values() -> None:
     assert re.search(r"^  optimizer\.lr=0\.001\s", text, re.M), text
 
 
+def test_help_shows_the_subword_settings_with_fasttexts_defaults() -> None:
+    text = run("sgns-train", "--help", "model=subword").stdout
+    assert re.search(r"^  model\.name=subword\s", text, re.M), text
+    for key, default in (("minn", "3"), ("maxn", "6"), ("bucket", "2000000")):
+        assert re.search(rf"^  model\.{key}={default}\s+subword: ", text, re.M), key
+    assert "model: full_softmax, sgns (default), subword" in text
+
+
+def test_subword_ngram_lengths_out_of_order_are_refused_in_one_line() -> None:
+    line = one_error_line(run("sgns-train", "model=subword", "model.minn=5", "model.maxn=4"))
+    assert "model.maxn=4 is out of range: must be >= model.minn=5 (or 0: no n-grams)" in line
+
+
 def test_the_constants_repeated_for_quick_commands_agree() -> None:
     from sgns.cli import eval as eval_cli
     from sgns.cli import export as export_cli

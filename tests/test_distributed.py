@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import pytest
 import torch
 from conftest import zipf_text
@@ -174,6 +175,27 @@ def test_two_processes_train_one_model_into_one_run_dir(corpus, tmp_path, kernel
 
     words, vectors = load_word2vec(run_dir / "vectors.bin")
     assert len(words) == metrics["vocab_size"] and torch.isfinite(torch.as_tensor(vectors)).all()
+
+
+def test_two_processes_train_one_subword_model(corpus, tmp_path):
+    """model=subword under torchrun: the merge carries the larger input table (words + buckets) like SGNS's."""
+    from sgns.subwords import subword_table
+    from sgns.vectors import load_word2vec
+
+    run_dir = tmp_path / "run"
+    done = run(torchrun_command("corpus=text", f"corpus.path={corpus}", *SMALL, "trainer.epochs=1", "model=subword",
+                                "model.bucket=3000", f"hydra.run.dir={run_dir}"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["distributed"]["world_size"] == 2 and metrics["distributed"]["merges"] > 0
+    assert metrics["distributed"]["bytes_per_merge"] == (2 * 500 + 3000) * 16 * 4
+    final = torch.load(max((run_dir / "checkpoints").glob("step-*.pt")), weights_only=False)
+    words = list(final["vocab"]["words"])
+    weight = final["model"]["input.weight"].numpy()
+    assert weight.shape == (len(words) + 3000, 16) and final["pipeline"] == "device"
+    table = subword_table(words, 3, 6, 3000)
+    _, vectors = load_word2vec(run_dir / "vectors.bin")
+    assert np.allclose(vectors, np.stack([weight[table.rows_of(i)].mean(0) for i in range(len(words))]), atol=1e-6)
 
 
 @pytest.mark.slow  # two trainings of the planted corpus, about a minute on 2 cores

@@ -18,6 +18,9 @@ so every kernel and optimizer is one `step(batch, lr)`, and the loop never branc
   negatives drawn in (sgns.pipelines.negatives), stepped through torch.optim.SparseAdam.
 - `softmax` (sgns.pipelines.softmax; `model=full_softmax`): the pair batches, trained with the full softmax.
 
+`model=subword` (fastText's skip-gram, sgns.model.SubwordSGNS) trains on the device pipeline: its step reads and
+updates a center's rows through the model's `center_rows` (SGNS: one row a word), so no pipeline branches on it.
+
 This module is the one factory: `choose_pipeline` holds every rule that picks a pipeline or refuses a
 combination (kernel, device, optimizer, objective, torch step, torchrun); `resolve` turns the "auto"/null settings
 into the values this run uses (logged and saved by the loop); `make_optimizer` builds the optimizer (the one
@@ -89,15 +92,29 @@ def learning_rate(optimizer: OptimizerConfig, progress: float) -> float:
     return optimizer.lr * max(1.0 - progress, optimizer.min_lr_ratio)
 
 
+# Whether the numba span kernel trains model=subword (branch subkernel); until it does, model=subword trains on the
+# torch device pipeline on the CPU as on CUDA, and trainer.kernel=numba is refused for it.
+SPAN_TRAINS_SUBWORDS = False
+
+
 def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -> str:
     """The pipeline for model.name, optimizer.name, trainer.kernel and the device; SGNSError for a combination
     no pipeline runs (every compatibility rule is here: objectives, pipelines, optimizers, torch steps, torchrun)."""
     chosen, optimizer = config.trainer.kernel, config.optimizer.name  # trainer.kernel: the pipeline asked for
+    subword = config.model.name == "subword"
+    if subword and optimizer != "sgd":
+        raise SGNSError(f"model=subword trains with fastText's SGD update (every row of a word gets the full "
+                        f"gradient): use optimizer=sgd (got optimizer.name={optimizer})")
     if config.model.name == "full_softmax":
         if chosen not in ("auto", "torch") or optimizer != "sgd":
             raise SGNSError(f"model=full_softmax trains with its own torch SGD step: use trainer.kernel=auto and "
                             f"optimizer=sgd (got trainer.kernel={chosen}, optimizer.name={optimizer})")
         pipeline = "softmax"
+    elif subword and not SPAN_TRAINS_SUBWORDS:  # the one rule to drop when the numba kernel trains model=subword
+        if chosen == "numba":
+            raise SGNSError("model=subword has no numba kernel yet: use trainer.kernel=auto or torch (the torch "
+                            "pipeline, on the CPU as on CUDA)")
+        pipeline = "device"
     elif chosen == "numba":
         if device.type != "cpu":
             raise SGNSError(f"trainer.kernel=numba runs on the CPU only: use trainer.kernel=torch (or auto) with "
@@ -114,6 +131,9 @@ def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -
     if pipeline == "device" and optimizer != "sgd" and step_mode != "eager":
         raise SGNSError(f"trainer.torch_step={step_mode} is the sgd step: use trainer.torch_step=eager with "
                         f"optimizer={optimizer}")
+    if pipeline == "device" and subword and step_mode != "eager":
+        raise SGNSError(f"trainer.torch_step={step_mode} is SGNS's fixed-shape step (a word's n-gram rows vary in "
+                        f"number): use trainer.torch_step=eager with model=subword")
     if world_size > 1 and optimizer != "sgd":
         raise SGNSError(f"torchrun runs train with optimizer.name=sgd only (optimizer.name={optimizer} keeps per-row "
                         f"state that the merge would not combine)")

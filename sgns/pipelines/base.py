@@ -18,7 +18,7 @@ from sgns.errors import SGNSError
 # Each pipeline's tag, and the settings that choose it (sgns.pipelines.choose_pipeline holds the rules).
 CHOSEN_BY: Dict[str, str] = {
     "span": "the numba kernel over token spans (trainer.kernel=numba, or auto on the CPU with optimizer.name=sgd)",
-    "device": "the torch device pipeline (trainer.kernel=torch, or auto on a CUDA device)",
+    "device": "the torch device pipeline (trainer.kernel=torch, or auto on a CUDA device or with model=subword)",
     "pairs": "the CPU pair pipeline (trainer.kernel=auto on the CPU with optimizer.name=sparse_adam)",
     "softmax": "the full-softmax pipeline (model=full_softmax)",
 }

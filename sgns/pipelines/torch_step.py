@@ -41,16 +41,19 @@ def sgd_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negativ
              lr: float, row_cap: float = 0.0, counter: Optional[RowCounter] = None) -> torch.Tensor:
     """One SGD step on `sgns_loss`, gradients derived by hand; returns the summed loss (a 0-d tensor).
 
-    row_cap=0: the exact SGD step of the batch's summed loss. row_cap>0: each row's summed gradient is scaled
-    by min(1, row_cap / n), n the number of (pair, logit) terms that reach the row (a shared negative counts
-    once per positive sharing it): with large batches a frequent word's row gets thousands of terms, all
-    computed from the same stale weights, and their plain sum overshoots.
+    row_cap=0: the exact SGD step of the batch's summed loss (model=subword: fastText's rule, every input row of a
+    center moved by the center's full gradient, as the reference's MeanOfRows). row_cap>0: each row's summed
+    gradient is scaled by min(1, row_cap / n), n the number of (pair, logit) terms that reach the row (a shared
+    negative counts once per positive sharing it; an n-gram row once per center holding it): with large batches a
+    frequent word's row gets thousands of terms, all computed from the same stale weights, and their plain sum
+    overshoots.
     """
     W, C = model.input.weight, model.output.weight
     b, (groups, k), d = len(centers), negatives.shape, W.shape[1]
     size = group_size(b, groups)
     flat_negatives = negatives.reshape(-1)
-    w = W.index_select(0, centers)  # (B, D)
+    center_rows = model.center_rows(centers)  # SGNS: each center's own row; model=subword: its n-grams' too
+    w = center_rows.vectors(W)  # (B, D): the row, or the mean of the rows
     c = C.index_select(0, contexts)  # (B, D)
     n = C.index_select(0, flat_negatives).view(groups, k, d)  # (groups, K, D)
     positive = (w * c).sum(1)  # (B,)
@@ -63,16 +66,17 @@ def sgd_step(model: SGNS, centers: torch.Tensor, contexts: torch.Tensor, negativ
     grad_w = torch.bmm(g_neg, n).view(-1, d)[:b].addcmul_(g_pos, c)  # (B, D)
     grad_c = g_pos * w  # (B, D)
     grad_n = torch.bmm(g_neg.transpose(1, 2), wg).view(-1, d)  # (groups * K, D)
+    grad_rows = center_rows.spread(grad_w)  # every row of a center gets its full dL/dh (fastText's skip-gram)
     if row_cap > 0:
         counter = counter if counter is not None else RowCounter(W.shape[0], W.device)
         ones = torch.ones(b, dtype=torch.float32, device=W.device)
-        grad_w *= counter.scale(centers, ones, row_cap).unsqueeze(1)
+        grad_rows *= counter.scale(center_rows.rows, center_rows.terms(), row_cap).unsqueeze(1)
         out_rows = torch.cat([contexts.to(flat_negatives.dtype), flat_negatives])
         out_weights = torch.cat([ones, torch.full((groups * k,), float(size), device=W.device)])
         out_scale = counter.scale(out_rows, out_weights, row_cap).unsqueeze(1)
         grad_c *= out_scale[:b]
         grad_n *= out_scale[b:]
-    W.index_add_(0, centers, grad_w, alpha=-lr)
+    W.index_add_(0, center_rows.rows, grad_rows, alpha=-lr)
     C.index_add_(0, contexts, grad_c, alpha=-lr)
     C.index_add_(0, flat_negatives, grad_n, alpha=-lr)
     return loss

@@ -5,6 +5,11 @@ directory (its newest loadable checkpoint, else its vectors file), read by sgns.
 new vocabulary found there starts from its input vector, and from its output vector too when the source is a
 checkpoint (a word2vec file holds only input vectors); the other words get the usual initialisation. The rows
 imported are what the pipeline keeps bit-identical when `model.freeze_init` is set (sgns.pipelines.base.FrozenRows).
+
+model=subword: a word2vec file or an SGNS checkpoint fills the words' own rows (their n-gram rows start fresh); a
+model=subword run with the same minn/maxn/bucket gives its words' own rows and every n-gram bucket row. A
+model=subword source into an SGNS model gives each word its mean of rows. `model.freeze_init` keeps the words' own
+rows; n-gram rows always train.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 
 from sgns.config import ModelConfig
 from sgns.errors import SGNSError
+from sgns.subwords import SubwordTable
 from sgns.train.runs import RunVectors, read_vectors
 
 
@@ -65,12 +71,34 @@ def import_vectors(input_weight: torch.Tensor, output_weight: torch.Tensor, word
     return rows
 
 
+def own_rows_and_buckets(input_weight: torch.Tensor, table: SubwordTable, init: RunVectors,
+                         log: Callable[[str], None] = print) -> RunVectors:
+    """model=subword from a model=subword run: its n-gram bucket rows copied whole (they sit where the same
+    minn/maxn/bucket hash them: other settings are refused), and the source's words' own rows (not their means) to
+    import per word, so a shared word starts from the same vector it had there."""
+    ours = {"minn": table.minn, "maxn": table.maxn, "bucket": table.bucket}
+    if init.subwords != ours:
+        theirs = ", ".join(f"model.{k}={v}" for k, v in init.subwords.items())
+        raise SGNSError(f"model.init_from={init.source} was trained with {theirs}; this run has "
+                        f"{', '.join(f'model.{k}={v}' for k, v in ours.items())}: use the same (its n-gram rows sit "
+                        f"where those settings hash them)")
+    n_source = len(init.words)
+    if init.dim == int(input_weight.shape[1]):  # else import_vectors refuses the dimension in its own words
+        with torch.no_grad():
+            input_weight[table.n_words:] = torch.from_numpy(init.input_table[n_source:]).to(input_weight)
+        log(f"init_from: {table.bucket:,} n-gram bucket rows start from {init.source}")
+    return RunVectors(init.words, init.input_table[:n_source], init.output, init.source, init.subwords)
+
+
 def start_from(model_cfg: ModelConfig, model: torch.nn.Module, words: Sequence[str], resumed: bool,
                log: Callable[[str], None] = print) -> Optional[np.ndarray]:
     """Apply `model.init_from` (not on resume: the checkpoint holds the model); the rows imported, or None."""
     if not model_cfg.init_from or resumed:
         return None
     init = read_initial_vectors(model_cfg.init_from)
+    subwords = getattr(model, "table", None)  # model=subword's SubwordTable
+    if subwords is not None and init.subwords is not None:
+        init = own_rows_and_buckets(model.input.weight, subwords, init, log)
     rows = import_vectors(model.input.weight, model.output.weight, words, init, log)
     if model_cfg.freeze_init:
         log(f"init_from: {len(rows):,} imported input vectors stay fixed (model.freeze_init=true)")

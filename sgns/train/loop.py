@@ -92,7 +92,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     ties = tie_rule(resume.get("vocab", {}) if resume is not None else None)
     corpus, vocab = team.first_then_others(lambda: read_corpus(config, ties), "reading the corpus")
     run.write_vocab(vocab)
-    model = make_model(config.model, len(vocab)).to(device)
+    model = make_model(config.model, len(vocab), vocab.words).to(device)  # model=subword: its n-gram rows too
     # the pipeline and every "auto"/null setting, resolved once (SGNSError for a combination none runs)
     resolved = resolve(config, device, corpus.total_tokens, team.world_size)
     team.form(corpus, vocab, model, config.data.chunk_tokens)
@@ -172,7 +172,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
                         f"dropped (vocabulary {len(vocab):,} words); raise data.subsample (0 disables it; now "
                         f"{config.data.subsample}), corpus.max_distinct_words or data.max_vocab_size, or lower "
                         f"data.min_count")
-    vectors = guard.check(state.step, "the vectors", model.input.weight.detach().cpu().numpy())
+    vectors = guard.check(state.step, "the vectors", model.word_vectors().cpu().numpy())  # subword: mean of rows
     writing = time.perf_counter()
     run.write_vectors(vocab.words, vectors, binary=t.export_binary)
     vectors_seconds = time.perf_counter() - writing
@@ -358,11 +358,11 @@ def save(record: Dict[str, Any], run: RunDir, state: TrainState, model: SGNS, pi
 
 
 def evaluate(suite: EvalSuite, model: SGNS, device: torch.device, sampled: bool) -> Dict[str, dict]:
-    """Every benchmark of the run on the current input vectors (`sampled`: a point during training)."""
+    """Every benchmark of the run on the current word vectors (`sampled`: a point during training)."""
     if not sampled:
-        return suite.score(model.input.weight.detach(), device)
+        return suite.score(model.word_vectors(), device)
     with one_cpu_thread(device):
-        return suite.score(model.input.weight.detach(), device, sampled)
+        return suite.score(model.word_vectors(), device, sampled)
 
 
 def log_evaluation(results: Dict[str, dict], evals: EvalSchedule, train_seconds: float) -> None:

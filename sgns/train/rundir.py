@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 from tqdm.auto import tqdm
 
-from sgns.config import EvalConfig, result_settings
+from sgns.config import EvalConfig, result_settings, setting_default
 from sgns.errors import SGNSError
 from sgns.train.checkpoint import (
     checkpoint_dir,
@@ -34,7 +34,7 @@ from sgns.train.checkpoint import (
 )
 from sgns.train.metrics import LOSS_WARNING, objective, ranks_by_loss, read_metrics, write_metrics
 from sgns.train.progress import PlainProgress, progress_bar
-from sgns.train.runs import read_checkpoint
+from sgns.train.runs import checkpoint_vectors, read_checkpoint
 from sgns.train.tblog import NullTBLog, TBLog
 from sgns.vectors import save_word2vec
 
@@ -43,8 +43,10 @@ log = logging.getLogger("sgns")
 
 
 def settings_differences(previous: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
-    """`key=old (now new)` for every result setting that differs between two configs."""
+    """`key=old (now new)` for every result setting that differs between two configs. A key the older config lacks
+    (written before the key existed: model.minn, for one) counts as its default, which kept the old behaviour."""
     old, new = result_settings(previous), result_settings(current)
+    old = {k: old[k] if k in old else setting_default(k) for k in set(old) | set(new)}
     return [f"{k}={old.get(k)!r} (this command: {new.get(k)!r})" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
 
@@ -178,7 +180,8 @@ class RunDir:
         vectors = self.path / ("vectors.bin" if binary else "vectors.txt")
         if not vectors.is_file() and "input.weight" in checkpoint.get("model", {}):  # deleted since: the final
             log.info(f"{vectors.name} is missing: rewriting it from the final checkpoint")  # checkpoint's model
-            self.write_vectors(list(checkpoint["vocab"]["words"]), checkpoint["model"]["input.weight"].numpy(), binary)
+            run = checkpoint_vectors(checkpoint, self.path)  # model=subword: each word's mean of rows
+            self.write_vectors(run.words, run.input, binary)
         return checkpoint.get("metrics") or read_metrics(self.path)
 
     def write_vocab(self, vocab: Any) -> None:

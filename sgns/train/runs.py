@@ -27,6 +27,7 @@ from sgns.train.metrics import FINISHED, lookup, read_metrics
 from sgns.vectors import WordVectors, load_word2vec, load_word_vectors
 
 VECTOR_CHOICES = ("input", "average")  # which vectors of a checkpoint to use: input, or input + output averaged
+SUBWORD_KEYS = ("minn", "maxn", "bucket")  # the model settings that place a model=subword's n-gram rows
 VECTOR_FILES = ("vectors.bin", "vectors.txt")  # a finished run's word2vec file, as the train loop names it
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (default) zip container
 INCOMPLETE = "incomplete"  # a run without metrics.json: still running, killed, or crashed
@@ -77,16 +78,28 @@ def vocab_words(state: dict, source: str | Path) -> List[str]:
     return list(vocab["words"])
 
 
+def checkpoint_subwords(state: dict) -> Optional[Dict[str, int]]:
+    """{minn, maxn, bucket} of a model=subword checkpoint (its config's), None for any other model."""
+    model = (state.get("config") or {}).get("model") or {}
+    if model.get("name") != "subword":
+        return None
+    return {key: int(model[key]) for key in SUBWORD_KEYS}
+
+
 def checkpoint_tables(state: dict, source: str | Path) -> Tuple[List[str], torch.Tensor, torch.Tensor]:
-    """(words, input table, output table) of a checkpoint; SGNSError when they do not fit together."""
+    """(words, input table, output table) of a checkpoint; SGNSError when they do not fit together. A model=subword
+    checkpoint's input table has the words' own rows, then its config's `bucket` n-gram rows."""
     words = vocab_words(state, source)
     weights = state.get("model", {})
     if "input.weight" not in weights or "output.weight" not in weights:
         raise SGNSError(f"checkpoint {source} has no input/output embedding tables")
     vin, vout = weights["input.weight"].detach(), weights["output.weight"].detach()
-    if vin.shape != vout.shape or len(vin) != len(words):
-        raise SGNSError(f"checkpoint {source} is inconsistent: {len(words)} words, tables of shapes "
-                        f"{tuple(vin.shape)} and {tuple(vout.shape)}")
+    subwords = checkpoint_subwords(state)
+    buckets = subwords["bucket"] if subwords is not None else 0
+    if vin.shape[1:] != vout.shape[1:] or len(vin) != len(words) + buckets or len(vout) != len(words):
+        rows = f"{len(words)} words and {buckets} buckets" if buckets else f"{len(words)} words"
+        raise SGNSError(f"checkpoint {source} is inconsistent: {rows}, tables of shapes {tuple(vin.shape)} and "
+                        f"{tuple(vout.shape)}")
     return words, vin, vout
 
 
@@ -95,9 +108,11 @@ class RunVectors:
     """Words and their vectors, as a run left them."""
 
     words: List[str]
-    input: np.ndarray  # (len(words), dim) float32
+    input: np.ndarray  # (len(words), dim) float32; model=subword: each word's mean of rows (its vector)
     output: Optional[np.ndarray]  # the same shape; None for a word2vec file, which holds input vectors only
     source: str  # the file they were read from
+    subwords: Optional[Dict[str, int]] = None  # model=subword: {minn, maxn, bucket}, as its config says
+    input_table: Optional[np.ndarray] = None  # model=subword: the whole input table (words' own rows, then buckets)
 
     @property
     def dim(self) -> int:
@@ -117,8 +132,18 @@ class RunVectors:
 
 
 def checkpoint_vectors(state: dict, source: str | Path) -> RunVectors:
+    """A checkpoint's words and vectors; a model=subword one's word vectors are each word's mean of rows."""
     words, vin, vout = checkpoint_tables(state, source)
-    return RunVectors(words, vin.float().cpu().numpy(), vout.float().cpu().numpy(), str(source))
+    subwords = checkpoint_subwords(state)
+    if subwords is None:
+        return RunVectors(words, vin.float().cpu().numpy(), vout.float().cpu().numpy(), str(source))
+    from sgns.model import mean_of_rows
+    from sgns.subwords import subword_table
+
+    table = subword_table(words, subwords["minn"], subwords["maxn"], subwords["bucket"])
+    vin = vin.float().cpu()
+    return RunVectors(words, mean_of_rows(vin, table).numpy(), vout.float().cpu().numpy(), str(source), subwords,
+                      vin.numpy())
 
 
 def file_vectors(path: Path) -> RunVectors:
