@@ -30,7 +30,7 @@ from sgns.pipelines.span_kernel import (
 
 # The kernel is compiled once per model.dim (a constant in its code): the unit tests below share one dim, and
 # the trainers and runs of this suite use few, so a fresh clone's suite pays few compiles (3-10 s each).
-KERNEL_DIM = 8
+KERNEL_DIM = 16
 
 # ------------------------------------------------------------------------------------- reference match
 
