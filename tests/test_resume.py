@@ -27,14 +27,14 @@ from conftest import zipf_text
 from sgns.train.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint, save_checkpoint
 
 # Both pipelines resume exactly: the numba kernel in deterministic mode (1000-word spans: 120 steps of the run
-# below, 30k words and 4 epochs) and the pair pipeline (256-pair batches: 935 steps), and model=subword on it.
+# below, 30k words and 4 epochs) and the pair pipeline (512-pair batches: 476 steps), and model=subword on it.
 # Per pipeline: its overrides, its step count, and the steps after which the tests below interrupt it.
 PIPELINES = {
     "numba": {"extra": ["trainer.deterministic=true", "data.span_tokens=1000"], "steps": 120, "late": 80, "mid": 60},
-    "torch": {"extra": ["trainer.kernel=torch"], "steps": 935, "late": 300, "mid": 100},
+    "torch": {"extra": ["trainer.kernel=torch"], "steps": 476, "late": 150, "mid": 50},
     # model=subword on its CPU pipeline (the torch one), its input table 400 words + 5,000 n-gram buckets
-    "subword": {"extra": ["model=subword", "model.bucket=5000", "trainer.deterministic=true"], "steps": 935,
-                "late": 300, "mid": 100},
+    "subword": {"extra": ["model=subword", "model.bucket=5000", "trainer.deterministic=true"], "steps": 476,
+                "late": 150, "mid": 50},
 }
 
 
@@ -70,7 +70,7 @@ def timed(setup: Dict[str, Any]) -> Dict[str, Any]:
 
 def command(paths: Dict[str, Any], run: Path, *extra: str) -> List[str]:
     return [sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={paths['corpus']}", "data.min_count=1",
-            "data.batch_size=256", "data.chunk_tokens=5000", "model.dim=32", "trainer.epochs=4",
+            "data.batch_size=512", "data.chunk_tokens=5000", "model.dim=32", "trainer.epochs=4",
             "trainer.checkpoint_every=20", "trainer.log_every=10", "trainer.keep_checkpoints=2", "trainer.device=cpu",
             "trainer.threads=1", "trainer.progress=false", f"eval.analogies=[{paths['analogies']}]",
             "eval.every_words=25000", f"data.cache_dir={paths['cache']}", f"hydra.run.dir={run}", *paths["extra"],
@@ -180,9 +180,7 @@ def test_a_run_killed_between_its_last_steps_checkpoint_and_its_outputs_resumes_
     # The periodic checkpoint of the last step comes before the outputs: killed between the two, the run has
     # no step left to train, and must still report the reference's loss (its last window's), not NaN.
     run = tmp_path / "run"
-    proc = start(setup, run)
-    out = finish(proc)
-    assert proc.returncode == 0, out
+    shutil.copytree(setup["reference"], run)  # a finished run of the same command
     last = list_checkpoints(run)[-1]
     checkpoint = load_checkpoint(last)
     assert int(last.stem.split("-")[1]) == checkpoint["progress"]["step"] and checkpoint["progress"]["finished"]
