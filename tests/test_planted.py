@@ -37,8 +37,9 @@ def test_training_recovers_planted_relations(intact_accuracy):
 
 
 # The broken variants patch the torch pipeline's SGD step (`trainer.kernel=torch`, exact 4096-pair batches);
-# the intact accuracy is the default (numba) kernel's.
-BROKEN = ["trainer.kernel=torch", "data.batch_size=4096"]
+# the intact accuracy is the default (numba) kernel's. One torch thread: on a loaded 2-core machine two threads
+# waited on each other at every op (104 s for one run against 8 s, load ~7).
+BROKEN = ["trainer.kernel=torch", "data.batch_size=4096", "trainer.threads=1"]
 
 
 def test_accuracy_collapses_without_negatives(tmp_path, monkeypatch, planted_cache, intact_accuracy):
