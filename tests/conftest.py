@@ -1,4 +1,9 @@
-"""Shared fixtures: small generated corpora and a compose helper (no shared data in unit tests)."""
+"""Shared fixtures: small generated corpora and a compose helper (no shared data in unit tests).
+
+Keeping the default run quick (issue 29 item 7): train at model.dim 8, 16, 32 or 100 where the dim does not
+matter (numba compiles the span kernel once per dim, 3-10 s on a fresh clone); share a trained run through a
+module-scoped fixture when tests only read it (such a fixture runs before the per-test cache below: give it its
+own data.cache_dir); run torch CPU training on one thread (two wait on each other when the machine is loaded)."""
 
 from __future__ import annotations
 

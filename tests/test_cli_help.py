@@ -110,10 +110,15 @@ def test_ctrl_c_in_startup_is_one_line_and_leaves_no_half_run_dir(tiny_corpus: P
     assert not run_dir.exists(), list(run_dir.iterdir())
 
 
-def test_ctrl_c_while_reading_the_corpus_leaves_no_half_run_dir(tmp_path: Path) -> None:
-    corpus = zipf_text(tmp_path / "long.txt", words=2_000_000, vocab=20000)  # read for a second or more
+@pytest.fixture(scope="module")
+def long_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A corpus read for a second or more (only read: each test reads it into its own token cache)."""
+    return zipf_text(tmp_path_factory.mktemp("long") / "long.txt", words=2_000_000, vocab=20000)
+
+
+def test_ctrl_c_while_reading_the_corpus_leaves_no_half_run_dir(long_corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    line = one_error_line(interrupt_in_startup(run_dir, corpus, logged="corpus: reading"))
+    line = one_error_line(interrupt_in_startup(run_dir, long_corpus, logged="corpus: reading"))
     assert "before training started" in line, line
     assert not run_dir.exists(), list(run_dir.iterdir())
 
@@ -128,10 +133,9 @@ except KeyboardInterrupt as e:
 """
 
 
-def test_ctrl_c_while_fit_reads_leaves_no_half_run_dir(tmp_path: Path) -> None:
-    corpus = zipf_text(tmp_path / "long.txt", words=2_000_000, vocab=20000)
+def test_ctrl_c_while_fit_reads_leaves_no_half_run_dir(long_corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_FIT, str(corpus), str(run_dir)],
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_FIT, str(long_corpus), str(run_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = run_dir / "train.log"
     try:

@@ -28,6 +28,9 @@ KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
 SPECIAL = ["café", "naïve", "日本語", "слово"]  # non-ASCII words that must survive every format
 
 
+DIM = 16  # a dim other tests train too: the kernel compiles once per dim
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny training run (Zipf corpus with some non-ASCII words), projector of the top 50 words."""
@@ -41,7 +44,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus.write_text("\n".join(" ".join(names[i] for i in ids[s : s + 12]) for s in range(0, len(ids), 12)) + "\n",
                       encoding="utf-8")
     analogies, pairs = benchmark_files(root, names)
-    cfg = compose_cfg(root / "run", ["corpus=text", f"corpus.path={corpus}", "model.dim=12", "trainer.epochs=1",
+    cfg = compose_cfg(root / "run", ["corpus=text", f"corpus.path={corpus}", f"model.dim={DIM}", "trainer.epochs=1",
                                      "data.min_count=2", "trainer.device=cpu", f"data.cache_dir={root / 'cache'}",
                                      "eval.projector_words=50", f"eval.analogies=[{analogies}]",
                                      f"eval.similarities=[{pairs}]", "eval.every_words=4000"])
@@ -185,7 +188,7 @@ def test_training_writes_the_projector(run_dir: Path) -> None:
     metadata = list(tb.glob("*/words/metadata.tsv"))
     assert len(tensors) == 1 and len(metadata) == 1
     rows = tensors[0].read_text().strip().split("\n")
-    assert len(rows) == 50 and len(rows[0].split("\t")) == 12
+    assert len(rows) == 50 and len(rows[0].split("\t")) == DIM
     meta = metadata[0].read_text(encoding="utf-8").strip().split("\n")
     vocab = (run_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")[:50]
     assert meta[0] == "word\tcount"
@@ -271,7 +274,7 @@ def test_sgns_eval_same_numbers_from_every_source(run_dir: Path, tmp_path: Path,
 
 def test_sgns_eval_without_benchmarks_shows_neighbours(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     report, table = eval_json([str(run_dir / "vectors.bin"), "--topn", "3"], capsys)
-    assert report["vocab_size"] == len(load_vectors(run_dir).words) and report["dim"] == 12
+    assert report["vocab_size"] == len(load_vectors(run_dir).words) and report["dim"] == DIM
     assert len(report["neighbours"]) >= 3
     for word, found in report["neighbours"].items():
         assert len(found) == 3 and word not in [w for w, _ in found]
@@ -307,4 +310,4 @@ def test_sgns_eval_command_line(run_dir: Path) -> None:
                           text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().split("\n")[-1])
-    assert report["dim"] == 12 and len(report["neighbours"]["café"]) == 8
+    assert report["dim"] == DIM and len(report["neighbours"]["café"]) == 8

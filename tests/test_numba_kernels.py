@@ -28,6 +28,10 @@ from sgns.pipelines.span_kernel import (
     window_radius,
 )
 
+# The kernel is compiled once per model.dim (a constant in its code): the unit tests below share one dim, and
+# the trainers and runs of this suite use few, so a fresh clone's suite pays few compiles (3-10 s each).
+KERNEL_DIM = 16
+
 # ------------------------------------------------------------------------------------- reference match
 
 
@@ -57,7 +61,7 @@ def test_kernel_matches_autograd_on_windows_of_one_draw(k, kernel):
     # work is known: per center, one batch SGD step on the BCE loss of its (context -> center) pairs with
     # the window's shared negatives. Word2vec's skip-gram predicts the center from each context's input
     # vector: the model's "centers" are the contexts here, its "contexts" the window's center.
-    vocab, dim, lr = 12, 8, 0.1
+    vocab, dim, lr = 12, KERNEL_DIM, 0.1
     sentence = [2, 5, 7, 5]  # a repeated word: updates of one row must accumulate
     negative = 9
     torch.manual_seed(0)
@@ -89,8 +93,8 @@ def test_kernel_matches_autograd_on_windows_of_one_draw(k, kernel):
 def test_negative_equal_to_the_center_is_skipped(kernel):
     # word2vec skips a negative that is the positive word itself; with every draw equal to the center,
     # only the positive logits remain.
-    W = np.full((4, 3), 0.1, dtype=np.float32)
-    C = np.zeros((4, 3), dtype=np.float32)
+    W = np.full((4, KERNEL_DIM), 0.1, dtype=np.float32)
+    C = np.zeros((4, KERNEL_DIM), dtype=np.float32)
     _, _, pairs, logits = _run_kernel(W, C, [1, 1], negative=1, k=4, lr=0.1, kernel=kernel)
     assert pairs == 2 and logits == 2
 
@@ -101,13 +105,13 @@ def test_negatives_are_drawn_per_window_or_per_context(kernel, rows):
     # draws almost never repeat, so the output rows stepped as negatives count the draws: one per window
     # (15) or one per context (20).
     vocab, k = 100_000, 5
-    W = np.full((vocab, 4), 0.1, dtype=np.float32)
-    C = np.zeros((vocab, 4), dtype=np.float32)
+    W = np.full((vocab, KERNEL_DIM), 0.1, dtype=np.float32)
+    C = np.zeros((vocab, KERNEL_DIM), dtype=np.float32)
     raw = np.array([0, 1, 2], dtype=np.int32)
     accept, alias = kernel_alias_table(np.full(vocab, 1.0 / vocab))
     args = (W, C, raw, np.arange(vocab, dtype=np.int32), np.array([0, 3], dtype=np.int64), 0, 1,
             np.ones(vocab, np.float32), accept, alias, 1, k, 0.1, 0.1, np.uint64(5), 1)
-    _, _, pairs, _ = kernel(*args, 4)
+    _, _, pairs, _ = kernel(*args, KERNEL_DIM)
     assert pairs == 4
     assert np.count_nonzero(np.abs(C[3:]).sum(1)) == rows
 
@@ -190,7 +194,7 @@ def test_pair_count_matches_the_window_expectation():
     # (uniform in [1, window]), so E[pairs] = sum_i E[min(i, r) + min(n - 1 - i, r)].
     n, window, vocab = 40, 5, 50
     rng = np.random.default_rng(0)
-    W = (rng.random((vocab, 4), dtype=np.float32) - 0.5) / 4
+    W = (rng.random((vocab, KERNEL_DIM), dtype=np.float32) - 0.5) / KERNEL_DIM
     C = np.zeros_like(W)
     raw = rng.integers(0, vocab, size=n).astype(np.int32)
     remap = np.arange(vocab, dtype=np.int32)
@@ -198,7 +202,7 @@ def test_pair_count_matches_the_window_expectation():
     keep = np.ones(vocab, dtype=np.float32)
     starts = np.array([0, n], dtype=np.int64)
     totals = [train_piece(W, C, raw, remap, starts, 0, 1, keep, accept, alias, window, 2, 1e-6, 1e-6,
-                          np.uint64(s), 0, 4)[2] for s in range(2000)]
+                          np.uint64(s), 0, KERNEL_DIM)[2] for s in range(2000)]
     i = np.arange(n)[:, None]
     r = np.arange(1, window + 1)[None, :]
     expected = (np.minimum(i, r) + np.minimum(n - 1 - i, r)).mean(1).sum()

@@ -27,14 +27,14 @@ from conftest import zipf_text
 from sgns.train.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint, save_checkpoint
 
 # Both pipelines resume exactly: the numba kernel in deterministic mode (1000-word spans: 120 steps of the run
-# below, 30k words and 4 epochs) and the pair pipeline (256-pair batches: 935 steps), and model=subword on it.
+# below, 30k words and 4 epochs) and the pair pipeline (512-pair batches: 476 steps), and model=subword on it.
 # Per pipeline: its overrides, its step count, and the steps after which the tests below interrupt it.
 PIPELINES = {
     "numba": {"extra": ["trainer.deterministic=true", "data.span_tokens=1000"], "steps": 120, "late": 80, "mid": 60},
-    "torch": {"extra": ["trainer.kernel=torch"], "steps": 935, "late": 300, "mid": 100},
+    "torch": {"extra": ["trainer.kernel=torch"], "steps": 476, "late": 150, "mid": 50},
     # model=subword on its CPU pipeline (the torch one), its input table 400 words + 5,000 n-gram buckets
-    "subword": {"extra": ["model=subword", "model.bucket=5000", "trainer.deterministic=true"], "steps": 935,
-                "late": 300, "mid": 100},
+    "subword": {"extra": ["model=subword", "model.bucket=5000", "trainer.deterministic=true"], "steps": 476,
+                "late": 150, "mid": 50},
 }
 
 
@@ -46,26 +46,31 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     analogies = folder / "analogies.txt"
     analogies.write_text(": section\n" + "".join(f"w{i} w{i + 1} w{i + 2} w{i + 3}\n" for i in range(0, 60, 2)))
     paths = {"corpus": corpus, "analogies": analogies, "cache": folder / "cache", "reference": folder / "reference",
-             **PIPELINES[request.param]}
-    # A first run fills numba's on-disk cache (cold after an edit of a kernel's file: seconds of compiling) and the
-    # token cache, as every later run finds them; the reference is timed after it.
-    proc = start(paths, folder / "warm-up")
+             "folder": folder, **PIPELINES[request.param]}
+    # The reference also fills numba's on-disk cache and the token cache, as every later run finds them (a kernel
+    # compiled here and one loaded from the cache train the same bits: test_numba_kernels.py checks it).
+    proc = start(paths, paths["reference"])
     out = finish(proc)
     assert proc.returncode == 0, out
+    return paths
+
+
+@pytest.fixture
+def timed(setup: Dict[str, Any]) -> Dict[str, Any]:
+    """`setup` with the times of a whole run, taken with the caches warm (after the reference)."""
     started = time.monotonic()
-    proc = start(paths, paths["reference"])
+    proc = start(setup, setup["folder"] / "timed")
     proc.wait_for(lambda: "resolved:" in proc.output())
     resolved = time.monotonic()
     out = finish(proc)
     assert proc.returncode == 0, out
-    paths["seconds"] = time.monotonic() - started  # a whole run, start-up included: where random kills may land
-    paths["after_resolved"] = time.monotonic() - resolved  # training, checkpoints and the outputs
-    return paths
+    seconds = time.monotonic() - started  # a whole run, start-up included: where random kills may land
+    return {**setup, "seconds": seconds, "after_resolved": time.monotonic() - resolved}  # after: training, outputs
 
 
 def command(paths: Dict[str, Any], run: Path, *extra: str) -> List[str]:
     return [sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={paths['corpus']}", "data.min_count=1",
-            "data.batch_size=256", "data.chunk_tokens=5000", "model.dim=32", "trainer.epochs=4",
+            "data.batch_size=512", "data.chunk_tokens=5000", "model.dim=32", "trainer.epochs=4",
             "trainer.checkpoint_every=20", "trainer.log_every=10", "trainer.keep_checkpoints=2", "trainer.device=cpu",
             "trainer.threads=1", "trainer.progress=false", f"eval.analogies=[{paths['analogies']}]",
             "eval.every_words=25000", f"data.cache_dir={paths['cache']}", f"hydra.run.dir={run}", *paths["extra"],
@@ -175,9 +180,7 @@ def test_a_run_killed_between_its_last_steps_checkpoint_and_its_outputs_resumes_
     # The periodic checkpoint of the last step comes before the outputs: killed between the two, the run has
     # no step left to train, and must still report the reference's loss (its last window's), not NaN.
     run = tmp_path / "run"
-    proc = start(setup, run)
-    out = finish(proc)
-    assert proc.returncode == 0, out
+    shutil.copytree(setup["reference"], run)  # a finished run of the same command
     last = list_checkpoints(run)[-1]
     checkpoint = load_checkpoint(last)
     assert int(last.stem.split("-")[1]) == checkpoint["progress"]["step"] and checkpoint["progress"]["finished"]
@@ -211,7 +214,7 @@ def test_a_run_killed_writing_its_only_checkpoint_runs_again(setup, tmp_path):
 
 
 @pytest.mark.slow
-def test_many_random_sigkills_give_identical_vectors(setup, tmp_path):
+def test_many_random_sigkills_give_identical_vectors(timed, tmp_path):
     """Kills at random moments: three from process start on (start-up, reading the corpus: before the reference
     run's `resolved:` line, which a resumed run reaches as late), then up to five once the run logs `resolved:`
     (loading the kernel, training, checkpoints, writing the outputs), anywhere within the reference run's time
@@ -219,12 +222,12 @@ def test_many_random_sigkills_give_identical_vectors(setup, tmp_path):
     run, rng = tmp_path / "run", random.Random(5)
     kills = 0
     for attempt in range(30):
-        proc = start(setup, run)
+        proc = start(timed, run)
         if attempt < 3:
-            time.sleep(rng.uniform(0.05, 0.6) * (setup["seconds"] - setup["after_resolved"]))
+            time.sleep(rng.uniform(0.05, 0.6) * (timed["seconds"] - timed["after_resolved"]))
         elif attempt < 8:
             proc.wait_for(lambda p=proc: "resolved:" in p.output() or p.popen.poll() is not None)
-            time.sleep(rng.uniform(0.05, 1.0) * setup["after_resolved"])
+            time.sleep(rng.uniform(0.05, 1.0) * timed["after_resolved"])
         if attempt < 8:
             proc.popen.send_signal(signal.SIGKILL)
         out = finish(proc)
@@ -233,7 +236,7 @@ def test_many_random_sigkills_give_identical_vectors(setup, tmp_path):
         assert proc.returncode == -signal.SIGKILL, out
         kills += 1
     assert kills >= 3
-    assert_same_as_reference(setup, run)
+    assert_same_as_reference(timed, run)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

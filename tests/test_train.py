@@ -7,6 +7,7 @@ import gzip
 import json
 import lzma
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def run_cli(*args: str, module: bool = False, cwd: Path | None = None) -> subpro
 
 def test_contract_command_writes_every_output(tiny_corpus, tmp_path):
     run = tmp_path / "run"
-    proc = run_cli("corpus=text", f"corpus.path={tiny_corpus}", "model.dim=20", "data.window=5", "data.negatives=5",
+    proc = run_cli("corpus=text", f"corpus.path={tiny_corpus}", "model.dim=16", "data.window=5", "data.negatives=5",
                    "data.min_count=5", "data.subsample=1e-3", "trainer.epochs=1", "optimizer.lr=0.025",
                    "trainer.device=cpu", "trainer.seed=1", f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr
@@ -41,13 +42,13 @@ def test_contract_command_writes_every_output(tiny_corpus, tmp_path):
     assert 0 < metrics["vectors_seconds"] < metrics["wall_seconds"]
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert list((run / "checkpoints").glob("step-*.pt"))
-    assert (run / ".hydra" / "config.yaml").read_text().count("dim: 20") == 1
+    assert (run / ".hydra" / "config.yaml").read_text().count("dim: 16") == 1
     # gensim reads the vectors unchanged
     from gensim.models import KeyedVectors
 
     kv = KeyedVectors.load_word2vec_format(str(run / "vectors.bin"), binary=True)
     words, vectors = load_word2vec(run / "vectors.bin")
-    assert kv.index_to_key == words and kv.vector_size == 20
+    assert kv.index_to_key == words and kv.vector_size == 16
     assert np.array_equal(kv.vectors, vectors)
     assert words[0] == "w0"  # most frequent first
 
@@ -149,6 +150,17 @@ def _one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in errors[0], errors[0]
 
 
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> tuple:
+    """(its settings, its run dir) of a finished `sgns-train` run, which the bad commands below must not touch."""
+    folder = tmp_path_factory.mktemp("earlier")
+    corpus = zipf_text(folder / "tiny.txt")
+    settings = ["corpus=text", f"corpus.path={corpus}", *TINY, f"data.cache_dir={folder / 'cache'}"]
+    ok = run_cli(*settings, f"hydra.run.dir={folder / 'run'}")
+    assert ok.returncode == 0, ok.stderr
+    return settings, folder / "run"
+
+
 @pytest.mark.parametrize("override,needles", [
     ("model.dim=0", ["model.dim", ">= 1"]),
     ("data.window=0", ["data.window", ">= 1"]),
@@ -158,12 +170,12 @@ def _one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> None:
     ("model.dimm=5", ["dimm"]),
     ("data.window=abc", ["data.window"]),
 ])
-def test_bad_config_fails_in_one_line_and_touches_no_earlier_run(tiny_corpus, tmp_path, override, needles):
+def test_bad_config_fails_in_one_line_and_touches_no_earlier_run(earlier_run, tmp_path, override, needles):
+    settings, finished = earlier_run
     run = tmp_path / "run"
-    ok = run_cli("corpus=text", f"corpus.path={tiny_corpus}", *TINY, f"hydra.run.dir={run}")
-    assert ok.returncode == 0, ok.stderr
+    shutil.copytree(finished, run)  # the same finished run for every bad override, each given its own copy
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    proc = run_cli("corpus=text", f"corpus.path={tiny_corpus}", *TINY, override, f"hydra.run.dir={run}")
+    proc = run_cli(*settings, override, f"hydra.run.dir={run}")
     _one_clear_line(proc, *needles)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before
