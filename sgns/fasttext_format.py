@@ -305,7 +305,8 @@ def _matrix(path: Path, offset: int, rows: int, cols: int, mmap: bool) -> np.nda
     if rows * cols == 0:
         return np.zeros((rows, cols), np.float32)
     if mmap:
-        return np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=(rows, cols))
+        # copy-on-write: writable in memory (torch takes it without a warning), the file never written
+        return np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=(rows, cols))
     with open(path, "rb") as f:
         f.seek(offset)
         return np.fromfile(f, dtype="<f4", count=rows * cols).reshape(rows, cols)
