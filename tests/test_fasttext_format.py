@@ -308,3 +308,20 @@ def test_init_from_a_fasttext_bin(written) -> None:
     start_from(SimpleNamespace(init_from=str(path), freeze_init=False, name="sgns"), plain, words, False,
                log=lambda _: None)
     np.testing.assert_allclose(plain.input.weight.detach().numpy()[0], model.word_vector("where"), rtol=1e-5)
+
+
+def test_sgns_eval_of_a_subword_checkpoint_answers_unseen_words_from_ngrams(tmp_path: Path) -> None:
+    import json
+
+    model = random_model()
+    checkpoint = subword_checkpoint(tmp_path / "run", model)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("where\there\t5\nnowhere\twhere\t8\ncafés\tcafé\t9\nthe\tof\t1\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "sgns.cli.eval", str(checkpoint), "--similarities", str(pairs),
+                           "--words", "where", "nowhere", "--device", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["eval"]["pairs"]["pairs"] == 4 and report["eval"]["pairs"]["ngram_words"] == 2
+    assert "2 words from n-grams" in done.stdout and "nowhere (from n-grams):" in done.stdout
+    wv = sgns_vectors(model)
+    assert [w for w, _ in report["neighbours"]["nowhere"]] == [w for w, _ in wv.most_similar("nowhere", topn=8)]

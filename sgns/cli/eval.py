@@ -211,13 +211,11 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 print(f"  {w}: not in vocabulary")
                 report["neighbours"][w] = None
                 continue
-            if w not in wv:  # a subword run's unseen word: its n-grams' vector
-                found = wv.most_similar(w, topn=args.topn)
-                w = f"{w} (from n-grams)"
-            else:
-                found = nearest(wv.words, table, w, topn=args.topn)
+            from_ngrams = w not in wv  # a subword run's unseen word: its n-grams' vector
+            found = wv.most_similar(w, topn=args.topn) if from_ngrams else nearest(wv.words, table, w, topn=args.topn)
             report["neighbours"][w] = [[x, round(s, 4)] for x, s in found]
-            print(f"  {w}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
+            label = f"{w} (from n-grams)" if from_ngrams else w
+            print(f"  {label}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
     if queries:
         report["queries"] = {}
         print(f"\nqueries (top {args.topn}):")
