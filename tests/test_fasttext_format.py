@@ -325,3 +325,24 @@ def test_sgns_eval_of_a_subword_checkpoint_answers_unseen_words_from_ngrams(tmp_
     assert "2 words from n-grams" in done.stdout and "nowhere (from n-grams):" in done.stdout
     wv = sgns_vectors(model)
     assert [w for w, _ in report["neighbours"]["nowhere"]] == [w for w, _ in wv.most_similar("nowhere", topn=8)]
+
+
+def test_run_wv_of_a_subword_run_gives_unseen_words_from_its_final_checkpoint(tmp_path: Path) -> None:
+    from sgns.train.runs import Run
+    from sgns.vectors import save_word2vec
+
+    model = random_model()
+    wv = sgns_vectors(model)
+    run_dir = tmp_path / "run"
+    subword_checkpoint(run_dir, model)
+    save_word2vec(run_dir / "vectors.bin", wv.words, wv.vectors)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(f"model:\n  name: subword\n  minn: {MINN}\n  maxn: {MAXN}\n"
+                                                  f"  bucket: {BUCKET}\n")
+    run = Run.read(run_dir)
+    assert run.wv.ngrams is not None and "nowhere" not in run.wv
+    np.testing.assert_allclose(run.wv["nowhere"], wv["nowhere"], rtol=1e-6)
+    np.testing.assert_array_equal(run.wv["where"], wv["where"])
+    (run_dir / ".hydra" / "config.yaml").write_text("model:\n  name: sgns\n")
+    with pytest.raises(NotInVocabulary):
+        Run.read(run_dir).wv["nowhere"]  # a plain run: no vector for an unseen word
