@@ -232,6 +232,10 @@ def test_evaluation_answers_unseen_benchmark_words_from_ngrams_and_counts_them(t
     plain = EvalSuite(settings, wv.words).score(wv.vectors)
     assert plain["pairs"]["pairs"] == 3 and "ngram_words" not in plain["pairs"] and plain["analogies"]["seen"] == 1
     assert any("answered from their n-grams" in line and "pairs 3" in line for line in logged)
+    from sgns.train.tblog import eval_curves, evaluation_table
+
+    assert set(eval_curves(results)) == {"eval/analogies/accuracy", "eval/pairs/spearman"}  # a count is no curve
+    assert "7 of 7 pairs, 3 words from n-grams" in evaluation_table(results)
 
 
 def subword_checkpoint(run_dir: Path, model: FastTextModel, name: str = "subword") -> Path:
