@@ -350,3 +350,40 @@ def test_run_wv_of_a_subword_run_gives_unseen_words_from_its_final_checkpoint(tm
     (run_dir / ".hydra" / "config.yaml").write_text("model:\n  name: sgns\n")
     with pytest.raises(NotInVocabulary):
         Run.read(run_dir).wv["nowhere"]  # a plain run: no vector for an unseen word
+
+
+def test_a_subword_run_end_to_end_unseen_words_evaluation_fasttext_files_and_init_from(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A real model=subword run: evaluation answers unseen benchmark words from n-grams and counts them, run.wv
+    gives unseen words gensim's vectors of the exported .bin, and a new run starts from that .bin."""
+    import json
+
+    from conftest import compose_cfg, zipf_text
+
+    from sgns.cli.export import export_main
+    from sgns.train import train
+    from sgns.train.runs import Run
+
+    corpus = zipf_text(tmp_path / "corpus.txt", words=6000, vocab=150)
+    pairs = tmp_path / "pairs.txt"  # w1000 and w2000 never occur: answered from their n-grams
+    pairs.write_text("w1\tw2\t5\nw3\tw1000\t3\nw2000\tw5\t1\nw7\tw8\t4\nw10\tw11\t2\n")
+    settings = ["corpus=text", f"corpus.path={corpus}", "model=subword", "model.dim=16", "model.bucket=500",
+                "data.min_count=1", "trainer.epochs=1", "trainer.device=cpu", "trainer.threads=1",
+                f"eval.similarities=[{pairs}]", f"data.cache_dir={tmp_path / 'cache'}"]
+    metrics = train(compose_cfg(tmp_path / "run", settings))
+    assert metrics["eval"]["pairs"]["pairs"] == 5 and metrics["eval"]["pairs"]["ngram_words"] == 2
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eval"]["pairs"]["ngram_words"] == 2
+
+    run = Run.load(tmp_path / "run")
+    assert "w1000" not in run.wv and run.wv.from_ngrams("w1000")
+    export_main([str(tmp_path / "run"), str(tmp_path / "model.bin"), "--fasttext"])
+    vectors = gensim_fasttext.load_facebook_vectors(str(tmp_path / "model.bin"))
+    for word in run.wv.words[:20] + ["w1000", "w2000", "unseen", "w"]:
+        np.testing.assert_allclose(vectors[word], run.wv[word], rtol=1e-4, atol=1e-6)
+
+    with caplog.at_level(logging.INFO, logger="sgns"):
+        again = train(compose_cfg(tmp_path / "again", [*settings, f"model.init_from={tmp_path / 'model.bin'}",
+                                                       "eval=none"]))
+    assert again["status"] == "finished"
+    assert "500 n-gram bucket rows start from" in caplog.text
+    assert "150 of 150 vocabulary words start from" in caplog.text

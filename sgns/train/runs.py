@@ -284,12 +284,17 @@ class Run:
     def _ngram_vectors(self, n_words: int) -> Optional[NgramVectors]:
         """A subword run's n-gram rows (its newest checkpoint, memory-mapped), None for other models."""
         from sgns.config import read_yaml  # here: importing sgns.api or a command stays quick (no omegaconf)
+        from sgns.train.checkpoint import list_checkpoints
 
         config_file = self.dir / ".hydra" / "config.yaml"
-        model = ((read_yaml(config_file) or {}).get("model") or {}) if config_file.is_file() else {}
-        if model.get("name") != "subword":
+        if config_file.is_file():  # the run's config says; else (train(cfg) without Hydra) its checkpoint does
+            if ((read_yaml(config_file) or {}).get("model") or {}).get("name") != "subword":
+                return None
+        elif not list_checkpoints(self.dir):
             return None
         source, state = read_checkpoint(self.dir, mmap=True)
+        if checkpoint_subwords(state) is None:
+            return None
         words, vin, _ = checkpoint_tables(state, source)
         minn, maxn, bucket = (int((checkpoint_subwords(state) or {}).get(k, 0)) for k in SUBWORD_KEYS)
         if len(words) != n_words:
