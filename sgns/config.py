@@ -105,7 +105,8 @@ def existing_path(allowed: str, *names: str, directory: bool = True, null: bool 
     return Check(allowed, ok, ("/nonexistent/sgns-path",))
 
 
-INIT_SOURCE = existing_path("null or an existing word2vec file, sgns checkpoint or run directory", null=True)
+INIT_SOURCE = existing_path("null or an existing word2vec file, sgns checkpoint, run directory or fastText .bin",
+                            null=True)
 RESUME = existing_path("auto, never or the path of an existing checkpoint file", "auto", "never", directory=False)
 DEVICE = Check("auto, cpu, cuda or cuda:N", lambda v: DEVICE_NAME.fullmatch(str(v)) is not None, ("tpu",))
 

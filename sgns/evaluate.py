@@ -8,6 +8,11 @@ first whose uppercased form is not A, B or C is the prediction (so "Paris" is no
 about "PARIS" either). Similarity follows `evaluate_word_pairs`: Spearman and Pearson of cosine against
 the human score over the pairs with both words known. Everything is batched matrix work on the device
 the vectors live on (or the one given), so a 30k-word evaluation costs a few matrix products.
+
+Subword vectors (an EvalSuite given `ngrams`): a benchmark word outside the vocabulary that has character n-grams
+is answered from them (the mean of its n-grams' rows, as fastText gives an unseen word) instead of being skipped;
+each result counts those words in `ngram_words`. For analogies, such a word (or a vocabulary word outside the
+`restrict_vocab` candidates) may be one of a, b and c; the answer d is still searched among the candidates only.
 """
 
 from __future__ import annotations
@@ -120,6 +125,89 @@ def _unit(vectors: torch.Tensor) -> torch.Tensor:
     return vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+@dataclass
+class NgramWords:
+    """Benchmark words outside the vocabulary answered from their n-grams, read once against a vocabulary: word
+    j's vector is the mean of bucket rows rows[offsets[j]:offsets[j + 1]], and it stands at row n_words + j."""
+
+    n_words: int  # vocabulary size: the composed words' rows come after the vocabulary's
+    index: Dict[str, int]  # uppercased benchmark word -> its row (n_words + j)
+    spellings: List[str]  # the spelling composed, per word j
+    offsets: np.ndarray  # (E + 1,) int64
+    rows: np.ndarray  # bucket rows (int64), flat
+
+    def __len__(self) -> int:
+        return len(self.spellings)
+
+    def vectors(self, ngram_table: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(E, dim) float32 on `device`: each word's mean of its n-grams' rows in `ngram_table` (bucket x dim)."""
+        if isinstance(ngram_table, torch.Tensor):
+            gathered = ngram_table.detach()[torch.from_numpy(self.rows).to(ngram_table.device)].to(device,
+                                                                                               torch.float32)
+        else:  # a numpy table may be a memory map of a whole checkpoint: only these rows are read
+            gathered = torch.as_tensor(np.asarray(ngram_table[self.rows], dtype=np.float32), device=device)
+        counts = torch.from_numpy(np.diff(self.offsets)).to(device)
+        bag = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
+        sums = torch.zeros((len(counts), gathered.shape[1]), device=device).index_add_(0, bag, gathered)
+        return sums / counts.unsqueeze(1).to(torch.float32)
+
+
+def ngram_words(words: Sequence[str], paths: Sequence[str | Path], minn: int, maxn: int, bucket: int,
+                known: Dict[str, int]) -> NgramWords:
+    """The words of the benchmark files `paths` that `known` (uppercased vocabulary) lacks and that have n-grams.
+
+    Each is composed from its first spelling in the files, lowercased when the vocabulary is (a lowercased
+    corpus never saw the capital letters' n-grams)."""
+    from sgns.subwords import fasttext_hash, ngrams
+
+    lowercase = all(w == w.lower() for w in words[:10000])
+    index: Dict[str, int] = {}
+    spellings: List[str] = []
+    offsets = [0]
+    rows: List[int] = []
+    for path in paths:
+        for upper, spelling in _spellings(*_file_key(path)).items():
+            if upper in known or upper in index:
+                continue
+            spelling = spelling.lower() if lowercase else spelling
+            hashed = [fasttext_hash(g) % bucket for g in ngrams(spelling, minn, maxn)]
+            if not hashed:
+                continue
+            index[upper] = len(words) + len(spellings)
+            spellings.append(spelling)
+            rows.extend(hashed)
+            offsets.append(len(rows))
+    return NgramWords(len(words), index, spellings, np.asarray(offsets, dtype=np.int64),
+                      np.asarray(rows, dtype=np.int64))
+
+
+@lru_cache(maxsize=16)
+def _spellings(path: str, mtime_ns: int, size: int) -> Dict[str, str]:
+    """Uppercased word -> its first spelling in a benchmark file (analogy or tab-separated similarity)."""
+    found: Dict[str, str] = {}
+    for line in _read_lines(path):
+        if line.startswith((":", "#")):
+            continue
+        parts = line.split("\t")[:2] if "\t" in line else line.split()
+        for w in parts:
+            w = w.strip()
+            if w:
+                found.setdefault(w.upper(), w)
+    return found
+
+
+def _take(vectors: torch.Tensor, composed: Optional[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+    """Rows `ids` of the vocabulary's vectors followed by the composed words' (never the two concatenated)."""
+    if composed is None or not len(composed):
+        return vectors[ids]
+    n = len(vectors)
+    out = vectors.new_empty((*ids.shape, vectors.shape[1]))
+    own = ids < n
+    out[own] = vectors[ids[own]]
+    out[~own] = composed[ids[~own] - n]
+    return out
+
+
 def upper_index(words: Sequence[str], limit: int) -> Dict[str, int]:
     """Uppercased word -> index among the first `limit` words; the first (most frequent) spelling wins."""
     index: Dict[str, int] = {}
@@ -130,13 +218,19 @@ def upper_index(words: Sequence[str], limit: int) -> Dict[str, int]:
 
 def _solve(unit: torch.Tensor, canonical: torch.Tensor, ids: torch.Tensor, method: str) -> torch.Tensor:
     """Which of the questions `ids` (Q, 4 canonical indices) are answered right, as a (Q,) bool tensor."""
+    n = len(canonical)  # candidates are unit's first n rows; rows after them are other words a, b or c may be
+    candidates = unit[:n]
     if method == "3cosmul":  # Levy & Goldberg's eq. 4 with cosines shifted to [0, 1], epsilon 1e-6 (gensim's)
         q = len(ids)
-        shifted = (unit[ids[:, :3].T.reshape(-1)] @ unit.T).add_(1).mul_(0.5)  # rows: all a, then b, then c
+        shifted = (unit[ids[:, :3].T.reshape(-1)] @ candidates.T).add_(1).mul_(0.5)  # rows: all a, then b, then c
         scores = shifted[q : 2 * q].mul_(shifted[2 * q :]).div_(shifted[:q].add_(1e-6))
     else:  # 3CosAdd: cosine with b - a + c (its norm does not change the ranking)
-        scores = (unit[ids[:, 1]] + unit[ids[:, 2]] - unit[ids[:, 0]]) @ unit.T
-    scores.scatter_(1, ids[:, :3], float("-inf"))  # a, b, c themselves are never returned
+        scores = (unit[ids[:, 1]] + unit[ids[:, 2]] - unit[ids[:, 0]]) @ candidates.T
+    # a, b, c themselves are never returned (one outside the candidates is never a candidate anyway)
+    if len(unit) == n:
+        scores.scatter_(1, ids[:, :3], float("-inf"))
+    else:
+        _exclude(scores, ids[:, :3], n)
     # The best candidate is the prediction unless it is a case variant of a, b or c (only a mixed-case
     # vocabulary has those): a max per row, and gensim's walk down the top 5 only for the rows that need it.
     best_scores, best = scores.max(dim=1)
@@ -147,6 +241,12 @@ def _solve(unit: torch.Tensor, canonical: torch.Tensor, ids: torch.Tensor, metho
     if len(rows):
         right[rows] = _walk_top(scores[rows], canonical, ids[rows])
     return right
+
+
+def _exclude(scores: torch.Tensor, abc: torch.Tensor, n: int) -> None:
+    """scores[q, w] = -inf for each question's a, b and c that are candidates (index below n)."""
+    question, column = (abc < n).nonzero(as_tuple=True)
+    scores[question, abc[question, column]] = float("-inf")
 
 
 def _walk_top(scores: torch.Tensor, canonical: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -179,6 +279,8 @@ class PreparedAnalogies:
     seen: List[int]  # known questions per section
     malformed: int
     sample: Optional[np.ndarray] = None  # question rows scored at points during training (None: all)
+    outside: Optional[torch.Tensor] = None  # (ngrams) rows of the words a, b, c that are not candidates: ids n + k
+    ngram_words: int = 0  # (ngrams) distinct words of the known questions answered from their n-grams
 
     @property
     def coverage(self) -> float:
@@ -187,13 +289,36 @@ class PreparedAnalogies:
 
 
 def prepare_analogies(words: Sequence[str], path: str | Path, restrict_vocab: int = RESTRICT_VOCAB,
-                      sample: int = 0) -> PreparedAnalogies:
-    """Read `path` against `words`; `sample` > 0 also picks that many questions (seeded, fixed) for cheap points."""
+                      sample: int = 0, ngrams: Optional[NgramWords] = None) -> PreparedAnalogies:
+    """Read `path` against `words`; `sample` > 0 also picks that many questions (seeded, fixed) for cheap points.
+    With `ngrams`, a, b and c may also be other vocabulary words and words answered from n-grams."""
     if restrict_vocab < 1:
         raise SGNSError(f"restrict_vocab={restrict_vocab} is out of range: must be >= 1")
     sections, malformed = load_analogies(path)
     index = upper_index(words, restrict_vocab)
     n = min(restrict_vocab, len(words))
+    outside: Dict[str, int] = {}  # uppercased word -> its id n + k, with its row in `outside_rows`
+    outside_rows: List[int] = []
+    if ngrams is not None:
+        vocabulary = upper_index(words, len(words))
+
+        def row_of(word: str) -> Optional[int]:
+            found = vocabulary.get(word, ngrams.index.get(word))
+            if found is None:
+                return None
+            if word not in outside:
+                outside[word] = n + len(outside_rows)
+                outside_rows.append(found)
+            return outside[word]
+
+        def ids_of(q: Question) -> Optional[List[int]]:
+            if q[3] not in index:
+                return None
+            found = [index[w] if w in index else row_of(w) for w in q[:3]]
+            return None if None in found else [*found, index[q[3]]]  # type: ignore[list-item]
+    else:
+        def ids_of(q: Question) -> Optional[List[int]]:
+            return [index[w] for w in q] if all(w in index for w in q) else None
     names: List[str] = []
     totals: List[int] = []
     seen: List[int] = []
@@ -203,7 +328,7 @@ def prepare_analogies(words: Sequence[str], path: str | Path, restrict_vocab: in
         base_name, k = name, 2
         while name in names:  # a repeated section name: keep both apart
             name, k = f"{base_name} ({k})", k + 1
-        known = [[index[w] for w in q] for q in questions if all(w in index for w in q)]
+        known = [found for found in map(ids_of, questions) if found is not None]
         owner.extend([len(names)] * len(known))
         names.append(name)
         totals.append(len(questions))
@@ -214,13 +339,18 @@ def prepare_analogies(words: Sequence[str], path: str | Path, restrict_vocab: in
     picked = None
     if 0 < sample < len(ids):
         picked = np.sort(np.random.default_rng(SAMPLE_SEED).choice(len(ids), sample, replace=False))
+    composed = {int(k) for k in ids[:, :3].unique().tolist() if k >= n and outside_rows[k - n] >= len(words)}
     return PreparedAnalogies(restrict_vocab, n, canonical, ids, np.array(owner, dtype=np.int64), names, totals,
-                             seen, malformed, picked)
+                             seen, malformed, picked,
+                             torch.tensor(outside_rows, dtype=torch.long) if ngrams is not None else None,
+                             len(composed))
 
 
 def score_analogies(prepared: PreparedAnalogies, vectors: np.ndarray | torch.Tensor, method: str = "3cosadd",
-                    device: str | torch.device | None = None, sampled: bool = False) -> Dict[str, Any]:
-    """Score prepared questions on `vectors`; `sampled`: only the prepared sample (accuracy over it)."""
+                    device: str | torch.device | None = None, sampled: bool = False,
+                    composed: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+    """Score prepared questions on `vectors`; `sampled`: only the prepared sample (accuracy over it); `composed`:
+    the vectors of the words answered from n-grams (rows len(vectors) onwards)."""
     if method not in METHODS:
         raise SGNSError(f"unknown analogy method {method!r}: use {' or '.join(METHODS)}")
     p = prepared
@@ -231,6 +361,9 @@ def score_analogies(prepared: PreparedAnalogies, vectors: np.ndarray | torch.Ten
     asked = np.bincount(owner, minlength=len(p.sections)) if len(owner) else np.zeros(len(p.sections), np.int64)
     if len(ids):
         base = _as_tensor(vectors[: p.n], device)
+        if p.outside is not None and len(p.outside):
+            table = _as_tensor(vectors, device)
+            base = torch.cat([base, _take(table, composed, p.outside.to(table.device))])
         unit = _unit(base)
         canonical = p.canonical.to(unit.device)
         all_ids = ids.to(unit.device)
@@ -273,6 +406,8 @@ def score_analogies(prepared: PreparedAnalogies, vectors: np.ndarray | torch.Ten
         "method": method,
         "sections": per_section,
     }
+    if p.outside is not None:
+        result["ngram_words"] = p.ngram_words  # words of the known questions answered from their n-grams
     if rows is not None:
         result["sampled"] = len(rows)  # a point during training: accuracy over this fixed sample of the known
     return result
@@ -295,34 +430,42 @@ class PreparedPairs:
     gold: np.ndarray  # (P,) float64
     total: int
     malformed: int
+    ngram_words: Optional[int] = None  # (ngrams) distinct words of the known pairs answered from their n-grams
 
     @property
     def coverage(self) -> float:
         return len(self.ids) / self.total if self.total else 0.0
 
 
-def prepare_pairs(words: Sequence[str], path: str | Path,
-                  restrict_vocab: int = SIMILARITY_RESTRICT_VOCAB) -> PreparedPairs:
+def prepare_pairs(words: Sequence[str], path: str | Path, restrict_vocab: int = SIMILARITY_RESTRICT_VOCAB,
+                  ngrams: Optional[NgramWords] = None) -> PreparedPairs:
     rows, malformed = load_pairs(path)
     index = upper_index(words, restrict_vocab)
+    if ngrams is not None:
+        index = {**ngrams.index, **index}
     known = [(index[a], index[b], s) for a, b, s in rows if a in index and b in index]
     ids = torch.tensor([(a, b) for a, b, _ in known], dtype=torch.long).reshape(-1, 2)
-    return PreparedPairs(ids, np.array([s for _, _, s in known], dtype=np.float64), len(rows), malformed)
+    composed = None if ngrams is None else int((ids.unique() >= len(words)).sum())
+    return PreparedPairs(ids, np.array([s for _, _, s in known], dtype=np.float64), len(rows), malformed, composed)
 
 
 def score_pairs(prepared: PreparedPairs, vectors: np.ndarray | torch.Tensor,
-                device: str | torch.device | None = None) -> Dict[str, Any]:
-    """Spearman and Pearson of cosine vs the human score over the prepared pairs."""
+                device: str | torch.device | None = None, composed: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+    """Spearman and Pearson of cosine vs the human score over the prepared pairs (`composed`: the vectors of the
+    words answered from n-grams, rows len(vectors) onwards)."""
     p = prepared
     known = len(p.ids)
     result: Dict[str, Any] = {"pairs": known, "total": p.total,
                               "oov_ratio": (p.total - known) / p.total if p.total else 0.0,
                               "coverage": p.coverage, "malformed_lines": p.malformed, "spearman": None,
                               "pearson": None}
+    if p.ngram_words is not None:
+        result["ngram_words"] = p.ngram_words  # words of the known pairs answered from their n-grams
     if known >= 2:
         table = _as_tensor(vectors, device)
         ids = p.ids.to(table.device)
-        cosine = (_unit(table[ids[:, 0]]) * _unit(table[ids[:, 1]])).sum(1).cpu().numpy().astype(np.float64)
+        pairs = _take(table, composed, ids)
+        cosine = (_unit(pairs[:, 0]) * _unit(pairs[:, 1])).sum(1).cpu().numpy().astype(np.float64)
         if np.ptp(p.gold) > 0 and np.ptp(cosine) > 0:  # a constant side has no correlation (scipy: nan + warning)
             result["spearman"] = _pearson(_average_ranks(p.gold), _average_ranks(cosine))
             result["pearson"] = _pearson(p.gold, cosine)
@@ -390,10 +533,14 @@ class EvalSuite:
     bytes under two names) is scored once, under its first name. A benchmark chosen by name whose coverage is
     below `min_coverage` is skipped (a non-English or differently normalised corpus): `skipped` holds its
     coverage, and `log` gets one line. `enabled=false` (eval=none) scores nothing.
+
+    `ngrams` = (minn, maxn, bucket) of subword vectors: benchmark words outside the vocabulary are answered from
+    their n-grams (`score` then needs the n-gram rows, `ngram_table`), and `log` gets how many.
     """
 
     def __init__(self, cfg: Any, words: Sequence[str], corpus_kind: Optional[str] = None,
-                 log: Optional[Callable[[str], None]] = None) -> None:
+                 log: Optional[Callable[[str], None]] = None,
+                 ngrams: Optional[Tuple[int, int, int]] = None) -> None:
         self.restrict_vocab = int(getattr(cfg, "restrict_vocab", RESTRICT_VOCAB))
         self.method = str(getattr(cfg, "method", "3cosadd"))
         if self.method not in METHODS:
@@ -402,6 +549,7 @@ class EvalSuite:
         sample = int(getattr(cfg, "sample_questions", 0) or 0)
         self.prepared: Dict[str, Tuple[str, Any]] = {}  # name -> (kind, prepared)
         self.skipped: Dict[str, float] = {}  # name -> coverage
+        self.ngrams: Optional[NgramWords] = None  # the benchmark words answered from n-grams
         if not getattr(cfg, "enabled", True):
             return
         named = getattr(cfg, "benchmarks", None)
@@ -410,15 +558,19 @@ class EvalSuite:
         entries = ([Entry(Path(p).stem, ANALOGY, str(p), False) for p in cfg.analogies]
                    + [Entry(Path(p).stem, SIMILARITY, str(p), False) for p in cfg.similarities] + expand(named))
         digests: set = set()
+        unique = []
         for entry in entries:
             digest = _file_digest(entry.path)
-            if digest in digests:
-                continue
-            digests.add(digest)
+            if digest not in digests:
+                digests.add(digest)
+                unique.append(entry)
+        if ngrams is not None and ngrams[1] >= ngrams[0] >= 1 and ngrams[2] >= 1 and unique:
+            self.ngrams = ngram_words(words, [e.path for e in unique], *ngrams, upper_index(words, len(words)))
+        for entry in unique:
             if entry.kind == ANALOGY:
-                prepared: Any = prepare_analogies(words, entry.path, self.restrict_vocab, sample)
+                prepared: Any = prepare_analogies(words, entry.path, self.restrict_vocab, sample, self.ngrams)
             else:
-                prepared = prepare_pairs(words, entry.path)
+                prepared = prepare_pairs(words, entry.path, ngrams=self.ngrams)
             name, k = entry.name, 2
             while name in self.prepared or name in self.skipped:  # two files with one stem: `<stem>-2`
                 name, k = f"{entry.name}-{k}", k + 1
@@ -430,20 +582,30 @@ class EvalSuite:
                         f"eval.min_coverage={min_coverage:g} (a non-English or differently normalised corpus?)")
                 continue
             self.prepared[name] = (entry.kind, prepared)
+        if self.ngrams is not None and log is not None and self.prepared:
+            counts = ", ".join(f"{name} {prepared.ngram_words}" for name, (_, prepared) in self.prepared.items())
+            log(f"eval: benchmark words outside the vocabulary answered from their n-grams: {counts}")
 
     def __bool__(self) -> bool:
         return bool(self.prepared)
 
     def score(self, vectors: np.ndarray | torch.Tensor, device: str | torch.device | None = None,
-              sampled: bool = False) -> Dict[str, dict]:
+              sampled: bool = False, ngram_table: np.ndarray | torch.Tensor | None = None) -> Dict[str, dict]:
         """Every benchmark on `vectors` (rows in the vocabulary's order); `sampled`: analogy files on their
-        fixed sample of questions (a point during training), the rest whole."""
+        fixed sample of questions (a point during training), the rest whole; `ngram_table` (bucket x dim): the
+        n-gram rows, needed when the suite answers words from n-grams."""
+        composed = None
+        if self.ngrams is not None and len(self.ngrams):
+            if ngram_table is None:
+                raise SGNSError("this evaluation answers words from n-grams: give score() the n-gram rows "
+                                "(ngram_table)")
+            composed = self.ngrams.vectors(ngram_table, _as_tensor(vectors[:1], device).device)
         results: Dict[str, dict] = {}
         for name, (kind, prepared) in self.prepared.items():
             if kind == ANALOGY:
-                results[name] = score_analogies(prepared, vectors, self.method, device, sampled)
+                results[name] = score_analogies(prepared, vectors, self.method, device, sampled, composed)
             else:
-                results[name] = score_pairs(prepared, vectors, device)
+                results[name] = score_pairs(prepared, vectors, device, composed)
         return results
 
 
@@ -457,6 +619,11 @@ def _digest_cached(path: str, mtime_ns: int, size: int) -> str:
 
 
 def evaluate_all(cfg: Any, words: Sequence[str], vectors: np.ndarray | torch.Tensor,
-                 device: str | torch.device | None = None, corpus_kind: Optional[str] = None) -> Dict[str, dict]:
-    """Every benchmark of the `eval` config group (files keyed by stem, named benchmarks by name)."""
-    return EvalSuite(cfg, words, corpus_kind).score(vectors, device)
+                 device: str | torch.device | None = None, corpus_kind: Optional[str] = None,
+                 ngrams: Any = None) -> Dict[str, dict]:
+    """Every benchmark of the `eval` config group (files keyed by stem, named benchmarks by name); `ngrams`
+    (sgns.vectors.NgramVectors): words outside the vocabulary answered from their n-grams."""
+    if ngrams is None:
+        return EvalSuite(cfg, words, corpus_kind).score(vectors, device)
+    suite = EvalSuite(cfg, words, corpus_kind, ngrams=(ngrams.minn, ngrams.maxn, ngrams.bucket))
+    return suite.score(vectors, device, ngram_table=ngrams.table)

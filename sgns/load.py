@@ -53,9 +53,11 @@ def load_vectors(path: str | Path, which: str = "input") -> WordVectors:
     """WordVectors from a word2vec file (text or binary), a checkpoint, or a run directory.
 
     A run directory uses its newest checkpoint (both tables, so `which="average"` works), else its
-    vectors.bin / vectors.txt.
+    vectors.bin / vectors.txt. A subword run's checkpoint gives each word's mean of rows and, with `which="input"`,
+    vectors for words outside the vocabulary from its n-grams.
     """
     if which not in VECTOR_CHOICES:
         raise SGNSError(f"unknown vectors choice {which!r}: use {' or '.join(VECTOR_CHOICES)}")
     run = read_vectors(path, fall_back=which == "input")
-    return WordVectors(run.words, run.vectors(which), run.source)
+    # a subword run's unseen words come from its input n-grams: with input vectors only
+    return WordVectors(run.words, run.vectors(which), run.source, run.ngrams if which == "input" else None)

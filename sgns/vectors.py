@@ -2,7 +2,8 @@
 
 Both formats start with a `<words> <dim>` line. Text rows are `word v1 ... vD`; binary rows are the word's
 UTF-8 bytes, a space and D little-endian float32s (the C tool ends each row with a newline, gensim does
-not; both are read). `WordVectors` is the in-memory form: words most frequent first, one row per word.
+not; both are read). `WordVectors` is the in-memory form: words most frequent first, one row per word; with
+`NgramVectors` (a subword run's n-gram rows) it also gives a vector for a word outside the vocabulary.
 """
 
 from __future__ import annotations
@@ -57,6 +58,37 @@ GENSIM_3_NAMES = {  # gensim 4's KeyedVectors refuses these too: only the replac
 }
 
 
+@dataclass(repr=False)
+class NgramVectors:
+    """The n-gram half of a subword input table: an unseen word's vector is the mean of its n-grams' rows, cut and
+    hashed as fastText does (sgns.subwords). A word with no n-gram (shorter than minn) has none: None here."""
+
+    table: np.ndarray  # (bucket, dim) float32: the input table's rows after the vocabulary's
+    minn: int  # shortest n-gram, in characters (>= 1)
+    maxn: int  # longest n-gram, in characters
+
+    def __repr__(self) -> str:
+        return f"NgramVectors<n-grams {self.minn}-{self.maxn}, {self.bucket:,} buckets>"
+
+    @property
+    def bucket(self) -> int:
+        return int(self.table.shape[0])
+
+    def rows(self, word: str) -> np.ndarray:
+        """The bucket rows of `word`'s n-grams, in fastText's order (repeats kept)."""
+        from sgns.subwords import fasttext_hash, ngrams
+
+        return np.asarray([fasttext_hash(g) % self.bucket for g in ngrams(word, self.minn, self.maxn)],
+                          dtype=np.int64)
+
+    def vector(self, word: str) -> Optional[np.ndarray]:
+        """The mean of `word`'s n-gram rows (float32), or None when it has no n-gram."""
+        rows = self.rows(word)
+        if not len(rows):
+            return None
+        return np.asarray(self.table[rows], dtype=np.float64).mean(0).astype(np.float32)
+
+
 class NotInVocabulary(SGNSError, KeyError):
     """A word (or row number) the vectors do not hold: a KeyError, as gensim raises, and an SGNSError whose
     message is one plain line (KeyError alone would print it quoted)."""
@@ -72,11 +104,17 @@ class WordVectors:
     Also gensim's KeyedVectors surface, with gensim's arithmetic (docs/coming_from_gensim.md): `wv[0]`,
     `get_vector`, `most_similar` of words and vectors, `most_similar_cosmul`, `doesnt_match`, `distances`, ...;
     any other KeyedVectors attribute answers with a pointer to `to_gensim()`.
+
+    With `ngrams` (a subword run's), a word outside the vocabulary gets the mean of its n-grams' rows wherever a
+    word's vector is asked for (`wv["unseen"]`, similarity, most_similar's query), zeros with a warning when it
+    has no n-gram (gensim's FastTextKeyedVectors and fastText do the same); `in`, `key_to_index` and the
+    neighbours searched stay the vocabulary (gensim's FastTextKeyedVectors says `in` for every word).
     """
 
     words: List[str]
     vectors: np.ndarray  # (len(words), dim) float32
     source: str = ""  # where they were read from, for messages
+    ngrams: Optional[NgramVectors] = None  # a subword run's n-gram rows: vectors for words outside the vocabulary
     index: Dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +124,9 @@ class WordVectors:
 
     def __repr__(self) -> str:  # never the whole vocabulary (a notebook prints a run's wv)
         source = f" from {self.source}" if self.source else ""
-        return f"WordVectors<{len(self)} words, dim {self.dim}{source}>"
+        grams = f", n-grams {self.ngrams.minn}-{self.ngrams.maxn} in {self.ngrams.bucket:,} buckets" \
+            if self.ngrams is not None else ""
+        return f"WordVectors<{len(self)} words, dim {self.dim}{grams}{source}>"
 
     def __len__(self) -> int:
         return len(self.words)
@@ -103,7 +143,7 @@ class WordVectors:
     def __getitem__(self, key: str | int | Iterable[str | int]) -> np.ndarray:
         """A word's (or row number's) vector; a list of them gives their vectors as rows (gensim's indexing)."""
         if isinstance(key, KEY_TYPES):
-            return self.vectors[self.get_index(key)]
+            return self._vector(key)
         try:
             keys = list(key)  # type: ignore[arg-type]
         except TypeError:
@@ -111,7 +151,29 @@ class WordVectors:
                 from None
         if not keys:
             return np.zeros((0, self.dim), np.float32)
-        return self.vectors[[self.get_index(k) for k in keys]]
+        if self.ngrams is None:
+            return self.vectors[[self.get_index(k) for k in keys]]
+        return np.stack([self._vector(k) for k in keys])
+
+    def _vector(self, key: str | int) -> np.ndarray:
+        """The vector of one key: its row, or (n-grams) an unseen word's composed vector."""
+        if self.ngrams is None or not isinstance(key, str) or key in self.index:
+            return self.vectors[self.get_index(key)]
+        composed = self.ngrams.vector(key)
+        if composed is None:
+            log.warning("%r is not in the vocabulary and has no n-gram of %d-%d characters: its vector is zeros "
+                        "(as gensim and fastText give)", key, self.ngrams.minn, self.ngrams.maxn)
+            return np.zeros(self.dim, np.float32)
+        return composed
+
+    def has_vector(self, key: object) -> bool:
+        """Whether a vector is given for `key`: a vocabulary word, a row number in range, or (n-grams) any word."""
+        return self.has_index_for(key) or (self.ngrams is not None and isinstance(key, str))
+
+    def from_ngrams(self, key: object) -> bool:
+        """Whether `key`'s vector is composed from n-grams: a word outside the vocabulary with at least one n-gram."""
+        return (self.ngrams is not None and isinstance(key, str) and key not in self.index
+                and len(self.ngrams.rows(key)) > 0)
 
     def __getattr__(self, name: str) -> Any:  # only reached for a name the object lacks
         if name in GENSIM_3_NAMES:
@@ -171,7 +233,7 @@ class WordVectors:
 
     def get_vector(self, key: str | int, norm: bool = False) -> np.ndarray:
         """A word's (or row number's) vector; `norm=True`: scaled to unit length."""
-        vector = self.vectors[self.get_index(key)]
+        vector = self._vector(key)
         return vector / max(float(np.linalg.norm(vector)), 1e-30) if norm else vector
 
     def get_normed_vectors(self) -> np.ndarray:
@@ -205,7 +267,7 @@ class WordVectors:
                 if key.shape != (self.dim,):
                     raise SGNSError(f"a query vector must have shape ({self.dim},), not {key.shape}")
                 total += weight * key
-            elif self.has_index_for(key) or not ignore_missing:
+            elif self.has_vector(key) or not ignore_missing:
                 total += weight * self.get_vector(key, norm=pre_normalize)
             else:
                 continue
@@ -244,7 +306,7 @@ class WordVectors:
         scores = self.vectors[clip_start:clip_end] @ query / self._norms()[clip_start:clip_end]
         if not topn:
             return scores
-        inputs = {self.get_index(k) - clip_start for k in keys if isinstance(k, KEY_TYPES)}
+        inputs = {self.get_index(k, -1) - clip_start for k in keys if self.has_index_for(k)}
         return self._best(scores, topn, inputs, clip_start)
 
     def _best(self, scores: np.ndarray, topn: int, leave_out: set, offset: int = 0) -> List[Tuple[str, float]]:
@@ -291,7 +353,7 @@ class WordVectors:
             (np.prod([shifted_cosines(t) for t in negative], axis=0) + COSMUL_EPSILON)
         if not topn:
             return scores
-        inputs = {self.get_index(k) for k in positive + negative if isinstance(k, KEY_TYPES)}
+        inputs = {self.get_index(k, -1) for k in positive + negative if self.has_index_for(k)}
         return self._best(scores, topn, inputs)
 
     def similarity(self, word1: str | int, word2: str | int) -> float:
@@ -307,7 +369,7 @@ class WordVectors:
         """Cosine distances (1 - cosine) from a word or vector to `other_words`, or to every word in order."""
         vector = self.get_vector(word_or_vector) if isinstance(word_or_vector, KEY_TYPES) else word_or_vector
         others = list(other_words)
-        rows = self.vectors[[self.get_index(w) for w in others]] if others else self.vectors
+        rows = self[others] if others else self.vectors
         return 1 - self.cosine_similarities(np.asarray(vector), rows)
 
     def n_similarity(self, words1: Sequence[str | int], words2: Sequence[str | int]) -> float:
@@ -337,7 +399,7 @@ class WordVectors:
     def rank_by_centrality(self, words: Sequence[str], use_norm: bool = True) -> List[Tuple[float, str]]:
         """`(cosine, word)` to the mean of the words' (unit) vectors, closest first; a word not in the
         vocabulary is skipped with a warning, as gensim does."""
-        used = [w for w in words if w in self]
+        used = [w for w in words if self.has_vector(w)]
         if len(used) != len(words):
             log.warning("not in the vocabulary, left out: %s", ", ".join(sorted({str(w) for w in words} -
                                                                                 {str(w) for w in used})))
@@ -377,7 +439,7 @@ class WordVectors:
             named = ["english"]
         settings = SimpleNamespace(analogies=as_list(analogies), similarities=as_list(similarities),
                                    benchmarks=named or [], restrict_vocab=restrict_vocab, method=method)
-        return evaluate_all(settings, self.words, self.vectors, device)
+        return evaluate_all(settings, self.words, self.vectors, device, ngrams=self.ngrams)
 
     def save(self, path: str | Path, binary: bool = True) -> None:
         """Write a word2vec file (binary by default), readable by gensim's `load_word2vec_format`."""
@@ -388,7 +450,8 @@ class WordVectors:
         self.save(fname, binary=binary)
 
     def to_gensim(self) -> Any:
-        """A gensim KeyedVectors holding the same words, in the same order, and bit-identical vectors."""
+        """A gensim KeyedVectors holding the same words, in the same order, and bit-identical vectors (the
+        vocabulary's: a subword run's n-grams go to gensim through its fastText .bin, sgns-export --fasttext)."""
         try:
             from gensim.models import KeyedVectors
         except ImportError:

@@ -122,6 +122,8 @@ def summary_rows(results: Dict[str, Any]) -> List[Tuple[str, str, str]]:
         else:
             score = "spearman n/a" if r["spearman"] is None else f"spearman {r['spearman']:.4f}"
             known = f"{r['pairs']:,} of {r['total']:,} pairs"
+        if r.get("ngram_words"):
+            known += f", {r['ngram_words']:,} words from n-grams"
         rows.append((name, score, f"{_pct(r['coverage']).strip()} ({known})"))
     return rows
 
@@ -164,13 +166,15 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if len(wv) == 0:
         raise SGNSError(f"{args.path} holds no vectors")
     loaded = time.perf_counter() - started
-    print(f"vectors: {wv.source} ({args.vectors}): {len(wv):,} words x {wv.dim} dimensions, read in {loaded:.1f}s")
+    grams = f", words outside it from n-grams of {wv.ngrams.minn}-{wv.ngrams.maxn} characters" if wv.ngrams else ""
+    print(f"vectors: {wv.source} ({args.vectors}): {len(wv):,} words x {wv.dim} dimensions{grams}, read in "
+          f"{loaded:.1f}s")
     report: Dict[str, Any] = {"path": str(args.path), "source": wv.source, "vectors": args.vectors,
                               "vocab_size": len(wv), "dim": wv.dim}
 
     queries = [(expr, *parse_query(expr)) for expr in args.query]
     for expr, positive, negative in queries:
-        missing = [w for w in [*positive, *negative] if w not in wv]
+        missing = [w for w in [*positive, *negative] if w not in wv]  # a query's words: the vocabulary's
         if missing:
             raise SGNSError(f"query {expr!r}: not in vocabulary: {', '.join(missing)}")
 
@@ -183,7 +187,9 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     settings = SimpleNamespace(analogies=args.analogies, similarities=args.similarities, benchmarks=named or [],
                                restrict_vocab=args.restrict_vocab, method=args.method)
     started = time.perf_counter()
-    results: Dict[str, Any] = EvalSuite(settings, wv.words).score(table, device)
+    ngrams = (wv.ngrams.minn, wv.ngrams.maxn, wv.ngrams.bucket) if wv.ngrams is not None else None
+    suite = EvalSuite(settings, wv.words, ngrams=ngrams, log=print)
+    results: Dict[str, Any] = suite.score(table, device, ngram_table=wv.ngrams.table if wv.ngrams else None)
     detailed = bool(args.analogies or args.similarities or args.benchmarks)  # the bare suite: the one table only
     for name, result in results.items():
         if detailed and "accuracy" in result:
@@ -201,13 +207,15 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         print(f"\nnearest neighbours (cosine, top {args.topn}):")
         report["neighbours"] = {}
         for w in words:
-            if w not in wv:
+            if w not in wv and not wv.from_ngrams(w):
                 print(f"  {w}: not in vocabulary")
                 report["neighbours"][w] = None
                 continue
-            found = nearest(wv.words, table, w, topn=args.topn)
+            from_ngrams = w not in wv  # a subword run's unseen word: its n-grams' vector
+            found = wv.most_similar(w, topn=args.topn) if from_ngrams else nearest(wv.words, table, w, topn=args.topn)
             report["neighbours"][w] = [[x, round(s, 4)] for x, s in found]
-            print(f"  {w}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
+            label = f"{w} (from n-grams)" if from_ngrams else w
+            print(f"  {label}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
     if queries:
         report["queries"] = {}
         print(f"\nqueries (top {args.topn}):")

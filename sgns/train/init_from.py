@@ -1,7 +1,11 @@
 """Start from earlier vectors (`model.init_from`); the pipeline keeps them fixed (`model.freeze_init`).
 
-The source is a word2vec file (text or binary: the C tool's, gensim's, ours), an sgns checkpoint, or a run
-directory (its newest loadable checkpoint, else its vectors file), read by sgns.train.runs. Every word of the
+The source is a word2vec file (text or binary: the C tool's, gensim's, ours), an sgns checkpoint, a run
+directory (its newest loadable checkpoint, else its vectors file), read by sgns.train.runs, or a fastText `.bin`
+model (sgns.fasttext_format: published vectors, continued). From a fastText model a subword run takes each
+shared word's own row and, when minn/maxn/bucket agree, every n-gram bucket (so its words start with fastText's
+vectors exactly); any other model takes fastText's composed word vectors; both take the output rows of a
+negative-sampling model. Every word of the
 new vocabulary found there starts from its input vector, and from its output vector too when the source is a
 checkpoint (a word2vec file holds only input vectors); the other words get the usual initialisation. The rows
 imported are what the pipeline keeps bit-identical when `model.freeze_init` is set (sgns.pipelines.base.FrozenRows).
@@ -90,12 +94,31 @@ def own_rows_and_buckets(input_weight: torch.Tensor, table: SubwordTable, init: 
     return RunVectors(init.words, init.input_table[:n_source], init.output, init.source, init.subwords)
 
 
+def fasttext_initial_vectors(path: str | Path) -> RunVectors:
+    """A fastText `.bin` as initial vectors: its composed word vectors (what a model without buckets takes), and,
+    as a model=subword run's, its minn/maxn/bucket and whole input table (words' own rows, then buckets)."""
+    from sgns.fasttext_format import LOSS_NS, describe, read_fasttext_bin
+
+    try:
+        ft = read_fasttext_bin(path)
+    except SGNSError as e:
+        raise SGNSError(f"model.init_from={path}: {e}") from None
+    output = ft.output if ft.args.loss == LOSS_NS and len(ft.output) == ft.n_words else None  # negative sampling's
+    subwords = {"minn": ft.args.minn, "maxn": ft.args.maxn, "bucket": ft.args.bucket}
+    return RunVectors(ft.words, ft.word_vectors(), output, f"{path} ({describe(ft)})", subwords, ft.input)
+
+
 def start_from(model_cfg: ModelConfig, model: torch.nn.Module, words: Sequence[str], resumed: bool,
                log: Callable[[str], None] = print) -> Optional[np.ndarray]:
     """Apply `model.init_from` (not on resume: the checkpoint holds the model); the rows imported, or None."""
     if not model_cfg.init_from or resumed:
         return None
-    init = read_initial_vectors(model_cfg.init_from)
+    from sgns.fasttext_format import is_fasttext_bin
+
+    if is_fasttext_bin(model_cfg.init_from):
+        init = fasttext_initial_vectors(model_cfg.init_from)
+    else:
+        init = read_initial_vectors(model_cfg.init_from)
     subwords = getattr(model, "table", None)  # model=subword's SubwordTable
     if subwords is not None and init.subwords is not None:
         init = own_rows_and_buckets(model.input.weight, subwords, init, log)

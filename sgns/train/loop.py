@@ -108,8 +108,10 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     team.start()  # every rank from rank 0's tables (fresh or restored)
     at_end = resume is not None and state.words_done >= pipeline.total_words  # killed writing its outputs
     tb = run.tblog(state.words_done, at_end, state.last_point if state.step % t.log_every == 0 else None)
+    subwords = getattr(model, "table", None)  # model=subword: benchmark words outside the vocabulary from n-grams
     suite = EvalSuite(run.benchmarks(evaluation_config(config.eval, config.corpus, config.data.cache_dir)),
-                      vocab.words, config.corpus.kind, log=log.info)
+                      vocab.words, config.corpus.kind, log=log.info,
+                      ngrams=(subwords.minn, subwords.maxn, subwords.bucket) if subwords is not None else None)
     evals = EvalSchedule(config.eval.every_words, config.eval.points, pipeline.total_words, state.words_done,
                          bool(suite))
     guard = DivergenceGuard(config.optimizer, model.untrained_loss(config.data.negatives), run.path, config.dist,
@@ -358,11 +360,14 @@ def save(record: Dict[str, Any], run: RunDir, state: TrainState, model: SGNS, pi
 
 
 def evaluate(suite: EvalSuite, model: SGNS, device: torch.device, sampled: bool) -> Dict[str, dict]:
-    """Every benchmark of the run on the current word vectors (`sampled`: a point during training)."""
+    """Every benchmark of the run on the current word vectors (`sampled`: a point during training); a subword
+    run's words outside the vocabulary from its n-gram rows."""
+    subwords = getattr(model, "table", None)
+    ngram_table = model.input.weight.detach()[subwords.n_words:] if subwords is not None else None
     if not sampled:
-        return suite.score(model.word_vectors(), device)
+        return suite.score(model.word_vectors(), device, ngram_table=ngram_table)
     with one_cpu_thread(device):
-        return suite.score(model.word_vectors(), device, sampled)
+        return suite.score(model.word_vectors(), device, sampled, ngram_table=ngram_table)
 
 
 def log_evaluation(results: Dict[str, dict], evals: EvalSchedule, train_seconds: float) -> None:

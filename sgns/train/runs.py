@@ -4,7 +4,8 @@ sgns.load (load_model, load_vectors), `model.init_from` (sgns.train.init_from), 
 and the commands (sgns-eval, sgns-export) all read through here:
 
 - `read_checkpoint(path)`: a checkpoint file, or the newest loadable checkpoint of a run directory;
-- `checkpoint_tables(state, source)`: a checkpoint's words and both tables, checked to fit together;
+- `checkpoint_tables(state, source)`: a checkpoint's words and both tables, checked to fit together (a subword
+  run's input table has its n-gram buckets after the words' rows: `checkpoint_subwords`);
 - `read_vectors(path)`: words and vectors from a run directory (its newest loadable checkpoint, else its
   vectors file), a checkpoint or a word2vec file (text or binary: the C tool's, gensim's, ours);
 - `Run`: what a run directory holds (its overrides and config, metrics.json, vectors), the one run that `sgns.fit`
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from sgns.errors import SGNSError
 from sgns.train.metrics import FINISHED, lookup, read_metrics
-from sgns.vectors import WordVectors, load_word2vec, load_word_vectors
+from sgns.vectors import NgramVectors, WordVectors, load_word2vec, load_word_vectors
 
 VECTOR_CHOICES = ("input", "average")  # which vectors of a checkpoint to use: input, or input + output averaged
 SUBWORD_KEYS = ("minn", "maxn", "bucket")  # the model settings that place a model=subword's n-gram rows
@@ -113,6 +114,16 @@ class RunVectors:
     source: str  # the file they were read from
     subwords: Optional[Dict[str, int]] = None  # model=subword: {minn, maxn, bucket}, as its config says
     input_table: Optional[np.ndarray] = None  # model=subword: the whole input table (words' own rows, then buckets)
+
+    @property
+    def ngrams(self) -> Optional[NgramVectors]:
+        """A subword run's n-gram rows, which give words outside the vocabulary their vectors (None: n-grams off)."""
+        if self.subwords is None or self.input_table is None:
+            return None
+        minn, maxn, bucket = (self.subwords[k] for k in SUBWORD_KEYS)
+        if not (minn > 0 and maxn >= minn and bucket > 0):
+            return None
+        return NgramVectors(self.input_table[len(self.words):], minn, maxn)
 
     @property
     def dim(self) -> int:
@@ -260,13 +271,38 @@ class Run:
 
     @property
     def wv(self) -> WordVectors:
-        """The trained input vectors (vectors.bin or vectors.txt of the run), words most frequent first."""
+        """The trained input vectors (vectors.bin or vectors.txt of the run), words most frequent first; a subword
+        run's also answer words outside the vocabulary, from the n-gram rows of its newest checkpoint."""
         if self._wv is None:
             found = next((self.dir / n for n in VECTOR_FILES if (self.dir / n).is_file()), None)
             if found is None:
                 raise SGNSError(f"{self.dir} holds no vectors.bin or vectors.txt: the run has not finished")
             self._wv = load_word_vectors(found)
+            self._wv.ngrams = self._ngram_vectors(len(self._wv))
         return self._wv
+
+    def _ngram_vectors(self, n_words: int) -> Optional[NgramVectors]:
+        """A subword run's n-gram rows (its newest checkpoint, memory-mapped), None for other models."""
+        from sgns.config import read_yaml  # here: importing sgns.api or a command stays quick (no omegaconf)
+        from sgns.train.checkpoint import list_checkpoints
+
+        config_file = self.dir / ".hydra" / "config.yaml"
+        if config_file.is_file():  # the run's config says; else (train(cfg) without Hydra) its checkpoint does
+            if ((read_yaml(config_file) or {}).get("model") or {}).get("name") != "subword":
+                return None
+        elif not list_checkpoints(self.dir):
+            return None
+        source, state = read_checkpoint(self.dir, mmap=True)
+        if checkpoint_subwords(state) is None:
+            return None
+        words, vin, _ = checkpoint_tables(state, source)
+        minn, maxn, bucket = (int((checkpoint_subwords(state) or {}).get(k, 0)) for k in SUBWORD_KEYS)
+        if len(words) != n_words:
+            raise SGNSError(f"{source} holds {len(words):,} words but the run's vectors {n_words:,}: not this run's "
+                            f"final checkpoint")
+        if not (minn > 0 and maxn >= minn and bucket > 0):
+            return None  # n-grams off: a word outside the vocabulary has no vector, as gensim's bucket=0
+        return NgramVectors(vin[len(words):].float().numpy(), minn, maxn)
 
     def __fspath__(self) -> str:
         return str(self.dir)

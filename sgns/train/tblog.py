@@ -70,6 +70,8 @@ def evaluation_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         else:
             score = f"Spearman {m['spearman']:.4f}" if m.get("spearman") is not None else "Spearman n/a"
             known = f"{m['pairs']:,} of {m['total']:,} pairs"
+        if m.get("ngram_words"):  # a subword run: words outside the vocabulary answered from their n-grams
+            known += f", {m['ngram_words']:,} words from n-grams"
         rows.append(f"| {name} | {score} | {known} | {m['coverage']:.1%} | {m['malformed_lines']} |")
     return "\n".join(rows)
 
