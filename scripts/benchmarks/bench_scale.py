@@ -1,7 +1,14 @@
 """sgns and gensim at scale, on a generated Zipf corpus of N words over V types, one command.
 
-The corpus (lines of 5-30 words drawn from a Zipf law with exponent 1 over V types; seed fixed) is written
-once under --cache-dir and reused; it is never part of the repository. Then, each run its own process:
+The corpus is written once under --cache-dir and reused; it is never part of the repository. Two generators
+(--generator), seed fixed, words named by their rank in base 26 (shorter for more frequent ones):
+
+* `zipf` (default): lines of 5-30 words drawn from a Zipf law with exponent 1 over V types (default 2M);
+* `flat`: exponent 1.05 over 3.9M types, lines of 10-30 words (~20), issue 32's second corpus: a Zipf law
+  that falls faster keeps fewer rare words (2.05M at min_count 5 at 200M words against 2.98M for `zipf` over
+  8M types) and its frequent words are more frequent, so subsampling drops more of them.
+
+Then, each run its own process:
 
 * reading A/B (--reader-pairs K): the corpus stage alone (token ids + counts + the min_count=5 vocabulary,
   cold token cache each time) with the reader of another checkout (--old DIR, e.g. a `git worktree` of main)
@@ -17,6 +24,7 @@ benchmark, scripts/benchmarks/benchmark.py). Run under `nice` on a shared machin
 
     python scripts/benchmarks/bench_scale.py --words 50_000_000 --types 2_000_000 --reader-pairs 3 --no-runs
     python scripts/benchmarks/bench_scale.py --words 200_000_000 --types 8_000_000 --reader-pairs 1
+    python scripts/benchmarks/bench_scale.py --generator flat --words 200_000_000 --cache-dir /tmp/sgns-bench
     python scripts/benchmarks/bench_scale.py --words 1_000_000_000 --types 20_000_000 --gensim-workers 32  # big machine
 """
 
@@ -30,7 +38,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -38,8 +46,19 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
 from benchmark import contract_command, timed  # noqa: E402
 
-LINE_WORDS = (5, 31)  # words per line: uniform in [5, 30]
 BLOCK_WORDS = 5_000_000  # words generated at a time (memory stays flat)
+
+
+class Generator(NamedTuple):
+    exponent: float  # of the Zipf law: P(rank r) ~ r ** -exponent
+    line_words: Tuple[int, int]  # words per line: uniform in [low, high)
+    types: int  # default number of types
+
+
+GENERATORS = {
+    "zipf": Generator(1.0, (5, 31), 2_000_000),
+    "flat": Generator(1.05, (10, 31), 3_900_000),
+}
 
 
 def type_names(types: int) -> np.ndarray:
@@ -55,14 +74,16 @@ def type_names(types: int) -> np.ndarray:
     return np.asarray(names, dtype=object)
 
 
-def zipf_corpus(words: int, types: int, seed: int, cache_dir: Path) -> Path:
-    """The corpus file for (words, types, seed), generated on first use (written to a temp name, then renamed)."""
-    path = cache_dir / f"zipf-{words}-{types}-{seed}.txt"
+def zipf_corpus(words: int, types: int, seed: int, cache_dir: Path, generator: str = "zipf") -> Path:
+    """The corpus file for (generator, words, types, seed), generated on first use (written to a temp name, then
+    renamed). The `zipf` generator's files keep their earlier name, zipf-WORDS-TYPES-SEED.txt."""
+    law = GENERATORS[generator]
+    path = cache_dir / f"{generator}-{words}-{types}-{seed}.txt"
     if path.exists():
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    cdf = np.cumsum(1.0 / np.arange(1, types + 1))
+    cdf = np.cumsum(np.arange(1, types + 1, dtype=np.float64) ** -law.exponent)
     cdf /= cdf[-1]
     names = type_names(types)
     spaced, ended = names + b" ", names + b"\n"
@@ -72,7 +93,7 @@ def zipf_corpus(words: int, types: int, seed: int, cache_dir: Path) -> Path:
         while done < words:
             n = min(BLOCK_WORDS, words - done)
             ranks = np.minimum(np.searchsorted(cdf, rng.random(n)), types - 1)
-            lengths = rng.integers(*LINE_WORDS, size=n // LINE_WORDS[0] + 1)
+            lengths = rng.integers(*law.line_words, size=n // law.line_words[0] + 1)
             ends = np.cumsum(lengths)
             line_end = np.zeros(n, dtype=bool)
             line_end[ends[ends <= n] - 1] = True
@@ -171,7 +192,10 @@ def fmt(value: Optional[float], spec: str) -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--words", type=int, default=50_000_000)
-    ap.add_argument("--types", type=int, default=2_000_000, help="types in the Zipf law (seen: fewer)")
+    ap.add_argument("--generator", choices=sorted(GENERATORS), default="zipf",
+                    help="zipf: exponent 1, lines of 5-30 words; flat: exponent 1.05, lines of 10-30 words")
+    ap.add_argument("--types", type=int, default=None,
+                    help="types in the Zipf law (seen: fewer); default 2M for zipf, 3.9M for flat")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("HOME", ".")) / ".cache" / "sgns-bench")
     ap.add_argument("--workdir", type=Path, default=None, help="run folders (default: under --cache-dir)")
@@ -190,13 +214,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         gensim_worker(mode, corpus, out, int(workers), int(epochs), report)
         return
 
+    if args.types is None:
+        args.types = GENERATORS[args.generator].types
     start = time.perf_counter()
-    corpus = zipf_corpus(args.words, args.types, args.seed, args.cache_dir)
+    corpus = zipf_corpus(args.words, args.types, args.seed, args.cache_dir, args.generator)
     print(f"corpus {corpus} ({corpus.stat().st_size / 2**20:,.0f} MiB; ready in {time.perf_counter() - start:.0f}s)")
     workdir = args.workdir or args.cache_dir / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0))
-    results: Dict[str, object] = {"words": args.words, "types": args.types, "cores": cores}
+    results: Dict[str, object] = {"generator": args.generator, "words": args.words, "types": args.types,
+                                  "cores": cores}
 
     if args.reader_pairs and args.old:
         rows: Dict[str, List[dict]] = {"old": [], "new": []}
