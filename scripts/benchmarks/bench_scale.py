@@ -16,7 +16,9 @@ Then, each run its own process:
 * whole runs (unless --no-runs): sgns with word2vec's settings for --epochs, and gensim 4 in both its modes,
   iterable (LineSentence) and corpus_file (C++ reading in every worker); whole-process wall time, reading
   (+ vocabulary) time, training words/s and peak RSS (/usr/bin/time's maximum resident set of the main
-  process; reading worker processes are counted apart, as their own maximum).
+  process; reading worker processes are counted apart, as their own maximum). --repeats K alternates them K
+  times: medians, and sgns's whole-process speed against each gensim mode pair by pair (min, median, max of
+  the per-pair ratios), as the reading A/B prints its per-pair spread: one lucky pair is no headline.
 
 A Zipf corpus has no analogies or similarities to score, so no quality column: gensim's corpus_file mode
 decays the learning rate per worker, which changes its 1-epoch quality on real text (see the dev-corpus
@@ -44,7 +46,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "benchmarks"))
-from benchmark import contract_command, timed  # noqa: E402
+from benchmark import contract_command, describe_spread, ratio_spread, timed  # noqa: E402
 
 BLOCK_WORDS = 5_000_000  # words generated at a time (memory stays flat)
 
@@ -103,6 +105,8 @@ def zipf_corpus(words: int, types: int, seed: int, cache_dir: Path, generator: s
     os.rename(tmp, path)
     return path
 
+
+GENSIM_MODES = ("iterable", "corpus_file")
 
 READER = """
 import json, sys, time
@@ -203,8 +207,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--reader-pairs", type=int, default=0, help="alternated old/new reads (needs --old)")
     ap.add_argument("--no-runs", action="store_true", help="only the reading A/B")
     ap.add_argument("--no-gensim", action="store_true")
+    ap.add_argument("--repeats", type=int, default=1, help="alternated repetitions of the whole runs")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--gensim-workers", type=int, default=2)
+    ap.add_argument("--gensim-modes", default=",".join(GENSIM_MODES), help="comma-separated, of: iterable,corpus_file")
     ap.add_argument("--sgns-extra", default="", help="comma-separated overrides for the sgns run")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--gensim-worker", nargs=6, help=argparse.SUPPRESS)
@@ -243,20 +249,39 @@ def main(argv: Optional[List[str]] = None) -> None:
             rss = statistics.median(r["rss_mib"] for r in rows[name.split()[0]])
             print(f"| {name} | {secs:.1f} | {first['tokens'] / secs:,.0f} | {first['tokens'] / secs / used:,.0f} "
                   f"| {rss:,.0f} |")
-        print(f"\nnew / old time: {new / old:.2f}")
+        spread = ratio_spread([r["seconds"] for r in rows["new"]], [r["seconds"] for r in rows["old"]])
+        results["reader_new_over_old_per_pair"] = spread
+        print(f"\nnew / old time: {new / old:.2f} (medians); per pair: {describe_spread(spread)}")
 
     if not args.no_runs:
-        runs = {"sgns": sgns_run(corpus, workdir, args.epochs, [x for x in args.sgns_extra.split(",") if x])}
-        if not args.no_gensim:
-            for mode in ("iterable", "corpus_file"):
-                runs[f"gensim {mode}"] = gensim_run(mode, corpus, workdir, args.epochs, args.gensim_workers)
+        modes = [m for m in args.gensim_modes.split(",") if m]
+        if any(m not in GENSIM_MODES for m in modes):
+            raise SystemExit(f"bench_scale: --gensim-modes takes {', '.join(GENSIM_MODES)}, not {args.gensim_modes}")
+        names = ["sgns"] + ([] if args.no_gensim else [f"gensim {mode}" for mode in modes])
+        runs: Dict[str, List[dict]] = {name: [] for name in names}
+        extra = [x for x in args.sgns_extra.split(",") if x]
+        for i in range(args.repeats):  # alternated: one run of each per repetition, never two at once
+            for name in names:
+                r = (sgns_run(corpus, workdir, args.epochs, extra) if name == "sgns" else
+                     gensim_run(name.split()[1], corpus, workdir, args.epochs, args.gensim_workers))
+                runs[name].append(r)
+                print(f"[{i + 1}/{args.repeats}] {name}: {r['wall']:.0f} s whole, peak RSS {r['rss_mib']:,.0f} MiB",
+                      flush=True)
         results["runs"] = runs
-        print(f"\nwhole runs, {args.words:,} words, {args.epochs} epoch(s), {cores} cores:\n")
+        print(f"\nwhole runs, {args.words:,} words ({args.generator} generator, {args.types:,} types), "
+              f"{args.epochs} epoch(s), {cores} cores, medians of {args.repeats}:\n")
         print("| run | whole process s | reading + vocabulary s | training s | training words/s | peak RSS MiB "
               "| vocabulary |\n|---|---|---|---|---|---|---|")
-        for name, r in runs.items():
-            print(f"| {name} | {r['wall']:.0f} | {fmt(r['read_s'], '.0f')} | {r['train_s']:.0f} | "
-                  f"{r['words_per_s']:,.0f} | {r['rss_mib']:,.0f} | {r['vocab']:,} |")
+        for name, rs in runs.items():
+            m = {k: statistics.median(r[k] for r in rs) if rs[0][k] is not None else None for k in rs[0]}
+            print(f"| {name} | {m['wall']:.0f} | {fmt(m['read_s'], '.0f')} | {m['train_s']:.0f} | "
+                  f"{m['words_per_s']:,.0f} | {m['rss_mib']:,.0f} | {rs[0]['vocab']:,} |")
+        spreads = {}
+        for name in names[1:]:  # whole-process speed: gensim's wall time over sgns's, pair by pair
+            spreads[name] = ratio_spread([r["wall"] for r in runs[name]], [r["wall"] for r in runs["sgns"]])
+            print(f"\nsgns's whole-process speed vs {name}, per pair: {describe_spread(spreads[name])}", end="")
+        print()
+        results["sgns_speed_vs_gensim_per_pair"] = spreads
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
