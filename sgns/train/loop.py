@@ -29,7 +29,15 @@ from sgns.config import (
     typed_config,
     validate,
 )
-from sgns.corpus import EncodedCorpus, check_corpus_path, encode, make_source, return_freed_memory
+from sgns.corpus import (
+    EncodedCorpus,
+    check_corpus_path,
+    encode,
+    make_source,
+    map_counts,
+    release_pages,
+    return_freed_memory,
+)
 from sgns.corpus.phrases import apply_phrases
 from sgns.corpus.synthetic import evaluation_config
 from sgns.distributed.team import Team, join_team
@@ -114,6 +122,9 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
                          bool(suite))
     guard = DivergenceGuard(config.optimizer, model.untrained_loss(config.data.negatives), run.path, config.dist,
                             ranks=team.world_size)
+    # The setup's temporaries (the float64 sampling tables, the evaluation's word indexes) were freed into the heap,
+    # on top of the model's tables: give those pages back before the run's longest stretch (peak memory).
+    return_freed_memory()
 
     # ------------------------------------------------------------------------------------------- the loop
     total_words = pipeline.total_words
@@ -240,6 +251,8 @@ def read_corpus(config: Config, ties: str = TIES) -> tuple[EncodedCorpus, Vocabu
     # Every distinct word as a Python string (1.9M at 50M Zipf words, ~100 MiB) is not needed from here on: the
     # vocabulary holds the kept ones and the pipelines size their id table by len(corpus.counts). Peak memory.
     corpus.words = []
+    map_counts(corpus)  # read by the vocabulary: from here on only their number is used
+    release_pages(corpus.offsets)  # read whole by the phrases; the batches read it in pieces
     return_freed_memory()
     log.info(f"corpus: {corpus.total_tokens:,} words, vocabulary {len(vocab):,} (min_count={d.min_count})")
     return corpus, vocab
