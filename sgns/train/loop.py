@@ -100,6 +100,10 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     ties = tie_rule(resume.get("vocab", {}) if resume is not None else None)
     corpus, vocab = team.first_then_others(lambda: read_corpus(config, ties), "reading the corpus")
     run.write_vocab(vocab)
+    # Before the model: its word indexes (uppercased words, up to 300k) are built and freed below the tables
+    suite = EvalSuite(run.benchmarks(evaluation_config(config.eval, config.corpus, config.data.cache_dir)),
+                      vocab.words, config.corpus.kind, log=log.info)
+    return_freed_memory()
     model = make_model(config.model, len(vocab), vocab.words).to(device)  # model=subword: its n-gram rows too
     # the pipeline and every "auto"/null setting, resolved once (SGNSError for a combination none runs)
     resolved = resolve(config, device, corpus.total_tokens, team.world_size)
@@ -116,14 +120,12 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     team.start()  # every rank from rank 0's tables (fresh or restored)
     at_end = resume is not None and state.words_done >= pipeline.total_words  # killed writing its outputs
     tb = run.tblog(state.words_done, at_end, state.last_point if state.step % t.log_every == 0 else None)
-    suite = EvalSuite(run.benchmarks(evaluation_config(config.eval, config.corpus, config.data.cache_dir)),
-                      vocab.words, config.corpus.kind, log=log.info)
     evals = EvalSchedule(config.eval.every_words, config.eval.points, pipeline.total_words, state.words_done,
                          bool(suite))
     guard = DivergenceGuard(config.optimizer, model.untrained_loss(config.data.negatives), run.path, config.dist,
                             ranks=team.world_size)
-    # The setup's temporaries (the float64 sampling tables, the evaluation's word indexes) were freed into the heap,
-    # on top of the model's tables: give those pages back before the run's longest stretch (peak memory).
+    # The setup's temporaries (the float64 sampling tables) were freed into the heap, on top of the model's tables:
+    # give those pages back before the run's longest stretch (peak memory).
     return_freed_memory()
 
     # ------------------------------------------------------------------------------------------- the loop
