@@ -11,7 +11,15 @@ tokeniser), phrases (word2phrase on the cached ids), synthetic (the embedded def
 are the stage's interface; phrases and scan load numba, so they (and synthetic) are imported from their modules.
 """
 
-from sgns.corpus.cache import EncodedCorpus, encode, load_cached, publish_cache_entry, return_freed_memory
+from sgns.corpus.cache import (
+    EncodedCorpus,
+    encode,
+    load_cached,
+    map_counts,
+    publish_cache_entry,
+    release_pages,
+    return_freed_memory,
+)
 from sgns.corpus.reading import (
     Piece,
     ReadStats,
@@ -29,6 +37,6 @@ from sgns.corpus.reading import (
 from sgns.corpus.sources import CorpusSource, check_corpus_path, hf_source, make_source, text_source
 
 __all__ = ["CorpusSource", "EncodedCorpus", "Piece", "ReadStats", "check_corpus_path", "encode", "file_fingerprint",
-           "file_ranges", "hf_source", "iter_chunks", "iter_sentences", "load_cached", "make_source", "open_binary",
-           "publish_cache_entry", "resolve_workers", "return_freed_memory", "run_in_order", "sentences_of",
-           "text_source", "tokenise", "tokenise_bytes"]
+           "file_ranges", "hf_source", "iter_chunks", "iter_sentences", "load_cached", "make_source", "map_counts",
+           "open_binary", "publish_cache_entry", "release_pages", "resolve_workers", "return_freed_memory",
+           "run_in_order", "sentences_of", "text_source", "tokenise", "tokenise_bytes"]

@@ -28,7 +28,7 @@ from sgns.corpus import EncodedCorpus
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import alias_table, unigram_table
-from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids
+from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids, sentence_starts
 from sgns.pipelines.torch_step import FixedShapeStep, RowCounter, optimizer_step, sgd_step
 from sgns.vocab import Vocabulary
 
@@ -122,9 +122,7 @@ class DevicePairBatches:
         if self.device.type == "cuda":
             raw = raw.pin_memory()
         ids = self.remap[raw.to(self.device, non_blocking=True).long()]
-        offsets = self.corpus.offsets
-        starts = offsets[np.searchsorted(offsets, lo):]
-        starts = torch.from_numpy(starts[starts < hi] - lo).to(self.device)
+        starts = torch.from_numpy(sentence_starts(self.corpus.offsets, lo, hi) - lo).to(self.device)
         boundary = torch.zeros(hi - lo, dtype=torch.int32, device=self.device)
         boundary[starts] = 1
         return ids, torch.cumsum(boundary, 0, dtype=torch.int32)

@@ -25,7 +25,7 @@ from sgns.corpus import EncodedCorpus
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import NegativeSampler
-from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids
+from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids, sentence_starts
 from sgns.pipelines.torch_step import optimizer_step, sgd_step
 from sgns.vocab import Vocabulary
 
@@ -95,8 +95,7 @@ class PairBatches(IterableDataset):
         rng = np.random.default_rng([self.seed, epoch, chunk])
         lo, hi = self.plan.bounds(chunk)
         ids = self.remap[read_ids(self.corpus.ids, lo, hi)]
-        starts = self.corpus.offsets[np.searchsorted(self.corpus.offsets, lo):]
-        starts = starts[starts < hi] - lo
+        starts = sentence_starts(self.corpus.offsets, lo, hi) - lo
         boundary = np.zeros(hi - lo, dtype=np.int32)
         boundary[starts] = 1
         sentence = np.cumsum(boundary)

@@ -8,12 +8,13 @@ exactly from its position and the seed: that is what makes resume exact on every
 
 from __future__ import annotations
 
-import mmap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
+
+from sgns.corpus import release_pages
 
 if TYPE_CHECKING:
     from sgns.distributed import Shard
@@ -33,17 +34,16 @@ def read_ids(ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """ids[lo:hi] as an in-memory copy. From a memmap, the pages read are then dropped from this process
     (madvise DONTNEED), so resident memory does not grow with the corpus as the pass goes on."""
     part = np.array(ids[lo:hi])
-    if isinstance(ids, np.memmap) and hasattr(mmap, "MADV_DONTNEED"):
-        base = ids._mmap  # the whole mapping (offset 0 for our id files)
-        if base is not None:
-            page = mmap.PAGESIZE
-            start = (lo * ids.itemsize) // page * page
-            stop = min(-(-(hi * ids.itemsize) // page) * page, len(base))
-            try:
-                base.madvise(mmap.MADV_DONTNEED, start, stop - start)
-            except (OSError, ValueError):  # advisory only
-                pass
+    release_pages(ids, lo, hi)
     return part
+
+
+def sentence_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The sentence start offsets within corpus positions [lo, hi), as an in-memory copy; from a memmap, its
+    pages are then dropped, as `read_ids` drops the ids'."""
+    starts = np.array(offsets[np.searchsorted(offsets, lo) : np.searchsorted(offsets, hi)])
+    release_pages(offsets)
+    return starts
 
 
 class ChunkPlan:

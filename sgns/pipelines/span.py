@@ -33,7 +33,7 @@ from sgns.errors import SGNSError
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import unigram_table
-from sgns.pipelines.plan import ChunkPlan, Position, keep_probabilities, read_ids
+from sgns.pipelines.plan import ChunkPlan, Position, keep_probabilities, read_ids, sentence_starts
 from sgns.pipelines.span_kernel import (
     PieceKernel,
     entry_point,
@@ -183,7 +183,7 @@ MIN_SPAN = 1000  # ...but never shorter than this
 def span_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Sentence starts within corpus positions [lo, hi) relative to lo (a sentence cut by lo starts at 0),
     then hi - lo."""
-    inner = offsets[np.searchsorted(offsets, lo) : np.searchsorted(offsets, hi)]
+    inner = sentence_starts(offsets, lo, hi)
     head = [] if len(inner) and inner[0] == lo else [lo]
     return (np.concatenate([head, inner, [hi]]) - lo).astype(np.int64)
 

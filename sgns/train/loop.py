@@ -29,7 +29,15 @@ from sgns.config import (
     typed_config,
     validate,
 )
-from sgns.corpus import EncodedCorpus, check_corpus_path, encode, make_source, return_freed_memory
+from sgns.corpus import (
+    EncodedCorpus,
+    check_corpus_path,
+    encode,
+    make_source,
+    map_counts,
+    release_pages,
+    return_freed_memory,
+)
 from sgns.corpus.phrases import apply_phrases
 from sgns.corpus.synthetic import evaluation_config
 from sgns.distributed.team import Team, join_team
@@ -92,6 +100,12 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     ties = tie_rule(resume.get("vocab", {}) if resume is not None else None)
     corpus, vocab = team.first_then_others(lambda: read_corpus(config, ties), "reading the corpus")
     run.write_vocab(vocab)
+    # Before the model: its word indexes (uppercased words, up to 300k) are built and freed below the tables
+    m = config.model  # model=subword: benchmark words outside the vocabulary are answered from n-grams
+    suite = EvalSuite(run.benchmarks(evaluation_config(config.eval, config.corpus, config.data.cache_dir)),
+                      vocab.words, config.corpus.kind, log=log.info,
+                      ngrams=(m.minn, m.maxn, m.bucket) if m.name == "subword" else None)
+    return_freed_memory()
     model = make_model(config.model, len(vocab), vocab.words).to(device)  # model=subword: its n-gram rows too
     # the pipeline and every "auto"/null setting, resolved once (SGNSError for a combination none runs)
     resolved = resolve(config, device, corpus.total_tokens, team.world_size)
@@ -108,14 +122,13 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     team.start()  # every rank from rank 0's tables (fresh or restored)
     at_end = resume is not None and state.words_done >= pipeline.total_words  # killed writing its outputs
     tb = run.tblog(state.words_done, at_end, state.last_point if state.step % t.log_every == 0 else None)
-    subwords = getattr(model, "table", None)  # model=subword: benchmark words outside the vocabulary from n-grams
-    suite = EvalSuite(run.benchmarks(evaluation_config(config.eval, config.corpus, config.data.cache_dir)),
-                      vocab.words, config.corpus.kind, log=log.info,
-                      ngrams=(subwords.minn, subwords.maxn, subwords.bucket) if subwords is not None else None)
     evals = EvalSchedule(config.eval.every_words, config.eval.points, pipeline.total_words, state.words_done,
                          bool(suite))
     guard = DivergenceGuard(config.optimizer, model.untrained_loss(config.data.negatives), run.path, config.dist,
                             ranks=team.world_size)
+    # The setup's temporaries (the float64 sampling tables) were freed into the heap, on top of the model's tables:
+    # give those pages back before the run's longest stretch (peak memory).
+    return_freed_memory()
 
     # ------------------------------------------------------------------------------------------- the loop
     total_words = pipeline.total_words
@@ -242,6 +255,8 @@ def read_corpus(config: Config, ties: str = TIES) -> tuple[EncodedCorpus, Vocabu
     # Every distinct word as a Python string (1.9M at 50M Zipf words, ~100 MiB) is not needed from here on: the
     # vocabulary holds the kept ones and the pipelines size their id table by len(corpus.counts). Peak memory.
     corpus.words = []
+    map_counts(corpus)  # read by the vocabulary: from here on only their number is used
+    release_pages(corpus.offsets)  # read whole by the phrases; the batches read it in pieces
     return_freed_memory()
     log.info(f"corpus: {corpus.total_tokens:,} words, vocabulary {len(vocab):,} (min_count={d.min_count})")
     return corpus, vocab
