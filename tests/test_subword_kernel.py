@@ -10,6 +10,7 @@ import pytest
 from sgns.errors import SGNSError
 from sgns.pipelines.span import SpanTrainer
 from sgns.pipelines.span_kernel import (
+    HIDDEN_PER_PAIR,
     hidden_gains,
     kernel_alias_table,
     subword_piece_kernel,
@@ -24,18 +25,21 @@ def _sigmoid(x: float) -> float:
 
 
 def fasttext_step(W: np.ndarray, C: np.ndarray, rows: np.ndarray, targets: list, lr: float) -> float:
-    """fastText's Model::update for one (center, context) pair, in float64: h = the mean of the center's rows; each
-    target (the context, then the negatives) in turn: alpha = lr * (label - sigmoid(h . c)), grad += alpha * c,
-    c += alpha * h; then every row entry += grad (a repeated row twice). Returns the pair's BCE loss."""
+    """fastText's Model::update for one (center, context) pair, in float64: h = the mean of the center's rows; for
+    each target (the context, then the negatives) alpha = lr * (label - sigmoid(h . c)), h's step += alpha * c,
+    c += alpha * h; then every row entry of the center += h's step (a repeated row twice). fastText steps the
+    targets one after another; here, as in the kernel and the torch reference, every target is scored from the
+    rows before the pair (the two differ only when a pair draws one negative twice). Returns the pair's loss."""
     h = W[rows].mean(0)
+    old = C.copy()
     grad = np.zeros_like(h)
     loss = 0.0
     for k, target in enumerate(targets):
-        x = float(h @ C[target])
+        x = float(h @ old[target])
         label = 1.0 if k == 0 else 0.0
         loss += -np.log(_sigmoid(x)) if k == 0 else -np.log(1.0 - _sigmoid(x))
         alpha = lr * (label - _sigmoid(x))
-        grad += alpha * C[target]
+        grad += alpha * old[target]
         C[target] += alpha * h
     for row in rows:
         W[row] += grad
@@ -149,7 +153,7 @@ def test_h_once_per_center_is_fastTexts_h_per_pair():
     table = subword_table(WORDS, 3, 6, 2000)
     raw, starts = _zipf_span(len(WORDS), 20000)
     tables = []
-    for kernel in (train_piece_subword, subword_piece_kernel(True)):
+    for kernel in (train_piece_subword, subword_piece_kernel(HIDDEN_PER_PAIR)):
         tr = _trainer(table, 16, 1, kernel=kernel)
         loss, sampled, pairs = tr.train_span(raw, starts, 0, 0, 0.05, 0.04)
         tables.append((tr.W, tr.C, loss / sampled, pairs))
