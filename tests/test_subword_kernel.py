@@ -208,3 +208,8 @@ def test_the_trainer_refuses_a_table_that_does_not_fit():
         SpanTrainer(W, W.copy(), remap, keep, accept, alias, 5, 5, 1, kernel=train_piece_subword, subwords=table)
     with pytest.raises(SGNSError, match="table of subword rows"):
         SpanTrainer(W, W.copy(), remap, keep, accept, alias, 5, 5, 1, kernel=train_piece, subwords=table)
+    W = np.zeros((table.input_rows, 8), np.float32)
+    table.rows[5] = table.input_rows  # a row past the table: the kernel would write outside it
+    with pytest.raises(SGNSError, match="does not fit"):
+        SpanTrainer(W, W[: len(WORDS)].copy(), remap, keep, accept, alias, 5, 5, 1, kernel=train_piece_subword,
+                    subwords=table)

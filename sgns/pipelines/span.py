@@ -108,6 +108,8 @@ class SpanTrainer:
         if subwords is not None and (len(W) != subwords.input_rows or len(C) != subwords.n_words):
             raise SGNSError(f"model=subword's tables have {subwords.input_rows:,} input rows (words + buckets) and "
                             f"{subwords.n_words:,} output rows: got {len(W):,} and {len(C):,}")
+        if subwords is not None and not _table_fits(subwords, len(W)):  # the kernel reads rows unchecked
+            raise SGNSError(f"model=subword's table of rows does not fit its {len(W):,}-row input table")
         # model=subword: each word's rows and the step of its mean per row step (the kernel's arguments before dim)
         self.subword_args: Tuple[np.ndarray, ...] = () if subwords is None else (
             subwords.offsets, subwords.rows, hidden_gains(subwords.offsets, subwords.rows))
@@ -152,6 +154,14 @@ class SpanTrainer:
                 self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="sgns-numba")
             results = _run_threads(run, range(pieces), self.threads, self._pool)
         return sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results)
+
+
+def _table_fits(table: SubwordTable, input_rows: int) -> bool:
+    """Whether every word's rows (offsets rising from 0 to len(rows), each word's own row first) index the table."""
+    offsets, rows = table.offsets, table.rows
+    if len(offsets) != table.n_words + 1 or offsets[0] != 0 or offsets[-1] != len(rows):
+        return False
+    return len(rows) == 0 or (bool(np.all(np.diff(offsets) >= 1)) and 0 <= rows.min() and rows.max() < input_rows)
 
 
 def _run_threads(fn: Callable[[int], Tuple[float, int, int, int]], items: range, threads: int,
