@@ -213,3 +213,61 @@ def test_the_trainer_refuses_a_table_that_does_not_fit():
     with pytest.raises(SGNSError, match="does not fit"):
         SpanTrainer(W, W[: len(WORDS)].copy(), remap, keep, accept, alias, 5, 5, 1, kernel=train_piece_subword,
                     subwords=table)
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_a_deterministic_subword_run_is_the_numba_kernels_and_ignores_the_thread_count(tmp_path, tiny_corpus):
+    from conftest import compose_cfg
+
+    import sgns.train
+
+    vectors = []
+    for threads in (1, 2):
+        run = tmp_path / f"threads{threads}"
+        cfg = compose_cfg(run, ["corpus=text", f"corpus.path={tiny_corpus}", "data.min_count=1", "model=subword",
+                                "model.bucket=2000", "model.dim=16", "trainer.epochs=2", "data.span_tokens=5000",
+                                "trainer.deterministic=true", f"trainer.threads={threads}", "trainer.device=cpu"])
+        metrics = sgns.train.train(cfg)
+        assert metrics["pairs"] > 0
+        assert "kernel: span" in (run / "resolved.yaml").read_text()  # the CPU default: train_piece_subword
+        vectors.append((run / "vectors.bin").read_bytes())
+    assert vectors[0] == vectors[1]
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_each_pair_is_one_step_of_the_torch_reference(k):
+    # The torch reference (sgns.model.SubwordSGNS: h the mean of the rows, every row the full dL/dh) stepped by SGD
+    # once per (center, context) pair, in the kernel's order, against the kernel on the same sentence (window 1,
+    # every negative `negative`, drawn k times a pair: a repeated negative counts k times, as in the reference).
+    import torch
+
+    from sgns.model import SubwordSGNS, sgns_loss
+
+    words = ["where", "here", "there", "banana", "wherever", "ere", "hereby", "nowhere"]
+    table = subword_table(words, 3, 6, 40)
+    lr, sentence, negative = 0.1, [0, 3, 4, 3, 1], 7
+    torch.manual_seed(0)
+    ref = SubwordSGNS(table, 8)
+    with torch.no_grad():
+        ref.input.weight.normal_(0, 0.5)
+        ref.output.weight.normal_(0, 0.5)
+    W = ref.input.weight.detach().numpy().copy()
+    C = ref.output.weight.detach().numpy().copy()
+    loss, _, pairs = _run(W, C, table, sentence, negative, k, lr)
+
+    optimizer = torch.optim.SGD(ref.parameters(), lr=lr)
+    expected = 0.0
+    for i, center in enumerate(sentence):
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(sentence):
+                optimizer.zero_grad()
+                step_loss = sgns_loss(*ref(torch.tensor([center]), torch.tensor([sentence[j]]),
+                                           torch.full((1, k), negative)))
+                step_loss.backward()
+                optimizer.step()
+                expected += float(step_loss.detach())
+    assert pairs == 8 and loss == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(W, ref.input.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(C, ref.output.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
