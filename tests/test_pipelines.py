@@ -45,7 +45,8 @@ def _cfg(kernel: str = "auto", optimizer: str = "sgd", model: str = "sgns", torc
     ("auto", "sparse_adam", "sgns", CPU, "pairs"),
     ("auto", "sgd", "full_softmax", CPU, "softmax"),
     ("torch", "sgd", "full_softmax", CUDA, "softmax"),
-    ("auto", "sgd", "subword", CPU, "device"),  # the torch pipeline until the numba kernel trains subwords
+    ("auto", "sgd", "subword", CPU, "span"),  # the numba kernel's train_piece_subword
+    ("numba", "sgd", "subword", CPU, "span"),
     ("torch", "sgd", "subword", CPU, "device"),
     ("auto", "sgd", "subword", CUDA, "device"),
 ])
@@ -58,7 +59,7 @@ def test_choose_pipeline_holds_every_rule(kernel, optimizer, model, device, expe
     ("numba", "sparse_adam", "sgns", CPU, "plain SGD"),
     ("numba", "sgd", "full_softmax", CPU, "full_softmax"),
     ("auto", "sparse_adam", "full_softmax", CPU, "full_softmax"),
-    ("numba", "sgd", "subword", CPU, "model=subword has no numba kernel yet"),
+    ("numba", "sgd", "subword", CUDA, "CPU only"),
     ("auto", "sparse_adam", "subword", CPU, "model=subword .* use optimizer=sgd"),
     ("torch", "sparse_adam", "subword", CUDA, "model=subword .* use optimizer=sgd"),
 ])
@@ -79,7 +80,7 @@ def test_choose_pipeline_also_holds_the_torch_step_and_torchrun_rules():
         choose_pipeline(_cfg("torch", "sparse_adam"), CPU, world_size=2)
     with pytest.raises(SGNSError, match="trainer.torch_step=compiled is SGNS's fixed-shape step"):
         choose_pipeline(_cfg("auto", model="subword", torch_step="compiled"), CUDA)
-    assert choose_pipeline(_cfg("auto", model="subword"), CPU, world_size=2) == "device"
+    assert choose_pipeline(_cfg("auto", model="subword"), CPU, world_size=2) == "span"
 
 
 def test_the_optimizer_is_built_in_one_place_and_the_model_knows_its_untrained_loss():

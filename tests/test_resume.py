@@ -27,14 +27,17 @@ from conftest import zipf_text
 from sgns.train.checkpoint import FAULT_ENV, list_checkpoints, load_checkpoint, save_checkpoint
 
 # Both pipelines resume exactly: the numba kernel in deterministic mode (1000-word spans: 120 steps of the run
-# below, 30k words and 4 epochs) and the pair pipeline (512-pair batches: 476 steps), and model=subword on it.
+# below, 30k words and 4 epochs) and the pair pipeline (512-pair batches: 476 steps), and model=subword on both.
 # Per pipeline: its overrides, its step count, and the steps after which the tests below interrupt it.
 PIPELINES = {
     "numba": {"extra": ["trainer.deterministic=true", "data.span_tokens=1000"], "steps": 120, "late": 80, "mid": 60},
     "torch": {"extra": ["trainer.kernel=torch"], "steps": 476, "late": 150, "mid": 50},
-    # model=subword on its CPU pipeline (the torch one), its input table 400 words + 5,000 n-gram buckets
-    "subword": {"extra": ["model=subword", "model.bucket=5000", "trainer.deterministic=true"], "steps": 476,
-                "late": 150, "mid": 50},
+    # model=subword, its input table 400 words + 5,000 n-gram buckets: on the CPU's numba kernel (the default), and
+    # on the torch pipeline (the CUDA path)
+    "subword": {"extra": ["model=subword", "model.bucket=5000", "trainer.deterministic=true", "data.span_tokens=1000"],
+                "steps": 120, "late": 80, "mid": 60},
+    "subword_torch": {"extra": ["model=subword", "model.bucket=5000", "trainer.deterministic=true",
+                                "trainer.kernel=torch"], "steps": 476, "late": 150, "mid": 50},
 }
 
 

@@ -18,8 +18,9 @@ so every kernel and optimizer is one `step(batch, lr)`, and the loop never branc
   negatives drawn in (sgns.pipelines.negatives), stepped through torch.optim.SparseAdam.
 - `softmax` (sgns.pipelines.softmax; `model=full_softmax`): the pair batches, trained with the full softmax.
 
-`model=subword` (fastText's skip-gram, sgns.model.SubwordSGNS) trains on the device pipeline: its step reads and
-updates a center's rows through the model's `center_rows` (SGNS: one row a word), so no pipeline branches on it.
+`model=subword` (fastText's skip-gram, sgns.model.SubwordSGNS) trains where SGNS does: on the CPU the span pipeline
+runs the numba kernel's `train_piece_subword` with the model's table of rows (the span builder passes it); the device
+pipeline's step reads and updates a center's rows through the model's `center_rows` (SGNS: one row a word).
 
 This module is the one factory: `choose_pipeline` holds every rule that picks a pipeline or refuses a
 combination (kernel, device, optimizer, objective, torch step, torchrun); `resolve` turns the "auto"/null settings
@@ -39,7 +40,7 @@ from sgns.config import Config, OptimizerConfig
 from sgns.corpus import EncodedCorpus
 from sgns.device import cpu_threads
 from sgns.errors import SGNSError
-from sgns.model import SGNS
+from sgns.model import SGNS, SubwordSGNS
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.device import CPU_BATCH_SIZE, DevicePairBatches, DevicePipeline, device_step_defaults
 from sgns.pipelines.negatives import NegativeSampler, unigram_table
@@ -92,11 +93,6 @@ def learning_rate(optimizer: OptimizerConfig, progress: float) -> float:
     return optimizer.lr * max(1.0 - progress, optimizer.min_lr_ratio)
 
 
-# Whether the numba span kernel trains model=subword (branch subkernel); until it does, model=subword trains on the
-# torch device pipeline on the CPU as on CUDA, and trainer.kernel=numba is refused for it.
-SPAN_TRAINS_SUBWORDS = False
-
-
 def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -> str:
     """The pipeline for model.name, optimizer.name, trainer.kernel and the device; SGNSError for a combination
     no pipeline runs (every compatibility rule is here: objectives, pipelines, optimizers, torch steps, torchrun)."""
@@ -110,11 +106,6 @@ def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -
             raise SGNSError(f"model=full_softmax trains with its own torch SGD step: use trainer.kernel=auto and "
                             f"optimizer=sgd (got trainer.kernel={chosen}, optimizer.name={optimizer})")
         pipeline = "softmax"
-    elif subword and not SPAN_TRAINS_SUBWORDS:  # the one rule to drop when the numba kernel trains model=subword
-        if chosen == "numba":
-            raise SGNSError("model=subword has no numba kernel yet: use trainer.kernel=auto or torch (the torch "
-                            "pipeline, on the CPU as on CUDA)")
-        pipeline = "device"
     elif chosen == "numba":
         if device.type != "cpu":
             raise SGNSError(f"trainer.kernel=numba runs on the CPU only: use trainer.kernel=torch (or auto) with "
@@ -218,7 +209,8 @@ def _span(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS,
           shard: Optional[Shard]) -> PipelineBase:
     d, t = config.data, config.trainer
     return SpanPipeline(TokenSpans(corpus, d.span_tokens, t.epochs, shard), model, vocab, d, t,
-                        lambda progress: learning_rate(config.optimizer, progress))
+                        lambda progress: learning_rate(config.optimizer, progress),
+                        subwords=model.table if isinstance(model, SubwordSGNS) else None)
 
 
 def _device(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,

@@ -37,11 +37,15 @@ from sgns.pipelines.plan import ChunkPlan, Position, keep_probabilities, read_id
 from sgns.pipelines.span_kernel import (
     PieceKernel,
     entry_point,
+    hidden_gains,
     kernel_alias_table,
     piece_seed,
+    reads_subwords,
     train_piece,
     train_piece_per_context,
+    train_piece_subword,
 )
+from sgns.subwords import SubwordTable
 from sgns.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -92,12 +96,23 @@ class SpanTrainer:
     """Runs a piece kernel over the pieces of a span: on `threads` threads at once racing on shared rows
     (Hogwild, the fast default), or, when `deterministic`, on one thread in piece order, so that the result
     is a function of the seed alone whatever the thread count. `kernel`: `train_piece` (the window's
-    contexts share their negatives) or `train_piece_per_context` (each context draws its own)."""
+    contexts share their negatives) or `train_piece_per_context` (each context draws its own), or with
+    `subwords` (model=subword: W holds a row per word and per n-gram bucket) `train_piece_subword`."""
 
     def __init__(self, W: np.ndarray, C: np.ndarray, remap: np.ndarray, keep: np.ndarray, accept: np.ndarray,
                  alias: np.ndarray, window: int, negatives: int, seed: int, threads: int = 1,
                  piece_tokens: int = PIECE_TOKENS, loss_every: int = 16, deterministic: bool = False,
-                 kernel: PieceKernel = train_piece):
+                 kernel: PieceKernel = train_piece, subwords: Optional[SubwordTable] = None):
+        if reads_subwords(kernel) != (subwords is not None):
+            raise SGNSError("the subword kernel trains with a table of subword rows, the SGNS kernels without one")
+        if subwords is not None and (len(W) != subwords.input_rows or len(C) != subwords.n_words):
+            raise SGNSError(f"model=subword's tables have {subwords.input_rows:,} input rows (words + buckets) and "
+                            f"{subwords.n_words:,} output rows: got {len(W):,} and {len(C):,}")
+        if subwords is not None and not _table_fits(subwords, len(W)):  # the kernel reads rows unchecked
+            raise SGNSError(f"model=subword's table of rows does not fit its {len(W):,}-row input table")
+        # model=subword: each word's rows and the step of its mean per row step (the kernel's arguments before dim)
+        self.subword_args: Tuple[np.ndarray, ...] = () if subwords is None else (
+            subwords.offsets, subwords.rows, hidden_gains(subwords.offsets, subwords.rows))
         self.W, self.C, self.remap = W, C, remap
         self.keep = np.asarray(keep, dtype=np.float32)
         self.accept, self.alias = accept, alias
@@ -130,7 +145,7 @@ class SpanTrainer:
             lb = lr0 + (lr1 - lr0) * int(starts[b]) / span
             return kernel(self.W, self.C, raw, self.remap, starts, a, b, self.keep, self.accept, self.alias,
                           self.window, self.negatives, la, lb, np.uint64(piece_seed(self.seed, epoch, chunk, p)),
-                          loss_every, dim)
+                          loss_every, *self.subword_args, dim)
 
         if self.deterministic or self.threads <= 1 or pieces <= 1:
             results = [run(p) for p in range(pieces)]
@@ -139,6 +154,14 @@ class SpanTrainer:
                 self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="sgns-numba")
             results = _run_threads(run, range(pieces), self.threads, self._pool)
         return sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results)
+
+
+def _table_fits(table: SubwordTable, input_rows: int) -> bool:
+    """Whether every word's rows (offsets rising from 0 to len(rows), each word's own row first) index the table."""
+    offsets, rows = table.offsets, table.rows
+    if len(offsets) != table.n_words + 1 or offsets[0] != 0 or offsets[-1] != len(rows):
+        return False
+    return len(rows) == 0 or (bool(np.all(np.diff(offsets) >= 1)) and 0 <= rows.min() and rows.max() < input_rows)
 
 
 def _run_threads(fn: Callable[[int], Tuple[float, int, int, int]], items: range, threads: int,
@@ -237,6 +260,12 @@ class TokenSpans:
                            (epoch, chunk + 1, 0) if self.shard is None else (epoch, chunk, i + 1), (i + 1) / m)
 
 
+def _kernel(window_negatives: bool, subwords: Optional[SubwordTable]) -> PieceKernel:
+    if subwords is not None:
+        return train_piece_subword
+    return train_piece if window_negatives else train_piece_per_context
+
+
 class SpanPipeline(PipelineBase):
     """The fused kernel behind the loop's step interface (sgns.pipelines.Pipeline): batches are token spans,
     `step` trains one with plain SGD, lr falling linearly across it as the schedule says."""
@@ -244,9 +273,11 @@ class SpanPipeline(PipelineBase):
     name = "span"
 
     def __init__(self, spans: TokenSpans, model: SGNS, vocab: Vocabulary, data: DataConfig, trainer: TrainerConfig,
-                 lr_at: Callable[[float], float]):
+                 lr_at: Callable[[float], float], subwords: Optional[SubwordTable] = None):
         """`data`: window, negatives, subsample, ns_exponent, window_negatives; `trainer`: seed, deterministic and
-        threads (resolved: sgns.pipelines.resolve)."""
+        threads (resolved: sgns.pipelines.resolve). `subwords`: model=subword's table of every word's input rows
+        (the subword kernel, `train_piece_subword`, which draws negatives per context whatever
+        data.window_negatives says, as fastText does)."""
         W, C = model.input.weight, model.output.weight
         if W.device.type != "cpu" or W.dtype != torch.float32 or not (W.is_contiguous() and C.is_contiguous()):
             raise SGNSError("the numba kernel trains contiguous float32 CPU weights: use trainer.kernel=torch")
@@ -259,7 +290,7 @@ class SpanPipeline(PipelineBase):
         self.trainer = SpanTrainer(W.detach().numpy(), C.detach().numpy(), vocab.remap(len(spans.corpus.counts)),
                                    keep_probabilities(vocab.counts, data.subsample), accept, alias, data.window,
                                    data.negatives, trainer.seed, trainer.threads, deterministic=trainer.deterministic,
-                                   kernel=train_piece if data.window_negatives else train_piece_per_context)
+                                   kernel=_kernel(data.window_negatives, subwords), subwords=subwords)
 
     def batches(self, start: Position) -> Iterator[Span]:
         return self.spans(start)
