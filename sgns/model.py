@@ -8,11 +8,14 @@ gradient, so the sum, not the mean, matches its learning rate).
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +25,49 @@ from sgns.subwords import SubwordTable, subword_table
 
 if TYPE_CHECKING:
     from sgns.config import ModelConfig
+
+
+HUGE_PAGE = 1 << 21
+HUGE_PAGE_TABLE_BYTES = 64 << 20  # tables from this size on get huge pages (a 60k x 100 table, 24 MB, does not)
+_MADV_HUGEPAGE, _MADV_NOHUGEPAGE, _MADV_COLLAPSE = 14, 15, 25  # Linux madvise advice values (COLLAPSE: >= 6.1)
+
+
+def advise_huge_pages(table: np.ndarray, huge: bool = True, collapse: bool = True) -> bool:
+    """Back `table`'s memory with 2 MiB transparent huge pages where Linux allows (THP `madvise` or `always`
+    mode): the kernel's rows are random accesses, and with 4 KiB pages a big table misses the TLB on nearly
+    every row. MADV_COLLAPSE converts the already-written pages now (about 2 s for 800 MB here; before Linux
+    6.1, khugepaged does it later). With `huge` false, the opposite advice (MADV_NOHUGEPAGE: numpy asks for
+    huge pages for its large arrays by itself, torch does not). `collapse` false: advice only, for memory not
+    written yet (`embedding_table`: its first writes fault in huge pages, no conversion needed). Returns whether
+    the advice was taken; a no-op elsewhere and for tables under two huge pages. Best effort: it changes no value."""
+    if not sys.platform.startswith("linux") or table.nbytes < 2 * HUGE_PAGE:
+        return False
+    lo = (table.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+    hi = (table.ctypes.data + table.nbytes) & ~(HUGE_PAGE - 1)
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return False
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if madvise(lo, hi - lo, _MADV_HUGEPAGE if huge else _MADV_NOHUGEPAGE) != 0:
+        return False
+    if huge and collapse:
+        madvise(lo, hi - lo, _MADV_COLLAPSE)  # best effort: EINVAL before Linux 6.1, EAGAIN/ENOMEM under pressure
+    return True
+
+
+def embedding_table(rows: int, dim: int, sparse: bool, torch_init: bool = True) -> nn.Embedding:
+    """nn.Embedding(rows, dim): a large one's weight advised huge pages before its first write, so it is faulted in
+    as 2 MiB pages instead of converted later (MADV_COLLAPSE of a written 800 MB table: 2-4 s here). `torch_init`:
+    nn.Embedding's own normal_ initialisation (the same draws from torch's generator, so runs keep their bits)."""
+    weight = torch.empty(rows, dim)
+    if weight.nbytes >= HUGE_PAGE_TABLE_BYTES:
+        advise_huge_pages(weight.numpy(), collapse=False)
+    table = nn.Embedding(rows, dim, sparse=sparse, _weight=weight)
+    if torch_init:
+        with torch.no_grad():
+            nn.init.normal_(table.weight)
+    return table
 
 
 def group_size(positives: int, rows: int) -> int:
@@ -71,8 +117,8 @@ class CenterRows:
 class SGNS(nn.Module):
     def __init__(self, vocab_size: int, dim: int, sparse: bool = True):
         super().__init__()
-        self.input = nn.Embedding(vocab_size, dim, sparse=sparse)  # center-word vectors (the embeddings)
-        self.output = nn.Embedding(vocab_size, dim, sparse=sparse)  # context-word vectors
+        self.input = embedding_table(vocab_size, dim, sparse)  # center-word vectors (the embeddings)
+        self.output = embedding_table(vocab_size, dim, sparse)  # context-word vectors
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -144,8 +190,9 @@ class SubwordSGNS(SGNS):
     def __init__(self, table: SubwordTable, dim: int, sparse: bool = True):
         nn.Module.__init__(self)
         self.table = table
-        self.input = nn.Embedding(table.input_rows, dim, sparse=sparse)  # words' own rows, then the n-gram buckets
-        self.output = nn.Embedding(table.n_words, dim, sparse=sparse)  # context-word vectors
+        # words' own rows, then the n-gram buckets; set by reset_parameters alone (no normal_ pass over 0.8 GB)
+        self.input = embedding_table(table.input_rows, dim, sparse, torch_init=False)
+        self.output = embedding_table(table.n_words, dim, sparse, torch_init=False)  # context-word vectors
         self.register_buffer("offsets", torch.from_numpy(table.offsets), persistent=False)
         self.register_buffer("rows", torch.from_numpy(table.rows).long(), persistent=False)
         self.reset_parameters()

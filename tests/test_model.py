@@ -1,8 +1,11 @@
 import math
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 
-from sgns.model import SGNS, sgns_loss
+from sgns.model import SGNS, embedding_table, sgns_loss
 
 
 def test_word2vec_initialisation():
@@ -46,3 +49,30 @@ def test_shared_negatives_give_each_group_the_same_draw():
     _, negative = model(centers, contexts, shared)
     _, expanded = model(centers, contexts, shared.repeat_interleave(2, 0)[:5])
     assert negative.shape == (5, 2) and torch.allclose(negative, expanded, atol=1e-6)
+
+
+def huge_kib_of_mapping(address: int) -> int:
+    """AnonHugePages (KiB) of the mapping of this process that holds `address` (/proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return 0
+
+
+def test_a_large_table_is_born_in_huge_pages_with_nn_embeddings_values():
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not sys.platform.startswith("linux") or not thp.exists() or "[never]" in thp.read_text():
+        pytest.skip("needs Linux transparent huge pages")
+    torch.manual_seed(3)
+    table = embedding_table(300_000, 64, sparse=True)  # 77 MB: over the huge-page threshold
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    reference = torch.nn.Embedding(300_000, 64, sparse=True)
+    assert torch.equal(table.weight, reference.weight) and table.sparse and torch.equal(after, torch.rand(1))
+    # faulted in as 2 MiB pages by its first write (no MADV_COLLAPSE, which converts 4 KiB pages later, slowly)
+    assert huge_kib_of_mapping(table.weight.data_ptr() + table.weight.nbytes // 2) >= 2048

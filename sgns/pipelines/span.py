@@ -17,8 +17,6 @@ into spans ending at the points where the ranks merge their tables, so a merge a
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ import torch
 from sgns.config import DataConfig, TrainerConfig
 from sgns.corpus import EncodedCorpus
 from sgns.errors import SGNSError
-from sgns.model import SGNS
+from sgns.model import HUGE_PAGE_TABLE_BYTES, SGNS, advise_huge_pages
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import unigram_table
 from sgns.pipelines.plan import ChunkPlan, Position, keep_probabilities, read_ids, sentence_starts
@@ -58,34 +56,6 @@ def piece_bounds(starts: np.ndarray, piece_tokens: int) -> np.ndarray:
     n_sent = len(starts) - 1
     marks = np.searchsorted(starts[:-1], np.arange(0, int(starts[-1]), piece_tokens))
     return np.unique(np.concatenate([marks, [n_sent]])).astype(np.int64)
-
-
-HUGE_PAGE = 1 << 21
-HUGE_PAGE_TABLE_BYTES = 64 << 20  # tables from this size on get huge pages (a 60k x 100 table, 24 MB, does not)
-_MADV_HUGEPAGE, _MADV_NOHUGEPAGE, _MADV_COLLAPSE = 14, 15, 25  # Linux madvise advice values (COLLAPSE: >= 6.1)
-
-
-def advise_huge_pages(table: np.ndarray, huge: bool = True) -> bool:
-    """Back `table`'s memory with 2 MiB transparent huge pages where Linux allows (THP `madvise` or `always`
-    mode): the kernel's rows are random accesses, and with 4 KiB pages a big table misses the TLB on nearly
-    every row. MADV_COLLAPSE converts the already-written pages now (about 2 s for 800 MB here; before Linux
-    6.1, khugepaged does it later). With `huge` false, the opposite advice (MADV_NOHUGEPAGE: numpy asks for
-    huge pages for its large arrays by itself, torch does not). Returns whether the advice was taken; a no-op
-    elsewhere and for tables under two huge pages. Best effort: it changes no value in the table."""
-    if not sys.platform.startswith("linux") or table.nbytes < 2 * HUGE_PAGE:
-        return False
-    lo = (table.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-    hi = (table.ctypes.data + table.nbytes) & ~(HUGE_PAGE - 1)
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return False
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    if madvise(lo, hi - lo, _MADV_HUGEPAGE if huge else _MADV_NOHUGEPAGE) != 0:
-        return False
-    if huge:
-        madvise(lo, hi - lo, _MADV_COLLAPSE)  # best effort: EINVAL before Linux 6.1, EAGAIN/ENOMEM under pressure
-    return True
 
 
 PIECE_TOKENS = 1 << 12  # corpus positions per piece: the unit of parallel work and of random streams
