@@ -4,8 +4,8 @@ C++ trainer (a maintained fastText package's `train_unsupervised`), same setting
 Every run is its own process started through /usr/bin/time (wall s, CPU s, peak RSS), one after the other, the
 three programs in turn, `--repeats` rounds. Settings (all three): skip-gram, dim 100, window 5, 5 negatives,
 min_count 5, minn 3, maxn 6, bucket 2,000,000, 1 epoch, lr 0.05 and subsampling 1e-4 (fastText's skip-gram
-defaults), `--threads` threads. Each program writes its own full model (sgns: vectors + the final checkpoint;
-gensim: `save`; fastText: `save_model`), as a user's run would.
+defaults), `--threads` threads; sgns reads with a fresh token cache each run. Each program writes its own
+full model (sgns: vectors + the final checkpoint; gensim: `save`; fastText: `save_model`), as a user's run would.
 
 Quality, the same evaluator for all three (sgns.evaluate): analogies over each program's top-30k words, and
 WS353 / SimLex Spearman twice: over the pairs whose words are all in-vocabulary for every program, and over
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -166,17 +167,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     extra = [o for o in args.sgns_extra.split(",") if o]
     if "sgns" in programs:  # compile the kernels once, as any installation's first run does
         timed(sgns_command(corpus, workdir / "warmup", args.threads, extra) + ["data.max_vocab_size=2000"],
-              env, workdir / "warmup.log")
+              dict(env, SGNS_CACHE_DIR=str(workdir / "cache-warmup")), workdir / "warmup.log")
     runs: Dict[str, List[Dict[str, float]]] = {p: [] for p in programs}
     for r in range(args.repeats):
         for program in programs:
             out = workdir / f"{program}-{r}"
             out.mkdir(parents=True, exist_ok=True)
-            if program == "sgns":
+            run_env = env
+            if program == "sgns":  # a fresh token cache: reading is timed, as the others' is
                 cmd = sgns_command(corpus, out / "run", args.threads, extra)
+                run_env = dict(env, SGNS_CACHE_DIR=str(out / "cache"))
             else:
                 cmd = [sys.executable, __file__, "--worker", program, str(corpus), str(out), str(args.threads)]
-            runs[program].append(timed(cmd, env, out / "log.txt"))
+            runs[program].append(timed(cmd, run_env, out / "log.txt"))
+            shutil.rmtree(out / "cache", ignore_errors=True)
             print(f"round {r}: {program} {runs[program][-1]}", flush=True)
     last = args.repeats - 1
     models = {p: loaded(p, workdir / f"{p}-{last}" / ("run" if p == "sgns" else "")) for p in programs}
