@@ -82,17 +82,14 @@ def test_cfg_job_resolve_prints_the_resolved_config() -> None:
 # ----------------------------------------------------------------------------------------- interrupted
 
 
-def interrupt_in_startup(run_dir: Path, corpus: Path, logged: str = "") -> subprocess.CompletedProcess:
-    """sgns-train with a real SIGINT once Hydra has started the job (its log exists) and the log holds `logged`:
-    by default while it still loads its libraries (torch takes seconds to import), the start-up a user
-    interrupts."""
-    proc = subprocess.Popen(["sgns-train", "corpus=text", f"corpus.path={corpus}", *TINY, f"hydra.run.dir={run_dir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def interrupt_when_logged(command: List[str], run_dir: Path, logged: str) -> subprocess.CompletedProcess:
+    """Run `command` and send it a real SIGINT once run_dir/train.log exists and holds `logged`."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = run_dir / "train.log"
     try:
         deadline = time.monotonic() + TIMEOUT
         while not (log.exists() and logged in log.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, "sgns-train ended before its job started"
+            assert proc.poll() is None and time.monotonic() < deadline, f"ended before it logged {logged!r}"
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
@@ -101,6 +98,14 @@ def interrupt_in_startup(run_dir: Path, corpus: Path, logged: str = "") -> subpr
             proc.kill()
             proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def interrupt_in_startup(run_dir: Path, corpus: Path, logged: str = "") -> subprocess.CompletedProcess:
+    """sgns-train with a real SIGINT once Hydra has started the job (its log exists) and the log holds `logged`:
+    by default while it still loads its libraries (torch takes seconds to import), the start-up a user
+    interrupts."""
+    return interrupt_when_logged(["sgns-train", "corpus=text", f"corpus.path={corpus}", *TINY,
+                                  f"hydra.run.dir={run_dir}"], run_dir, logged)
 
 
 def test_ctrl_c_in_startup_is_one_line_and_leaves_no_half_run_dir(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -135,20 +140,9 @@ except KeyboardInterrupt as e:
 
 def test_ctrl_c_while_fit_reads_leaves_no_half_run_dir(long_corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_FIT, str(long_corpus), str(run_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = run_dir / "train.log"
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not (log.exists() and "corpus: reading" in log.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, "fit ended before it read the corpus"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    done = interrupt_when_logged([sys.executable, "-c", INTERRUPTED_FIT, str(long_corpus), str(run_dir)], run_dir,
+                                 "corpus: reading")
+    out, err = done.stdout, done.stderr
     assert "KeyboardInterrupt: " in out and "before training started" in out, out + err[-2000:]
     assert not run_dir.exists()
 
