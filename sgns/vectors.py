@@ -522,9 +522,9 @@ def load_word2vec(path: str | Path) -> Tuple[List[str], np.ndarray]:
         count, dim = (int(x) for x in header.split())
     except ValueError:
         raise SGNSError(f"{path} is not a word2vec file: its first line must be `<words> <dim>`, "
-                        f"found {header[:60]!r}") from None
+                        f"found {header[:24]!r}") from None
     if count < 0 or dim <= 0:
-        raise SGNSError(f"{path} is not a word2vec file: bad header {header!r}")
+        raise SGNSError(f"{path} is not a word2vec file: bad header {header[:40]!r}")
     body = data[newline + 1 :] if newline >= 0 else b""
     if count and _is_text(body, dim):
         return _read_text(path, body, count, dim)

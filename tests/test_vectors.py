@@ -95,6 +95,15 @@ def test_not_a_word2vec_file(tmp_path: Path, content: bytes) -> None:
         load_word2vec(path)
 
 
+def test_a_binary_junk_file_gets_a_short_line(tmp_path: Path) -> None:
+    """Random bytes with no newline: the error quotes a few bytes, not a screenful of escapes."""
+    path = tmp_path / "junk.bin"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(SGNSError, match="not a word2vec file") as caught:
+        load_word2vec(path)
+    assert len(str(caught.value)) < len(str(path)) + 200
+
+
 def test_text_row_with_a_bad_number(tmp_path: Path) -> None:
     path = tmp_path / "v.txt"
     path.write_text("2 2\na 1 2\nb 1 x\n")
