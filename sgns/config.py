@@ -175,7 +175,7 @@ class DataConfig:
     chunk_tokens: int = result(1_000_000, at_least(1000))  # pair pipelines: tokens made into pairs, shuffled, at once
     span_tokens: int = result(131_072, at_least(1000))  # numba kernel: corpus words per step, at most (~100 an epoch)
     shared_negatives: int = result(1, at_least(1))  # pair pipelines: positives sharing one draw of negatives
-    window_negatives: bool = choice(True)  # numba kernel: one draw of negatives per window (fast); false: per context
+    window_negatives: bool = choice(True)  # numba kernel: negatives per window; false: per context (as model=subword)
     cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
     prefetch: bool = bookkeeping(True)  # build the next batches in a background thread while the model trains
 
