@@ -450,15 +450,35 @@ class WordVectors:
         self.save(fname, binary=binary)
 
     def to_gensim(self) -> Any:
-        """A gensim KeyedVectors holding the same words, in the same order, and bit-identical vectors (the
-        vocabulary's: a subword run's n-grams go to gensim through its fastText .bin, sgns-export --fasttext)."""
+        """A gensim KeyedVectors holding the same words, in the same order, and bit-identical vectors; a subword
+        run's is gensim's FastTextKeyedVectors, which answers unseen words from the same n-gram rows."""
         try:
             from gensim.models import KeyedVectors
+            from gensim.models.fasttext import FastTextKeyedVectors
         except ImportError:
             raise SGNSError("to_gensim needs gensim: pip install gensim") from None
-        kv = KeyedVectors(vector_size=self.dim, count=0, dtype=np.float32)
-        kv.add_vectors(list(self.words), np.array(self.vectors, dtype=np.float32, copy=True))
+        vectors = np.array(self.vectors, dtype=np.float32, copy=True)
+        if self.ngrams is None:
+            kv = KeyedVectors(vector_size=self.dim, count=0, dtype=np.float32)
+            kv.add_vectors(list(self.words), vectors)
+            return kv
+        grams = self.ngrams
+        kv = FastTextKeyedVectors(self.dim, grams.minn, grams.maxn, grams.bucket, count=0, dtype=np.float32)
+        kv.vectors_ngrams = np.array(grams.table, dtype=np.float32, copy=True)
+        kv.add_vectors(list(self.words), vectors)
+        kv.recalc_char_ngram_buckets()  # each word's n-gram rows, hashed by gensim (the same as sgns's, tested)
+        kv.vectors_vocab = self._own_rows(kv.buckets_word)
         return kv
+
+    def _own_rows(self, buckets_word: Sequence[np.ndarray]) -> np.ndarray:
+        """Each word's own input row, which gensim keeps beside the composed vector (for adjust_vectors and more
+        training): the composed vector is (own row + its n-grams' rows) / (1 + n), so own = (1 + n) * vector -
+        the n-grams' sum, in float64."""
+        table = self.ngrams.table  # type: ignore[union-attr]
+        own = np.empty_like(self.vectors, dtype=np.float32)
+        for i, buckets in enumerate(buckets_word):
+            own[i] = (len(buckets) + 1) * self.vectors[i].astype(np.float64) - table[buckets].sum(0, dtype=np.float64)
+        return own
 
     @classmethod
     def from_gensim(cls, kv: Any) -> WordVectors:

@@ -181,6 +181,26 @@ def test_a_quantised_model_is_refused(written, tmp_path: Path) -> None:
         read_fasttext_bin(tmp_path / "q.bin")
 
 
+def test_to_gensim_of_subword_vectors_answers_unseen_words_as_gensim(tmp_path: Path) -> None:
+    """to_gensim() of a subword run's vectors is gensim's FastTextKeyedVectors: the same vocabulary vectors, the
+    same unseen-word vectors, each word's own row as written, and it saves and loads as gensim's own."""
+    from gensim.models.fasttext import FastTextKeyedVectors
+
+    model = random_model()
+    wv = sgns_vectors(model)
+    kv = wv.to_gensim()
+    assert isinstance(kv, FastTextKeyedVectors) and kv.index_to_key == list(WORDS)
+    assert np.array_equal(kv.vectors, wv.vectors)
+    for word in unseen_words():
+        np.testing.assert_allclose(kv[word], wv[word], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(kv.vectors_vocab, model.input[: len(WORDS)], atol=1e-5)
+    composed = kv.vectors.copy()
+    kv.adjust_vectors()  # gensim's own composition from the rows it was given
+    np.testing.assert_allclose(kv.vectors, composed, atol=1e-6)
+    kv.save(str(tmp_path / "kv"))
+    np.testing.assert_allclose(FastTextKeyedVectors.load(str(tmp_path / "kv"))["nowhere"], wv["nowhere"], rtol=1e-5)
+
+
 def test_sgns_minn_0_is_written_as_fasttexts_maxn_0(tmp_path: Path) -> None:
     model = random_model(minn=0, maxn=6)
     write_fasttext_bin(tmp_path / "m.bin", model)
@@ -322,13 +342,16 @@ def test_sgns_eval_of_a_subword_checkpoint_answers_unseen_words_from_ngrams(tmp_
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("where\there\t5\nnowhere\twhere\t8\ncafés\tcafé\t9\nthe\tof\t1\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "sgns.cli.eval", str(checkpoint), "--similarities", str(pairs),
-                           "--words", "where", "nowhere", "--device", "cpu"], capture_output=True, text=True)
+                           "--words", "where", "nowhere", "--query", "nowhere - here + where", "--device", "cpu"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["eval"]["pairs"]["pairs"] == 4 and report["eval"]["pairs"]["ngram_words"] == 2
     assert "2 words from n-grams" in done.stdout and "nowhere (from n-grams):" in done.stdout
     wv = sgns_vectors(model)
     assert [w for w, _ in report["neighbours"]["nowhere"]] == [w for w, _ in wv.most_similar("nowhere", topn=8)]
+    assert [w for w, _ in report["queries"]["nowhere - here + where"]] == \
+        [w for w, _ in wv.most_similar(["nowhere", "where"], ["here"], topn=8)]  # a query's unseen word too
 
 
 def test_run_wv_of_a_subword_run_gives_unseen_words_from_its_final_checkpoint(tmp_path: Path) -> None:

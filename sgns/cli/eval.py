@@ -174,7 +174,7 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
     queries = [(expr, *parse_query(expr)) for expr in args.query]
     for expr, positive, negative in queries:
-        missing = [w for w in [*positive, *negative] if w not in wv]  # a query's words: the vocabulary's
+        missing = [w for w in [*positive, *negative] if w not in wv and not wv.from_ngrams(w)]
         if missing:
             raise SGNSError(f"query {expr!r}: not in vocabulary: {', '.join(missing)}")
 
@@ -220,7 +220,10 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         report["queries"] = {}
         print(f"\nqueries (top {args.topn}):")
         for expr, positive, negative in queries:
-            found = nearest(wv.words, table, positive, negative, topn=args.topn)
+            if any(w not in wv for w in [*positive, *negative]):  # a subword run's unseen word: its n-grams' vector
+                found = wv.most_similar(positive, negative, topn=args.topn)
+            else:
+                found = nearest(wv.words, table, positive, negative, topn=args.topn)
             report["queries"][expr] = [[x, round(s, 4)] for x, s in found]
             print(f"  {expr}: " + ", ".join(f"{x} {s:.3f}" for x, s in found))
     return report
