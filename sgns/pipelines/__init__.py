@@ -122,6 +122,8 @@ def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -
     if pipeline == "device" and optimizer != "sgd" and step_mode != "eager":
         raise SGNSError(f"trainer.torch_step={step_mode} is the sgd step: use trainer.torch_step=eager with "
                         f"optimizer={optimizer}")
+    if pipeline == "device" and step_mode.endswith("cuda_graph") and device.type != "cuda":
+        raise SGNSError(f"trainer.torch_step={step_mode} needs a CUDA device (got {device})")
     if pipeline == "device" and subword and step_mode != "eager":
         raise SGNSError(f"trainer.torch_step={step_mode} is SGNS's fixed-shape step (a word's n-gram rows vary in "
                         f"number): use trainer.torch_step=eager with model=subword")
