@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sgns.errors import SGNSError
-from sgns.evaluate import EvalSuite
+from sgns.evaluate import EvalSuite, standalone_config
 from sgns.fasttext_format import (
     EOS,
     FastTextModel,
@@ -235,8 +235,7 @@ def test_evaluation_answers_unseen_benchmark_words_from_ngrams_and_counts_them(t
     pairs.write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in rows), encoding="utf-8")
     analogies = tmp_path / "analogies.txt"
     analogies.write_text(": toy\nwhere here nowhere the\nthe of a x\nsomewhere where here the\n", encoding="utf-8")
-    settings = SimpleNamespace(analogies=[str(analogies)], similarities=[str(pairs)], benchmarks=[],
-                               restrict_vocab=30000, method="3cosadd")
+    settings = standalone_config([str(analogies)], [str(pairs)], [], 30000, "3cosadd")
     logged = []
     suite = EvalSuite(settings, wv.words, log=logged.append, ngrams=(MINN, MAXN, BUCKET))
     results = suite.score(wv.vectors, ngram_table=model.buckets)

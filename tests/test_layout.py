@@ -132,6 +132,40 @@ def test_omegaconf_stops_at_the_door() -> None:
     assert not found, "omegaconf below the entry points (take the typed config instead):\n" + "\n".join(found)
 
 
+def untyped_config_parameters(path: Path) -> Iterator[Tuple[int, str]]:
+    """(line, "function(parameter: annotation)") of every parameter named cfg, config or *_cfg whose annotation is
+    neither one of the schema's classes (`...Config`) nor a Mapping (the config's plain record, which checkpoints,
+    HParams and the resume comparison read): a loose bag read with getattr."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs]:
+                if arg.arg in ("cfg", "config") or arg.arg.endswith("_cfg"):
+                    hint = ast.unparse(arg.annotation) if arg.annotation is not None else "no annotation"
+                    names = [n.id for n in ast.walk(arg.annotation) if isinstance(n, ast.Name)] \
+                        if arg.annotation is not None else []
+                    if not any(n.endswith("Config") or n == "Mapping" for n in names) and \
+                            not hint.endswith("Config"):
+                        yield node.lineno, f"{node.name}({arg.arg}: {hint})"
+
+
+def test_stages_below_the_door_take_the_schemas_classes() -> None:
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line} {what}" for path in sorted(PACKAGE.rglob("*.py"))
+             if not any(path.relative_to(PACKAGE).as_posix().startswith(door) for door in CONFIG_DOORS)
+             for line, what in untyped_config_parameters(path)]
+    assert not found, "a config taken as a loose bag below the entry points (take the group's typed config):\n" + \
+        "\n".join(found)
+
+
+def test_the_untyped_config_check_sees_each_form(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def a(cfg: Any): ...\ndef b(config): ...\ndef c(eval_cfg: EvalConfig): ...\n"
+                      "def d(cfg: sgns.config.DataConfig): ...\nclass E:\n    def __init__(self, x, cfg: dict): ...\n"
+                      "def f(config: Mapping[str, Any]): ...\ndef g(config: Config | Mapping[str, Any]): ...\n")
+    assert [what for _, what in untyped_config_parameters(module)] == [
+        "a(cfg: Any)", "b(config: no annotation)", "__init__(cfg: dict)"]
+
+
 # The options that decide a pipeline or a model, compared as values only where the rules live: the schema, the
 # model and the pipelines' factory (sgns/pipelines/__init__.py).
 RULE_VALUES = ("sparse_adam", "full_softmax")

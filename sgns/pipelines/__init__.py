@@ -169,7 +169,7 @@ class Resolved:
                           f"step={step['size']:,} {step['unit']}"])
 
 
-def _select(config: Any, key: str) -> Any:
+def _select(config: Config | Mapping[str, Any], key: str) -> Any:
     node = config
     for part in key.split("."):
         node = node[part] if isinstance(node, Mapping) else getattr(node, part)
