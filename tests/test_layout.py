@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -356,3 +357,18 @@ def test_no_file_names_a_path_of_the_machine_it_was_written_on() -> None:
              for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
              for marker in MACHINE_PATHS if marker in line]
     assert not found, "a tracked file names a path of the machine it was written on:\n" + "\n".join(found)
+
+
+# ------------------------------------------------------------------------------------------------- docstrings
+
+
+@pytest.mark.parametrize("package", sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py")
+                                           if p.parent.name not in ("conf", "benchmarks")))
+def test_each_package_docstring_names_its_modules(package: str) -> None:
+    """A sub-package's docstring is its map: every module in it is named there (its stem, as a word)."""
+    folder = PACKAGE / package
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", doc))
+    missing = [p.name for p in sorted(folder.glob("*.py")) if p.stem not in ("__init__", "__main__")
+               and p.stem not in words]
+    assert not missing, f"sgns/{package}/__init__.py's docstring does not name {', '.join(missing)}"

@@ -7,11 +7,12 @@ The training loop sees a `Pipeline` and nothing else of the hot path:
         ... batch.words_done, batch.pairs, batch.resume_position ...
 
 so every kernel and optimizer is one `step(batch, lr)`, and the loop never branches on them. Four pipelines
-(the tag each writes into checkpoints, checked on restore by sgns.pipelines.base):
+(the tag each writes into checkpoints, checked on restore by sgns.pipelines.base), whose batch sources share the
+epoch/chunk plan and the pair batch (sgns.pipelines.plan):
 
 - `span` (sgns.pipelines.span; `trainer.kernel=numba`, the CPU default, also under torchrun): batches are token
-  spans and one compiled pass does subsampling, windows, negatives and the SGD update, on all cores racing as
-  word2vec does, or deterministic (`trainer.deterministic=true`).
+  spans and one compiled pass (sgns.pipelines.span_kernel) does subsampling, windows, negatives and the SGD
+  update, on all cores racing as word2vec does, or deterministic (`trainer.deterministic=true`).
 - `device` (sgns.pipelines.device; `trainer.kernel=torch`, the CUDA default): pairs and negatives built as torch
   ops on the training device, stepped by the torch SGD step (sgns.pipelines.torch_step) or SparseAdam.
 - `pairs` (sgns.pipelines.pairs; `optimizer=sparse_adam` on the CPU): shuffled positive pairs built by numpy with
