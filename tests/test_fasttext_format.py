@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from sgns.config import ModelConfig
 from sgns.errors import SGNSError
 from sgns.evaluate import EvalSuite, standalone_config
 from sgns.fasttext_format import (
@@ -308,7 +309,7 @@ def test_init_from_a_fasttext_bin(written) -> None:
     ours = subword_table(words, MINN, MAXN, BUCKET)
     subword = SimpleNamespace(input=torch.nn.Embedding(ours.input_rows, DIM), output=torch.nn.Embedding(4, DIM),
                               table=ours)
-    cfg = SimpleNamespace(init_from=str(path), freeze_init=False, name="subword", minn=MINN, maxn=MAXN, bucket=BUCKET)
+    cfg = ModelConfig(init_from=str(path), freeze_init=False, name="subword", minn=MINN, maxn=MAXN, bucket=BUCKET)
     rows = start_from(cfg, subword, words, resumed=False, log=lambda _: None)
     weight = subword.input.weight.detach().numpy()
     for row, word in enumerate(words):
@@ -328,7 +329,7 @@ def test_init_from_a_fasttext_bin(written) -> None:
         start_from(cfg, other, words, resumed=False, log=lambda _: None)
 
     plain = SimpleNamespace(input=torch.nn.Embedding(4, DIM), output=torch.nn.Embedding(4, DIM))
-    start_from(SimpleNamespace(init_from=str(path), freeze_init=False, name="sgns"), plain, words, False,
+    start_from(ModelConfig(init_from=str(path), freeze_init=False, name="sgns"), plain, words, False,
                log=lambda _: None)
     np.testing.assert_allclose(plain.input.weight.detach().numpy()[0], model.word_vector("where"), rtol=1e-5)
 
