@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from sgns.benchmarks import ANALOGY, SIMILARITY, Entry, default_names, expand
-from sgns.config import ANALOGY_METHODS, RESTRICT_VOCAB
+from sgns.config import ANALOGY_METHODS, RESTRICT_VOCAB, EvalConfig
 from sgns.errors import SGNSError
 
 Question = Tuple[str, str, str, str]
@@ -538,21 +538,21 @@ class EvalSuite:
     their n-grams (`score` then needs the n-gram rows, `ngram_table`), and `log` gets how many.
     """
 
-    def __init__(self, cfg: Any, words: Sequence[str], corpus_kind: Optional[str] = None,
+    def __init__(self, cfg: EvalConfig, words: Sequence[str], corpus_kind: Optional[str] = None,
                  log: Optional[Callable[[str], None]] = None,
                  ngrams: Optional[Tuple[int, int, int]] = None) -> None:
-        self.restrict_vocab = int(getattr(cfg, "restrict_vocab", RESTRICT_VOCAB))
-        self.method = str(getattr(cfg, "method", "3cosadd"))
+        self.restrict_vocab = int(cfg.restrict_vocab)
+        self.method = str(cfg.method)
         if self.method not in METHODS:
             raise SGNSError(f"unknown analogy method {self.method!r}: use {' or '.join(METHODS)}")
-        min_coverage = float(getattr(cfg, "min_coverage", 0.0))
-        sample = int(getattr(cfg, "sample_questions", 0) or 0)
+        min_coverage = float(cfg.min_coverage)
+        sample = int(cfg.sample_questions or 0)
         self.prepared: Dict[str, Tuple[str, Any]] = {}  # name -> (kind, prepared)
         self.skipped: Dict[str, float] = {}  # name -> coverage
         self.ngrams: Optional[NgramWords] = None  # the benchmark words answered from n-grams
-        if not getattr(cfg, "enabled", True):
+        if not cfg.enabled:
             return
-        named = getattr(cfg, "benchmarks", None)
+        named = cfg.benchmarks
         if named is None:
             named = default_names(corpus_kind) if corpus_kind is not None else []
         entries = ([Entry(Path(p).stem, ANALOGY, str(p), False) for p in cfg.analogies]
@@ -618,7 +618,17 @@ def _digest_cached(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def evaluate_all(cfg: Any, words: Sequence[str], vectors: np.ndarray | torch.Tensor,
+def standalone_config(analogies: Sequence[str] = (), similarities: Sequence[str] = (),
+                      benchmarks: Sequence[str] = (), restrict_vocab: int = RESTRICT_VOCAB,
+                      method: str = "3cosadd") -> EvalConfig:
+    """The `eval` settings of an evaluation outside a run (`sgns-eval`, `WordVectors.evaluate`): every question
+    scored (no sample), and no benchmark skipped for its coverage (the table shows it instead)."""
+    return EvalConfig(analogies=[str(p) for p in analogies], similarities=[str(p) for p in similarities],
+                      benchmarks=[str(b) for b in benchmarks], restrict_vocab=restrict_vocab, method=method,
+                      min_coverage=0.0, sample_questions=0)
+
+
+def evaluate_all(cfg: EvalConfig, words: Sequence[str], vectors: np.ndarray | torch.Tensor,
                  device: str | torch.device | None = None, corpus_kind: Optional[str] = None,
                  ngrams: Any = None) -> Dict[str, dict]:
     """Every benchmark of the `eval` config group (files keyed by stem, named benchmarks by name); `ngrams`

@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -429,7 +428,7 @@ class WordVectors:
         argument the English suite (Google analogies, WordSim-353, SimLex-999), keyed by benchmark name;
         `benchmarks` takes names, suites or paths; analogy and similarity files are keyed by file stem:
         `{"google": {"accuracy": ..., "coverage": ..., "sections": ...}, "ws353": {"spearman": ...}}`."""
-        from sgns.evaluate import evaluate_all
+        from sgns.evaluate import evaluate_all, standalone_config
 
         def as_list(files: Sequence[str | Path] | str | Path) -> List[str]:
             return [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
@@ -437,8 +436,7 @@ class WordVectors:
         named = as_list(benchmarks) if benchmarks is not None else None
         if named is None and not as_list(analogies) and not as_list(similarities):
             named = ["english"]
-        settings = SimpleNamespace(analogies=as_list(analogies), similarities=as_list(similarities),
-                                   benchmarks=named or [], restrict_vocab=restrict_vocab, method=method)
+        settings = standalone_config(as_list(analogies), as_list(similarities), named or [], restrict_vocab, method)
         return evaluate_all(settings, self.words, self.vectors, device, ngrams=self.ngrams)
 
     def save(self, path: str | Path, binary: bool = True) -> None:

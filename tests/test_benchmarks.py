@@ -19,6 +19,7 @@ from conftest import compose_cfg, zipf_text
 from sgns.benchmarks import BENCHMARKS, GOOGLE_SECTIONS, SUITES, expand
 from sgns.cli.eval import main as eval_main
 from sgns.cli.summarize import describe, find_runs, summarize, table_rows
+from sgns.config import EvalConfig
 from sgns.errors import SGNSError
 from sgns.evaluate import EvalSuite, load_analogies, load_pairs, prepare_analogies, score_analogies
 from sgns.train import train
@@ -285,11 +286,9 @@ def test_summarize_shows_each_score_with_its_coverage_and_warns_when_it_ranks_by
 
 def test_the_suite_of_a_low_coverage_vocabulary_is_scored_when_asked_by_path(tmp_path: Path) -> None:
     """min_coverage skips only benchmarks chosen by name: a file the user names is scored whatever it covers."""
-    from types import SimpleNamespace
-
     words = ["king", "queen", "man", "woman"]
-    cfg = SimpleNamespace(analogies=[], similarities=[str(BENCHMARKS["ws353"].path)], benchmarks=["ws353"],
-                          min_coverage=0.5, restrict_vocab=30000, method="3cosadd")
+    cfg = EvalConfig(analogies=[], similarities=[str(BENCHMARKS["ws353"].path)], benchmarks=["ws353"],
+                     min_coverage=0.5, restrict_vocab=30000, method="3cosadd")
     suite = EvalSuite(cfg, words)
     assert list(suite.prepared) == ["wordsim353"] and suite.skipped == {}  # the same bytes, scored once, by path
     cfg.similarities = []

@@ -10,8 +10,8 @@ from typing import List
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
+from sgns.config import SyntheticConfig
 from sgns.corpus import encode, text_source
 from sgns.corpus.phrases import apply_phrases
 from sgns.corpus.synthetic import ensure_synthetic
@@ -78,7 +78,7 @@ def test_the_phrase_cache_keeps_its_key(tmp_path: Path, corpus: Path):
 
 
 def test_the_synthetic_corpus_keeps_its_folder(tmp_path: Path):
-    settings = OmegaConf.create({"relations": 2, "pairs": 3, "filler_words": 10, "sentences": 50, "seed": 0})
+    settings = SyntheticConfig(relations=2, pairs=3, filler_words=10, sentences=50, seed=0)
     text, analogies = ensure_synthetic(settings, tmp_path / "cache")
     assert text.parent.name == "synthetic-ec83654288b70fe7" and analogies.parent == text.parent
     assert (text.name, analogies.name) == ("corpus.txt", "planted_analogies.txt")

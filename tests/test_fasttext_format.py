@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from sgns.config import ModelConfig
 from sgns.errors import SGNSError
-from sgns.evaluate import EvalSuite
+from sgns.evaluate import EvalSuite, standalone_config
 from sgns.fasttext_format import (
     EOS,
     FastTextModel,
@@ -235,8 +236,7 @@ def test_evaluation_answers_unseen_benchmark_words_from_ngrams_and_counts_them(t
     pairs.write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in rows), encoding="utf-8")
     analogies = tmp_path / "analogies.txt"
     analogies.write_text(": toy\nwhere here nowhere the\nthe of a x\nsomewhere where here the\n", encoding="utf-8")
-    settings = SimpleNamespace(analogies=[str(analogies)], similarities=[str(pairs)], benchmarks=[],
-                               restrict_vocab=30000, method="3cosadd")
+    settings = standalone_config([str(analogies)], [str(pairs)], [], 30000, "3cosadd")
     logged = []
     suite = EvalSuite(settings, wv.words, log=logged.append, ngrams=(MINN, MAXN, BUCKET))
     results = suite.score(wv.vectors, ngram_table=model.buckets)
@@ -309,7 +309,7 @@ def test_init_from_a_fasttext_bin(written) -> None:
     ours = subword_table(words, MINN, MAXN, BUCKET)
     subword = SimpleNamespace(input=torch.nn.Embedding(ours.input_rows, DIM), output=torch.nn.Embedding(4, DIM),
                               table=ours)
-    cfg = SimpleNamespace(init_from=str(path), freeze_init=False, name="subword", minn=MINN, maxn=MAXN, bucket=BUCKET)
+    cfg = ModelConfig(init_from=str(path), freeze_init=False, name="subword", minn=MINN, maxn=MAXN, bucket=BUCKET)
     rows = start_from(cfg, subword, words, resumed=False, log=lambda _: None)
     weight = subword.input.weight.detach().numpy()
     for row, word in enumerate(words):
@@ -329,7 +329,7 @@ def test_init_from_a_fasttext_bin(written) -> None:
         start_from(cfg, other, words, resumed=False, log=lambda _: None)
 
     plain = SimpleNamespace(input=torch.nn.Embedding(4, DIM), output=torch.nn.Embedding(4, DIM))
-    start_from(SimpleNamespace(init_from=str(path), freeze_init=False, name="sgns"), plain, words, False,
+    start_from(ModelConfig(init_from=str(path), freeze_init=False, name="sgns"), plain, words, False,
                log=lambda _: None)
     np.testing.assert_allclose(plain.input.weight.detach().numpy()[0], model.word_vector("where"), rtol=1e-5)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,40 @@ def test_omegaconf_stops_at_the_door() -> None:
              if module.split(".")[0] == "omegaconf"
              and not any(path.relative_to(PACKAGE).as_posix().startswith(door) for door in CONFIG_DOORS)]
     assert not found, "omegaconf below the entry points (take the typed config instead):\n" + "\n".join(found)
+
+
+def untyped_config_parameters(path: Path) -> Iterator[Tuple[int, str]]:
+    """(line, "function(parameter: annotation)") of every parameter named cfg, config or *_cfg whose annotation is
+    neither one of the schema's classes (`...Config`) nor a Mapping (the config's plain record, which checkpoints,
+    HParams and the resume comparison read): a loose bag read with getattr."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs]:
+                if arg.arg in ("cfg", "config") or arg.arg.endswith("_cfg"):
+                    hint = ast.unparse(arg.annotation) if arg.annotation is not None else "no annotation"
+                    names = [n.id for n in ast.walk(arg.annotation) if isinstance(n, ast.Name)] \
+                        if arg.annotation is not None else []
+                    if not any(n.endswith("Config") or n == "Mapping" for n in names) and \
+                            not hint.endswith("Config"):
+                        yield node.lineno, f"{node.name}({arg.arg}: {hint})"
+
+
+def test_stages_below_the_door_take_the_schemas_classes() -> None:
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line} {what}" for path in sorted(PACKAGE.rglob("*.py"))
+             if not any(path.relative_to(PACKAGE).as_posix().startswith(door) for door in CONFIG_DOORS)
+             for line, what in untyped_config_parameters(path)]
+    assert not found, "a config taken as a loose bag below the entry points (take the group's typed config):\n" + \
+        "\n".join(found)
+
+
+def test_the_untyped_config_check_sees_each_form(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def a(cfg: Any): ...\ndef b(config): ...\ndef c(eval_cfg: EvalConfig): ...\n"
+                      "def d(cfg: sgns.config.DataConfig): ...\nclass E:\n    def __init__(self, x, cfg: dict): ...\n"
+                      "def f(config: Mapping[str, Any]): ...\ndef g(config: Config | Mapping[str, Any]): ...\n")
+    assert [what for _, what in untyped_config_parameters(module)] == [
+        "a(cfg: Any)", "b(config: no annotation)", "__init__(cfg: dict)"]
 
 
 # The options that decide a pipeline or a model, compared as values only where the rules live: the schema, the
@@ -322,3 +357,18 @@ def test_no_file_names_a_path_of_the_machine_it_was_written_on() -> None:
              for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
              for marker in MACHINE_PATHS if marker in line]
     assert not found, "a tracked file names a path of the machine it was written on:\n" + "\n".join(found)
+
+
+# ------------------------------------------------------------------------------------------------- docstrings
+
+
+@pytest.mark.parametrize("package", sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py")
+                                           if p.parent.name not in ("conf", "benchmarks")))
+def test_each_package_docstring_names_its_modules(package: str) -> None:
+    """A sub-package's docstring is its map: every module in it is named there (its stem, as a word)."""
+    folder = PACKAGE / package
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", doc))
+    missing = [p.name for p in sorted(folder.glob("*.py")) if p.stem not in ("__init__", "__main__")
+               and p.stem not in words]
+    assert not missing, f"sgns/{package}/__init__.py's docstring does not name {', '.join(missing)}"

@@ -83,6 +83,16 @@ def test_choose_pipeline_also_holds_the_torch_step_and_torchrun_rules():
     assert choose_pipeline(_cfg("auto", model="subword"), CPU, world_size=2) == "span"
 
 
+@pytest.mark.parametrize("mode", ["cuda_graph", "compiled_cuda_graph"])
+def test_choose_pipeline_refuses_a_cuda_graph_step_off_cuda(mode: str) -> None:
+    """The CUDA-graph steps' rule is the factory's too: refused when the pipeline is chosen (before resolved.yaml
+    is written), not when the step is built."""
+    with pytest.raises(SGNSError, match=f"trainer.torch_step={mode} needs a CUDA device"):
+        choose_pipeline(_cfg("torch", torch_step=mode), CPU)
+    assert choose_pipeline(_cfg("torch", torch_step=mode), CUDA) == "device"
+    assert choose_pipeline(_cfg("auto", torch_step=mode), CPU) == "span"  # no torch step on the span pipeline
+
+
 def test_the_optimizer_is_built_in_one_place_and_the_model_knows_its_untrained_loss():
     assert make_optimizer(OptimizerConfig(), SGNS(10, 4)) is None  # sgd: the pipelines' own steps
     adam = make_optimizer(OptimizerConfig(name="sparse_adam", lr=0.002), SGNS(10, 4))

@@ -12,7 +12,6 @@ import json
 import math
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sgns.cli.common import OneLineParser, quiet_broken_pipe
@@ -157,7 +156,7 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if not Path(f).is_file():
             raise SGNSError(f"benchmark file not found: {f}")
     from sgns.device import resolve_device
-    from sgns.evaluate import EvalSuite, nearest
+    from sgns.evaluate import EvalSuite, nearest, standalone_config
     from sgns.load import load_vectors
 
     device = resolve_device(args.device, option="--device ")
@@ -184,8 +183,7 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     named = args.benchmarks
     if named is None and not (args.analogies or args.similarities or args.words is not None or args.query):
         named = ["english"]
-    settings = SimpleNamespace(analogies=args.analogies, similarities=args.similarities, benchmarks=named or [],
-                               restrict_vocab=args.restrict_vocab, method=args.method)
+    settings = standalone_config(args.analogies, args.similarities, named or [], args.restrict_vocab, args.method)
     started = time.perf_counter()
     ngrams = (wv.ngrams.minn, wv.ngrams.maxn, wv.ngrams.bucket) if wv.ngrams is not None else None
     suite = EvalSuite(settings, wv.words, ngrams=ngrams, log=print)

@@ -7,11 +7,12 @@ The training loop sees a `Pipeline` and nothing else of the hot path:
         ... batch.words_done, batch.pairs, batch.resume_position ...
 
 so every kernel and optimizer is one `step(batch, lr)`, and the loop never branches on them. Four pipelines
-(the tag each writes into checkpoints, checked on restore by sgns.pipelines.base):
+(the tag each writes into checkpoints, checked on restore by sgns.pipelines.base), whose batch sources share the
+epoch/chunk plan and the pair batch (sgns.pipelines.plan):
 
 - `span` (sgns.pipelines.span; `trainer.kernel=numba`, the CPU default, also under torchrun): batches are token
-  spans and one compiled pass does subsampling, windows, negatives and the SGD update, on all cores racing as
-  word2vec does, or deterministic (`trainer.deterministic=true`).
+  spans and one compiled pass (sgns.pipelines.span_kernel) does subsampling, windows, negatives and the SGD
+  update, on all cores racing as word2vec does, or deterministic (`trainer.deterministic=true`).
 - `device` (sgns.pipelines.device; `trainer.kernel=torch`, the CUDA default): pairs and negatives built as torch
   ops on the training device, stepped by the torch SGD step (sgns.pipelines.torch_step) or SparseAdam.
 - `pairs` (sgns.pipelines.pairs; `optimizer=sparse_adam` on the CPU): shuffled positive pairs built by numpy with
@@ -122,6 +123,8 @@ def choose_pipeline(config: Config, device: torch.device, world_size: int = 1) -
     if pipeline == "device" and optimizer != "sgd" and step_mode != "eager":
         raise SGNSError(f"trainer.torch_step={step_mode} is the sgd step: use trainer.torch_step=eager with "
                         f"optimizer={optimizer}")
+    if pipeline == "device" and step_mode.endswith("cuda_graph") and device.type != "cuda":
+        raise SGNSError(f"trainer.torch_step={step_mode} needs a CUDA device (got {device})")
     if pipeline == "device" and subword and step_mode != "eager":
         raise SGNSError(f"trainer.torch_step={step_mode} is SGNS's fixed-shape step (a word's n-gram rows vary in "
                         f"number): use trainer.torch_step=eager with model=subword")
@@ -167,7 +170,7 @@ class Resolved:
                           f"step={step['size']:,} {step['unit']}"])
 
 
-def _select(config: Any, key: str) -> Any:
+def _select(config: Config | Mapping[str, Any], key: str) -> Any:
     node = config
     for part in key.split("."):
         node = node[part] if isinstance(node, Mapping) else getattr(node, part)

@@ -148,7 +148,7 @@ class FixedShapeStep:
         self.fn = torch.compile(fixed_shape_step, dynamic=False, fullgraph=True) if "compiled" in mode \
             else fixed_shape_step
         self.graph: Optional[torch.cuda.CUDAGraph] = None
-        if mode.endswith("cuda_graph") and W.device.type != "cuda":
+        if mode.endswith("cuda_graph") and W.device.type != "cuda":  # a run is refused before, by choose_pipeline
             raise SGNSError(f"trainer.torch_step={mode} needs a CUDA device (got {W.device})")
 
     def padded(self, centers: torch.Tensor, contexts: torch.Tensor, negatives: torch.Tensor

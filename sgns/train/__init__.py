@@ -1,7 +1,8 @@
 """The train stage: the loop (loop.py) around a TrainState (state.py), with checkpoints (checkpoint.py), the run
 dir it writes, its checks and lock (rundir.py), the one reader of runs and checkpoints and the `Run` a run
 directory holds (runs.py), the start vectors of `model.init_from` (init_from.py), the evaluation cadence
-(eval_schedule.py), TensorBoard (tblog.py), signal handling (signals.py) and metrics.json (metrics.py).
+(eval_schedule.py), the checkpoint cadence (checkpoint_cadence.py), the console progress (progress.py),
+TensorBoard (tblog.py), signal handling (signals.py) and metrics.json (metrics.py).
 `sgns.train.train(cfg)` trains and returns the metrics; `python -m sgns.train` is `sgns-train`.
 """
 
