@@ -18,6 +18,7 @@ TIES = "gensim"  # how `build` orders words of equal count: the word first seen 
 OLD_TIES = "alphabetical"  # the rule of checkpoints that record none (written before the gensim order)
 TIE_RULES = (TIES, OLD_TIES)
 DECODE_WORDS = 65536  # words decoded at a time when a WordList is iterated
+NEWLINE = ord("\n")
 # A checkpoint's vocabulary words: WordList's two arrays (since issue 32); older checkpoints hold a list of str
 # under "words", which still loads and resumes.
 UTF8_KEY, BOUNDS_KEY, OLD_WORDS_KEY = "words_utf8", "word_bounds", "words"
@@ -56,7 +57,7 @@ class WordList(Sequence[str]):
     @classmethod
     def from_lines(cls, utf8: np.ndarray) -> WordList:
         """The words of a buffer that holds each word followed by "\n" (the token cache's words.txt)."""
-        newlines = np.flatnonzero(np.asarray(utf8, dtype=np.uint8) == ord("\n"))
+        newlines = np.flatnonzero(np.asarray(utf8, dtype=np.uint8) == NEWLINE)
         bounds = np.zeros(len(newlines) + 1, dtype=np.int64)
         bounds[1:] = newlines - np.arange(len(newlines))  # each earlier "\n" removed
         keep = np.ones(len(utf8), dtype=bool)
@@ -95,15 +96,21 @@ class WordList(Sequence[str]):
         return self.utf8[self.bounds[k] : self.bounds[k + 1]].tobytes().decode("utf-8")
 
     def _decode(self, start: int, stop: int) -> List[str]:
-        """Words start..stop-1 as strings: one decode of their bytes, then slices of it (no Python loop)."""
+        """Words start..stop-1 as strings: their bytes with a "\n" put after each (numpy), one decode and one
+        split, the speed of "\n".join(words).split("\n"); a word holding "\n" itself is sliced out alone."""
         base = int(self.bounds[start])
-        data = self.utf8[base : self.bounds[stop]].tobytes()
-        ends = (self.bounds[start + 1 : stop + 1] - base).tolist()
-        starts = [0, *ends[:-1]]
-        if data.isascii():  # a character is a byte: slice the decoded text
-            text = data.decode("ascii")
-            return list(map(text.__getitem__, map(slice, starts, ends)))
-        return [piece.decode("utf-8") for piece in map(data.__getitem__, map(slice, starts, ends))]
+        chunk = self.utf8[base : self.bounds[stop]]
+        ends = self.bounds[start + 1 : stop + 1] - base
+        if not (chunk == NEWLINE).any():
+            lines = np.empty(len(chunk) + len(ends), dtype=np.uint8)
+            separators = ends + np.arange(len(ends))  # word j's bytes move right by the j separators before it
+            lines[separators] = NEWLINE
+            between = np.ones(len(lines), dtype=bool)
+            between[separators] = False
+            lines[between] = chunk
+            return lines.tobytes().decode("utf-8").split("\n")[:-1]
+        data, bounds = chunk.tobytes(), [0, *ends.tolist()]
+        return [data[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def __iter__(self) -> Iterator[str]:
         for start in range(0, len(self), DECODE_WORDS):
