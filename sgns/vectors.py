@@ -19,10 +19,12 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from sgns.errors import SGNSError
+from sgns.vocab import WordList
 
 log = logging.getLogger("sgns")
 
 TEXT_BLOCK_ROWS = 4096  # rows turned into text at once when writing the text format
+BINARY_BLOCK_ROWS = 65536  # rows of a compact word list (WordList) written from one slice of its bytes
 
 
 KEY_TYPES = (str, int, np.integer)  # a word, or a row number (gensim's keys)
@@ -493,6 +495,17 @@ def _as_list(keys: Any) -> List[Any]:
     return list(keys)
 
 
+def unwritable_word(words: WordList) -> Optional[str]:
+    """The first word the word2vec format cannot hold (empty, or with a space or newline), None if none."""
+    lengths = np.diff(words.bounds)
+    separators = np.flatnonzero((words.utf8 == ord(" ")) | (words.utf8 == ord("\n")))
+    empty = np.flatnonzero(lengths == 0)
+    found = [int(empty[0])] if len(empty) else []
+    if len(separators):
+        found.append(int(np.searchsorted(words.bounds, separators[0], side="right")) - 1)
+    return words[min(found)] if found else None
+
+
 def save_word2vec(path: str | Path, words: Sequence[str], vectors: np.ndarray, binary: bool = True) -> None:
     """Write `V D` then one word per row; binary rows are `word<space><D float32 LE>\\n` (the C tool's)."""
     path = Path(path)
@@ -502,15 +515,23 @@ def save_word2vec(path: str | Path, words: Sequence[str], vectors: np.ndarray, b
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     if vectors.ndim != 2 or len(vectors) != len(words):
         raise SGNSError(f"cannot write {path}: {len(words)} words but vectors of shape {vectors.shape}")
-    for w in words:
-        if not w or " " in w or "\n" in w:
-            raise SGNSError(f"cannot write {path}: word {w!r} is empty or holds a space or newline, which the "
-                            f"word2vec format cannot represent")
+    unwritable = (unwritable_word(words) if isinstance(words, WordList)
+                  else next((w for w in words if not w or " " in w or "\n" in w), None))
+    if unwritable is not None:
+        raise SGNSError(f"cannot write {path}: word {unwritable!r} is empty or holds a space or newline, which the "
+                        f"word2vec format cannot represent")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(f"{len(words)} {vectors.shape[1]}\n".encode())
-            if binary:
+            if binary and isinstance(words, WordList):  # a run's vocabulary: each word's bytes as they are held
+                for block in range(0, len(words), BINARY_BLOCK_ROWS):  # a block at a time: no list of 2M ints
+                    bounds = words.bounds[block : block + BINARY_BLOCK_ROWS + 1]
+                    utf8, ends = words.utf8[bounds[0] : bounds[-1]].tobytes(), (bounds - bounds[0]).tolist()
+                    for start, end, row in zip(ends[:-1], ends[1:], vectors[block : block + len(ends) - 1],
+                                               strict=True):
+                        f.write(utf8[start:end] + b" " + row.tobytes() + b"\n")
+            elif binary:
                 for word, row in zip(words, vectors, strict=True):
                     f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
             else:

@@ -6,6 +6,7 @@ import io
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,14 @@ def test_a_sweep_logs_its_spearman_objective_rounded(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     logged = re.findall(r"(?:Best value|finished with value): (\S+)", output)
     assert logged and all(re.fullmatch(r"-?\d\.\d{4}", v.rstrip(".,")) for v in logged), logged
+
+
+def test_the_train_loop_and_its_progress_load_no_ipython() -> None:
+    """tqdm.auto's choice is read without importing tqdm.notebook, which loads IPython (22 MiB of RSS in every
+    run: docs/memory.md); off a notebook the bar is still the plain lines."""
+    code = ("import io, sys\nimport sgns.train.loop\nfrom sgns.train.progress import PlainProgress, progress_bar\n"
+            "bar = progress_bar(10, 0, enabled=True, file=io.StringIO())\n"
+            "print(isinstance(bar, PlainProgress), sorted(m for m in sys.modules if m.split('.')[0] == 'IPython'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0 and proc.stdout.split() == ["True", "[]"], proc.stdout + proc.stderr[-2000:]

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from sgns.distributed import MergeClock, Shard, plan_shard, topology_from_env
 from sgns.errors import SGNSError
+from sgns.vocab import checkpoint_words
 
 ROOT = Path(__file__).resolve().parent.parent
 HARD_TIMEOUT_S = 120  # a multi-process run that takes longer than this has hung
@@ -190,7 +191,7 @@ def test_two_processes_train_one_subword_model(corpus, tmp_path):
     assert metrics["distributed"]["world_size"] == 2 and metrics["distributed"]["merges"] > 0
     assert metrics["distributed"]["bytes_per_merge"] == (2 * 500 + 3000) * 16 * 4
     final = torch.load(max((run_dir / "checkpoints").glob("step-*.pt")), weights_only=False)
-    words = list(final["vocab"]["words"])
+    words = list(checkpoint_words(final["vocab"]))
     weight = final["model"]["input.weight"].numpy()
     assert weight.shape == (len(words) + 3000, 16) and final["pipeline"] == "span"  # the numba kernel, on the CPU
     table = subword_table(words, 3, 6, 3000)

@@ -23,6 +23,7 @@ from sgns.train import train
 from sgns.train.checkpoint import list_checkpoints, load_checkpoint
 from sgns.train.tblog import write_projector
 from sgns.vectors import load_word2vec, save_word2vec
+from sgns.vocab import checkpoint_words
 
 KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
 SPECIAL = ["café", "naïve", "日本語", "слово"]  # non-ASCII words that must survive every format
@@ -76,7 +77,7 @@ def test_load_model_in_one_call(run_dir: Path) -> None:
     state = load_checkpoint(checkpoint)
     torch.testing.assert_close(model.input.weight.detach(), state["model"]["input.weight"], rtol=0, atol=0)
     torch.testing.assert_close(model.output.weight.detach(), state["model"]["output.weight"], rtol=0, atol=0)
-    assert model.vocab.words == list(state["vocab"]["words"])
+    assert model.vocab.words == list(checkpoint_words(state["vocab"]))
     assert all(w in model.vocab for w in SPECIAL)
     # the documented downstream use
     emb = torch.nn.Embedding.from_pretrained(model.input.weight.detach())
@@ -100,7 +101,7 @@ def test_export_loads_unchanged_in_gensim(run_dir: Path, tmp_path: Path, text: b
         expected = (expected + state["model"]["output.weight"].numpy()) / 2
         assert not np.allclose(expected, state["model"]["input.weight"].numpy())
     kv = KeyedVectors.load_word2vec_format(str(out), binary=not text)
-    assert kv.index_to_key == list(state["vocab"]["words"])
+    assert kv.index_to_key == list(checkpoint_words(state["vocab"]))
     np.testing.assert_array_equal(kv.vectors, expected.astype(np.float32))
     # and back through sgns' own loaders
     wv = load_vectors(out)

@@ -18,6 +18,7 @@ from sgns.subwords import subword_table
 from sgns.train import train
 from sgns.train.checkpoint import list_checkpoints, load_checkpoint
 from sgns.vectors import load_word2vec, save_word2vec
+from sgns.vocab import checkpoint_words
 
 SUBWORD = ["model=subword", "model.dim=16", "model.bucket=500", "data.min_count=1", "trainer.epochs=1",
            "trainer.device=cpu", "trainer.threads=1", "eval=none"]
@@ -46,7 +47,7 @@ def test_a_subword_run_writes_each_words_mean_of_rows_and_checkpoints_the_whole_
     metrics = run(tmp_path / "run", corpus)
     assert metrics["status"] == "finished" and metrics["pairs"] > 0
     state = final_checkpoint(tmp_path / "run")
-    words = list(state["vocab"]["words"])
+    words = list(checkpoint_words(state["vocab"]))
     assert state["model"]["input.weight"].shape == (len(words) + 500, 16)
     assert state["model"]["output.weight"].shape == (len(words), 16)
     settings = {key: state["config"]["model"][key] for key in ("name", "minn", "maxn", "bucket")}
@@ -77,11 +78,11 @@ def test_a_resume_with_other_ngram_settings_is_refused_in_one_line(tmp_path: Pat
 def test_init_from_a_subword_run_starts_every_shared_word_and_bucket_from_it(tmp_path: Path, corpus: Path):
     run(tmp_path / "source", corpus)
     source = final_checkpoint(tmp_path / "source")
-    words = list(source["vocab"]["words"])
+    words = list(checkpoint_words(source["vocab"]))
     # One step at a tiny lr: the tables barely move, so the new run's tables are the source's within that step.
     run(tmp_path / "next", corpus, f"model.init_from={tmp_path / 'source'}", "optimizer.lr=1e-9")
     state = final_checkpoint(tmp_path / "next")
-    assert list(state["vocab"]["words"]) == words
+    assert list(checkpoint_words(state["vocab"])) == words
     assert torch.allclose(state["model"]["input.weight"], source["model"]["input.weight"], atol=1e-6)
     assert torch.allclose(state["model"]["output.weight"], source["model"]["output.weight"], atol=1e-6)
 
@@ -104,7 +105,7 @@ def test_init_from_a_word2vec_file_fills_the_words_own_rows(tmp_path: Path, corp
     run(tmp_path / "run", corpus, f"model.init_from={tmp_path / 'w2v.txt'}", "optimizer.lr=1e-9",
         "model.freeze_init=true")
     state = final_checkpoint(tmp_path / "run")
-    words = list(state["vocab"]["words"])
+    words = list(checkpoint_words(state["vocab"]))
     weight = state["model"]["input.weight"].numpy()
     assert np.array_equal(weight[words.index("w0")], vectors[0]) and np.array_equal(weight[words.index("w1")],
                                                                                       vectors[1])

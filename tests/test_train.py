@@ -20,6 +20,7 @@ from conftest import compose_cfg, zipf_text
 from sgns.model import SGNS
 from sgns.train import train
 from sgns.vectors import load_word2vec
+from sgns.vocab import checkpoint_words
 
 TINY = ["model.dim=16", "trainer.epochs=1", "data.min_count=2", "data.batch_size=512"]
 
@@ -83,10 +84,10 @@ def test_checkpoint_round_trip(tiny_corpus, tmp_path):
     state = torch.load(path, weights_only=True)
     assert {"model", "optimizer", "vocab", "progress", "config"} <= set(state)
     assert state["progress"]["finished"] and state["config"]["model"]["dim"] == 16
-    model = SGNS(len(state["vocab"]["words"]), state["config"]["model"]["dim"])
+    model = SGNS(len(checkpoint_words(state["vocab"])), state["config"]["model"]["dim"])
     model.load_state_dict(state["model"])
     words, vectors = load_word2vec(tmp_path / "run" / "vectors.bin")
-    assert words == state["vocab"]["words"]
+    assert words == list(checkpoint_words(state["vocab"]))
     assert np.array_equal(model.input.weight.detach().numpy(), vectors)
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from sgns.errors import SGNSError
 from sgns.vectors import WordVectors, load_word2vec, load_word_vectors, save_word2vec
+from sgns.vocab import WordList
 
 KeyedVectors = pytest.importorskip("gensim.models").KeyedVectors
 
@@ -335,3 +336,16 @@ def test_pointers_to_gensim_do_not_import_it() -> None:
     assert out.stdout.splitlines() == ["WordVectors has no wmdistance, gensim's KeyedVectors has: "
                                        "wv.to_gensim().wmdistance on a gensim copy of these vectors", "False"], \
         out.stdout + out.stderr
+
+
+def test_a_compact_word_list_writes_the_same_files_and_refuses_the_same_words(tmp_path: Path) -> None:
+    """A run's vocabulary (sgns.vocab.WordList) is written from its bytes, in blocks: the files equal the list's."""
+    words = [f"w{i}" for i in range(70_000)] + ["né", "日本"]  # more than one block of BINARY_BLOCK_ROWS
+    vectors = np.random.default_rng(0).standard_normal((len(words), 3)).astype(np.float32)
+    for binary, name in ((True, "vectors.bin"), (False, "vectors.txt")):
+        save_word2vec(tmp_path / f"list-{name}", words, vectors, binary=binary)
+        save_word2vec(tmp_path / f"compact-{name}", WordList.from_strings(words), vectors, binary=binary)
+        assert (tmp_path / f"list-{name}").read_bytes() == (tmp_path / f"compact-{name}").read_bytes()
+    for bad, shown in ((["a", "b c", "", "d"], "'b c'"), (["a", "", "b c"], "''"), (["a", "b\nc"], "'b\\\\nc'")):
+        with pytest.raises(SGNSError, match=f"word {shown} is empty"):
+            save_word2vec(tmp_path / "bad.bin", WordList.from_strings(bad), np.zeros((len(bad), 3), np.float32))

@@ -10,7 +10,7 @@ from sgns.corpus import encode, text_source
 from sgns.corpus.phrases import PhraseStream, phrase_stream
 from sgns.corpus.reading import CHUNK_BYTES
 from sgns.errors import SGNSError
-from sgns.vocab import OLD_TIES, Vocabulary, tie_rule
+from sgns.vocab import OLD_TIES, Vocabulary, WordList, checkpoint_words, tie_rule
 
 WORDS = ["c", "a", "b", "d", "e"]  # corpus ids: first-seen order
 COUNTS = np.array([5, 7, 5, 1, 9])
@@ -186,3 +186,45 @@ def test_vocab_after_phrases_equals_gensim_on_the_joined_text():
     vocab = Vocabulary.build(joined.words, joined.counts, 5)
     assert vocab.words == gensim_index_to_key(joined_sentences, 5)
     assert vocab.words[-1] == "new_york" and vocab.words[0] == "york"  # seen first; seen last
+
+
+def test_word_list_holds_words_as_bytes_and_reads_them_back() -> None:
+    words = ["the", "né", "", "a\nb", "日本", "x y", "z"]
+    compact = WordList.from_strings(words)
+    assert len(compact) == 7 and list(compact) == words and compact == words and compact[-1] == "z"
+    assert [compact[i] for i in range(7)] == words and compact[np.int64(4)] == "日本"
+    assert compact[1:5] == words[1:5] and compact[::3] == words[::3] and compact[5:2] == []
+    assert compact.take(np.array([4, 0, 2, 3])) == ["日本", "the", "", "a\nb"]
+    assert WordList.from_strings([]) == [] and list(WordList.from_strings([])) == []
+    lines = np.frombuffer("".join(w + "\n" for w in ["b", "né", "ccc"]).encode(), dtype=np.uint8)
+    assert WordList.from_lines(lines) == ["b", "né", "ccc"]
+    with pytest.raises(IndexError):
+        compact[7]
+    many = [f"w{i}" for i in range(150_000)] + ["é"]  # more than one decoded block
+    assert list(WordList.from_strings(many)) == many
+
+
+def test_a_vocabulary_built_from_compact_words_equals_one_built_from_strings() -> None:
+    words = ["a", "b", "c", "d", "e"]
+    counts = np.array([5, 7, 5, 1, 9])
+    for ties in ("gensim", OLD_TIES):
+        assert Vocabulary.build(WordList.from_strings(words), counts, 5, ties=ties).words \
+            == Vocabulary.build(words, counts, 5, ties=ties).words
+
+
+def test_a_checkpoint_holds_the_words_as_tensors_and_an_old_list_still_loads(tmp_path) -> None:
+    """The vocabulary's words go into a checkpoint as two tensors, not a pickled list of strings (docs/memory.md);
+    checkpoints written before hold a list of str under "words", which loads as before."""
+    import torch
+
+    vocab = Vocabulary.build(["né", "x", "y"], np.array([3, 2, 9]), min_count=1)
+    state = vocab.state_dict()
+    assert set(state) == {"words_utf8", "word_bounds", "counts", "ties"}
+    assert state["words_utf8"].dtype == torch.uint8 and state["word_bounds"].dtype == torch.int64
+    torch.save({"vocab": state}, tmp_path / "new.pt")
+    loaded = torch.load(tmp_path / "new.pt", weights_only=True)["vocab"]
+    assert checkpoint_words(loaded) == ["y", "né", "x"] and Vocabulary.from_state_dict(loaded).words == vocab.words
+    old = {"words": ["y", "né", "x"], "counts": torch.tensor([9, 3, 2])}  # the format before issue 32
+    torch.save({"vocab": old}, tmp_path / "old.pt")
+    again = Vocabulary.from_state_dict(torch.load(tmp_path / "old.pt", weights_only=True)["vocab"])
+    assert again.words == vocab.words and again.index == {"y": 0, "né": 1, "x": 2} and again.ties == OLD_TIES

@@ -388,12 +388,12 @@ def return_freed_memory() -> None:
     """Give the heap freed after counting back to the system (glibc keeps it otherwise: measured on 5M words,
     RSS after reading 422 -> 378 MiB), so the tables allocated next do not stack on top of it."""
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
+        # The process's own symbols (libc's among them), as reading.py and model.py find prctl and madvise:
+        # ctypes.util.find_library ran `ldconfig -p` in a subprocess at every call (three a run).
+        libc = ctypes.CDLL(None)
+        if hasattr(libc, "malloc_trim"):
             libc.malloc_trim(0)
     except OSError:
         pass

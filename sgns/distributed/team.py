@@ -20,6 +20,7 @@ from sgns.distributed.group import Cluster, join_cluster
 from sgns.distributed.merge import TableSync
 from sgns.distributed.plan import MergeClock, Shard, plan_shard
 from sgns.errors import SGNSError
+from sgns.vocab import as_word_list
 
 T = TypeVar("T")
 
@@ -29,9 +30,12 @@ class FollowerExit(SGNSError):
 
 
 def fingerprint(words: Sequence[str], counts: Any) -> str:
-    """A short hash of a vocabulary, to check that every rank built the same one."""
+    """A short hash of a vocabulary, to check that every rank built the same one (its words' bytes as they are
+    held: no string made)."""
     h = hashlib.blake2b(digest_size=8)
-    h.update("\n".join(words).encode())
+    compact = as_word_list(words)
+    h.update(compact.utf8.tobytes())
+    h.update(compact.bounds.tobytes())
     h.update(torch.as_tensor(counts).numpy().tobytes())
     return h.hexdigest()
 

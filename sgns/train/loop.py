@@ -54,7 +54,7 @@ from sgns.train.rundir import RunDir, open_run_dir
 from sgns.train.signals import StopRequest, sigterm_interrupts
 from sgns.train.state import PIPELINE_STATE_KEY, TrainState, seed_everything
 from sgns.train.tblog import TBLog
-from sgns.vocab import TIES, Vocabulary, tie_rule
+from sgns.vocab import TIES, Vocabulary, checkpoint_words, tie_rule
 
 log = logging.getLogger("sgns")
 
@@ -267,7 +267,7 @@ def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, pipeline: Pipeline
     """Put model, pipeline and state where the checkpoint's run stopped (under torchrun: ranks other than 0 get
     the model from rank 0 later, and their own data position and negatives from `rank_state`)."""
     if "model" in checkpoint:  # rank 0's, or a single process's
-        if list(checkpoint["vocab"]["words"]) != vocab.words:
+        if checkpoint_words(checkpoint["vocab"]) != vocab.words:
             raise SGNSError("the checkpoint's vocabulary differs from this corpus and config: resume with the "
                             "same corpus and data settings, or start a new run (another hydra.run.dir)")
         model.load_state_dict(checkpoint["model"])

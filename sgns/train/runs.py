@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from sgns.errors import SGNSError
 from sgns.train.metrics import FINISHED, lookup, read_metrics
 from sgns.vectors import NgramVectors, WordVectors, load_word2vec, load_word_vectors
+from sgns.vocab import checkpoint_words, has_words
 
 VECTOR_CHOICES = ("input", "average")  # which vectors of a checkpoint to use: input, or input + output averaged
 SUBWORD_KEYS = ("minn", "maxn", "bucket")  # the model settings that place a model=subword's n-gram rows
@@ -74,9 +75,9 @@ def read_checkpoint(path: str | Path, warn: Callable[[str], None] = warn_on_stde
 def vocab_words(state: dict, source: str | Path) -> List[str]:
     """The vocabulary of a checkpoint, in row order."""
     vocab = state.get("vocab")
-    if not isinstance(vocab, dict) or "words" not in vocab:
+    if not has_words(vocab):
         raise SGNSError(f"checkpoint {source} holds no vocabulary: not an sgns training checkpoint")
-    return list(vocab["words"])
+    return list(checkpoint_words(vocab))
 
 
 def checkpoint_subwords(state: dict) -> Optional[Dict[str, int]]:
