@@ -12,7 +12,7 @@ import torch
 
 from sgns.config import ModelConfig
 from sgns.errors import SGNSError
-from sgns.model import MeanOfRows, SubwordSGNS, check_table_memory, make_model, sgns_loss
+from sgns.model import MeanOfRows, SubwordSGNS, check_table_memory, make_model, sgns_loss, uniform_table
 from sgns.pipelines.torch_step import sgd_step
 from sgns.subwords import subword_table
 
@@ -133,6 +133,26 @@ def test_fasttexts_initialisation_and_tables():
     assert w.abs().max() <= 1 / 50 and w.std() > 0.4 / 50  # uniform(-1/dim, 1/dim): std 1/(dim sqrt 3)
     assert (model.output.weight == 0).all()
     assert set(model.state_dict()) == {"input.weight", "output.weight"}  # the rows are rebuilt, not saved
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_the_uniform_initialisation_is_the_seeds_whatever_the_threads(threads: int):
+    """The input table's init (uniform_table) is a function of torch's seed and each value's position only: filled on
+    any number of threads (odd row counts and dims: rows split mid-pair) it gives the one thread's values."""
+    tables = []
+    for workers in (1, threads):
+        torch.manual_seed(3)
+        table = torch.full((40_001, 7), 9.0)
+        uniform_table(table, -0.25, 0.5, threads=workers)
+        tables.append(table)
+    assert torch.equal(tables[0], tables[1])
+    values = tables[0]
+    assert values.min() >= -0.25 and values.max() < 0.5 and abs(values.mean().item() - 0.125) < 0.005
+    assert len(torch.unique(values)) > 0.99 * values.numel()  # 24 random bits a value: hardly any repeats
+    torch.manual_seed(4)
+    other = torch.empty(40_001, 7)
+    uniform_table(other, -0.25, 0.5, threads=threads)
+    assert not torch.equal(other, values)  # another seed, other values
 
 
 def test_word_vectors_are_the_mean_of_each_words_rows():
