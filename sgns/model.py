@@ -12,6 +12,7 @@ import ctypes
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
@@ -269,14 +270,24 @@ class SubwordSGNS(SGNS):
     @torch.no_grad()
     def word_vectors(self) -> torch.Tensor:
         """Every vocabulary word's vector: the mean of its rows (fastText's getWordVector)."""
-        return F.embedding_bag(self.rows, self.input.weight.detach(), self.offsets[:-1], mode="mean")
+        return mean_of_rows(self.input.weight.detach(), self.offsets, self.rows)
 
 
 @torch.no_grad()
-def mean_of_rows(input_table: torch.Tensor, table: SubwordTable) -> torch.Tensor:
-    """Each vocabulary word's vector from a model=subword input table: the mean of its rows."""
-    return F.embedding_bag(torch.from_numpy(table.rows).long().to(input_table.device), input_table,
-                           torch.from_numpy(table.offsets[:-1]).to(input_table.device), mode="mean")
+def mean_of_rows(input_table: torch.Tensor | np.ndarray, offsets: torch.Tensor | np.ndarray,
+                 rows: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """(len(offsets) - 1, dim) float32: row i the mean of input_table[rows[offsets[i]:offsets[i + 1]]] (zeros for an
+    empty one), as fastText's getWordVector composes a word. The one implementation: vectors.bin, a checkpoint's or
+    a fastText .bin's word vectors, one word's (torch's embedding_bag, on torch's threads). `input_table` may be a
+    read-only array (a mapped .bin): it is only read."""
+    if isinstance(input_table, np.ndarray):
+        with warnings.catch_warnings():  # torch warns that a read-only array is not writable: it is not written
+            warnings.simplefilter("ignore", UserWarning)
+            input_table = torch.from_numpy(input_table)
+    device = input_table.device
+    rows = torch.as_tensor(rows).to(device=device, dtype=torch.long)
+    offsets = torch.as_tensor(offsets).to(device=device, dtype=torch.long)
+    return F.embedding_bag(rows, input_table, offsets[:-1], mode="mean")
 
 
 def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
