@@ -51,7 +51,7 @@ _UNMEMOIZED_PICKLE = types.SimpleNamespace(__name__="sgns_unmemoized_pickle", Pi
 
 @contextmanager
 def _without_zip_crcs() -> Iterator[None]:
-    """torch.save without its own CRC32 of each zip record (torch >= 2.5 can leave it out; torch.load never checks
+    """torch.save without its own CRC32 of each zip record (where torch can leave it out; torch.load never checks
     it): `state_checksum` already covers every byte that matters, with zlib's CRC, several times faster than the
     one torch's zip writer computes (0.8 GB model=subword table: about 1 s of the final checkpoint, docs/subwords.md).
     Only zip tools that test records (unzip -t) notice the missing CRCs."""
