@@ -199,23 +199,18 @@ def test_the_row_cap_counts_each_pair_that_reaches_an_ngram_row():
 def test_the_final_evaluation_scores_the_vectors_already_composed_and_nothing_without_a_benchmark(tmp_path):
     """The loop's last evaluation takes the word vectors it just wrote (a subword run's are a pass over its rows,
     not to be composed twice), and with no benchmark computes nothing."""
-    from types import SimpleNamespace
-
-    from sgns.evaluate import EvalSuite
+    from sgns.evaluate import EvalSuite, standalone_config
     from sgns.train.loop import evaluate
 
     model = tiny_model(bucket=50, dim=6)
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("aaa\tabab\t1.0\nba\tcab\t3.0\nb\taaa\t2.0\nabab\tba\t0.5\n", encoding="utf-8")
-    settings = SimpleNamespace(analogies=[], similarities=[str(pairs)], benchmarks=[], restrict_vocab=30000,
-                               method="3cosadd")
-    suite = EvalSuite(settings, WORDS, ngrams=(2, 3, 50))
+    suite = EvalSuite(standalone_config(similarities=[str(pairs)]), WORDS, ngrams=(2, 3, 50))
     device = torch.device("cpu")
     own = evaluate(suite, model, device, False)
     assert own == evaluate(suite, model, device, False, model.word_vectors().numpy())
     given = np.random.default_rng(1).standard_normal((len(WORDS), 6)).astype(np.float32)
     expected = suite.score(given, device, ngram_table=model.input.weight.detach()[len(WORDS):])
     assert evaluate(suite, model, device, False, given) == expected != own
-    empty = EvalSuite(SimpleNamespace(analogies=[], similarities=[], benchmarks=[], restrict_vocab=30000,
-                                      method="3cosadd"), WORDS, ngrams=(2, 3, 50))
+    empty = EvalSuite(standalone_config(), WORDS, ngrams=(2, 3, 50))
     assert evaluate(empty, model, device, False) == {}
