@@ -113,17 +113,19 @@ class FastTextModel:
 
     def word_vectors(self) -> np.ndarray:
         """Every vocabulary word's vector as fastText composes it (`getWordVector`): the mean of its rows."""
+        from sgns.model import mean_of_rows
         from sgns.subwords import subword_table
 
         minn, maxn = self.args.ngram_range
         table = subword_table(self.words, minn, maxn, self.args.bucket)
-        vectors = mean_rows(self.input, table.offsets, table.rows)
+        vectors = mean_of_rows(self.input, table.offsets, table.rows).numpy()
         if EOS in self.index:  # fastText gives its end-of-line word no n-grams
             vectors[self.index[EOS]] = self.input[self.index[EOS]]
         return vectors
 
     def word_vector(self, word: str) -> np.ndarray:
         """One word's vector as fastText's `get_word_vector` gives it (zeros for an unknown word without n-grams)."""
+        from sgns.model import mean_of_rows
         from sgns.subwords import subword_table
 
         minn, maxn = self.args.ngram_range
@@ -135,32 +137,14 @@ class FastTextModel:
             rows = table.rows.astype(np.int64)
             rows[0] = i
             rows[1:] += self.n_words - 1  # the one-word table counted its n-grams from row 1
-            return self.input[rows].mean(0, dtype=np.float64).astype(np.float32)
+            return mean_of_rows(self.input, [0, len(rows)], rows)[0].numpy()
         if word == EOS:
             return np.zeros(self.dim, np.float32)
         table = subword_table([], minn, maxn, self.args.bucket)
         rows = table.unknown_word_rows(word).astype(np.int64) + self.n_words
         if len(rows) == 0:
             return np.zeros(self.dim, np.float32)
-        return self.input[rows].mean(0, dtype=np.float64).astype(np.float32)
-
-
-def mean_rows(table: np.ndarray, offsets: np.ndarray, rows: np.ndarray, block_words: int = 8192) -> np.ndarray:
-    """(len(offsets) - 1, dim) float32: the mean of table[rows[offsets[i]:offsets[i + 1]]] for each i (zeros for an
-    empty one), a block of words at a time (never every word's rows gathered at once)."""
-    n = len(offsets) - 1
-    out = np.zeros((n, table.shape[1]), np.float32)
-    for start in range(0, n, block_words):
-        stop = min(n, start + block_words)
-        lo, hi = int(offsets[start]), int(offsets[stop])
-        if hi == lo:
-            continue
-        gathered = np.asarray(table[np.asarray(rows[lo:hi], dtype=np.int64)], dtype=np.float64)
-        lengths = np.diff(offsets[start : stop + 1])
-        filled = lengths > 0
-        sums = np.add.reduceat(gathered, (offsets[start:stop] - lo)[filled], axis=0)
-        out[start:stop][filled] = (sums / lengths[filled, None]).astype(np.float32)
-    return out
+        return mean_of_rows(self.input, [0, len(rows)], rows)[0].numpy()
 
 
 def write_fasttext_bin(path: str | Path, model: FastTextModel) -> None:
@@ -369,6 +353,6 @@ def describe(model: FastTextModel) -> str:
             f"dim {model.dim}, {grams}")
 
 
-__all__ = ["EOS", "FastTextArgs", "FastTextModel", "describe", "fasttext_model", "is_fasttext_bin", "mean_rows",
+__all__ = ["EOS", "FastTextArgs", "FastTextModel", "describe", "fasttext_model", "is_fasttext_bin",
            "read_fasttext_bin", "write_fasttext_bin", "write_vec"]
 

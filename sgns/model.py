@@ -12,9 +12,11 @@ import ctypes
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -68,6 +70,53 @@ def embedding_table(rows: int, dim: int, sparse: bool, torch_init: bool = True) 
         with torch.no_grad():
             nn.init.normal_(table.weight)
     return table
+
+
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_uniform(table: np.ndarray, first: int, last: int, low: float, high: float, seed: np.uint64) -> None:
+    """Rows first..last-1 of `table` (float32, C order) uniform in [low, high): two values from each 64-bit
+    splitmix64 output of the counter seed + (element pair + 1) * golden, 24 bits each, so every value depends on the
+    seed and its position alone (any row range, any thread, the same values)."""
+    flat = table.reshape(-1)
+    dim = table.shape[1]
+    width = np.float32(high - low)
+    base = np.float32(low)
+    unit = np.float32(1.0 / 16777216.0)
+    for e in range(first * dim - (first * dim) % 2, last * dim, 2):
+        z = seed + np.uint64(e // 2 + 1) * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+        if e >= first * dim:
+            flat[e] = base + width * (np.float32(z >> np.uint64(40)) * unit)
+        if e + 1 < last * dim:
+            flat[e + 1] = base + width * (np.float32((z >> np.uint64(8)) & np.uint64(0xFFFFFF)) * unit)
+
+
+def uniform_table(table: torch.Tensor, low: float, high: float, threads: Optional[int] = None) -> None:
+    """Fill a CPU float32 table uniformly in [low, high) from one seed drawn from torch's generator (so trainer.seed
+    decides it), on `threads` threads (default: torch's thread count), each writing its own rows: the first writes
+    fault the pages in on every thread too. The values do not depend on the thread count. About 4x faster than
+    torch's serial uniform_ on 2 threads for model=subword's 0.8 GB input table (docs/subwords.md, "Speed")."""
+    seed = np.uint64(int(torch.randint(0, 2**62, (1,)).item()))
+    values = table.detach().numpy()
+    rows = values.shape[0]
+    threads = max(1, min(threads or torch.get_num_threads(), rows // 4096 + 1))
+    bounds = [rows * i // threads for i in range(threads + 1)]
+    if threads == 1:
+        _fill_uniform(values, 0, rows, low, high, seed)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads - 1) as pool:
+        done = [pool.submit(_fill_uniform, values, bounds[i], bounds[i + 1], low, high, seed)
+                for i in range(1, threads)]
+        _fill_uniform(values, bounds[0], bounds[1], low, high, seed)
+        for future in done:
+            future.result()
 
 
 def group_size(positives: int, rows: int) -> int:
@@ -200,7 +249,7 @@ class SubwordSGNS(SGNS):
     def reset_parameters(self) -> None:
         dim = self.input.embedding_dim
         with torch.no_grad():  # fastText's initialisation (src/fasttext.cc: wi uniform(-1/dim, 1/dim), wo zero)
-            self.input.weight.uniform_(-1.0 / dim, 1.0 / dim)
+            uniform_table(self.input.weight, -1.0 / dim, 1.0 / dim)
             self.output.weight.zero_()
 
     def center_rows(self, centers: torch.Tensor) -> CenterRows:
@@ -221,14 +270,24 @@ class SubwordSGNS(SGNS):
     @torch.no_grad()
     def word_vectors(self) -> torch.Tensor:
         """Every vocabulary word's vector: the mean of its rows (fastText's getWordVector)."""
-        return F.embedding_bag(self.rows, self.input.weight.detach(), self.offsets[:-1], mode="mean")
+        return mean_of_rows(self.input.weight.detach(), self.offsets, self.rows)
 
 
 @torch.no_grad()
-def mean_of_rows(input_table: torch.Tensor, table: SubwordTable) -> torch.Tensor:
-    """Each vocabulary word's vector from a model=subword input table: the mean of its rows."""
-    return F.embedding_bag(torch.from_numpy(table.rows).long().to(input_table.device), input_table,
-                           torch.from_numpy(table.offsets[:-1]).to(input_table.device), mode="mean")
+def mean_of_rows(input_table: torch.Tensor | np.ndarray, offsets: torch.Tensor | np.ndarray,
+                 rows: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """(len(offsets) - 1, dim) float32: row i the mean of input_table[rows[offsets[i]:offsets[i + 1]]] (zeros for an
+    empty one), as fastText's getWordVector composes a word. The one implementation: vectors.bin, a checkpoint's or
+    a fastText .bin's word vectors, one word's (torch's embedding_bag, on torch's threads). `input_table` may be a
+    read-only array (a mapped .bin): it is only read."""
+    if isinstance(input_table, np.ndarray):
+        with warnings.catch_warnings():  # torch warns that a read-only array is not writable: it is not written
+            warnings.simplefilter("ignore", UserWarning)
+            input_table = torch.from_numpy(input_table)
+    device = input_table.device
+    rows = torch.as_tensor(rows).to(device=device, dtype=torch.long)
+    offsets = torch.as_tensor(offsets).to(device=device, dtype=torch.long)
+    return F.embedding_bag(rows, input_table, offsets[:-1], mode="mean")
 
 
 def sgns_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

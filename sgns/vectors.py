@@ -84,10 +84,12 @@ class NgramVectors:
 
     def vector(self, word: str) -> Optional[np.ndarray]:
         """The mean of `word`'s n-gram rows (float32), or None when it has no n-gram."""
+        from sgns.model import mean_of_rows
+
         rows = self.rows(word)
         if not len(rows):
             return None
-        return np.asarray(self.table[rows], dtype=np.float64).mean(0).astype(np.float32)
+        return mean_of_rows(self.table, [0, len(rows)], rows)[0].numpy()
 
 
 class NotInVocabulary(SGNSError, KeyError):

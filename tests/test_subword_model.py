@@ -12,7 +12,7 @@ import torch
 
 from sgns.config import ModelConfig
 from sgns.errors import SGNSError
-from sgns.model import MeanOfRows, SubwordSGNS, check_table_memory, make_model, sgns_loss
+from sgns.model import MeanOfRows, SubwordSGNS, check_table_memory, make_model, sgns_loss, uniform_table
 from sgns.pipelines.torch_step import sgd_step
 from sgns.subwords import subword_table
 
@@ -135,6 +135,26 @@ def test_fasttexts_initialisation_and_tables():
     assert set(model.state_dict()) == {"input.weight", "output.weight"}  # the rows are rebuilt, not saved
 
 
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_the_uniform_initialisation_is_the_seeds_whatever_the_threads(threads: int):
+    """The input table's init (uniform_table) is a function of torch's seed and each value's position only: filled on
+    any number of threads (odd row counts and dims: rows split mid-pair) it gives the one thread's values."""
+    tables = []
+    for workers in (1, threads):
+        torch.manual_seed(3)
+        table = torch.full((40_001, 7), 9.0)
+        uniform_table(table, -0.25, 0.5, threads=workers)
+        tables.append(table)
+    assert torch.equal(tables[0], tables[1])
+    values = tables[0]
+    assert values.min() >= -0.25 and values.max() < 0.5 and abs(values.mean().item() - 0.125) < 0.005
+    assert len(torch.unique(values)) > 0.99 * values.numel()  # 24 random bits a value: hardly any repeats
+    torch.manual_seed(4)
+    other = torch.empty(40_001, 7)
+    uniform_table(other, -0.25, 0.5, threads=threads)
+    assert not torch.equal(other, values)  # another seed, other values
+
+
 def test_word_vectors_are_the_mean_of_each_words_rows():
     model = tiny_model()
     vectors = model.word_vectors()
@@ -174,3 +194,23 @@ def test_the_row_cap_counts_each_pair_that_reaches_an_ngram_row():
     assert (hits > 2).any()  # some rows are capped
     assert torch.allclose(capped.input.weight.detach() - before, (exact.input.weight.detach() - before) * scale,
                           atol=1e-6)
+
+
+def test_the_final_evaluation_scores_the_vectors_already_composed_and_nothing_without_a_benchmark(tmp_path):
+    """The loop's last evaluation takes the word vectors it just wrote (a subword run's are a pass over its rows,
+    not to be composed twice), and with no benchmark computes nothing."""
+    from sgns.evaluate import EvalSuite, standalone_config
+    from sgns.train.loop import evaluate
+
+    model = tiny_model(bucket=50, dim=6)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("aaa\tabab\t1.0\nba\tcab\t3.0\nb\taaa\t2.0\nabab\tba\t0.5\n", encoding="utf-8")
+    suite = EvalSuite(standalone_config(similarities=[str(pairs)]), WORDS, ngrams=(2, 3, 50))
+    device = torch.device("cpu")
+    own = evaluate(suite, model, device, False)
+    assert own == evaluate(suite, model, device, False, model.word_vectors().numpy())
+    given = np.random.default_rng(1).standard_normal((len(WORDS), 6)).astype(np.float32)
+    expected = suite.score(given, device, ngram_table=model.input.weight.detach()[len(WORDS):])
+    assert evaluate(suite, model, device, False, given) == expected != own
+    empty = EvalSuite(standalone_config(), WORDS, ngrams=(2, 3, 50))
+    assert evaluate(empty, model, device, False) == {}

@@ -192,7 +192,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     run.write_vectors(vocab.words, vectors, binary=t.export_binary)
     vectors_seconds = time.perf_counter() - writing
     tb.projector(vocab.words, vectors, vocab.counts, config.eval.projector_words, state.words_done)
-    results = evals.run(evaluate, suite, model, device, False)
+    results = evals.run(evaluate, suite, model, device, False, vectors)
     tb.evaluation(results, state.words_done)
     tb.evaluation_summary(results, state.words_done)
     log_evaluation(results, evals, state.train_seconds)
@@ -374,13 +374,18 @@ def save(record: Dict[str, Any], run: RunDir, state: TrainState, model: SGNS, pi
     run.save_checkpoint(checkpoint, state.step, record["trainer"]["keep_checkpoints"])
 
 
-def evaluate(suite: EvalSuite, model: SGNS, device: torch.device, sampled: bool) -> Dict[str, dict]:
-    """Every benchmark of the run on the current word vectors (`sampled`: a point during training); a subword
-    run's words outside the vocabulary from its n-gram rows."""
+def evaluate(suite: EvalSuite, model: SGNS, device: torch.device, sampled: bool,
+             vectors: Optional[np.ndarray] = None) -> Dict[str, dict]:
+    """Every benchmark of the run on the current word vectors (`sampled`: a point during training; `vectors`: the
+    final ones, already composed); a subword run's words outside the vocabulary from its n-gram rows. No benchmark:
+    nothing is computed (a subword run's word vectors are a pass over its rows)."""
+    if not suite:
+        return {}
     subwords = getattr(model, "table", None)
     ngram_table = model.input.weight.detach()[subwords.n_words:] if subwords is not None else None
     if not sampled:
-        return suite.score(model.word_vectors(), device, ngram_table=ngram_table)
+        final = torch.from_numpy(vectors) if vectors is not None else model.word_vectors()
+        return suite.score(final, device, ngram_table=ngram_table)
     with one_cpu_thread(device):
         return suite.score(model.word_vectors(), device, sampled, ngram_table=ngram_table)
 

@@ -154,8 +154,8 @@ def checkpoint_vectors(state: dict, source: str | Path) -> RunVectors:
 
     table = subword_table(words, subwords["minn"], subwords["maxn"], subwords["bucket"])
     vin = vin.float().cpu()
-    return RunVectors(words, mean_of_rows(vin, table).numpy(), vout.float().cpu().numpy(), str(source), subwords,
-                      vin.numpy())
+    return RunVectors(words, mean_of_rows(vin, table.offsets, table.rows).numpy(), vout.float().cpu().numpy(),
+                      str(source), subwords, vin.numpy())
 
 
 def file_vectors(path: Path) -> RunVectors:
