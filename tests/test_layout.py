@@ -372,3 +372,17 @@ def test_each_package_docstring_names_its_modules(package: str) -> None:
     missing = [p.name for p in sorted(folder.glob("*.py")) if p.stem not in ("__init__", "__main__")
                and p.stem not in words]
     assert not missing, f"sgns/{package}/__init__.py's docstring does not name {', '.join(missing)}"
+
+
+# ------------------------------------------------------------------------------------------------- module sizes
+
+# Issue 28: the hot path and the reading stage split by job, each module read in one sitting (~500 and ~400 lines).
+MODULE_LINES = {"pipelines": 500, "corpus": 450}
+
+
+@pytest.mark.parametrize("package", sorted(MODULE_LINES))
+def test_pipeline_and_corpus_modules_stay_one_sitting_long(package: str) -> None:
+    limit = MODULE_LINES[package]
+    long = [f"{p.name}: {n} lines" for p in sorted((PACKAGE / package).glob("*.py"))
+            if (n := len(p.read_text().splitlines())) > limit]
+    assert not long, f"sgns/{package} modules over {limit} lines (split by job): " + ", ".join(long)

@@ -1,4 +1,4 @@
-"""model=subword's compiled CPU kernel (sgns.pipelines.span_kernel.train_piece_subword, run by SpanTrainer) against
+"""model=subword's compiled CPU kernel (sgns.pipelines.subword_kernel.train_piece_subword, run by SpanTrainer) against
 fastText's skip-gram update written out in numpy, its per-center h against fastText's per-pair h, determinism across
 thread counts and the Hogwild threads."""
 
@@ -9,14 +9,8 @@ import pytest
 
 from sgns.errors import SGNSError
 from sgns.pipelines.span import SpanTrainer
-from sgns.pipelines.span_kernel import (
-    HIDDEN_PER_PAIR,
-    hidden_gains,
-    kernel_alias_table,
-    subword_piece_kernel,
-    train_piece,
-    train_piece_subword,
-)
+from sgns.pipelines.span_kernel import kernel_alias_table, train_piece
+from sgns.pipelines.subword_kernel import HIDDEN_PER_PAIR, hidden_gains, subword_piece_kernel, train_piece_subword
 from sgns.subwords import SubwordTable, subword_table
 
 

@@ -14,7 +14,7 @@ the pairs is reported (a shared machine: absolute words/s are not a benchmark). 
 last pair's spans and WS353/SimLex on the final tables (a word's vector: the mean of its rows) show the quality.
 
     python scripts/benchmarks/subword_kernel_ab.py --corpus ../shared/data/corpora/gutenberg_dev.txt.gz --pairs 3
-    git show COMMIT:sgns/pipelines/span_kernel.py > /tmp/old.py   # the kernel before a change, as "baseline"
+    git show COMMIT:sgns/pipelines/subword_kernel.py > /tmp/old.py   # the kernel before a change, as "baseline"
     python scripts/benchmarks/subword_kernel_ab.py --corpus ... --configs per_center baseline --baseline /tmp/old.py
 """
 
@@ -36,15 +36,8 @@ from sgns.evaluate import evaluate_similarity
 from sgns.pipelines.negatives import unigram_table
 from sgns.pipelines.plan import keep_probabilities, read_ids
 from sgns.pipelines.span import SpanTrainer, advise_huge_pages, span_starts
-from sgns.pipelines.span_kernel import (
-    HIDDEN_PER_PAIR,
-    HIDDEN_WINDOW,
-    entry_point,
-    kernel_alias_table,
-    subword_piece_kernel,
-    train_piece,
-    train_piece_subword,
-)
+from sgns.pipelines.span_kernel import entry_point, kernel_alias_table, train_piece
+from sgns.pipelines.subword_kernel import HIDDEN_PER_PAIR, HIDDEN_WINDOW, subword_piece_kernel, train_piece_subword
 from sgns.subwords import subword_table
 from sgns.vocab import Vocabulary
 
@@ -61,7 +54,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--configs", nargs="+", default=["per_center", "per_pair", "sgns"],
                     help="per_center, per_pair, window, sgns, baseline (--baseline); the first is the base")
-    ap.add_argument("--baseline", help="another version of sgns/pipelines/span_kernel.py (a file), as 'baseline'")
+    ap.add_argument("--baseline", help="another version of sgns/pipelines/subword_kernel.py (a file), as 'baseline'")
     ap.add_argument("--eval-dir", help="WS353 and SimLex files (default: eval/ beside the corpus's folder)")
     args = ap.parse_args()
     eval_dir = Path(args.eval_dir or Path(args.corpus).resolve().parents[1] / "eval")

@@ -20,8 +20,9 @@ epoch/chunk plan and the pair batch (sgns.pipelines.plan):
 - `softmax` (sgns.pipelines.softmax; `model=full_softmax`): the pair batches, trained with the full softmax.
 
 `model=subword` (fastText's skip-gram, sgns.model.SubwordSGNS) trains where SGNS does: on the CPU the span pipeline
-runs the numba kernel's `train_piece_subword` with the model's table of rows (the span builder passes it); the device
-pipeline's step reads and updates a center's rows through the model's `center_rows` (SGNS: one row a word).
+runs the numba kernel's `train_piece_subword` (sgns.pipelines.subword_kernel) with the model's table of rows (the
+span builder passes it); the device pipeline's step reads and updates a center's rows through the model's
+`center_rows` (SGNS: one row a word).
 
 This module is the one factory: `choose_pipeline` holds every rule that picks a pipeline or refuses a
 combination (kernel, device, optimizer, objective, torch step, torchrun); `resolve` turns the "auto"/null settings

@@ -35,14 +35,13 @@ from sgns.pipelines.plan import ChunkPlan, Position, keep_probabilities, read_id
 from sgns.pipelines.span_kernel import (
     PieceKernel,
     entry_point,
-    hidden_gains,
     kernel_alias_table,
     piece_seed,
     reads_subwords,
     train_piece,
     train_piece_per_context,
-    train_piece_subword,
 )
+from sgns.pipelines.subword_kernel import hidden_gains, train_piece_subword
 from sgns.subwords import SubwordTable
 from sgns.vocab import Vocabulary
 
