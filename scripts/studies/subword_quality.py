@@ -7,7 +7,7 @@ run's vocabulary holds, and over every pair with unseen words answered from n-gr
 appends one JSON line per run to --out:
 
     python scripts/studies/subword_quality.py --program fasttext --seeds 1,2,3 --out q.jsonl
-    python scripts/studies/subword_quality.py --program sgns --label ns05 --sgns-extra data.ns_exponent=0.5 --out q.jsonl
+    python scripts/studies/subword_quality.py --label ns05 --sgns-extra data.ns_exponent=0.5 --out q.jsonl
     python scripts/studies/subword_quality.py --summary q.jsonl          # mean ± sd per label
 """
 
@@ -36,7 +36,7 @@ def fasttext_worker(corpus: str, out: str, threads: int, seed: int, extra: str) 
     import fasttext
     import fasttext.FastText
 
-    fasttext.FastText.unsupervised_default["seed"] = seed  # train_unsupervised takes no seed argument; its default is read
+    fasttext.FastText.unsupervised_default["seed"] = seed  # train_unsupervised takes no seed; it reads this default
     s = SETTINGS
     options = dict(model="skipgram", dim=s["dim"], ws=s["window"], neg=s["negatives"], minCount=s["min_count"],
                    minn=s["minn"], maxn=s["maxn"], bucket=s["bucket"], epoch=s["epochs"], lr=s["lr"],
