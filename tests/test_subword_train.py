@@ -69,7 +69,8 @@ def test_a_subword_run_writes_each_words_mean_of_rows_and_checkpoints_the_whole_
 
 def test_negatives_follow_fasttexts_counts_to_the_half_and_sgns_keeps_word2vecs(tmp_path: Path, corpus: Path):
     """fastText draws negatives from counts^0.5 (its src/loss.cc), word2vec from counts^0.75: model=subword trains
-    with fastText's (docs/subwords.md, "Quality against fastText"), plain SGNS keeps word2vec's, an override wins."""
+    with fastText's (docs/subwords.md, "Quality against fastText's C++ trainer"), plain SGNS keeps word2vec's, an
+    override wins."""
     run(tmp_path / "run", corpus)
     assert final_checkpoint(tmp_path / "run")["config"]["data"]["ns_exponent"] == 0.5
     assert compose(["model=subword", "experiment=text8"]).data.ns_exponent == 0.5

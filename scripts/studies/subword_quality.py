@@ -86,6 +86,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.summary:
         summary(args.summary)
         return
+    from sgns.evaluate import evaluate_analogies
+
     args.workdir.mkdir(parents=True, exist_ok=True)
     bench_subword.EVAL_DIR = args.eval_dir  # score() reads the module's
     corpus = plain_corpus(args.corpus.resolve(), args.workdir)
@@ -104,7 +106,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             cmd = [sys.executable, __file__, "--worker", str(corpus), str(out), str(args.threads), str(seed),
                    args.fasttext_extra]
         cost = timed(cmd, env, out / "log.txt")
-        quality = score({label: loaded(args.program, out / "run" if args.program == "sgns" else out)}, 30000)[label]
+        model = loaded(args.program, out / "run" if args.program == "sgns" else out)
+        quality = score({label: model}, 30000)[label]
+        analogies = evaluate_analogies(model[0], model[1], args.eval_dir / "questions-words.txt", 30000)
+        quality.update(semantic=analogies["semantic_accuracy"], syntactic=analogies["syntactic_accuracy"])
         row = {"label": label, "program": args.program, "seed": seed, "sgns_extra": args.sgns_extra,
                "fasttext_extra": args.fasttext_extra, **quality, "wall": cost["wall"]}
         print(json.dumps(row), flush=True)
