@@ -8,7 +8,7 @@ appends one JSON line per run to --out:
 
     python scripts/studies/subword_quality.py --program fasttext --seeds 1,2,3 --out q.jsonl
     python scripts/studies/subword_quality.py --label ns05 --sgns-extra data.ns_exponent=0.5 --out q.jsonl
-    python scripts/studies/subword_quality.py --summary q.jsonl          # mean ± sd per label
+    python scripts/studies/subword_quality.py --summary q.jsonl          # each run, then mean ± sd per label
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ def summary(path: Path) -> None:
         if line.strip():
             row = json.loads(line)
             runs[row["label"]].append(row)
+    print("| variant | seed | " + " | ".join(METRICS) + " |")
+    print("|---|---|" + "---|" * len(METRICS))
+    for label, rows in runs.items():
+        for r in sorted(rows, key=lambda r: r["seed"]):
+            print(f"| {label} | {r['seed']} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS) + " |")
+    print()
     print("| variant | seeds | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
     for label, rows in runs.items():
