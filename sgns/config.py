@@ -169,7 +169,7 @@ class DataConfig:
     max_vocab_size: Optional[int] = result(None, at_least(1, null=True))  # keep at most this many words (None: all)
     window: int = result(5, at_least(1, example=5))  # maximum distance center-context; radius uniform in [1, window]
     negatives: int = result(5, at_least(1, example=5))  # negative samples per positive pair
-    ns_exponent: float = result(0.75, between(0, 2))  # negatives are drawn from unigram counts raised to this power
+    ns_exponent: float = result(0.75, between(0, 2))  # negatives ~ counts**this (model=subword: 0.5, as fastText)
     subsample: float = result(1e-3, between(0, 1, True, " (0 disables)"))  # frequent-word subsampling threshold t
     batch_size: Optional[int] = result(None, at_least(1, null=True))  # pair pipelines: pairs per step (null: auto)
     chunk_tokens: int = result(1_000_000, at_least(1000))  # pair pipelines: tokens made into pairs, shuffled, at once
