@@ -73,7 +73,7 @@ def timed(setup: Dict[str, Any]) -> Dict[str, Any]:
 
 def command(paths: Dict[str, Any], run: Path, *extra: str) -> List[str]:
     return [sys.executable, "-m", "sgns.train", "corpus=text", f"corpus.path={paths['corpus']}", "data.min_count=1",
-            "data.batch_size=512", "data.chunk_tokens=5000", "model.dim=32", "trainer.epochs=4",
+            "data.batch_size=512", "data.chunk_tokens=5000", "model.dim=16", "trainer.epochs=4",
             "trainer.checkpoint_every=20", "trainer.log_every=10", "trainer.keep_checkpoints=2", "trainer.device=cpu",
             "trainer.threads=1", "trainer.progress=false", f"eval.analogies=[{paths['analogies']}]",
             "eval.every_words=25000", f"data.cache_dir={paths['cache']}", f"hydra.run.dir={run}", *paths["extra"],
