@@ -111,22 +111,15 @@ def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
     operator (a 32 x 32 matrix over GF(2)), then xored with crc2."""
     if length2 <= 0:
         return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
-    even = [_gf2_times(odd, v) for v in odd]  # two zero bits
-    odd = [_gf2_times(even, v) for v in even]  # four zero bits
-    while True:
-        even = [_gf2_times(odd, v) for v in odd]
+    zeros = [0xEDB88320] + [1 << n for n in range(31)]  # the operator of one zero bit
+    for _ in range(3):  # squared three times: one zero byte
+        zeros = [_gf2_times(zeros, v) for v in zeros]
+    while length2:  # the bits of length2, lowest first: 1, 2, 4, ... zero bytes
         if length2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(zeros, crc1)
         length2 >>= 1
-        if not length2:
-            break
-        odd = [_gf2_times(even, v) for v in even]
-        if length2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
+        if length2:
+            zeros = [_gf2_times(zeros, v) for v in zeros]
     return crc1 ^ crc2
 
 
