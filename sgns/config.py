@@ -39,6 +39,7 @@ PIPELINE_CHOICES = ("auto", "numba", "torch")  # trainer.kernel values: which pi
 TORCH_STEPS = ("eager", "static", "compiled", "cuda_graph", "compiled_cuda_graph")  # trainer.torch_step values
 OPTIMIZERS = ("sgd", "sparse_adam")  # optimizer.name values
 CORPUS_KINDS = ("synthetic", "text", "hf")  # corpus.kind values
+CHUNK_ORDERS = ("sequential", "shuffled")  # data.order values: how an epoch walks the corpus (sgns/pipelines/plan.py)
 MODELS = ("sgns", "full_softmax", "subword")  # model.name values (the model group's options)
 MERGES = ("sum", "rows", "average")  # dist.merge values (sgns/distributed/merge.py)
 ANALOGY_METHODS = ("3cosadd", "3cosmul")  # eval.method values (sgns/evaluate.py)
@@ -175,6 +176,7 @@ class DataConfig:
     chunk_tokens: int = result(1_000_000, at_least(1000))  # pair pipelines: tokens made into pairs, shuffled, at once
     span_tokens: int = result(131_072, at_least(1000))  # numba kernel: corpus words per step, at most (~100 an epoch)
     shared_negatives: int = result(1, at_least(1))  # pair pipelines: positives sharing one draw of negatives
+    order: str = result("sequential", one_of(CHUNK_ORDERS))  # each epoch's chunks: sequential (gensim's) | shuffled
     window_negatives: bool = choice(True)  # numba kernel: negatives per window; false: per context (as model=subword)
     cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
     prefetch: bool = bookkeeping(True)  # build the next batches in a background thread while the model trains

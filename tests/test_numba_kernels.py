@@ -235,11 +235,19 @@ def test_token_spans_cover_each_epoch_once_and_resume_anywhere():
     assert np.array_equal(np.concatenate([s.ids for s in got[:6]]), corpus.ids)  # every position once
     assert got[1].starts.tolist() == [0, 500, 1000] and got[2].starts.tolist() == [0, 600, 1000]
     assert got[5].words_before == 5000 and got[5].words_done == 5200 and got[6].words_before == 5200
-    assert got[3].resume_position == (0, 4, 0)
+    assert got[3].resume_position == (0, 3, 1)  # chunk 3 done (one span a chunk)
     resumed = list(spans(got[3].resume_position))
     assert [(s.epoch, s.chunk) for s in resumed] == [(s.epoch, s.chunk) for s in got[4:]]
     assert all(np.array_equal(a.ids, b.ids) for a, b in zip(resumed, got[4:], strict=True))
     assert len(list(spans((0, 6, 0)))) == 6  # past the last span of epoch 0: epoch 1 from its start
+    shuffled = TokenSpans(corpus, 2000, epochs=2, order="shuffled", seed=5)
+    got = list(shuffled((0, 0, 0)))
+    assert [s.chunk for s in got[:6]] != list(range(6)) and sorted(s.chunk for s in got[6:]) == list(range(6))
+    assert np.array_equal(np.sort(np.concatenate([s.ids for s in got[:6]])), corpus.ids)  # every position once
+    assert [s.words_done for s in got[:6]] == [s.words_before + len(s.ids) for s in got[:6]]  # counted in order
+    assert all(a.words_done == b.words_before for a, b in zip(got, got[1:], strict=False))
+    resumed = list(shuffled(got[3].resume_position))
+    assert [(s.epoch, s.chunk, s.stream) for s in resumed] == [(s.epoch, s.chunk, s.stream) for s in got[4:]]
 
 
 def _trainer(vocab: int, dim: int, threads: int, seed: int = 3, kernel=train_piece):
@@ -505,3 +513,41 @@ def test_a_compiled_kernel_gives_the_cached_kernels_bits(tmp_path: Path) -> None
                              check=True, timeout=600).stdout.strip() for _ in range(2)]
     assert any((tmp_path / "numba").rglob("*.nbc")), "the first process wrote no numba cache"
     assert hashes[0] == hashes[1]
+
+
+@pytest.mark.parametrize("model", ["sgns", "subword"])
+def test_a_shuffled_run_interrupted_and_resumed_equals_one_run_through(tmp_path: Path, monkeypatch, model: str):
+    """data.order=shuffled on the numba kernel (deterministic): stopped by SIGINT after a step, the same command
+    continues in the epoch's order from its checkpoint and ends with the uninterrupted run's vectors."""
+    import os
+    import signal
+
+    import sgns.train
+    from conftest import compose_cfg, zipf_text
+    from sgns.errors import SGNSError
+    from sgns.pipelines.span import SpanPipeline
+
+    text = zipf_text(tmp_path / "corpus.txt", words=30000, vocab=200)
+    overrides = ["corpus=text", f"corpus.path={text}", "model.dim=16", "trainer.epochs=2", "data.min_count=1",
+                 "data.span_tokens=1000", "data.order=shuffled", "trainer.deterministic=true", "trainer.device=cpu",
+                 "eval.projector_words=0", f"model={model}", "model.bucket=500"]
+    reference = sgns.train.train(compose_cfg(tmp_path / "ref", overrides))
+    assert reference["steps"] == 60  # 30 spans an epoch
+    calls, real_step = [0], SpanPipeline.step
+
+    def step(self, batch, lr):
+        calls[0] += 1
+        if calls[0] == 17:  # in the first epoch, its order half walked
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, batch, lr)
+
+    monkeypatch.setattr(SpanPipeline, "step", step)
+    with pytest.raises(SGNSError, match="stopped by SIGINT"):
+        sgns.train.train(compose_cfg(tmp_path / "cut", overrides))
+    monkeypatch.undo()
+    resumed = sgns.train.train(compose_cfg(tmp_path / "cut", overrides))
+    assert resumed["steps"] == reference["steps"] and resumed["train_words"] == reference["train_words"]
+    assert (tmp_path / "cut" / "vectors.bin").read_bytes() == (tmp_path / "ref" / "vectors.bin").read_bytes()
+    sequential = sgns.train.train(compose_cfg(tmp_path / "seq", [*overrides, "data.order=sequential"]))
+    assert (tmp_path / "seq" / "vectors.bin").read_bytes() != (tmp_path / "ref" / "vectors.bin").read_bytes()
+    assert sequential["train_words"] == reference["train_words"]

@@ -200,6 +200,45 @@ def test_the_alias_table_holds_exactly_the_distribution(probs):
 def test_the_chunk_plan_walks_every_epoch_from_any_position():
     plan = ChunkPlan(total_tokens=2500, chunk_tokens=1000, epochs=2)
     assert [plan.bounds(c) for c in range(plan.n_chunks)] == [(0, 1000), (1000, 2000), (2000, 2500)]
-    assert list(plan.chunks((0, 0, 0))) == [(e, c, 0) for e in range(2) for c in range(3)]
-    assert list(plan.chunks((0, 2, 5))) == [(0, 2, 5), (1, 0, 0), (1, 1, 0), (1, 2, 0)]  # resume inside chunk 2
+    assert list(plan.chunks((0, 0, 0))) == [(e, c, c, 0) for e in range(2) for c in range(3)]
+    assert list(plan.chunks((0, 2, 5))) == [(0, 2, 2, 5), (1, 0, 0, 0), (1, 1, 1, 0), (1, 2, 2, 0)]  # inside chunk 2
+    assert list(plan.chunks((0, 3, 0))) == [(1, c, c, 0) for c in range(3)]  # past the last chunk: the epoch's end
     assert plan.words_done(1, 2, 1, 2) == 2500 + 2000 + 250 and plan.total_words() == 5000
+
+
+def test_a_shuffled_chunk_plan_covers_each_epoch_once_with_its_words_counted_in_training_order():
+    plan = ChunkPlan(total_tokens=9500, chunk_tokens=1000, epochs=3, order="shuffled", seed=7)
+    walks = []
+    for epoch in range(3):
+        walk = [(slot, chunk) for e, slot, chunk, _ in plan.chunks((epoch, 0, 0)) if e == epoch]
+        assert [slot for slot, _ in walk] == list(range(10))  # positions count places in the training order
+        assert sorted(chunk for _, chunk in walk) == list(range(10))  # each chunk once
+        walks.append([chunk for _, chunk in walk])
+        done = 0  # words_done counts the chunks trained so far in this epoch's order, the short one where it falls
+        for slot, chunk in walk:
+            lo, hi = plan.bounds(chunk)
+            assert plan.words_done(epoch, slot, 0, 4) == epoch * 9500 + done
+            assert plan.words_done(epoch, slot, 1, 4) == epoch * 9500 + done + (hi - lo) / 4
+            done += hi - lo
+        assert plan.words_done(epoch, 9, 4, 4) == (epoch + 1) * 9500
+    assert walks[0] != walks[1] != walks[2] and walks[0] != sorted(walks[0])  # a new order each epoch, not sorted
+    again = ChunkPlan(total_tokens=9500, chunk_tokens=1000, epochs=3, order="shuffled", seed=7)
+    resumed = list(again.chunks((1, 4, 2)))  # inside the epoch's fifth chunk: a function of (seed, epoch)
+    assert [chunk for _, _, chunk, _ in resumed[:6]] == walks[1][4:]
+    assert resumed[0][3] == 2 and all(first == 0 for *_, first in resumed[1:]) and len(resumed) == 6 + 10
+    other = ChunkPlan(total_tokens=9500, chunk_tokens=1000, epochs=3, order="shuffled", seed=8)
+    assert [chunk for _, _, chunk, _ in other.chunks((0, 0, 0))][:10] != walks[0]
+
+
+def test_a_shuffled_shard_walks_the_same_rounds_on_every_rank():
+    from sgns.distributed import plan_shard
+
+    plans = [ChunkPlan(10_000, 1000, 1, plan_shard(10_000, 1000, 10**9, r, 2), "shuffled", 3) for r in range(2)]
+    walks = [list(p.chunks((0, 0, 0))) for p in plans]
+    assert [c for *_, c, _ in walks[0]] == [c - 1 for *_, c, _ in walks[1]] != list(range(0, 10, 2))  # same rounds
+    assert [s for _, s, _, _ in walks[1]] == list(range(1, 10, 2))  # slots: rank + W x place
+    assert sorted(c for w in walks for *_, c, _ in w) == list(range(10))
+    # both ranks count the words of the rounds done so far, all ranks together
+    assert [p.words_done(0, s, 1, 1) for p, w in zip(plans, walks, strict=True) for _, s, _, _ in w[:1]] == [2000, 2000]
+    assert list(plans[1].chunks((0, 3, 7)))[0] == (0, 3, walks[1][1][2], 7)  # a rank resumes at its second place
+

@@ -112,10 +112,10 @@ class DevicePairBatches:
         self.keep = torch.from_numpy(keep_probabilities(vocab.counts, data.subsample)).to(device, torch.float32)
         self.noise = AliasTable(unigram_table(vocab.counts, data.ns_exponent), device)
         self.total_tokens = corpus.total_tokens
-        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard)
+        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard, data.order, seed)
         self.start: Position = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
 
-    def chunk_tokens_on_device(self, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def chunk_tokens_on_device(self, epoch: int, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """(vocabulary ids, -1 for dropped words; sentence number) of a chunk's tokens, on the device."""
         lo, hi = self.plan.bounds(chunk)
         raw = torch.from_numpy(read_ids(self.corpus.ids, lo, hi))
@@ -131,7 +131,7 @@ class DevicePairBatches:
         """Shuffled packed pairs (see `window_pairs`) of one chunk on the device: a pure function of
         (seed, epoch, chunk)."""
         generator = seeded_generator(self.device, self.seed, epoch, chunk, _PAIRS)
-        ids, sentence = self.chunk_tokens_on_device(chunk)
+        ids, sentence = self.chunk_tokens_on_device(epoch, chunk)
         kept = subsample(ids, self.keep, generator).nonzero().squeeze(1)  # one sync for both selections
         pairs = window_pairs(ids[kept], sentence[kept], self.window, generator)
         return pairs[torch.randperm(len(pairs), generator=generator, device=self.device)]
@@ -142,14 +142,14 @@ class DevicePairBatches:
         return self.noise.sample((-(-size // self.shared), self.k), generator)
 
     def __iter__(self) -> Iterator[PairBatch]:
-        for epoch, chunk, first in self.plan.chunks(self.start):
+        for epoch, slot, chunk, first in self.plan.chunks(self.start):
             centers_all, contexts_all = unpack(self.chunk_pairs(epoch, chunk))  # once a chunk: batches are views
             n_batches = max(1, -(-len(centers_all) // self.batch_size))
             for b in range(first, n_batches):
                 rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
                 centers, contexts = centers_all[rows], contexts_all[rows]
-                done = self.plan.words_done(epoch, chunk, b + 1, n_batches)
-                yield PairBatch(centers, contexts, epoch, chunk, b, done, (b + 1) / n_batches,
+                done = self.plan.words_done(epoch, slot, b + 1, n_batches)
+                yield PairBatch(centers, contexts, epoch, chunk, slot, b, done, (b + 1) / n_batches,
                                 self.batch_negatives(epoch, chunk, b, len(centers)))
 
     def total_words(self) -> int:

@@ -87,7 +87,7 @@ class PairBatches(IterableDataset):
         self.remap = vocab.remap(len(corpus.counts))
         self.keep = keep_probabilities(vocab.counts, data.subsample)
         self.total_tokens = corpus.total_tokens
-        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard)
+        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard, data.order, seed)
         self.start: Position = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
 
     def chunk_pairs(self, epoch: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -107,11 +107,11 @@ class PairBatches(IterableDataset):
         # int32 column views of the shuffled pairs (no copy): the kernels index with them directly.
         return halves[:, 0], halves[:, 1]
 
-    def _chunks(self) -> Iterator[Tuple[int, int, int, np.ndarray, np.ndarray]]:
-        for epoch, chunk, first in self.plan.chunks(self.start):
-            yield (epoch, chunk, first, *self.chunk_pairs(epoch, chunk))
+    def _chunks(self) -> Iterator[Tuple[int, int, int, int, np.ndarray, np.ndarray]]:
+        for epoch, slot, chunk, first in self.plan.chunks(self.start):
+            yield (epoch, slot, chunk, first, *self.chunk_pairs(epoch, chunk))
 
-    def _prefetched(self) -> Iterator[Tuple[int, int, int, np.ndarray, np.ndarray]]:
+    def _prefetched(self) -> Iterator[Tuple[int, int, int, int, np.ndarray, np.ndarray]]:
         """Build the next chunk in a background thread (numpy releases the GIL) while this one trains.
 
         The worker starts a chunk only once the consumer has taken the previous one, so at most two
@@ -151,7 +151,7 @@ class PairBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[PairBatch]:
         chunks = self._prefetched() if self.prefetch else self._chunks()
-        for epoch, chunk, first, centers, contexts in chunks:
+        for epoch, slot, chunk, first, centers, contexts in chunks:
             n_batches = max(1, -(-len(centers) // self.batch_size))
             if self.device.type == "cpu":  # strided int32 views; the CPU kernels take them as they are
                 centers_t, contexts_t = torch.from_numpy(centers), torch.from_numpy(contexts)
@@ -160,8 +160,8 @@ class PairBatches(IterableDataset):
                 contexts_t = torch.from_numpy(contexts).to(self.device, torch.int64)
             for b in range(first, n_batches):
                 s = slice(b * self.batch_size, (b + 1) * self.batch_size)
-                yield PairBatch(centers_t[s], contexts_t[s], epoch, chunk, b,
-                                self.plan.words_done(epoch, chunk, b + 1, n_batches), (b + 1) / n_batches)
+                yield PairBatch(centers_t[s], contexts_t[s], epoch, chunk, slot, b,
+                                self.plan.words_done(epoch, slot, b + 1, n_batches), (b + 1) / n_batches)
 
     def total_words(self) -> int:
         return self.plan.total_words()

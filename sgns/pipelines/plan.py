@@ -9,7 +9,7 @@ exactly from its position and the seed: that is what makes resume exact on every
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,13 +46,42 @@ def sentence_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return starts
 
 
+_ORDER_STREAM = 0x6F72646572  # keys the chunk order's generator apart from every other stream of the seed
+
+
 class ChunkPlan:
     """The chunks of every epoch in training order, from a position on: `chunk_tokens`-long chunks of the
-    corpus, or under torchrun the rank's shard's chunks."""
+    corpus, or under torchrun the rank's shard's chunks (rank r of W: chunks r, r + W, ...).
 
-    def __init__(self, total_tokens: int, chunk_tokens: int, epochs: int, shard: Optional[Shard] = None):
+    `order="shuffled"` visits each epoch's chunks in a permutation drawn from (seed, epoch) (under torchrun: of
+    its rounds of W adjacent chunks, the same on every rank), so every part of the corpus meets every stretch of the
+    falling learning rate, as word2vec's and fastText's threads get by each reading their own part of the file;
+    "sequential" walks them front to back, as gensim does. A position names a chunk by its slot, r + W x its place
+    in the rank's training order (alone: its place), which under "sequential" is the chunk itself; random streams
+    are keyed by the chunk, so a chunk draws the same whatever its place."""
+
+    def __init__(self, total_tokens: int, chunk_tokens: int, epochs: int, shard: Optional[Shard] = None,
+                 order: str = "sequential", seed: int = 0):
         self.total_tokens, self.chunk_tokens, self.epochs, self.shard = total_tokens, chunk_tokens, epochs, shard
         self.n_chunks = max(1, -(-total_tokens // chunk_tokens))
+        self.order, self.seed = order, seed
+        self.rank, self.world = (0, 1) if shard is None else (shard.rank, shard.world_size)
+        self._walks: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def _walk(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The rank's chunks in the epoch's training order, and the corpus words (all ranks together) trained
+        before each place, then the epoch's total."""
+        if epoch not in self._walks:
+            w = self.world
+            rounds = (self.n_chunks if self.shard is None else self.shard.n_chunks) // w
+            if self.order == "shuffled":
+                order = np.random.default_rng([self.seed, epoch, _ORDER_STREAM]).permutation(rounds)
+            else:
+                order = np.arange(rounds)
+            round_words = [self.bounds(r * w + w - 1)[1] - self.bounds(r * w)[0] for r in order]
+            before = np.concatenate([[0], np.cumsum(round_words)]).astype(np.int64)
+            self._walks = {epoch: (order * w + self.rank, before)}
+        return self._walks[epoch]
 
     def bounds(self, chunk: int) -> Tuple[int, int]:
         """The token range [lo, hi) of a chunk."""
@@ -60,21 +89,23 @@ class ChunkPlan:
             return self.shard.bounds(chunk)
         return chunk * self.chunk_tokens, min((chunk + 1) * self.chunk_tokens, self.total_tokens)
 
-    def chunks(self, start: Position) -> Iterator[Tuple[int, int, int]]:
-        """(epoch, chunk, first index to train in it) for every chunk from `start` on."""
-        e0, c0, i0 = start
+    def chunks(self, start: Position) -> Iterator[Tuple[int, int, int, int]]:
+        """(epoch, slot, chunk, first index to train in it) for every chunk from `start` on."""
+        e0, s0, i0 = start
+        first = max(0, -(-(s0 - self.rank) // self.world))  # the place of the first slot from s0 on
         for epoch in range(e0, self.epochs):
-            for chunk in self.shard.chunks() if self.shard is not None else range(self.n_chunks):
-                if epoch == e0 and chunk < c0:
-                    continue
-                yield epoch, chunk, i0 if (epoch, chunk) == (e0, c0) else 0
+            walk, _ = self._walk(epoch)
+            for place in range(first if epoch == e0 else 0, len(walk)):
+                resumed = epoch == e0 and place * self.world + self.rank == s0
+                yield epoch, place * self.world + self.rank, int(walk[place]), i0 if resumed else 0
 
-    def words_done(self, epoch: int, chunk: int, done: int, parts: int) -> float:
-        """Corpus words covered once `done` of a chunk's `parts` equal parts are trained (under torchrun: by
-        all ranks together)."""
-        if self.shard is not None:
-            return self.shard.global_words(epoch, chunk, done / parts)
-        lo, hi = self.bounds(chunk)
+    def words_done(self, epoch: int, slot: int, done: int, parts: int) -> float:
+        """Corpus words covered once `done` of the chunk at `slot`'s `parts` equal parts are trained (under
+        torchrun by all ranks together: they move in step, so while this rank is in a chunk, its round's W chunks
+        are that fraction done)."""
+        before = self._walk(epoch)[1]
+        place = (slot - self.rank) // self.world
+        lo, hi = int(before[place]), int(before[place + 1])
         return epoch * self.total_tokens + lo + (hi - lo) * done / parts
 
     def total_words(self) -> int:
@@ -89,7 +120,8 @@ class PairBatch:
     centers: torch.Tensor  # (B,) int32 on the CPU (strided views of a chunk), int64 or int32 on other devices
     contexts: torch.Tensor  # (B,) like centers
     epoch: int
-    chunk: int
+    chunk: int  # the corpus chunk its pairs come from
+    slot: int  # the chunk's slot in the epoch's training order (sgns.pipelines.plan.ChunkPlan): its position's
     index: int  # batch index within the chunk
     words_done: float  # corpus words covered once this batch is trained (for lr decay and words/s)
     chunk_fraction: float = 1.0  # fraction of its chunk trained once this batch is (torchrun merges by it)
@@ -103,4 +135,4 @@ class PairBatch:
     @property
     def resume_position(self) -> Position:
         """(epoch, chunk, batch) the data continues from once this batch is trained."""
-        return self.epoch, self.chunk, self.index + 1
+        return self.epoch, self.slot, self.index + 1

@@ -187,7 +187,7 @@ class Span:
     ids: np.ndarray  # int32 corpus ids (first-seen order) of the chunk's positions
     starts: np.ndarray  # int64 sentence starts within the chunk, then its length
     epoch: int
-    chunk: int  # the span's index within the epoch (under torchrun: the shard chunk it is part of)
+    chunk: int  # the corpus chunk the span is part of (alone: a chunk is one span)
     stream: int  # with the seed and epoch, keys the span's random streams: unique within an epoch
     words_before: float  # corpus words covered before this span (all epochs; all ranks together)
     words_done: float  # corpus words covered once it is trained
@@ -199,14 +199,15 @@ class Span:
 class TokenSpans:
     """Spans for every epoch from a position on; a pure function of the corpus and the position."""
 
-    def __init__(self, corpus: EncodedCorpus, span_tokens: int, epochs: int, shard: Optional[Shard] = None):
+    def __init__(self, corpus: EncodedCorpus, span_tokens: int, epochs: int, shard: Optional[Shard] = None,
+                 order: str = "sequential", seed: int = 0):
         self.corpus, self.epochs, self.shard = corpus, epochs, shard
         self.total_tokens = corpus.total_tokens
         # Steps are what logs, evaluation and checkpoints count: a small corpus still gets enough of them.
         self.span_tokens = min(span_tokens, max(MIN_SPAN, -(-self.total_tokens // STEPS_PER_EPOCH)))
         # Alone, a chunk is one span; under torchrun a shard chunk is cut into spans_per_chunk spans: at most
         # span_tokens long, a multiple of the merge points per chunk.
-        self.plan = ChunkPlan(self.total_tokens, self.span_tokens, epochs, shard)
+        self.plan = ChunkPlan(self.total_tokens, self.span_tokens, epochs, shard, order, seed)
         self.spans_per_chunk = 1
         if shard is not None:
             longest = -(-self.total_tokens // shard.n_chunks)
@@ -217,16 +218,15 @@ class TokenSpans:
         return self.plan.total_words()
 
     def __call__(self, start: Position) -> Iterator[Span]:
-        """Spans from `start`: (epoch, span, 0), or under torchrun (epoch, shard chunk, span in it)."""
+        """Spans from `start`: (epoch, chunk, span in it); alone a chunk is one span."""
         m = self.spans_per_chunk
-        for epoch, chunk, first in self.plan.chunks(start):
+        for epoch, slot, chunk, first in self.plan.chunks(start):
             lo, hi = self.plan.bounds(chunk)
             for i in range(first, m):
                 a, b = lo + (hi - lo) * i // m, lo + (hi - lo) * (i + 1) // m
                 yield Span(read_ids(self.corpus.ids, a, b), span_starts(self.corpus.offsets, a, b), epoch, chunk,
-                           chunk * m + i, self.plan.words_done(epoch, chunk, i, m),
-                           self.plan.words_done(epoch, chunk, i + 1, m),
-                           (epoch, chunk + 1, 0) if self.shard is None else (epoch, chunk, i + 1), (i + 1) / m)
+                           chunk * m + i, self.plan.words_done(epoch, slot, i, m),
+                           self.plan.words_done(epoch, slot, i + 1, m), (epoch, slot, i + 1), (i + 1) / m)
 
 
 def _kernel(window_negatives: bool, subwords: Optional[SubwordTable]) -> PieceKernel:
