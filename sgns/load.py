@@ -44,7 +44,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> to
         model = SubwordSGNS(subword_table(words, **subwords), int(input_table.shape[1]))
     else:
         model = SGNS(len(words), int(input_table.shape[1]))
-    model.load_state_dict({k: v.detach().clone() for k, v in state["model"].items()})
+    # the checkpoint's own tensors, not copies: a subword run's 0.8 GB table is held once, not twice, after loading
+    model.load_state_dict({k: v.detach() for k, v in state["model"].items()}, assign=True)
     model.vocab = Vocabulary.from_state_dict(state["vocab"])
     return model.to(device)
 

@@ -478,8 +478,18 @@ class WordVectors:
         the n-grams' sum, in float64."""
         table = self.ngrams.table  # type: ignore[union-attr]
         own = np.empty_like(self.vectors, dtype=np.float32)
-        for i, buckets in enumerate(buckets_word):
-            own[i] = (len(buckets) + 1) * self.vectors[i].astype(np.float64) - table[buckets].sum(0, dtype=np.float64)
+        block = 8192  # words at a time: their n-gram rows gathered in float64 stay a few hundred MB at most
+        for lo in range(0, len(buckets_word), block):
+            parts = buckets_word[lo : lo + block]
+            counts = np.array([len(b) for b in parts], dtype=np.int64)
+            sums = np.zeros((len(parts), own.shape[1]), dtype=np.float64)
+            if counts.sum():
+                rows = table[np.concatenate([np.asarray(b, dtype=np.int64) for b in parts])].astype(np.float64)
+                starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+                has = counts > 0  # reduceat sums [start, next start) and needs non-empty runs
+                sums[has] = np.add.reduceat(rows, starts[has], axis=0)
+            composed = self.vectors[lo : lo + len(parts)].astype(np.float64)
+            own[lo : lo + len(parts)] = (counts[:, None] + 1) * composed - sums
         return own
 
     @classmethod

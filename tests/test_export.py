@@ -74,6 +74,7 @@ def test_load_model_in_one_call(run_dir: Path) -> None:
     checkpoint = list_checkpoints(run_dir)[-1]
     model = load_model(checkpoint)
     assert isinstance(model, SGNS)
+    assert all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in model.parameters())  # trainable on
     state = load_checkpoint(checkpoint)
     torch.testing.assert_close(model.input.weight.detach(), state["model"]["input.weight"], rtol=0, atol=0)
     torch.testing.assert_close(model.output.weight.detach(), state["model"]["output.weight"], rtol=0, atol=0)

@@ -136,6 +136,7 @@ def score(models: Dict[str, Tuple[List[str], np.ndarray, Callable]], restrict: i
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    global EVAL_DIR
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--max-words", type=int, default=0, help="benchmark on this many leading words only")
@@ -144,6 +145,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--programs", default=",".join(PROGRAMS), help="comma-separated subset of " + ",".join(PROGRAMS))
     ap.add_argument("--sgns-extra", default="", help="comma-separated overrides for the sgns runs")
     ap.add_argument("--restrict-vocab", type=int, default=30000)
+    ap.add_argument("--eval-dir", type=Path, default=EVAL_DIR, help="the benchmark files' folder")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--worker", nargs=4, metavar=("PROGRAM", "CORPUS", "OUT", "THREADS"), help=argparse.SUPPRESS)
@@ -155,6 +157,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     import os
 
+    EVAL_DIR = args.eval_dir  # score() reads it
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sgns-subword-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     corpus = plain_corpus(args.corpus.resolve(), workdir)  # fastText reads no gzip
