@@ -522,8 +522,9 @@ def test_a_shuffled_run_interrupted_and_resumed_equals_one_run_through(tmp_path:
     import os
     import signal
 
-    import sgns.train
     from conftest import compose_cfg, zipf_text
+
+    import sgns.train
     from sgns.errors import SGNSError
     from sgns.pipelines.span import SpanPipeline
 

@@ -54,9 +54,9 @@ class ChunkPlan:
     corpus, or under torchrun the rank's shard's chunks (rank r of W: chunks r, r + W, ...).
 
     `order="shuffled"` visits each epoch's chunks in a permutation drawn from (seed, epoch) (under torchrun: of
-    its rounds of W adjacent chunks, the same on every rank), so every part of the corpus meets every stretch of the
-    falling learning rate, as word2vec's and fastText's threads get by each reading their own part of the file;
-    "sequential" walks them front to back, as gensim does. A position names a chunk by its slot, r + W x its place
+    its rounds of W adjacent chunks, the same on every rank), so that a corpus sorted by topic or date does not
+    leave its last part to the end of the learning rate's fall; "sequential" walks them front to back, as gensim
+    does. A position names a chunk by its slot, r + W x its place
     in the rank's training order (alone: its place), which under "sequential" is the chunk itself; random streams
     are keyed by the chunk, so a chunk draws the same whatever its place."""
 
@@ -71,7 +71,8 @@ class ChunkPlan:
     def _walk(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
         """The rank's chunks in the epoch's training order, and the corpus words (all ranks together) trained
         before each place, then the epoch's total."""
-        if epoch not in self._walks:
+        walk = self._walks.get(epoch)
+        if walk is None:
             w = self.world
             rounds = (self.n_chunks if self.shard is None else self.shard.n_chunks) // w
             if self.order == "shuffled":
@@ -79,9 +80,10 @@ class ChunkPlan:
             else:
                 order = np.arange(rounds)
             round_words = [self.bounds(r * w + w - 1)[1] - self.bounds(r * w)[0] for r in order]
-            before = np.concatenate([[0], np.cumsum(round_words)]).astype(np.int64)
-            self._walks = {epoch: (order * w + self.rank, before)}
-        return self._walks[epoch]
+            walk = (order * w + self.rank, np.concatenate([[0], np.cumsum(round_words)]).astype(np.int64))
+            # kept for this epoch and the one before: a prefetching thread may be an epoch ahead of the loop
+            self._walks = {**{e: v for e, v in self._walks.items() if e >= epoch - 1}, epoch: walk}
+        return walk
 
     def bounds(self, chunk: int) -> Tuple[int, int]:
         """The token range [lo, hi) of a chunk."""
