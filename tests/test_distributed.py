@@ -48,12 +48,15 @@ def test_every_token_is_trained_once_per_epoch_by_exactly_one_rank(total, chunk,
 
 
 def test_global_words_follow_the_round_and_reach_the_corpus_size():
+    from sgns.pipelines.plan import ChunkPlan
+
     shard = plan_shard(10_000, 1000, 1000, rank=1, world_size=2)
     assert shard.n_chunks == 10
-    assert shard.global_words(0, 1, 0.0) == 0
-    assert shard.global_words(0, 1, 0.5) == 1000  # chunks 0 and 1 half done
-    assert shard.global_words(0, 9, 1.0) == 10_000
-    assert shard.global_words(2, 3, 1.0) == 2 * 10_000 + 4000
+    plan = ChunkPlan(10_000, 1000, 3, shard)  # sequential: a slot is its chunk
+    assert plan.words_done(0, 1, 0, 2) == 0
+    assert plan.words_done(0, 1, 1, 2) == 1000  # chunks 0 and 1 half done
+    assert plan.words_done(0, 9, 1, 1) == 10_000
+    assert plan.words_done(2, 3, 1, 1) == 2 * 10_000 + 4000
 
 
 @given(batches=st.lists(st.integers(1, 50), min_size=1, max_size=6), per_chunk=st.integers(1, 20))

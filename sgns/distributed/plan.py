@@ -47,16 +47,6 @@ class Shard:
         """Corpus words this rank trains in one epoch."""
         return sum(hi - lo for lo, hi in map(self.bounds, self.chunks()))
 
-    def global_words(self, epoch: int, chunk: int, fraction: float) -> float:
-        """Words trained by all ranks together once this rank is `fraction` through `chunk`.
-
-        The ranks move in step (they merge at the same fractions of their chunks), so while this rank is
-        in chunk c of round c // W, the round's W adjacent chunks are that fraction done.
-        """
-        first = chunk // self.world_size * self.world_size
-        lo, hi = self.bounds(first)[0], self.bounds(first + self.world_size - 1)[1]
-        return epoch * self.total_tokens + lo + fraction * (hi - lo)
-
 
 def plan_shard(total_tokens: int, chunk_tokens: int, sync_every_words: int, rank: int, world_size: int,
                hot_sync_every_words: Optional[int] = None) -> Shard:

@@ -113,9 +113,9 @@ class DevicePairBatches:
         self.noise = AliasTable(unigram_table(vocab.counts, data.ns_exponent), device)
         self.total_tokens = corpus.total_tokens
         self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard, data.order, seed)
-        self.start: Position = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
+        self.start: Position = (0, 0, 0)  # (epoch, slot, batch) to begin at; set by resume
 
-    def chunk_tokens_on_device(self, epoch: int, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def chunk_tokens_on_device(self, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """(vocabulary ids, -1 for dropped words; sentence number) of a chunk's tokens, on the device."""
         lo, hi = self.plan.bounds(chunk)
         raw = torch.from_numpy(read_ids(self.corpus.ids, lo, hi))
@@ -131,7 +131,7 @@ class DevicePairBatches:
         """Shuffled packed pairs (see `window_pairs`) of one chunk on the device: a pure function of
         (seed, epoch, chunk)."""
         generator = seeded_generator(self.device, self.seed, epoch, chunk, _PAIRS)
-        ids, sentence = self.chunk_tokens_on_device(epoch, chunk)
+        ids, sentence = self.chunk_tokens_on_device(chunk)
         kept = subsample(ids, self.keep, generator).nonzero().squeeze(1)  # one sync for both selections
         pairs = window_pairs(ids[kept], sentence[kept], self.window, generator)
         return pairs[torch.randperm(len(pairs), generator=generator, device=self.device)]

@@ -88,7 +88,7 @@ class PairBatches(IterableDataset):
         self.keep = keep_probabilities(vocab.counts, data.subsample)
         self.total_tokens = corpus.total_tokens
         self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard, data.order, seed)
-        self.start: Position = (0, 0, 0)  # (epoch, chunk, batch) to begin at; set by resume
+        self.start: Position = (0, 0, 0)  # (epoch, slot, batch) to begin at; set by resume
 
     def chunk_pairs(self, epoch: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
         """Shuffled (centers, contexts) for one chunk: a pure function of (seed, epoch, chunk)."""

@@ -1,9 +1,10 @@
 """What every batch source shares: the epoch/chunk plan, reading a chunk's ids, subsampling, the pair batch.
 
 A batch source walks the corpus epoch by epoch in chunks of consecutive positions (under torchrun: only its
-rank's chunks, as sgns.distributed.Shard cuts them) and cuts each chunk into batches (pairs) or spans. The
-position a run continues from is (epoch, chunk, index within the chunk), so any batch can be regenerated
-exactly from its position and the seed: that is what makes resume exact on every pipeline.
+rank's chunks, as sgns.distributed.Shard cuts them), front to back or shuffled (data.order), and cuts each chunk
+into batches (pairs) or spans. The position a run continues from is (epoch, the chunk's slot in the epoch's
+order, index within the chunk), so any batch can be regenerated exactly from its position and the seed: that is
+what makes resume exact on every pipeline.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sgns.corpus import release_pages
 if TYPE_CHECKING:
     from sgns.distributed import Shard
 
-Position = Tuple[int, int, int]  # (epoch, chunk, batch or span within the chunk) a batch source continues from
+Position = Tuple[int, int, int]  # (epoch, chunk slot in its order, batch or span within the chunk) to continue from
 
 
 def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
@@ -56,9 +57,9 @@ class ChunkPlan:
     `order="shuffled"` visits each epoch's chunks in a permutation drawn from (seed, epoch) (under torchrun: of
     its rounds of W adjacent chunks, the same on every rank), so that a corpus sorted by topic or date does not
     leave its last part to the end of the learning rate's fall; "sequential" walks them front to back, as gensim
-    does. A position names a chunk by its slot, r + W x its place
-    in the rank's training order (alone: its place), which under "sequential" is the chunk itself; random streams
-    are keyed by the chunk, so a chunk draws the same whatever its place."""
+    does. A position names a chunk by its slot, r + W x its place in the rank's training order (alone: its place),
+    which under "sequential" is the chunk itself; random streams are keyed by the chunk, so a chunk draws the same
+    whatever its place."""
 
     def __init__(self, total_tokens: int, chunk_tokens: int, epochs: int, shard: Optional[Shard] = None,
                  order: str = "sequential", seed: int = 0):
@@ -123,7 +124,7 @@ class PairBatch:
     contexts: torch.Tensor  # (B,) like centers
     epoch: int
     chunk: int  # the corpus chunk its pairs come from
-    slot: int  # the chunk's slot in the epoch's training order (sgns.pipelines.plan.ChunkPlan): its position's
+    slot: int  # the chunk's slot in the epoch's training order (ChunkPlan), the middle of the batch's position
     index: int  # batch index within the chunk
     words_done: float  # corpus words covered once this batch is trained (for lr decay and words/s)
     chunk_fraction: float = 1.0  # fraction of its chunk trained once this batch is (torchrun merges by it)
@@ -136,5 +137,5 @@ class PairBatch:
 
     @property
     def resume_position(self) -> Position:
-        """(epoch, chunk, batch) the data continues from once this batch is trained."""
+        """(epoch, slot, batch) the data continues from once this batch is trained."""
         return self.epoch, self.slot, self.index + 1

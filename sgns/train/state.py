@@ -39,7 +39,7 @@ class TrainState:
     # (loss, lr, words/s) of the last log point. Checkpoints keep it, so a run resumed from a checkpoint of its
     # last step (nothing left to train or log) reports the loss, and logs the point, the uninterrupted run did.
     last_point: Optional[Tuple[float, float, float]] = None
-    position: Tuple[int, int, int] = (0, 0, 0)  # (epoch, chunk, batch) the data continues from
+    position: Tuple[int, int, int] = (0, 0, 0)  # (epoch, chunk slot, batch) the data continues from
     finished: bool = False  # every output is written
 
     def advance(self, batch: Any, loss: torch.Tensor | float) -> None:
