@@ -96,19 +96,24 @@ def _fill_uniform(table: np.ndarray, first: int, last: int, low: float, high: fl
             flat[e + 1] = base + width * (np.float32((z >> np.uint64(8)) & np.uint64(0xFFFFFF)) * unit)
 
 
-def uniform_table(table: torch.Tensor, low: float, high: float, threads: Optional[int] = None) -> None:
+def uniform_table(table: torch.Tensor, low: float, high: float, threads: Optional[int] = None,
+                  seed: Optional[int] = None) -> int:
     """Fill a CPU float32 table uniformly in [low, high) from one seed drawn from torch's generator (so trainer.seed
     decides it), on `threads` threads (default: torch's thread count), each writing its own rows: the first writes
     fault the pages in on every thread too. The values do not depend on the thread count. About 4x faster than
-    torch's serial uniform_ on 2 threads for model=subword's 0.8 GB input table (docs/subwords.md, "Speed")."""
-    seed = np.uint64(int(torch.randint(0, 2**62, (1,)).item()))
+    torch's serial uniform_ on 2 threads for model=subword's 0.8 GB input table (docs/subwords.md, "Speed").
+    `seed`: fill again from a seed an earlier fill returned (no draw); returns the seed."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    drawn = seed
+    seed = np.uint64(seed)
     values = table.detach().numpy()
     rows = values.shape[0]
     threads = max(1, min(threads or torch.get_num_threads(), rows // 4096 + 1))
     bounds = [rows * i // threads for i in range(threads + 1)]
     if threads == 1:
         _fill_uniform(values, 0, rows, low, high, seed)
-        return
+        return drawn
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(threads - 1) as pool:
@@ -117,6 +122,7 @@ def uniform_table(table: torch.Tensor, low: float, high: float, threads: Optiona
         _fill_uniform(values, bounds[0], bounds[1], low, high, seed)
         for future in done:
             future.result()
+    return drawn
 
 
 def group_size(positives: int, rows: int) -> int:
@@ -249,8 +255,25 @@ class SubwordSGNS(SGNS):
     def reset_parameters(self) -> None:
         dim = self.input.embedding_dim
         with torch.no_grad():  # fastText's initialisation (src/fasttext.cc: wi uniform(-1/dim, 1/dim), wo zero)
-            uniform_table(self.input.weight, -1.0 / dim, 1.0 / dim)
+            low, high = -1.0 / dim, 1.0 / dim
+            # rows no word has (buckets none of its n-grams hash to) keep this fill: a checkpoint stores the others
+            self.input_fill: Optional[dict] = {"seed": uniform_table(self.input.weight, low, high), "low": low,
+                                               "high": high, "rows": self.input.num_embeddings}
             self.output.weight.zero_()
+
+    def checkpoint_state(self) -> Tuple[dict, Optional[dict]]:
+        """(state_dict, input_fill) for a checkpoint: while the rows no word has still hold the initial fill (no
+        init_from replaced them), 'input.weight' holds only the rows words have and 'input.rows' their numbers,
+        and `input_fill` says how to fill the rest again (`unpack_input_rows`): at the default 2M buckets most
+        rows (86% on the 22M-word dev corpus) are never trained, and the checkpoint shrinks as much. Otherwise
+        (state_dict, None)."""
+        state = self.state_dict()
+        trained = torch.unique(self.rows)
+        if self.input_fill is None or len(trained) == self.input.num_embeddings:
+            return state, None
+        state["input.weight"] = state["input.weight"][trained.to(state["input.weight"].device)]
+        state["input.rows"] = trained.cpu()
+        return state, dict(self.input_fill)
 
     def center_rows(self, centers: torch.Tensor) -> CenterRows:
         """Every input row of each distinct center, flat (host syncs for their numbers), with the center each belongs
@@ -361,6 +384,20 @@ def check_table_memory(vocab_size: int, dim: int, tables: int = 2, available: in
         raise SGNSError(f"the model's {tables} tables of {vocab_size:,} words{buckets} x {dim:,} dims need "
                         f"{need / 2**30:,.1f} GiB but {available / 2**30:,.1f} GiB of memory is available: lower "
                         f"{lower}model.dim, or shrink the vocabulary (raise data.min_count or set data.max_vocab_size)")
+
+
+def unpack_input_rows(model_state: dict, fill: Optional[dict]) -> dict:
+    """A checkpoint's model state with its whole input table: the rows it stores put back among the initial fill's
+    (`SubwordSGNS.checkpoint_state`), bit for bit what was trained. Without a fill, the state as it is."""
+    if fill is None:
+        return model_state
+    state = dict(model_state)
+    rows, kept = state.pop("input.rows"), state["input.weight"]
+    table = torch.empty(int(fill["rows"]), kept.shape[1], dtype=kept.dtype)
+    uniform_table(table, fill["low"], fill["high"], seed=int(fill["seed"]))
+    table[rows.long()] = kept.to(table.device)
+    state["input.weight"] = table
+    return state
 
 
 def make_model(model: ModelConfig, vocab_size: int, words: Optional[Sequence[str]] = None

@@ -214,3 +214,32 @@ def test_the_final_evaluation_scores_the_vectors_already_composed_and_nothing_wi
     assert evaluate(suite, model, device, False, given) == expected != own
     empty = EvalSuite(standalone_config(), WORDS, ngrams=(2, 3, 50))
     assert evaluate(empty, model, device, False) == {}
+
+
+def test_a_checkpoint_keeps_only_the_rows_words_have_and_loads_the_whole_table_back(tmp_path):
+    """A subword model's checkpoint stores the input rows its words have (their own rows and n-gram buckets) and
+    the initial fill's seed; loading puts the table back bit for bit, untrained buckets included. A table whose
+    buckets came from elsewhere (init_from) is stored whole."""
+    from sgns.train.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(5)
+    model = SubwordSGNS(subword_table(["where", "here", "there", "a"], 3, 6, 5000), 8)
+    trained = torch.unique(model.rows)
+    with torch.no_grad():  # training changes only the rows words have
+        model.input.weight[trained] += torch.randn(len(trained), 8)
+        model.output.weight.normal_()
+    tables, fill = model.checkpoint_state()
+    assert fill is not None and len(tables["input.weight"]) == len(trained) < model.input.num_embeddings
+    state = {"model": tables, "input_fill": fill, "progress": {"step": 1}}
+    path = save_checkpoint(state, tmp_path / "run", 1, keep=2)
+    for mmap in (False, True):
+        loaded = load_checkpoint(path, mmap=mmap)
+        assert "input_fill" not in loaded and set(loaded["model"]) == set(model.state_dict())
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded["model"][key], value), key
+    whole = SubwordSGNS(subword_table(["where", "here"], 3, 6, 5000), 8)
+    whole.input_fill = None  # as init_from leaves it after importing another model's buckets
+    tables, fill = whole.checkpoint_state()
+    assert fill is None and torch.equal(tables["input.weight"], whole.input.weight)
+    full = SubwordSGNS(subword_table(["where", "here"], 0, 0, 0), 8)  # no n-grams: every row is a word's
+    assert full.checkpoint_state()[1] is None

@@ -133,3 +133,22 @@ def test_a_checkpoint_from_before_the_subword_keys_resumes_as_sgns(tmp_path: Pat
     assert settings_differences(older, record) == []
     assert settings_differences(older, as_record(compose_cfg(tmp_path, ["model.bucket=10"]))) == [
         "model.bucket=2000000 (this command: 10)"]
+
+
+def test_a_checkpoint_stores_the_rows_words_have_and_an_imported_table_whole(tmp_path: Path, corpus: Path):
+    """With more buckets than the words' n-grams reach, a checkpoint file holds only the input rows words have
+    (loading restores the rest from the initial fill: the vectors still match); after init_from imported another
+    run's buckets, the whole table."""
+    run(tmp_path / "run", corpus, "model.bucket=20000")
+    path = list_checkpoints(tmp_path / "run")[-1]
+    raw = torch.load(path, weights_only=True)
+    words = list(checkpoint_words(raw["vocab"]))
+    assert raw["input_fill"]["rows"] == len(words) + 20000
+    assert len(raw["model"]["input.weight"]) == len(raw["model"]["input.rows"]) < (len(words) + 20000) // 2
+    state = load_checkpoint(path)
+    assert state["model"]["input.weight"].shape == (len(words) + 20000, 16)
+    written_words, vectors = load_word2vec(tmp_path / "run" / "vectors.bin")
+    assert np.allclose(vectors, mean_rows(state, words, bucket=20000), atol=1e-6)
+    run(tmp_path / "again", corpus, "model.bucket=20000", f"model.init_from={tmp_path / 'run'}")
+    again = torch.load(list_checkpoints(tmp_path / "again")[-1], weights_only=True)
+    assert "input_fill" not in again and again["model"]["input.weight"].shape == (len(words) + 20000, 16)

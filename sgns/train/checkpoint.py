@@ -309,6 +309,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise SGNSError(f"checkpoint {path} has no checksum: not written by this version of sgns")
     if not mmap and state_checksum(state) != stored:
         raise SGNSError(f"checkpoint {path} is corrupted: its content does not match its checksum")
+    if "input_fill" in state:  # model=subword's trained input rows: the whole table back
+        from sgns.model import unpack_input_rows  # here: numba only for the checkpoints that need it
+
+        state["model"] = unpack_input_rows(state["model"], state.pop("input_fill"))
     return state
 
 

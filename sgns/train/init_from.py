@@ -122,6 +122,7 @@ def start_from(model_cfg: ModelConfig, model: torch.nn.Module, words: Sequence[s
     subwords = getattr(model, "table", None)  # model=subword's SubwordTable
     if subwords is not None and init.subwords is not None:
         init = own_rows_and_buckets(model.input.weight, subwords, init, log)
+        model.input_fill = None  # its buckets are the source's now: a checkpoint keeps the whole table
     rows = import_vectors(model.input.weight, model.output.weight, words, init, log)
     if model_cfg.freeze_init:
         log(f"init_from: {len(rows):,} imported input vectors stay fixed (model.freeze_init=true)")

@@ -43,7 +43,7 @@ from sgns.corpus.synthetic import evaluation_config
 from sgns.distributed.team import Team, join_team
 from sgns.errors import SGNSError, Stopped
 from sgns.evaluate import EvalSuite
-from sgns.model import SGNS, make_model
+from sgns.model import SGNS, SubwordSGNS, make_model
 from sgns.pipelines import Pipeline, learning_rate, make_pipeline, resolve
 from sgns.train.checkpoint import list_checkpoints
 from sgns.train.checkpoint_cadence import CheckpointCadence
@@ -361,8 +361,13 @@ def save(record: Dict[str, Any], run: RunDir, state: TrainState, model: SGNS, pi
         if state.loss_pairs:
             guard.check_loss(state.step, state.window_loss())
         tb.flush()  # every point up to this step is on disk before a checkpoint says the step is done
+        # model=subword alone stores only the input rows words have (the rest is its initial fill: SubwordSGNS);
+        # under torchrun the merges' arithmetic need not leave the other rows bit for bit: the whole table
+        tables, fill = (model.checkpoint_state() if isinstance(model, SubwordSGNS) and team.world_size == 1
+                        else (model.state_dict(), None))
         return {
-            "model": model.state_dict(),
+            "model": tables,
+            **({"input_fill": fill} if fill is not None else {}),
             **pipeline.state_dict(),
             **state.state_dict(),
             "vocab": vocab.state_dict(),
