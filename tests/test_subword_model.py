@@ -221,6 +221,7 @@ def test_a_checkpoint_keeps_only_the_rows_words_have_and_loads_the_whole_table_b
     the initial fill's seed; loading puts the table back bit for bit, untrained buckets included. A table whose
     buckets came from elsewhere (init_from) is stored whole."""
     from sgns.train.checkpoint import load_checkpoint, save_checkpoint
+    from sgns.train.runs import checkpoint_tables
 
     torch.manual_seed(5)
     model = SubwordSGNS(subword_table(["where", "here", "there", "a"], 3, 6, 5000), 8)
@@ -232,11 +233,17 @@ def test_a_checkpoint_keeps_only_the_rows_words_have_and_loads_the_whole_table_b
     assert fill is not None and len(tables["input.weight"]) == len(trained) < model.input.num_embeddings
     state = {"model": tables, "input_fill": fill, "progress": {"step": 1}}
     path = save_checkpoint(state, tmp_path / "run", 1, keep=2)
-    for mmap in (False, True):
-        loaded = load_checkpoint(path, mmap=mmap)
-        assert "input_fill" not in loaded and set(loaded["model"]) == set(model.state_dict())
-        for key, value in model.state_dict().items():
-            assert torch.equal(loaded["model"][key], value), key
+    loaded = load_checkpoint(path)
+    assert "input_fill" not in loaded and set(loaded["model"]) == set(model.state_dict())
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded["model"][key], value), key
+    mapped = load_checkpoint(path, mmap=True)  # a mapped read (settings, progress) leaves the rows as stored...
+    assert mapped["input_fill"] == fill and len(mapped["model"]["input.weight"]) == len(trained)
+    words = ["where", "here", "there", "a"]
+    mapped["vocab"], mapped["config"] = {"words": words}, {"model": {"name": "subword", "minn": 3, "maxn": 6,
+                                                                     "bucket": 5000}}
+    _, vin, vout = checkpoint_tables(mapped, path)  # ...and the tables its readers take are whole
+    assert torch.equal(vin, model.input.weight) and torch.equal(vout, model.output.weight)
     whole = SubwordSGNS(subword_table(["where", "here"], 3, 6, 5000), 8)
     whole.input_fill = None  # as init_from leaves it after importing another model's buckets
     tables, fill = whole.checkpoint_state()

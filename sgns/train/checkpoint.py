@@ -284,7 +284,8 @@ def _load_failure(path: Path, error: Exception) -> str:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Load with weights_only=True; raise SGNSError for a missing, corrupt or unsafe file.
 
-    `mmap=True` maps the tensors instead of reading them (cheap, for looking at the config and progress).
+    `mmap=True` maps the tensors instead of reading them (cheap, for looking at the config and progress); a
+    model=subword checkpoint's input table then stays as stored (the rows words have, "input_fill" beside them).
     """
     path = Path(path)
     if not path.is_file():
@@ -309,8 +310,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise SGNSError(f"checkpoint {path} has no checksum: not written by this version of sgns")
     if not mmap and state_checksum(state) != stored:
         raise SGNSError(f"checkpoint {path} is corrupted: its content does not match its checksum")
-    if "input_fill" in state:  # model=subword's trained input rows: the whole table back
-        from sgns.model import unpack_input_rows  # here: numba only for the checkpoints that need it
+    if "input_fill" in state and not mmap:  # model=subword's trained input rows: the whole table back (a mapped
+        from sgns.model import unpack_input_rows  # read keeps them: sgns.train.runs.checkpoint_tables fills them)
 
         state["model"] = unpack_input_rows(state["model"], state.pop("input_fill"))
     return state

@@ -93,6 +93,10 @@ def checkpoint_tables(state: dict, source: str | Path) -> Tuple[List[str], torch
     checkpoint's input table has the words' own rows, then its config's `bucket` n-gram rows."""
     words = vocab_words(state, source)
     weights = state.get("model", {})
+    if state.get("input_fill") is not None:  # a mapped model=subword checkpoint: the whole input table back
+        from sgns.model import unpack_input_rows
+
+        weights = unpack_input_rows(weights, state["input_fill"])
     if "input.weight" not in weights or "output.weight" not in weights:
         raise SGNSError(f"checkpoint {source} has no input/output embedding tables")
     vin, vout = weights["input.weight"].detach(), weights["output.weight"].detach()
