@@ -1,6 +1,6 @@
-"""model=subword end to end: a run's outputs (vectors = each word's mean of rows, checkpoints whose input table reads
-back whole), its read-back (sgns.load, the finished run's rewritten vectors), `model.init_from` in and out of subword runs,
-and the refusals of a resume or init_from with other minn/maxn/bucket."""
+"""model=subword end to end: a run's outputs (vectors = each word's mean of rows, checkpoints whose input table
+reads back whole), its read-back (sgns.load, the finished run's rewritten vectors), `model.init_from` in and out of
+subword runs, and the refusals of a resume or init_from with other minn/maxn/bucket."""
 
 from __future__ import annotations
 
