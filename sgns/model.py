@@ -388,8 +388,9 @@ def check_table_memory(vocab_size: int, dim: int, tables: int = 2, available: in
 
 def unpack_input_rows(model_state: dict, fill: Optional[dict]) -> dict:
     """A checkpoint's model state with its whole input table: the rows it stores put back among the initial fill's
-    (`SubwordSGNS.checkpoint_state`), bit for bit what was trained. Without a fill, the state as it is."""
-    if fill is None:
+    (`SubwordSGNS.checkpoint_state`), bit for bit what was trained. Without a fill (or already whole), the state
+    as it is."""
+    if fill is None or "input.rows" not in model_state:
         return model_state
     state = dict(model_state)
     rows, kept = state.pop("input.rows"), state["input.weight"]

@@ -527,11 +527,12 @@ def test_a_shuffled_run_interrupted_and_resumed_equals_one_run_through(tmp_path:
     import sgns.train
     from sgns.errors import SGNSError
     from sgns.pipelines.span import SpanPipeline
+    from sgns.train.checkpoint import list_checkpoints, load_checkpoint
 
     text = zipf_text(tmp_path / "corpus.txt", words=30000, vocab=200)
     overrides = ["corpus=text", f"corpus.path={text}", "model.dim=16", "trainer.epochs=2", "data.min_count=1",
                  "data.span_tokens=1000", "data.order=shuffled", "trainer.deterministic=true", "trainer.device=cpu",
-                 "eval.projector_words=0", f"model={model}", "model.bucket=500"]
+                 "eval.projector_words=0", f"model={model}", "model.bucket=20000"]  # subword: most rows untrained
     reference = sgns.train.train(compose_cfg(tmp_path / "ref", overrides))
     assert reference["steps"] == 60  # 30 spans an epoch
     calls, real_step = [0], SpanPipeline.step
@@ -549,6 +550,10 @@ def test_a_shuffled_run_interrupted_and_resumed_equals_one_run_through(tmp_path:
     resumed = sgns.train.train(compose_cfg(tmp_path / "cut", overrides))
     assert resumed["steps"] == reference["steps"] and resumed["train_words"] == reference["train_words"]
     assert (tmp_path / "cut" / "vectors.bin").read_bytes() == (tmp_path / "ref" / "vectors.bin").read_bytes()
+    tables = [load_checkpoint(list_checkpoints(tmp_path / run)[-1]) for run in ("ref", "cut")]
+    assert all(torch.equal(tables[0]["model"][k], tables[1]["model"][k]) for k in tables[0]["model"])  # untrained
+    fills = [t.get("input_fill") for t in tables]  # rows too: the resumed run keeps its checkpoint's fill
+    assert fills[0] == fills[1] and (fills[0] is not None) == (model == "subword")
     sequential = sgns.train.train(compose_cfg(tmp_path / "seq", [*overrides, "data.order=sequential"]))
     assert (tmp_path / "seq" / "vectors.bin").read_bytes() != (tmp_path / "ref" / "vectors.bin").read_bytes()
     assert sequential["train_words"] == reference["train_words"]

@@ -313,7 +313,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if "input_fill" in state and not mmap:  # model=subword's trained input rows: the whole table back (a mapped
         from sgns.model import unpack_input_rows  # read keeps them: sgns.train.runs.checkpoint_tables fills them)
 
-        state["model"] = unpack_input_rows(state["model"], state.pop("input_fill"))
+        state["model"] = unpack_input_rows(state["model"], state["input_fill"])  # the fill stays: resume keeps it
     return state
 
 

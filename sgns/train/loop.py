@@ -271,6 +271,8 @@ def restore(checkpoint: dict, vocab: Vocabulary, model: SGNS, pipeline: Pipeline
             raise SGNSError("the checkpoint's vocabulary differs from this corpus and config: resume with the "
                             "same corpus and data settings, or start a new run (another hydra.run.dir)")
         model.load_state_dict(checkpoint["model"])
+        if isinstance(model, SubwordSGNS):  # the fill its untrained rows hold: the checkpoint's, or unknown (whole)
+            model.input_fill = checkpoint.get("input_fill")
         pipeline.load_state_dict(checkpoint)
         state.load_state_dict(checkpoint)
     else:
