@@ -105,24 +105,23 @@ def uniform_table(table: torch.Tensor, low: float, high: float, threads: Optiona
     `seed`: fill again from a seed an earlier fill returned (no draw); returns the seed."""
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    drawn = seed
-    seed = np.uint64(seed)
+    counter = np.uint64(seed)
     values = table.detach().numpy()
     rows = values.shape[0]
     threads = max(1, min(threads or torch.get_num_threads(), rows // 4096 + 1))
     bounds = [rows * i // threads for i in range(threads + 1)]
     if threads == 1:
-        _fill_uniform(values, 0, rows, low, high, seed)
-        return drawn
+        _fill_uniform(values, 0, rows, low, high, counter)
+        return seed
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(threads - 1) as pool:
-        done = [pool.submit(_fill_uniform, values, bounds[i], bounds[i + 1], low, high, seed)
+        done = [pool.submit(_fill_uniform, values, bounds[i], bounds[i + 1], low, high, counter)
                 for i in range(1, threads)]
-        _fill_uniform(values, bounds[0], bounds[1], low, high, seed)
+        _fill_uniform(values, bounds[0], bounds[1], low, high, counter)
         for future in done:
             future.result()
-    return drawn
+    return seed
 
 
 def group_size(positives: int, rows: int) -> int:
@@ -268,8 +267,10 @@ class SubwordSGNS(SGNS):
         rows (86% on the 22M-word dev corpus) are never trained, and the checkpoint shrinks as much. Otherwise
         (state_dict, None)."""
         state = self.state_dict()
+        if self.input_fill is None:
+            return state, None
         trained = torch.unique(self.rows)
-        if self.input_fill is None or len(trained) == self.input.num_embeddings:
+        if len(trained) == self.input.num_embeddings:
             return state, None
         state["input.weight"] = state["input.weight"][trained.to(state["input.weight"].device)]
         state["input.rows"] = trained.cpu()
