@@ -69,6 +69,11 @@ def at_least(low: int, note: str = "", null: bool = False, example: Any = None) 
                  lambda v: (null and v is None) or (v is not None and v >= low), (low - 1,), example)
 
 
+def int_range(low: int, high: int) -> Check:
+    """In [low, high] (an integer setting)."""
+    return Check(f"in [{low}, {high}]", lambda v: v is not None and low <= v <= high, (low - 1, high + 1), None)
+
+
 def finite_from(low: float, strict: bool = False, null: bool = False, example: Any = None) -> Check:
     """> low (`strict`) or >= low, and finite; `null` also allows None."""
     words = f"{'>' if strict else '>='} {low:g} and finite{', or null' if null else ''}"
@@ -177,6 +182,7 @@ class DataConfig:
     span_tokens: int = result(131_072, at_least(1000))  # numba kernel: corpus words per step, at most (~100 an epoch)
     shared_negatives: int = result(1, at_least(1))  # pair pipelines: positives sharing one draw of negatives
     order: str = result("sequential", one_of(CHUNK_ORDERS))  # each epoch's chunks: sequential (gensim's) | shuffled
+    streams: int = result(1, int_range(1, 64))  # corpus parts trained side by side, sentence by sentence (subword: 2)
     window_negatives: bool = choice(True)  # numba kernel: negatives per window; false: per context (as model=subword)
     cache_dir: str = bookkeeping("${oc.env:SGNS_CACHE_DIR,${oc.env:HOME,.}/.cache/sgns}")  # token-id cache
     prefetch: bool = bookkeeping(True)  # build the next batches in a background thread while the model trains

@@ -103,7 +103,8 @@ def test_offsets_and_counts_are_mapped_and_a_pass_leaves_their_pages_out_of_memo
     the whole run. The offsets are memory-mapped like the ids, and read in pieces whose pages are dropped again;
     once the vocabulary is built, the counts are the cache file's, mapped."""
     from sgns.corpus import map_counts, release_pages
-    from sgns.pipelines.span import TokenSpans, span_starts
+    from sgns.pipelines.plan import span_starts
+    from sgns.pipelines.span import TokenSpans
 
     path = tmp_path / "c.txt"
     path.write_bytes(b"".join(b"w%d " % (i % 5000) * (3 + i % 7) + b"\n" for i in range(60_000)))

@@ -15,7 +15,8 @@ from numba import njit
 
 from sgns.config import SyntheticConfig
 from sgns.model import SGNS, sgns_loss
-from sgns.pipelines.span import LOSS_SAMPLE_MIN_SPAN, SpanTrainer, advise_huge_pages, piece_bounds, span_starts
+from sgns.pipelines.plan import span_starts
+from sgns.pipelines.span import LOSS_SAMPLE_MIN_SPAN, SpanTrainer, advise_huge_pages, piece_bounds
 from sgns.pipelines.span_kernel import (
     compiled_train_piece,
     draw,
@@ -248,6 +249,23 @@ def test_token_spans_cover_each_epoch_once_and_resume_anywhere():
     assert all(a.words_done == b.words_before for a, b in zip(got, got[1:], strict=False))
     resumed = list(shuffled(got[3].resume_position))
     assert [(s.epoch, s.chunk, s.stream) for s in resumed] == [(s.epoch, s.chunk, s.stream) for s in got[4:]]
+
+
+def test_token_spans_of_two_streams_interleave_the_corpus_halves_and_resume_anywhere():
+    from sgns.pipelines.span import TokenSpans
+
+    offsets = np.arange(0, 6000, 100, dtype=np.int64)  # sentences of 100 words
+    corpus = SimpleNamespace(total_tokens=6000, offsets=offsets, ids=np.arange(6000, dtype=np.int32))
+    spans = TokenSpans(corpus, 1000, epochs=2, streams=2)
+    got = list(spans((0, 0, 0)))
+    assert len(got) == 12 and [s.chunk for s in got] == [c for _ in range(2) for c in range(6)]
+    first = got[0]  # chunk 0: the first 500 words of each half, sentence by sentence
+    assert first.starts.tolist() == list(range(0, 1001, 100))
+    assert [int(first.ids[x]) for x in first.starts[:-1]] == [v for k in range(5) for v in (100 * k, 3000 + 100 * k)]
+    assert np.array_equal(np.sort(np.concatenate([s.ids for s in got[:6]])), corpus.ids)  # every position once
+    assert [s.words_done for s in got[:6]] == [1000 * (c + 1) for c in range(6)]
+    resumed = list(spans(got[3].resume_position))
+    assert all(np.array_equal(a.ids, b.ids) and a.stream == b.stream for a, b in zip(resumed, got[4:], strict=True))
 
 
 def _trainer(vocab: int, dim: int, threads: int, seed: int = 3, kernel=train_piece):
@@ -515,10 +533,13 @@ def test_a_compiled_kernel_gives_the_cached_kernels_bits(tmp_path: Path) -> None
     assert hashes[0] == hashes[1]
 
 
-@pytest.mark.parametrize("model", ["sgns", "subword"])
-def test_a_shuffled_run_interrupted_and_resumed_equals_one_run_through(tmp_path: Path, monkeypatch, model: str):
-    """data.order=shuffled on the numba kernel (deterministic): stopped by SIGINT after a step, the same command
-    continues in the epoch's order from its checkpoint and ends with the uninterrupted run's vectors."""
+@pytest.mark.parametrize(("model", "arrangement"), [("sgns", "data.order=shuffled"), ("subword", "data.order=shuffled"),
+                                                    ("sgns", "data.streams=3")])
+def test_a_shuffled_run_interrupted_and_resumed_equals_one_run_through(tmp_path: Path, monkeypatch, model: str,
+                                                                       arrangement: str):
+    """data.order=shuffled (or data.streams) on the numba kernel (deterministic): stopped by SIGINT after a step,
+    the same command continues in the epoch's order from its checkpoint and ends with the uninterrupted run's
+    vectors."""
     import os
     import signal
 
@@ -531,7 +552,7 @@ def test_a_shuffled_run_interrupted_and_resumed_equals_one_run_through(tmp_path:
 
     text = zipf_text(tmp_path / "corpus.txt", words=30000, vocab=200)
     overrides = ["corpus=text", f"corpus.path={text}", "model.dim=16", "trainer.epochs=2", "data.min_count=1",
-                 "data.span_tokens=1000", "data.order=shuffled", "trainer.deterministic=true", "trainer.device=cpu",
+                 "data.span_tokens=1000", arrangement, "trainer.deterministic=true", "trainer.device=cpu",
                  "eval.projector_words=0", f"model={model}", "model.bucket=20000"]  # subword: most rows untrained
     reference = sgns.train.train(compose_cfg(tmp_path / "ref", overrides))
     assert reference["steps"] == 60  # 30 spans an epoch
@@ -554,6 +575,7 @@ def test_a_shuffled_run_interrupted_and_resumed_equals_one_run_through(tmp_path:
     assert all(torch.equal(tables[0]["model"][k], tables[1]["model"][k]) for k in tables[0]["model"])  # untrained
     fills = [t.get("input_fill") for t in tables]  # rows too: the resumed run keeps its checkpoint's fill
     assert fills[0] == fills[1] and (fills[0] is not None) == (model == "subword")
-    sequential = sgns.train.train(compose_cfg(tmp_path / "seq", [*overrides, "data.order=sequential"]))
+    sequential = sgns.train.train(compose_cfg(tmp_path / "seq", [*overrides, "data.order=sequential",
+                                                                 "data.streams=1"]))
     assert (tmp_path / "seq" / "vectors.bin").read_bytes() != (tmp_path / "ref" / "vectors.bin").read_bytes()
     assert sequential["train_words"] == reference["train_words"]

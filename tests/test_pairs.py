@@ -14,11 +14,11 @@ from sgns.vocab import Vocabulary
 
 
 def _dataset(path, cache, window=5, subsample=0.0, batch=1000, chunk=10_000, epochs=1, seed=3, max_len=10000,
-             order="sequential", prefetch=False):
+             order="sequential", prefetch=False, streams=1):
     corpus = encode(text_source(path, max_len, False), cache, log=lambda _: None)
     vocab = Vocabulary.build(corpus.words, corpus.counts, min_count=1)
     data = DataConfig(window=window, subsample=subsample, batch_size=batch, chunk_tokens=chunk, prefetch=prefetch,
-                      order=order)
+                      order=order, streams=streams)
     return PairBatches(corpus, vocab, data, epochs, seed), vocab
 
 
@@ -115,10 +115,11 @@ def test_pairs_are_shuffled(tiny_corpus, tmp_path):
     assert runs < 0.2
 
 
-@pytest.mark.parametrize("order", ["sequential", "shuffled"])
-def test_resume_position_yields_the_same_remaining_batches(tiny_corpus, tmp_path, order):
+@pytest.mark.parametrize(("order", "streams"), [("sequential", 1), ("shuffled", 1), ("shuffled", 2)])
+def test_resume_position_yields_the_same_remaining_batches(tiny_corpus, tmp_path, order, streams):
     ds, _ = _dataset(tiny_corpus, tmp_path / "c", batch=700, chunk=5000, epochs=2, subsample=1e-2, order=order,
-                     prefetch=order == "shuffled")  # the prefetching thread runs an epoch ahead at each epoch's end
+                     prefetch=order == "shuffled",  # the prefetching thread runs an epoch ahead at each epoch's end
+                     streams=streams)
     full = list(ds)
     assert all(a.words_done < b.words_done for a, b in zip(full, full[1:], strict=False))  # in training order
     cut = len(full) // 2 + 3

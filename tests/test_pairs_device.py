@@ -453,13 +453,13 @@ def _interrupt_at(monkeypatch, step_to_stop: int) -> None:
     monkeypatch.setattr(DevicePipeline, "step", step)
 
 
-@pytest.mark.parametrize("order", ["sequential", "shuffled"])
+@pytest.mark.parametrize("order", ["sequential", "shuffled", "sequential,data.streams=2"])
 def test_train_with_the_torch_kernel_resumes_exactly(tmp_path, monkeypatch, order):
     import sgns.train
     from sgns.errors import SGNSError
 
     text = zipf_text(tmp_path / "corpus.txt", words=12000, vocab=200)
-    overrides = ["corpus=text", f"corpus.path={text}", *TORCH_RUN, f"data.order={order}"]
+    overrides = ["corpus=text", f"corpus.path={text}", *TORCH_RUN, *f"data.order={order}".split(",")]
     reference = sgns.train.train(compose_cfg(tmp_path / "ref", overrides))
     assert reference["steps"] > 10 and reference["device"] == "cpu"
     _interrupt_at(monkeypatch, 7)

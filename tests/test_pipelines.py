@@ -230,6 +230,57 @@ def test_a_shuffled_chunk_plan_covers_each_epoch_once_with_its_words_counted_in_
     assert [chunk for _, _, chunk, _ in other.chunks((0, 0, 0))][:10] != walks[0]
 
 
+def test_interleaved_stretches_advance_sentence_by_sentence_token_for_token():
+    from sgns.pipelines.plan import interleave_sentences
+
+    a = (np.arange(0, 100, dtype=np.int32), np.array([0, 10, 50, 60, 100]))  # sentences of 10, 40, 10, 40
+    b = (np.arange(100, 150, dtype=np.int32), np.array([0, 5, 25, 30, 50]))  # 5, 20, 5, 20: the same shares
+    ids, starts = interleave_sentences([a, b])
+    sentences = [ids[x:y].tolist() for x, y in zip(starts, starts[1:], strict=False)]
+    # each sentence placed by the share of its stretch before it, ties to the earlier stretch
+    assert sentences == [list(range(0, 10)), list(range(100, 105)), list(range(10, 50)), list(range(105, 125)),
+                         list(range(50, 60)), list(range(125, 130)), list(range(60, 100)), list(range(130, 150))]
+    assert starts[0] == 0 and starts[-1] == 150 and ids.dtype == np.int32
+    c = (np.arange(150, 160, dtype=np.int32), np.array([0, 10]))  # one sentence: first (share 0), then no more
+    ids, starts = interleave_sentences([a, b, c])
+    assert ids[10:15].tolist() == list(range(100, 105)) and ids[15:25].tolist() == list(range(150, 160))
+    assert sorted(ids.tolist()) == list(range(160)) and starts[-1] == 160
+    empty = (np.zeros(0, dtype=np.int32), np.array([0, 0]))
+    assert interleave_sentences([a, empty])[1].tolist() == a[1].tolist()  # an empty stretch adds nothing
+    assert interleave_sentences([a])[0] is a[0]
+
+
+@pytest.mark.parametrize("shards", [0, 2])
+def test_a_plan_of_streams_trains_every_part_side_by_side_each_position_once(shards: int):
+    from sgns.distributed import plan_shard
+
+    total, streams = 9_999, 3
+    if shards:
+        plans = [ChunkPlan(total, 1000, 2, plan_shard(total, 1000, 10**9, r, shards, streams=streams)) for r in
+                 range(shards)]
+    else:
+        plans = [ChunkPlan(total, 1000, 2, streams=streams)]
+    n = plans[0].n_chunks if not shards else plans[0].shard.n_chunks
+    assert all(p.streams == streams for p in plans)  # a shard's streams are the plan's
+    walked = [(p, chunk) for p in plans for epoch, _, chunk, _ in p.chunks((0, 0, 0)) if epoch == 0]
+    assert sorted(chunk for _, chunk in walked) == list(range(n))
+    covered = sorted(r for p, chunk in walked for r in p.stretches(chunk))
+    assert len(covered) == n * streams and covered[0][0] == 0 and covered[-1][1] == total
+    assert all(x[1] == y[0] for x, y in zip(covered, covered[1:], strict=False))  # contiguous, no overlap
+    parts = [k * total // streams for k in range(streams)]
+    for p, chunk in walked:  # chunk c: the c-th stretch of every part
+        assert [lo for lo, _ in p.stretches(chunk)] == [a + (b - a) * chunk // n for a, b in
+                                                        zip(parts, [*parts[1:], total], strict=True)]
+        halves = [p.stretches(chunk, i, 2) for i in range(2)]  # a chunk's parts: each stretch's parts
+        assert [(x[0], y[1]) for x, y in zip(*halves, strict=True)] == p.stretches(chunk)
+    assert sum(p.chunk_words(c) for p, c in walked) == total
+    if shards:
+        assert sum(p.shard.words_per_epoch() for p in plans) == total
+    else:
+        done = [plans[0].words_done(e, slot, 1, 1) for e, slot, _, _ in plans[0].chunks((0, 0, 0))]
+        assert done[plans[0].n_chunks - 1] == total and done[-1] == 2 * total
+
+
 def test_a_shuffled_shard_walks_the_same_rounds_on_every_rank():
     from sgns.distributed import plan_shard
 

@@ -67,15 +67,20 @@ def test_a_subword_run_writes_each_words_mean_of_rows_and_checkpoints_the_whole_
     assert np.allclose(load_word2vec(tmp_path / "run" / "vectors.bin")[1], vectors, atol=1e-6)
 
 
-def test_negatives_follow_fasttexts_counts_to_the_half_and_sgns_keeps_word2vecs(tmp_path: Path, corpus: Path):
-    """fastText draws negatives from counts^0.5 (its src/loss.cc), word2vec from counts^0.75: model=subword trains
-    with fastText's (docs/subwords.md, "Quality against fastText's C++ trainer"), plain SGNS keeps word2vec's, an
+def test_negatives_and_corpus_order_follow_fasttexts_and_sgns_keeps_word2vecs(tmp_path: Path, corpus: Path):
+    """fastText draws negatives from counts^0.5 (its src/loss.cc), word2vec from counts^0.75, and its threads
+    train their parts of the corpus side by side: model=subword trains with fastText's exponent and two streams
+    (docs/subwords.md, "Quality against fastText's C++ trainer"), plain SGNS keeps word2vec's and gensim's, an
     override wins."""
     run(tmp_path / "run", corpus)
-    assert final_checkpoint(tmp_path / "run")["config"]["data"]["ns_exponent"] == 0.5
+    data = final_checkpoint(tmp_path / "run")["config"]["data"]
+    assert data["ns_exponent"] == 0.5 and data["streams"] == 2
     assert compose(["model=subword", "experiment=text8"]).data.ns_exponent == 0.5
+    assert compose(["model=subword", "experiment=text8"]).data.streams == 2
     assert compose(["model=subword", "data.ns_exponent=0.75"]).data.ns_exponent == 0.75
+    assert compose(["model=subword", "data.streams=1"]).data.streams == 1
     assert compose([]).data.ns_exponent == compose(["model=full_softmax"]).data.ns_exponent == 0.75
+    assert compose([]).data.streams == compose(["model=full_softmax"]).data.streams == 1
 
 
 def test_a_resume_with_other_ngram_settings_is_refused_in_one_line(tmp_path: Path, corpus: Path):

@@ -34,8 +34,8 @@ from sgns.config import CorpusConfig
 from sgns.corpus import encode, make_source
 from sgns.evaluate import evaluate_similarity
 from sgns.pipelines.negatives import unigram_table
-from sgns.pipelines.plan import keep_probabilities, read_ids
-from sgns.pipelines.span import SpanTrainer, advise_huge_pages, span_starts
+from sgns.pipelines.plan import keep_probabilities, read_ids, span_starts
+from sgns.pipelines.span import SpanTrainer, advise_huge_pages
 from sgns.pipelines.span_kernel import entry_point, kernel_alias_table, train_piece
 from sgns.pipelines.subword_kernel import HIDDEN_PER_PAIR, HIDDEN_WINDOW, subword_piece_kernel, train_piece_subword
 from sgns.subwords import subword_table

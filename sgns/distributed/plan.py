@@ -30,6 +30,7 @@ class Shard:
     n_chunks: int
     merges_per_chunk: int  # merges of the whole tables while a rank trains one chunk
     hot_per_merge: int = 1  # merge points per whole-table merge: the others merge only the hot rows
+    streams: int = 1  # data.streams: chunk c is the c-th stretch of each of the corpus's equal parts (`stretches`)
 
     @property
     def points_per_chunk(self) -> int:
@@ -40,18 +41,35 @@ class Shard:
         n, t = self.n_chunks, self.total_tokens
         return chunk * t // n, (chunk + 1) * t // n
 
+    def stretches(self, chunk: int) -> List[Tuple[int, int]]:
+        """The token ranges of a chunk: `bounds`, or with streams > 1 one in each part (`stretches`)."""
+        if self.streams == 1:
+            return [self.bounds(chunk)]
+        return stretches(self.total_tokens, self.n_chunks, self.streams, chunk)
+
     def chunks(self) -> range:
         return range(self.rank, self.n_chunks, self.world_size)
 
     def words_per_epoch(self) -> int:
         """Corpus words this rank trains in one epoch."""
-        return sum(hi - lo for lo, hi in map(self.bounds, self.chunks()))
+        return sum(hi - lo for c in self.chunks() for lo, hi in self.stretches(c))
+
+
+def stretches(total_tokens: int, n_chunks: int, streams: int, chunk: int) -> List[Tuple[int, int]]:
+    """Chunk `chunk` of `n_chunks` when the corpus's `streams` equal parts train side by side (data.streams): the
+    chunk-th of n near-equal stretches of every part, as token ranges [lo, hi)."""
+    ranges = []
+    for k in range(streams):
+        a, b = k * total_tokens // streams, (k + 1) * total_tokens // streams
+        ranges.append((a + (b - a) * chunk // n_chunks, a + (b - a) * (chunk + 1) // n_chunks))
+    return ranges
 
 
 def plan_shard(total_tokens: int, chunk_tokens: int, sync_every_words: int, rank: int, world_size: int,
-               hot_sync_every_words: Optional[int] = None) -> Shard:
-    """Cut each epoch into a multiple of `world_size` chunks of at most `chunk_tokens` tokens; merge the whole
-    tables about every `sync_every_words` words, the hot rows about every `hot_sync_every_words` (None: never)."""
+               hot_sync_every_words: Optional[int] = None, streams: int = 1) -> Shard:
+    """Cut each epoch into a multiple of `world_size` chunks of at most `chunk_tokens` tokens (each of `streams`
+    stretches); merge the whole tables about every `sync_every_words` words, the hot rows about every
+    `hot_sync_every_words` (None: never)."""
     n = -(-total_tokens // chunk_tokens)
     n = -(-n // world_size) * world_size
     if total_tokens < n:
@@ -61,7 +79,7 @@ def plan_shard(total_tokens: int, chunk_tokens: int, sync_every_words: int, rank
     hot = 1
     if hot_sync_every_words:
         hot = max(1, round(max(merges, round(world_size * size / hot_sync_every_words)) / merges))
-    return Shard(rank, world_size, total_tokens, n, merges, hot)
+    return Shard(rank, world_size, total_tokens, n, merges, hot, streams)
 
 
 class MergeClock:

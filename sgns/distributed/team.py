@@ -66,9 +66,9 @@ class Team:
         """`build()`, which caches what it reads: alone, there is no one to wait for."""
         return build()
 
-    def form(self, corpus: Any, vocab: Any, model: Any, chunk_tokens: int) -> None:
-        """Plan the run: each rank's share of the corpus (in chunks of `chunk_tokens`) and the merges of its tables
-        (alone: neither)."""
+    def form(self, corpus: Any, vocab: Any, model: Any, chunk_tokens: int, streams: int = 1) -> None:
+        """Plan the run: each rank's share of the corpus (in chunks of `chunk_tokens`, each from `streams` parts of
+        it) and the merges of its tables (alone: neither)."""
 
     def start(self) -> None:
         """Every rank continues from the same tables (alone: its own)."""
@@ -151,7 +151,7 @@ class ClusterTeam(Team):
             result = build()
         return result
 
-    def form(self, corpus: Any, vocab: Any, model: Any, chunk_tokens: int) -> None:
+    def form(self, corpus: Any, vocab: Any, model: Any, chunk_tokens: int, streams: int = 1) -> None:
         """Check every rank built the same vocabulary; plan this rank's shard and the merges of the tables (as the
         `dist` settings say). Which optimizers a merge can combine: sgns.pipelines.choose_pipeline."""
         cluster, dist = self.cluster, self.dist
@@ -161,7 +161,7 @@ class ClusterTeam(Team):
                             f"read the same corpus with the same data settings")
         hot = dist.hot_sync_every_words if dist.hot_rows else None
         self.shard = plan_shard(corpus.total_tokens, chunk_tokens, dist.sync_every_words, cluster.rank,
-                                cluster.world_size, hot)
+                                cluster.world_size, hot, streams)
         self.clock = MergeClock(self.shard.points_per_chunk)
         self.sync = TableSync(cluster, [model.input.weight, model.output.weight], dist.merge,
                               dist.hot_rows if self.shard.hot_per_merge > 1 else 0)
@@ -177,8 +177,7 @@ class ClusterTeam(Team):
         agreed; elsewhere both are False: a local signal or checkpoint wish waits for the next whole merge
         (at most `sync_every_words` words away). Merges of the hot rows alone fall in between."""
         if batch.chunk_fraction >= 1.0:
-            lo, hi = self.shard.bounds(batch.chunk)
-            self.words_trained += hi - lo
+            self.words_trained += sum(hi - lo for lo, hi in self.shard.stretches(batch.chunk))
         agreed_stop = agreed_checkpoint = False
         for point in self.clock.due(batch.epoch, batch.chunk, batch.chunk_fraction):
             if point % self.shard.hot_per_merge:

@@ -212,8 +212,8 @@ Builder = Callable[[Config, EncodedCorpus, Vocabulary, SGNS, torch.device, Optio
 def _span(config: Config, corpus: EncodedCorpus, vocab: Vocabulary, model: SGNS, device: torch.device,
           shard: Optional[Shard]) -> PipelineBase:
     d, t = config.data, config.trainer
-    return SpanPipeline(TokenSpans(corpus, d.span_tokens, t.epochs, shard, d.order, t.seed), model, vocab, d, t,
-                        lambda progress: learning_rate(config.optimizer, progress),
+    spans = TokenSpans(corpus, d.span_tokens, t.epochs, shard, d.order, t.seed, d.streams)
+    return SpanPipeline(spans, model, vocab, d, t, lambda progress: learning_rate(config.optimizer, progress),
                         subwords=model.table if isinstance(model, SubwordSGNS) else None)
 
 

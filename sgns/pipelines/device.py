@@ -28,7 +28,7 @@ from sgns.corpus import EncodedCorpus
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import alias_table, unigram_table
-from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids, sentence_starts
+from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities
 from sgns.pipelines.torch_step import FixedShapeStep, RowCounter, optimizer_step, sgd_step
 from sgns.vocab import Vocabulary
 
@@ -112,18 +112,18 @@ class DevicePairBatches:
         self.keep = torch.from_numpy(keep_probabilities(vocab.counts, data.subsample)).to(device, torch.float32)
         self.noise = AliasTable(unigram_table(vocab.counts, data.ns_exponent), device)
         self.total_tokens = corpus.total_tokens
-        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard, data.order, seed)
+        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard, data.order, seed, data.streams)
         self.start: Position = (0, 0, 0)  # (epoch, slot, batch) to begin at; set by resume
 
     def chunk_tokens_on_device(self, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """(vocabulary ids, -1 for dropped words; sentence number) of a chunk's tokens, on the device."""
-        lo, hi = self.plan.bounds(chunk)
-        raw = torch.from_numpy(read_ids(self.corpus.ids, lo, hi))
+        ids_np, starts_np = self.plan.read(self.corpus, chunk)
+        raw = torch.from_numpy(ids_np)
         if self.device.type == "cuda":
             raw = raw.pin_memory()
         ids = self.remap[raw.to(self.device, non_blocking=True).long()]
-        starts = torch.from_numpy(sentence_starts(self.corpus.offsets, lo, hi) - lo).to(self.device)
-        boundary = torch.zeros(hi - lo, dtype=torch.int32, device=self.device)
+        starts = torch.from_numpy(starts_np[:-1]).to(self.device)
+        boundary = torch.zeros(len(raw), dtype=torch.int32, device=self.device)
         boundary[starts] = 1
         return ids, torch.cumsum(boundary, 0, dtype=torch.int32)
 

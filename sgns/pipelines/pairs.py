@@ -25,7 +25,7 @@ from sgns.corpus import EncodedCorpus
 from sgns.model import SGNS
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import NegativeSampler
-from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities, read_ids, sentence_starts
+from sgns.pipelines.plan import ChunkPlan, PairBatch, Position, keep_probabilities
 from sgns.pipelines.torch_step import optimizer_step, sgd_step
 from sgns.vocab import Vocabulary
 
@@ -87,20 +87,19 @@ class PairBatches(IterableDataset):
         self.remap = vocab.remap(len(corpus.counts))
         self.keep = keep_probabilities(vocab.counts, data.subsample)
         self.total_tokens = corpus.total_tokens
-        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard, data.order, seed)
+        self.plan = ChunkPlan(corpus.total_tokens, data.chunk_tokens, epochs, shard, data.order, seed, data.streams)
         self.start: Position = (0, 0, 0)  # (epoch, slot, batch) to begin at; set by resume
 
     def chunk_pairs(self, epoch: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
         """Shuffled (centers, contexts) for one chunk: a pure function of (seed, epoch, chunk)."""
         rng = np.random.default_rng([self.seed, epoch, chunk])
-        lo, hi = self.plan.bounds(chunk)
-        ids = self.remap[read_ids(self.corpus.ids, lo, hi)]
-        starts = sentence_starts(self.corpus.offsets, lo, hi) - lo
-        boundary = np.zeros(hi - lo, dtype=np.int32)
-        boundary[starts] = 1
+        raw, starts = self.plan.read(self.corpus, chunk)
+        ids = self.remap[raw]
+        boundary = np.zeros(len(ids), dtype=np.int32)
+        boundary[starts[:-1]] = 1
         sentence = np.cumsum(boundary)
         kept = ids >= 0
-        kept &= rng.random(hi - lo) < self.keep[np.maximum(ids, 0)]
+        kept &= rng.random(len(ids)) < self.keep[np.maximum(ids, 0)]
         packed = _packed_window_pairs(ids[kept], sentence[kept], self.window, rng)
         rng.shuffle(packed)
         halves = packed.view(np.int32).reshape(-1, 2)

@@ -31,7 +31,7 @@ from sgns.errors import SGNSError
 from sgns.model import HUGE_PAGE_TABLE_BYTES, SGNS, advise_huge_pages
 from sgns.pipelines.base import PipelineBase
 from sgns.pipelines.negatives import unigram_table
-from sgns.pipelines.plan import ChunkPlan, Position, keep_probabilities, read_ids, sentence_starts
+from sgns.pipelines.plan import ChunkPlan, Position, keep_probabilities
 from sgns.pipelines.span_kernel import (
     PieceKernel,
     entry_point,
@@ -172,14 +172,6 @@ STEPS_PER_EPOCH = 100  # a small corpus gets spans shorter than data.span_tokens
 MIN_SPAN = 1000  # ...but never shorter than this
 
 
-def span_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Sentence starts within corpus positions [lo, hi) relative to lo (a sentence cut by lo starts at 0),
-    then hi - lo."""
-    inner = sentence_starts(offsets, lo, hi)
-    head = [] if len(inner) and inner[0] == lo else [lo]
-    return (np.concatenate([head, inner, [hi]]) - lo).astype(np.int64)
-
-
 @dataclass
 class Span:
     """One chunk of the corpus for the fused kernel (what the loop hands to its step)."""
@@ -200,14 +192,14 @@ class TokenSpans:
     """Spans for every epoch from a position on; a pure function of the corpus and the position."""
 
     def __init__(self, corpus: EncodedCorpus, span_tokens: int, epochs: int, shard: Optional[Shard] = None,
-                 order: str = "sequential", seed: int = 0):
+                 order: str = "sequential", seed: int = 0, streams: int = 1):
         self.corpus, self.epochs, self.shard = corpus, epochs, shard
         self.total_tokens = corpus.total_tokens
         # Steps are what logs, evaluation and checkpoints count: a small corpus still gets enough of them.
         self.span_tokens = min(span_tokens, max(MIN_SPAN, -(-self.total_tokens // STEPS_PER_EPOCH)))
         # Alone, a chunk is one span; under torchrun a shard chunk is cut into spans_per_chunk spans: at most
         # span_tokens long, a multiple of the merge points per chunk.
-        self.plan = ChunkPlan(self.total_tokens, self.span_tokens, epochs, shard, order, seed)
+        self.plan = ChunkPlan(self.total_tokens, self.span_tokens, epochs, shard, order, seed, streams)
         self.spans_per_chunk = 1
         if shard is not None:
             longest = -(-self.total_tokens // shard.n_chunks)
@@ -221,12 +213,10 @@ class TokenSpans:
         """Spans from `start`: (epoch, chunk, span in it); alone a chunk is one span."""
         m = self.spans_per_chunk
         for epoch, slot, chunk, first in self.plan.chunks(start):
-            lo, hi = self.plan.bounds(chunk)
             for i in range(first, m):
-                a, b = lo + (hi - lo) * i // m, lo + (hi - lo) * (i + 1) // m
-                yield Span(read_ids(self.corpus.ids, a, b), span_starts(self.corpus.offsets, a, b), epoch, chunk,
-                           chunk * m + i, self.plan.words_done(epoch, slot, i, m),
-                           self.plan.words_done(epoch, slot, i + 1, m), (epoch, slot, i + 1), (i + 1) / m)
+                yield Span(*self.plan.read(self.corpus, chunk, i, m), epoch, chunk, chunk * m + i,
+                           self.plan.words_done(epoch, slot, i, m), self.plan.words_done(epoch, slot, i + 1, m),
+                           (epoch, slot, i + 1), (i + 1) / m)
 
 
 def _kernel(window_negatives: bool, subwords: Optional[SubwordTable]) -> PieceKernel:

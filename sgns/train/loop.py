@@ -109,7 +109,7 @@ def _train(config: Config, record: Dict[str, Any], run: RunDir, team: Team) -> D
     model = make_model(config.model, len(vocab), vocab.words).to(device)  # model=subword: its n-gram rows too
     # the pipeline and every "auto"/null setting, resolved once (SGNSError for a combination none runs)
     resolved = resolve(config, device, corpus.total_tokens, team.world_size)
-    team.form(corpus, vocab, model, config.data.chunk_tokens)
+    team.form(corpus, vocab, model, config.data.chunk_tokens, config.data.streams)
     log.info(f"resolved: {resolved.describe()}")
     run.write_resolved(to_yaml(resolved.with_asked(record)))
     pipeline = make_pipeline(resolved, corpus, vocab, model, device, team.shard)
