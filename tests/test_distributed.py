@@ -182,7 +182,8 @@ def test_two_processes_train_one_model_into_one_run_dir(corpus, tmp_path, kernel
 
 
 def test_two_processes_train_one_subword_model(corpus, tmp_path):
-    """model=subword under torchrun: the merge carries the larger input table (words + buckets) like SGNS's."""
+    """model=subword under torchrun: the merge carries the larger input table (words + buckets) like SGNS's; each
+    rank's chunks are stretches of both halves of the corpus (data.streams=2, model=subword's default)."""
     from sgns.subwords import subword_table
     from sgns.vectors import load_word2vec
 
@@ -193,10 +194,12 @@ def test_two_processes_train_one_subword_model(corpus, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["distributed"]["world_size"] == 2 and metrics["distributed"]["merges"] > 0
     assert metrics["distributed"]["bytes_per_merge"] == (2 * 500 + 3000) * 16 * 4
+    assert sum(metrics["distributed"]["words_per_rank"]) == metrics["corpus_words"]  # every word once, both streams
     final = torch.load(max((run_dir / "checkpoints").glob("step-*.pt")), weights_only=False)
     words = list(checkpoint_words(final["vocab"]))
     weight = final["model"]["input.weight"].numpy()
     assert weight.shape == (len(words) + 3000, 16) and final["pipeline"] == "span"  # the numba kernel, on the CPU
+    assert final["config"]["data"]["streams"] == 2
     table = subword_table(words, 3, 6, 3000)
     _, vectors = load_word2vec(run_dir / "vectors.bin")
     assert np.allclose(vectors, np.stack([weight[table.rows_of(i)].mean(0) for i in range(len(words))]), atol=1e-6)

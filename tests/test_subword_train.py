@@ -140,6 +140,18 @@ def test_a_checkpoint_from_before_the_subword_keys_resumes_as_sgns(tmp_path: Pat
         "model.bucket=2000000 (this command: 10)"]
 
 
+def test_a_subword_run_from_before_two_streams_resumes_only_with_one(tmp_path: Path):
+    """A model=subword run recorded before data.streams existed trained one stream: today's default (2) is a changed
+    result setting for it, data.streams=1 continues it."""
+    from sgns.config import as_record
+    from sgns.train.rundir import settings_differences
+
+    record = as_record(compose_cfg(tmp_path, ["model=subword"]))
+    older = {**record, "data": {k: v for k, v in record["data"].items() if k != "streams"}}
+    assert settings_differences(older, record) == ["data.streams=1 (this command: 2)"]
+    assert settings_differences(older, as_record(compose_cfg(tmp_path, ["model=subword", "data.streams=1"]))) == []
+
+
 def test_a_checkpoint_stores_the_rows_words_have_and_an_imported_table_whole(tmp_path: Path, corpus: Path):
     """With more buckets than the words' n-grams reach, a checkpoint file holds only the input rows words have
     (loading restores the rest from the initial fill: the vectors still match); after init_from imported another
