@@ -58,17 +58,17 @@ def span_starts(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return (np.concatenate([head, inner, [hi]]) - lo).astype(np.int64)
 
 
-def interleave_sentences(stretches: List[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+def interleave_sentences(texts: List[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
     """Stretches of text (ids, `span_starts`) as one, sentence by sentence: each sentence placed by the share of
     its stretch before it (ties: the earlier stretch first), so every stretch advances token for token, as
     fastText's threads advance through their parts of the corpus side by side."""
-    stretches = [stretch for stretch in stretches if len(stretch[0])] or stretches[:1]
-    if len(stretches) == 1:
-        return stretches[0]
-    ids = np.concatenate([i for i, _ in stretches])
+    texts = [text for text in texts if len(text[0])] or texts[:1]
+    if len(texts) == 1:
+        return texts[0]
+    ids = np.concatenate([i for i, _ in texts])
     firsts, lengths, shares, which = [], [], [], []
     base = 0
-    for s, (part, starts) in enumerate(stretches):
+    for s, (part, starts) in enumerate(texts):
         firsts.append(base + starts[:-1])
         lengths.append(np.diff(starts))
         shares.append(starts[:-1] / int(starts[-1]))
