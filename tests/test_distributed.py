@@ -221,8 +221,11 @@ def test_two_processes_match_one_on_planted_relations(tmp_path):
 
 
 def test_a_killed_rank_stops_the_other_with_one_line_and_the_same_command_resumes_exactly(corpus, tmp_path):
+    # dist.timeout_s below torchrun's 30 s between its SIGTERM and SIGKILL of the survivors: rank 0 mostly sees the
+    # dead peer's socket close at once, but now and then only the timeout tells it (seen in 1 of ~20 tries under
+    # load), and a 30 s timeout then races the launcher's SIGKILL, which leaves no line
     settings = ["corpus=text", f"corpus.path={corpus}", *SMALL, "trainer.epochs=20", "trainer.checkpoint_every=50",
-                "dist.timeout_s=30"]
+                "dist.timeout_s=15"]
     reference = run(torchrun_command(*settings, f"hydra.run.dir={tmp_path / 'reference'}"))
     assert reference.returncode == 0, reference.stderr[-3000:]
 
