@@ -324,20 +324,24 @@ def discard_unstarted_run_dir(run_dir: str | os.PathLike) -> bool:
     try:
         if run_dir not in MADE_RUN_DIRS or not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= RUN_FILES:
             return False
-        logs = [h for h in _log_handlers() if Path(getattr(h, "baseFilename", "/")).parent == run_dir]
-        for handler in logs:
-            handler.close()
+        for logger, handler in _log_handlers():
+            if Path(getattr(handler, "baseFilename", "/")).parent == run_dir:
+                # detached, not only closed: a closed FileHandler reopens its file for the next record (torch logs
+                # from an atexit handler when interrupted mid-import), and the dir is gone
+                logger.removeHandler(handler)
+                handler.close()
         shutil.rmtree(run_dir)
         return True
     except OSError:
         return False
 
 
-def _log_handlers() -> List[Any]:
+def _log_handlers() -> List[Tuple[Any, Any]]:
+    """(logger, handler) for each handler of the loggers Hydra's logging config sets up, and sgns's."""
     import logging
 
     loggers = (logging.getLogger(), logging.getLogger("sgns"), logging.getLogger("hydra"))
-    return [handler for logger in loggers for handler in logger.handlers]
+    return [(logger, handler) for logger in loggers for handler in list(logger.handlers)]
 
 
 class FailedJob(CompactHydraException):

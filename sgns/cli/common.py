@@ -10,8 +10,9 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import sys
-from typing import Iterator, List, NoReturn
+from typing import Any, Iterator, List, NoReturn
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -71,15 +72,32 @@ def exit_without_teardown() -> Iterator[None]:
     except SystemExit as e:
         status.append(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
         raise
+    finally:
+        if status:
+            _end_at_signal(status)
 
 
-def _end_process(status: List[int]) -> None:
+def _end_at_signal(status: List[int]) -> None:
+    """The command is over and only the exit is left: SIGINT or SIGTERM now ends the process with the command's
+    status at once (else a Ctrl-C just after `done:` prints a traceback from some library's atexit callback)."""
+    def end(sig: int, frame: Any) -> None:
+        _end_process(status, flush_logs=False)  # a handler may interrupt a log write; every record is flushed
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, end)
+        except ValueError:  # not the main thread
+            pass
+
+
+def _end_process(status: List[int], flush_logs: bool = True) -> None:
     if not status:
         return
-    logging.shutdown()
+    if flush_logs:
+        logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said on it
+        except (OSError, ValueError, RuntimeError):  # a closed pipe or stream; a reentrant write from a handler
             pass
     os._exit(status[0])

@@ -43,6 +43,7 @@ INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report i
 SWEEP_SCORE_LOGGERS = ("optuna.study.study", "hydra_plugins.hydra_optuna_sweeper._impl")
 LOGGED_SCORE = re.compile(r"(\bvalues?: \[?)(-?\d+\.\d{5,}(?:e-?\d+)?)")
 SCORE_DIGITS = 4  # as sgns's own log lines (sgns.train.loop.log_evaluation)
+FINISHED_RUNS: List[str] = []  # the run dirs whose training ended in this process, for what a late Ctrl-C says
 
 
 class RoundedScores(logging.Filter):
@@ -72,6 +73,7 @@ def train_job(cfg: DictConfig) -> float:
     collect_again()  # the libraries are loaded (main deferred collection)
     try:
         metrics = train(cfg)
+        FINISHED_RUNS.append(str(cfg.trainer.run_dir))
         return objective(cfg.objective, metrics) if metrics else 0.0  # torchrun ranks other than 0: no metrics
     except FollowerExit:
         sys.exit(2)  # rank 0 reports it, in one line
@@ -195,12 +197,22 @@ def main() -> None:
             signals = sys.modules.get("sgns.train.signals")  # loaded once train() runs
             by = signals.interrupted_by if signals is not None else None
             said = f"by {signal.Signals(by).name}" if by is not None else "(Ctrl-C)"
-            sys.stderr.write(f"sgns-train: error: interrupted {said} before training started; nothing was trained\n")
+            sys.stderr.write(f"sgns-train: error: interrupted {said} {interrupted_when()}\n")
             sys.exit(128 + by if by is not None else INTERRUPTED)
         finally:
             distributed = sys.modules.get("sgns.distributed")
             if distributed is not None:  # under torchrun; a process that exits still in the group may abort in gloo
                 distributed.leave_cluster()
+
+
+def interrupted_when() -> str:
+    """When an interrupt outside the train loop came, for its one line: before any run of this command trained,
+    or after some had finished (in the bookkeeping after a run's `done:` line, or between sweep jobs)."""
+    if not FINISHED_RUNS:
+        return "before training started; nothing was trained"
+    if len(FINISHED_RUNS) == 1:
+        return f"after the run finished; its outputs in {FINISHED_RUNS[0]} are complete"
+    return f"after {len(FINISHED_RUNS)} runs finished; their outputs are complete ({', '.join(FINISHED_RUNS)})"
 
 
 def run_command(argv: List[str]) -> None:
