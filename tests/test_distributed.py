@@ -3,10 +3,12 @@ processes) under a hard timeout, so a hang fails the test instead of the CI job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -221,9 +223,10 @@ def test_two_processes_match_one_on_planted_relations(tmp_path):
 
 
 def test_a_killed_rank_stops_the_other_with_one_line_and_the_same_command_resumes_exactly(corpus, tmp_path):
-    # dist.timeout_s below torchrun's 30 s between its SIGTERM and SIGKILL of the survivors: rank 0 mostly sees the
-    # dead peer's socket close at once, but now and then only the timeout tells it (seen in 1 of ~20 tries under
-    # load), and a 30 s timeout then races the launcher's SIGKILL, which leaves no line
+    # dist.timeout_s below torchrun's 30 s between its SIGTERM and SIGKILL of the survivors: rank 0 sees the dead
+    # peer's socket close at once, or when Gloo misses it (about 1 in 40 kills) its merge's peer check within a
+    # second (test_a_dead_peer_the_backend_misses_is_seen_by_its_process); a collective outside the merges still
+    # has only the timeout, and one above 30 s would race the launcher's SIGKILL, which leaves no line
     settings = ["corpus=text", f"corpus.path={corpus}", *SMALL, "trainer.epochs=20", "trainer.checkpoint_every=50",
                 "dist.timeout_s=15"]
     reference = run(torchrun_command(*settings, f"hydra.run.dir={tmp_path / 'reference'}"))
@@ -263,6 +266,78 @@ def test_a_killed_rank_stops_the_other_with_one_line_and_the_same_command_resume
     assert sum(metrics["distributed"]["words_per_rank"]) == 20 * metrics["corpus_words"]
     # merged tables, every rank's data position and negatives restored: the same vectors as never stopped
     assert (run_dir / "vectors.bin").read_bytes() == (tmp_path / "reference" / "vectors.bin").read_bytes()
+
+
+UNNOTICED_DEATH = """
+import os, time
+import torch
+from sgns.config import DistConfig
+from sgns.distributed import join_cluster, leave_cluster
+from sgns.errors import SGNSError, exit_with_error
+
+cluster = join_cluster("cpu", DistConfig(timeout_s=100))
+if cluster.rank == 1:
+    if os.fork() == 0:  # a child keeps the dead rank's connections open: Gloo sees no close, as now and then
+        time.sleep(100)
+        os._exit(0)
+    os._exit(9)
+try:
+    try:
+        cluster.all_reduce_sum([torch.ones(10)], "merging the tables")
+    except SGNSError as e:
+        exit_with_error("sgns-train", e)
+finally:
+    leave_cluster()
+"""
+
+
+def test_a_dead_peer_the_backend_misses_is_seen_by_its_process(tmp_path):
+    """Gloo sometimes misses a killed rank's closed connections and waits out dist.timeout_s (here 100 s; seen in
+    about 1 of 40 kills): a merge that waits looks whether its peers on this machine still live."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    ranks = []
+    try:
+        for rank in range(2):
+            env = {**environment(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                   "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"}
+            ranks.append(subprocess.Popen([sys.executable, "-c", UNNOTICED_DEATH], env=env, stderr=subprocess.PIPE,
+                                          text=True, start_new_session=True))
+        started = time.monotonic()
+        err = ranks[0].communicate(timeout=60)[1]
+        waited = time.monotonic() - started
+    finally:
+        for process in ranks:
+            with contextlib.suppress(ProcessLookupError):  # a group whose processes have all exited
+                os.killpg(process.pid, signal.SIGKILL)  # with the child that holds the connections
+            process.communicate()
+    assert ranks[0].returncode == 2, err[-3000:]
+    assert errors(err) == [f"sgns-train: error: rank 0 of 2: lost the other ranks while merging the tables (rank 1, "
+                           f"process {ranks[1].pid} on this machine, has exited). The last checkpoint is intact: "
+                           f"run the same command again to resume"], err[-3000:]
+    assert waited < 60  # startup, then a check every second: far below the group's 100 s timeout
+
+
+SIGTERM_WHILE_FAILING = """
+import os, signal
+from sgns.errors import SGNSError, exit_with_error
+from sgns.train.signals import StopRequest, sigterm_interrupts
+
+try:
+    with sigterm_interrupts(), StopRequest():
+        raise SGNSError("rank 0 of 2: lost the other ranks while merging the tables")
+except SGNSError as e:
+    os.kill(os.getpid(), signal.SIGTERM)  # torchrun's, sent as it sees the same dead rank
+    exit_with_error("sgns-train", e)
+"""
+
+
+def test_torchruns_sigterm_does_not_cut_a_lost_peers_line_short():
+    done = subprocess.run([sys.executable, "-c", SIGTERM_WHILE_FAILING], capture_output=True, text=True,
+                          env=environment(), timeout=HARD_TIMEOUT_S)
+    assert done.returncode == 2, done.stderr[-3000:]  # not -15: killed before its line
+    assert errors(done.stderr) == ["sgns-train: error: rank 0 of 2: lost the other ranks while merging the tables"]
 
 
 def test_bad_override_fails_in_one_line_not_one_per_rank(tmp_path):

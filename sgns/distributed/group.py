@@ -2,17 +2,21 @@
 (Cluster), and the few collectives training needs, each failing as one line (PeerLost).
 
 Faults: the process group times out after `timeout_s`, so a silent peer ends every collective with a clear
-error; a peer that died is usually noticed at once (its connections close), and torchrun stops the other
-workers of a failed group in any case.
+error; a peer that died is usually noticed at once (its connections close). Now and then Gloo misses those
+closed connections and would wait out the timeout (seen in about 1 of 40 kills): so a collective on the tables
+that waits longer than PEER_CHECK_S also looks whether the peers on this machine still live, and gives up at once
+when one has exited. torchrun stops the other workers of a failed group in any case.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, List, Optional, Sequence, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -22,6 +26,7 @@ from sgns.device import resolve_device
 from sgns.errors import SGNSError
 
 PATIENT_TIMEOUT_S = 24 * 3600  # how long ranks wait for rank 0 to read and cache the corpus
+PEER_CHECK_S = 1.0  # a collective on the tables waiting this long looks whether this machine's peers still live
 T = TypeVar("T")
 
 
@@ -98,6 +103,8 @@ class Cluster:
         self.backend = "nccl" if device.type == "cuda" else "gloo"
         self.control: Any = None  # Gloo group for barriers and objects (None: the default group is Gloo)
         self.patient: Any = None  # Gloo group with a long timeout, for waiting while rank 0 builds caches
+        self.local_peers: Dict[int, int] = {}  # rank -> pid of the other ranks on this machine
+        self.abandoned = False  # a collective was given up while the backend still waits in it (a dead peer)
 
     def start(self) -> Cluster:
         """Join the process group torchrun describes (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE)."""
@@ -116,10 +123,17 @@ class Cluster:
             raise PeerLost(f"rank {self.rank} of {self.world_size}: could not join the process group at "
                            f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within "
                            f"{self.timeout_s:g}s ({_reason(e)})") from None
+        here = machine_key()
+        ranks = self.gather_objects((here, os.getpid()), "joining the process group")
+        self.local_peers = {rank: pid for rank, (key, pid) in enumerate(ranks)
+                            if here is not None and key == here and rank != self.rank}
         return self
 
     def close(self) -> None:
-        if dist.is_initialized():
+        """Leave the group. After an abandoned collective the backend's thread still waits in it, and destroying
+        the group (or the interpreter's own exit) would wait with it until the timeout: leave_cluster then ends
+        the process at once instead."""
+        if dist.is_initialized() and not self.abandoned:
             dist.destroy_process_group()
 
     def _run(self, what: str, fn: Callable[[], T]) -> T:
@@ -143,13 +157,14 @@ class Cluster:
         return box[0]
 
     def patient_broadcast(self, obj: Any, what: str) -> Any:
-        """`broadcast_object` without the short timeout (a dead rank 0 is still noticed: its sockets close)."""
-        box = [obj]
-        self._run(what, lambda: dist.broadcast_object_list(box, src=0, group=self.patient))
-        return box[0]
+        """`broadcast_object` after a wait without the short timeout (patient_barrier: rank 0 may build for hours)."""
+        self.patient_barrier(what)
+        return self.broadcast_object(obj, what)
 
     def patient_barrier(self, what: str) -> None:
-        self._run(what, lambda: dist.barrier(group=self.patient))
+        """Wait for every rank, without the short timeout; a dead rank is still noticed (its sockets close, or the
+        peer check of `_await` on this machine)."""
+        self._run(what, lambda: self._await([dist.barrier(group=self.patient, async_op=True)], what, gloo=True))
 
     def gather_objects(self, obj: Any, what: str) -> List[Any]:
         """Every rank's `obj`, in rank order, on every rank (small objects only: they travel pickled)."""
@@ -159,17 +174,37 @@ class Cluster:
 
     def broadcast_tensors(self, tensors: Sequence[torch.Tensor], what: str) -> None:
         """Overwrite `tensors` in place with rank 0's."""
-        def run() -> None:
-            for t in tensors:
-                dist.broadcast(t.data, src=0)
-        self._run(what, run)
+        self._run(what, lambda: self._await([dist.broadcast(t.data, src=0, async_op=True) for t in tensors], what))
 
     def all_reduce_sum(self, tensors: Sequence[torch.Tensor], what: str) -> None:
         """Sum each tensor over ranks, in place (the collectives are started together, then awaited)."""
-        def run() -> None:
-            for handle in [dist.all_reduce(t, async_op=True) for t in tensors]:
+        self._run(what, lambda: self._await([dist.all_reduce(t, async_op=True) for t in tensors], what))
+
+    def _await(self, handles: Sequence[Any], what: str, gloo: Optional[bool] = None) -> None:
+        """Wait for each collective; one of Gloo's (`gloo`: on a Gloo group; default: the data group is) that takes
+        longer than PEER_CHECK_S looks, every PEER_CHECK_S, whether a peer on this machine has exited (Gloo then
+        sometimes waits out the timeout)."""
+        for handle in handles:
+            if not (self.backend == "gloo" if gloo is None else gloo):  # NCCL's timed wait aborts its communicator
                 handle.wait()
-        self._run(what, run)
+                continue
+            while True:
+                try:
+                    handle.wait(timedelta(seconds=PEER_CHECK_S))  # a slice: raises if not done by then
+                    break
+                except RuntimeError:
+                    if handle.is_completed():
+                        handle.wait()  # the collective's own error (or, done at the slice's end, nothing)
+                        break
+                    self._check_peers(what)
+
+    def _check_peers(self, what: str) -> None:
+        for rank, pid in self.local_peers.items():
+            if has_exited(pid):
+                self.abandoned = True
+                raise PeerLost(f"rank {self.rank} of {self.world_size}: lost the other ranks while {what} (rank "
+                               f"{rank}, process {pid} on this machine, has exited). The last checkpoint is "
+                               f"intact: run the same command again to resume")
 
 
 _cluster: Optional[Cluster] = None  # this process's, once joined
@@ -191,8 +226,33 @@ def join_cluster(device: str, settings: DistConfig) -> Optional[Cluster]:
 
 
 def leave_cluster() -> None:
-    """Leave the process group, if joined (a process that exits without it may abort in gloo's threads)."""
+    """Leave the process group, if joined (a process that exits without it may abort in gloo's threads). After
+    an abandoned collective (a peer died: Cluster._check_peers) the process ends here, with the error's exit
+    status 2: its line is printed, and any orderly exit would wait for the backend's timeout."""
     global _cluster
     if _cluster is not None:
         _cluster.close()
+        if _cluster.abandoned:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os._exit(2)
         _cluster = None
+
+
+def machine_key() -> Optional[str]:
+    """What two processes share when their pids name the same processes: this boot of this machine and this pid
+    namespace (a container has its own). None where /proc does not tell (not Linux)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def has_exited(pid: int) -> bool:
+    """Whether process `pid` has ended: gone, or a zombie its parent (torchrun) has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")

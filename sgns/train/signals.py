@@ -9,6 +9,11 @@ import signal
 from typing import Any, Dict, Iterator, Optional
 
 
+def _sigterm_while_failing(sig: int, frame: Any) -> None:
+    """A SIGTERM while an error is on its way out: ignored, so that its one line is printed and the process exits
+    with it (torchrun sends SIGTERM as soon as it sees a rank die, the moment the survivors see it too)."""
+
+
 class StopRequest:
     """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT exits at once."""
 
@@ -35,11 +40,12 @@ class StopRequest:
             os.write(2, f"\nsgns: {signal.Signals(sig).name} received, stopping after this step and writing a "
                         f"checkpoint (Ctrl-C again exits at once)\n".encode())
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if self.signal is not None:
             return  # stopping: keep "a second SIGINT exits at once" until the process is gone
         for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+            failing = exc_type is not None and sig == signal.SIGTERM  # a lost peer, say: see sigterm_interrupts
+            signal.signal(sig, _sigterm_while_failing if failing else handler)
 
 
 # the signal that interrupted this process outside the loop, for the one line that reports it (None: Ctrl-C)
@@ -55,14 +61,18 @@ def _sigterm_interrupt(sig: int, frame: Any) -> None:
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt, as SIGINT does, while the context is open (main thread only); the signal
-    is kept in `interrupted_by`, so a batch scheduler's SIGTERM is not reported as Ctrl-C."""
+    is kept in `interrupted_by`, so a batch scheduler's SIGTERM is not reported as Ctrl-C. Left by an error,
+    SIGTERM stays caught (ignored) while the error is reported: the default action would kill the process
+    without its line. A caller that lives on (sgns.fit) puts its own handlers back afterwards."""
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _sigterm_interrupt)
     except ValueError:  # not the main thread
         pass
+    failed = True
     try:
         yield
+        failed = False
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, _sigterm_while_failing if failed else previous)
