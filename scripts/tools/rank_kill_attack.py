@@ -3,11 +3,12 @@ took, how it exited. Results: docs/scaling.md#faults.
 
     python scripts/tools/rank_kill_attack.py OUT_DIR --trials 40 --load 2 --max-delay 3
 
-Each trial starts a 2-rank CPU run (a 60,000-word synthetic corpus, 20 epochs, a checkpoint every 50 steps,
-dist.timeout_s=30), waits for its first checkpoint, waits a seeded random delay in [0, --max-delay] seconds, and
-sends SIGKILL to rank 1. --load other 2-rank runs train beside it (a busy machine, as in CI). A row per trial:
-rank 0's exit code (from torchrun's report), whether the run had said `done:`, its metrics.json status, the
-number of `sgns-train: error:` lines and the seconds from the kill to torchrun's exit.
+Each trial starts a 2-rank CPU run as tests/test_distributed.py's kill test does (its corpus, settings and torchrun
+command; 20 epochs, a checkpoint every 50 steps, dist.timeout_s=30), waits for its first checkpoint, waits a
+seeded random delay in [0, --max-delay] seconds, and sends SIGKILL to rank 1. --load other 2-rank runs train
+beside it (a busy machine, as in CI). A row per trial: rank 0's exit code (from torchrun's report), whether the
+run had said `done:`, its metrics.json status, the number of `sgns-train: error:` lines and the seconds from the
+kill to torchrun's exit.
 """
 
 from __future__ import annotations
@@ -24,34 +25,20 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import zipf_text  # noqa: E402  (the tests' synthetic corpus)
+# the tests' synthetic corpus, 2-rank torchrun command, environment and worker lookup
+from conftest import zipf_text  # noqa: E402
+from test_distributed import SMALL, environment, torchrun_command, worker_pid  # noqa: E402
 
-SETTINGS = ["model.dim=16", "data.min_count=1", "data.chunk_tokens=10000", "dist.sync_every_words=5000",
-            "data.batch_size=512", "trainer.epochs=20", "trainer.checkpoint_every=50", "dist.timeout_s=30"]
+SETTINGS = [*SMALL, "trainer.epochs=20", "trainer.checkpoint_every=50", "dist.timeout_s=30"]
 RANK0_EXIT = re.compile(r"rank\s*: 0 \(local_rank: 0\)\n\s*exitcode\s*: (-?\d+)")
 
 
 def torchrun(corpus: Path, run_dir: Path) -> List[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sgns.train",
-            "trainer.device=cpu", "trainer.progress=false", "trainer.threads=1", "corpus=text",
-            f"corpus.path={corpus}", *SETTINGS, f"hydra.run.dir={run_dir}"]
-
-
-def worker_pid(parent: int, rank: int) -> Optional[int]:
-    """The pid of torchrun's worker with RANK=rank."""
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
-    for pid in out.split():
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in environ:
-            return int(pid)
-    return None
+    return torchrun_command("corpus=text", f"corpus.path={corpus}", *SETTINGS, f"hydra.run.dir={run_dir}")
 
 
 def main() -> None:
@@ -66,7 +53,7 @@ def main() -> None:
     corpus = out / "corpus.txt"
     if not corpus.exists():
         zipf_text(corpus, words=60000, vocab=500)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = environment()
     outcomes: Counter = Counter()
     waits: List[float] = []
     for trial in range(args.trials):
